@@ -1,0 +1,89 @@
+//! Alerts that trigger or accompany a snapshot: Alertmanager webhook payloads (version 4) or single alerts.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+/// One alert as Alertmanager describes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    pub generator_url: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+impl Alert {
+    pub fn name(&self) -> Option<&str> {
+        self.labels.get("alertname").map(String::as_str)
+    }
+}
+
+/// An Alertmanager webhook payload, the fields preserve uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookPayload {
+    pub version: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    pub alerts: Vec<Alert>,
+    #[serde(default)]
+    pub group_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("cannot read alert file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("alert file {path} is neither an Alertmanager webhook payload nor an alert: {reason}")]
+    Shape { path: String, reason: String },
+}
+
+/// Reads `--alert FILE`: a webhook payload (`{"version":"4","alerts":[...]}`), a list of alerts, or one alert.
+pub fn read_alerts(path: &Path) -> Result<Vec<Alert>, AlertError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| AlertError::Read { path: p.clone(), source })?;
+    parse_alerts(&text).map_err(|reason| AlertError::Shape { path: p, reason })
+}
+
+pub fn parse_alerts(text: &str) -> Result<Vec<Alert>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let alerts: Vec<Alert> = if value.get("alerts").is_some() {
+        serde_json::from_value::<WebhookPayload>(value).map_err(|e| e.to_string())?.alerts
+    } else if value.is_array() {
+        serde_json::from_value(value).map_err(|e| e.to_string())?
+    } else {
+        vec![serde_json::from_value(value).map_err(|e| e.to_string())?]
+    };
+    if alerts.iter().any(|a| a.labels.is_empty()) {
+        return Err("an alert has no labels".into());
+    }
+    Ok(alerts)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn webhook_list_and_single_alert() {
+        let hook = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"CaracalAuditTamperDetected","zone_id":"z1"},"annotations":{},"startsAt":"2026-11-29T01:00:00Z","fingerprint":"abc"}]}"#;
+        let a = super::parse_alerts(hook).unwrap();
+        assert_eq!(a[0].name(), Some("CaracalAuditTamperDetected"));
+        assert_eq!(a[0].fingerprint.as_deref(), Some("abc"));
+        let single = r#"{"labels":{"alertname":"X"}}"#;
+        assert_eq!(super::parse_alerts(single).unwrap().len(), 1);
+        assert!(super::parse_alerts(r#"{"labels":{}}"#).is_err());
+    }
+}

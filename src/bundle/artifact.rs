@@ -1,0 +1,307 @@
+//! Artifacts as they are collected. Every artifact is streamed to a staging file and hashed (SHA-256) and counted
+//! as it is written, never read back to hash. A collector that is cut off (timeout, signal) has its open
+//! artifacts *sealed*: what it wrote so far is kept and hashed exactly, and any later write fails.
+
+use std::{
+    fs::File,
+    io::{self, BufWriter, Write},
+    path::{Component, Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use sha2::{Digest, Sha256};
+
+use super::manifest::ArtifactRecord;
+
+const WRITE_BUFFER: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact path `{0}` is not a safe relative path")]
+    UnsafePath(String),
+    #[error("artifact `{0}` was already written by this collector")]
+    Duplicate(String),
+    #[error("cannot create artifact `{path}`: {source}")]
+    Create { path: String, source: io::Error },
+}
+
+/// Byte and record counters of one collector, read by the progress display.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes: AtomicU64,
+    pub records: AtomicU64,
+}
+
+/// The staging area of one bundle: a directory holding every artifact until the archive is written.
+#[derive(Debug)]
+pub struct Staging {
+    root: PathBuf,
+    cells: Mutex<Vec<Arc<Cell>>>,
+}
+
+#[derive(Debug)]
+struct Cell {
+    collector: String,
+    /// Path inside the bag, `data/<collector>/<relative>`.
+    bag_path: String,
+    staged: PathBuf,
+    media_type: String,
+    state: Mutex<CellState>,
+}
+
+#[derive(Debug)]
+struct CellState {
+    out: Option<BufWriter<File>>,
+    hasher: Sha256,
+    bytes: u64,
+    records: Option<u64>,
+    truncated: bool,
+    source: Option<String>,
+    sha256: Option<String>,
+    error: Option<String>,
+}
+
+/// A staged artifact ready to go into the archive.
+#[derive(Debug, Clone)]
+pub struct StagedArtifact {
+    pub collector: String,
+    pub staged: PathBuf,
+    pub record: ArtifactRecord,
+}
+
+impl Staging {
+    pub fn create(root: PathBuf) -> io::Result<Arc<Self>> {
+        std::fs::create_dir_all(root.join("data"))?;
+        Ok(Arc::new(Self { root, cells: Mutex::new(Vec::new()) }))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Opens a new artifact for `collector` at `relative` (a `/`-separated path below the collector's folder).
+    pub fn artifact(
+        &self,
+        collector: &str,
+        relative: &str,
+        media_type: &str,
+        counters: Arc<Counters>,
+    ) -> Result<ArtifactWriter, ArtifactError> {
+        let relative = safe_relative(relative)?;
+        let bag_path = format!("data/{collector}/{relative}");
+        let staged = self.root.join(&bag_path);
+        let mut cells = lock(&self.cells);
+        if cells.iter().any(|c| c.bag_path == bag_path) {
+            return Err(ArtifactError::Duplicate(bag_path));
+        }
+        let create = |e| ArtifactError::Create { path: bag_path.clone(), source: e };
+        if let Some(parent) = staged.parent() {
+            std::fs::create_dir_all(parent).map_err(create)?;
+        }
+        let file = File::options().write(true).create_new(true).open(&staged).map_err(create)?;
+        let cell = Arc::new(Cell {
+            collector: collector.to_string(),
+            bag_path,
+            staged,
+            media_type: media_type.to_string(),
+            state: Mutex::new(CellState {
+                out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+                hasher: Sha256::new(),
+                bytes: 0,
+                records: None,
+                truncated: false,
+                source: None,
+                sha256: None,
+                error: None,
+            }),
+        });
+        cells.push(cell.clone());
+        Ok(ArtifactWriter { cell, counters })
+    }
+
+    /// Seals every artifact of `collector` still open, keeping what was written. Returns how many were open.
+    pub fn seal_collector(&self, collector: &str) -> usize {
+        let cells: Vec<_> = lock(&self.cells).iter().filter(|c| c.collector == collector).cloned().collect();
+        cells.iter().filter(|c| c.seal()).count()
+    }
+
+    /// All artifacts, sealed, sorted by their path in the bag.
+    pub fn finish(&self) -> Vec<StagedArtifact> {
+        let cells = lock(&self.cells).clone();
+        let mut out: Vec<_> = cells
+            .iter()
+            .map(|c| {
+                c.seal();
+                let s = lock(&c.state);
+                StagedArtifact {
+                    collector: c.collector.clone(),
+                    staged: c.staged.clone(),
+                    record: ArtifactRecord {
+                        path: c.bag_path.clone(),
+                        sha256: s.sha256.clone().unwrap_or_default(),
+                        bytes: s.bytes,
+                        media_type: c.media_type.clone(),
+                        records: s.records,
+                        truncated: s.truncated,
+                        source: s.source.clone(),
+                        error: s.error.clone(),
+                    },
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.record.path.cmp(&b.record.path));
+        out
+    }
+}
+
+impl Cell {
+    /// Flushes and closes the file and fixes the hash. Returns true when this call sealed it.
+    fn seal(&self) -> bool {
+        let mut s = lock(&self.state);
+        if s.sha256.is_some() {
+            return false;
+        }
+        if let Some(mut out) = s.out.take()
+            && let Err(e) = out.flush()
+        {
+            // Bytes counted but not on disk would make the archive lie; record it and count only what landed.
+            s.error = Some(format!("flush failed: {e}"));
+        }
+        let digest = std::mem::take(&mut s.hasher).finalize();
+        s.sha256 = Some(hex::encode(digest));
+        true
+    }
+}
+
+/// Writes one artifact. Implements [`Write`]; every byte is hashed and counted on its way to disk.
+#[derive(Debug)]
+pub struct ArtifactWriter {
+    cell: Arc<Cell>,
+    counters: Arc<Counters>,
+}
+
+impl ArtifactWriter {
+    /// Counts `n` more records (lines, rows, entries) in this artifact.
+    pub fn add_records(&mut self, n: u64) {
+        let mut s = lock(&self.cell.state);
+        *s.records.get_or_insert(0) += n;
+        self.counters.records.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Marks the artifact as cut short by a limit.
+    pub fn set_truncated(&mut self) {
+        lock(&self.cell.state).truncated = true;
+    }
+
+    /// Records where the artifact's content came from (a file path, a container).
+    pub fn set_source(&mut self, source: impl Into<String>) {
+        lock(&self.cell.state).source = Some(source.into());
+    }
+    pub fn bytes(&self) -> u64 {
+        lock(&self.cell.state).bytes
+    }
+
+    /// Closes the artifact; its hash is then fixed.
+    pub fn finish(self) -> io::Result<()> {
+        let flushed = {
+            let mut s = lock(&self.cell.state);
+            match s.out.as_mut() {
+                Some(out) => out.flush(),
+                None => Ok(()),
+            }
+        };
+        self.cell.seal();
+        flushed
+    }
+}
+
+impl Write for ArtifactWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut s = lock(&self.cell.state);
+        let out = s.out.as_mut().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "artifact sealed: the collector was stopped")
+        })?;
+        out.write_all(buf)?;
+        s.hasher.update(buf);
+        s.bytes += buf.len() as u64;
+        self.counters.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match lock(&self.cell.state).out.as_mut() {
+            Some(out) => out.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ArtifactWriter {
+    fn drop(&mut self) {
+        self.cell.seal();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking collector may poison a lock; the data behind it is still what was written.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Normalizes a `/`-separated relative path, refusing anything that could escape the collector's folder.
+pub fn safe_relative(path: &str) -> Result<String, ArtifactError> {
+    let bad = || ArtifactError::UnsafePath(path.to_string());
+    if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    let mut parts = Vec::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => parts.push(p.to_str().ok_or_else(bad)?),
+            Component::CurDir => {}
+            _ => return Err(bad()),
+        }
+    }
+    if parts.is_empty() {
+        return Err(bad());
+    }
+    Ok(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_of_exactly_what_was_written_even_when_sealed_midway() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::create(dir.path().join("s")).unwrap();
+        let mut w = staging.artifact("c", "a/b.txt", "text/plain", Default::default()).unwrap();
+        w.write_all(b"hello ").unwrap();
+        assert_eq!(staging.seal_collector("c"), 1);
+        assert!(w.write_all(b"world").is_err(), "writes after sealing must fail");
+        let staged = staging.finish();
+        assert_eq!(staged.len(), 1);
+        assert_eq!(staged[0].record.path, "data/c/a/b.txt");
+        assert_eq!(staged[0].record.bytes, 6);
+        assert_eq!(staged[0].record.sha256, hex::encode(Sha256::digest(b"hello ")));
+        assert_eq!(std::fs::read(&staged[0].staged).unwrap(), b"hello ");
+    }
+
+    #[test]
+    fn unsafe_paths_and_duplicates_are_refused() {
+        for p in ["../x", "/etc/passwd", "a/../../b", "", "a\\b", "a\nb"] {
+            assert!(safe_relative(p).is_err(), "{p:?}");
+        }
+        assert_eq!(safe_relative("./a//b").unwrap(), "a/b");
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::create(dir.path().join("s")).unwrap();
+        let _a = staging.artifact("c", "x", "text/plain", Default::default()).unwrap();
+        assert!(matches!(
+            staging.artifact("c", "./x", "text/plain", Default::default()),
+            Err(ArtifactError::Duplicate(_))
+        ));
+    }
+}

@@ -1,0 +1,146 @@
+//! The rich manifest (`manifest.json`): what was collected, how, when, from where, with which result. Its shape is
+//! part of the bundle format (`preserve-bundle/1`, see docs/bundle-format.md).
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Alert;
+
+pub const FORMAT: &str = "preserve-bundle/1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub bundle_id: String,
+    /// The profile(s) the snapshot ran, joined with `+`; `custom` when only `--collector` was given.
+    pub profile: String,
+    pub profiles: Vec<String>,
+    pub created_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub tool: Tool,
+    pub host: String,
+    pub trigger: Trigger,
+    pub window: WindowRecord,
+    pub collectors: Vec<CollectorRecord>,
+    pub findings: Vec<Finding>,
+    pub status: BundleStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    Cli,
+    Alert,
+    Schedule,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowRecord {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorStatus {
+    Ok,
+    Partial,
+    Failed,
+    Timeout,
+    Skipped,
+}
+
+impl CollectorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleStatus {
+    Complete,
+    Partial,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollectorRecord {
+    pub name: String,
+    pub kind: String,
+    pub status: CollectorStatus,
+    pub error: Option<String>,
+    pub started_at: Timestamp,
+    pub duration_ms: u64,
+    /// What was read, with credentials removed.
+    pub source: String,
+    pub artifacts: Vec<ArtifactRecord>,
+    pub redactions: Vec<RedactionRecord>,
+    /// Kind-specific facts (files skipped, exit codes, stream cut ids ...).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Path inside the bag, `data/<collector>/...`.
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub media_type: String,
+    pub records: Option<u64>,
+    pub truncated: bool,
+    /// Where the content came from (original file path, container), when that is not obvious from `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Set when the artifact could not be completely written (e.g. the disk failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactionRecord {
+    pub rule: String,
+    pub count: u64,
+    /// Keyed fingerprints of the redacted values: HMAC-SHA256(value, "preserve/fingerprint/v1"), first 16 hex.
+    pub fingerprints: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finding {
+    pub collector: String,
+    /// A stable identifier such as `audit.chain.break`.
+    pub code: String,
+    pub severity: Severity,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}

@@ -1,0 +1,15 @@
+//! Configuration: the site config (`preserve.toml`), credential references, and the collector and profile
+//! definitions (TOML in `collectors/`, built in and extendable from directories).
+
+mod catalog;
+mod credential;
+mod location;
+mod site;
+
+pub use catalog::{Catalog, CollectorDef, Origin, ProfileDef};
+pub use credential::{CredentialError, CredentialRef, Secret};
+pub use location::ConfigError;
+pub use site::{
+    EnvSource, Endpoint, Environment, KeySource, ProcessEnv, SERVICES, SiteConfig, expand_vars, strip_userinfo,
+    url_password,
+};

@@ -1,0 +1,498 @@
+//! The site config (`preserve.toml`): where the systems are, credentials by reference, the output directory and
+//! run limits. Resolved together with the environment variables of the design into an [`Environment`], which is
+//! what collectors see. Unknown keys are errors located by file, line and key.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, CredentialRef, Secret};
+
+/// The services of Caracal and their default local base URLs on a Compose host.
+pub const SERVICES: &[(&str, &str)] = &[
+    ("sts", "http://127.0.0.1:8080"),
+    ("gateway", "http://127.0.0.1:8081"),
+    ("audit", "http://127.0.0.1:9090"),
+    ("api", "http://127.0.0.1:3000"),
+    ("coordinator", "http://127.0.0.1:4000"),
+    ("web", "http://127.0.0.1:3001"),
+];
+
+/// `preserve.toml` as written by the operator. Every field is optional; the defaults match a Caracal Compose host.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Directory bundles are written into (default `./evidence`; env `PRESERVE_OUT`).
+    pub out_dir: Option<PathBuf>,
+    /// Recorded as `Source-Organization` in `bag-info.txt`.
+    pub organization: Option<String>,
+    /// Caracal's home: `compose.yml`, `caracal.env`, `secrets/` (env `CARACAL_HOME`).
+    pub caracal_home: Option<PathBuf>,
+    /// Docker's containers directory, for json-file logs (env `PRESERVE_DOCKER_DIR`).
+    pub docker_dir: Option<PathBuf>,
+    /// Directories of extra collector and profile TOML files, read after the built-in ones.
+    #[serde(default)]
+    pub collectors_dirs: Vec<PathBuf>,
+    /// Further credentials whose values must never appear in a bundle, even if a log or command prints them.
+    #[serde(default)]
+    pub redact_secrets: Vec<CredentialRef>,
+    /// Variables usable as `${name}` in collector paths and arguments.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub run: RunConfig,
+    #[serde(default)]
+    pub redis: StoreConfig,
+    #[serde(default)]
+    pub postgres: StoreConfig,
+    /// Base URLs of each instance of a service (one per pod or replica).
+    #[serde(default)]
+    pub services: ServicesConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Limit for the whole collection phase (default 10m).
+    pub timeout: Option<SignedDuration>,
+    /// Default limit for one collector, when the collector sets none (default 2m).
+    pub collector_timeout: Option<SignedDuration>,
+    /// zstd level of the archive (default 3).
+    pub zstd_level: Option<i32>,
+    /// zstd worker threads (default: the number of CPUs).
+    pub zstd_threads: Option<u32>,
+}
+
+/// A Redis or Postgres endpoint: URL without a password, and the password by reference.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<CredentialRef>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesConfig {
+    pub sts: Option<Vec<String>>,
+    pub gateway: Option<Vec<String>>,
+    pub audit: Option<Vec<String>>,
+    pub api: Option<Vec<String>>,
+    pub coordinator: Option<Vec<String>>,
+    pub web: Option<Vec<String>>,
+}
+
+impl ServicesConfig {
+    fn get(&self, service: &str) -> Option<&Vec<String>> {
+        match service {
+            "sts" => self.sts.as_ref(),
+            "gateway" => self.gateway.as_ref(),
+            "audit" => self.audit.as_ref(),
+            "api" => self.api.as_ref(),
+            "coordinator" => self.coordinator.as_ref(),
+            "web" => self.web.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Key for checking `chain_hmac` of the audit ledger (env `AUDIT_HMAC_KEY` holds the hex value itself).
+    pub hmac_key: Option<CredentialRef>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address `preserve serve` listens on (default `0.0.0.0:9731`; env `PRESERVE_LISTEN`).
+    pub listen: Option<String>,
+    /// Bearer token Alertmanager must send (env `PRESERVE_SERVE_TOKEN`).
+    pub token: Option<CredentialRef>,
+}
+
+/// A Redis or Postgres endpoint after defaults and environment. `url` may carry credentials (from an environment
+/// variable); it is never printed: `display` is the same URL with them removed.
+#[derive(Clone)]
+pub struct Endpoint {
+    url: String,
+    pub display: String,
+    pub username: Option<String>,
+    pub password: Option<CredentialRef>,
+}
+
+impl Endpoint {
+    /// The connection URL, possibly with credentials. Never log it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// Where a value came from, for `AUDIT_HMAC_KEY` and the serve token which may be given as a value in the
+/// environment.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Value(Secret),
+    Reference(CredentialRef),
+}
+
+/// Everything collectors may know about the site, resolved from config file, environment and defaults.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub config_file: Option<PathBuf>,
+    /// The config file's text as read, for the context collector (which redacts it).
+    pub config_text: Option<String>,
+    pub out_dir: PathBuf,
+    pub organization: String,
+    pub caracal_home: PathBuf,
+    pub docker_dir: PathBuf,
+    pub collectors_dirs: Vec<PathBuf>,
+    pub vars: BTreeMap<String, String>,
+    pub run_timeout: SignedDuration,
+    pub collector_timeout: SignedDuration,
+    pub zstd_level: i32,
+    pub zstd_threads: u32,
+    pub redis: Endpoint,
+    pub postgres: Endpoint,
+    pub services: BTreeMap<String, Vec<String>>,
+    pub audit_hmac_key: Option<KeySource>,
+    pub listen: String,
+    pub serve_token: Option<KeySource>,
+    /// Credential references whose values the redactor must know before anything is collected.
+    pub redact_refs: Vec<CredentialRef>,
+    /// Secret values that arrived inside environment variables (URL passwords, keys given as values).
+    pub env_secrets: Vec<(String, Secret)>,
+}
+
+/// Reads the process environment; a seam so tests of resolution need not mutate global state.
+pub trait EnvSource {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Environment {
+    /// Loads the site config from `path` (or `PRESERVE_CONFIG`, or none) and applies environment and defaults.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let path = path.map(Path::to_path_buf).or_else(|| env.var("PRESERVE_CONFIG").map(PathBuf::from));
+        let (config, text) = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::new(p, format!("cannot read site config: {e}")))?;
+                let config: SiteConfig =
+                    toml::from_str(&text).map_err(|e| ConfigError::from_toml(p, &text, &e))?;
+                (config, Some(text))
+            }
+            None => (SiteConfig::default(), None),
+        };
+        let file = path.clone().unwrap_or_else(|| PathBuf::from("<defaults>"));
+        Self::resolve(config, file, path, text, env)
+    }
+
+    fn resolve(
+        c: SiteConfig,
+        file: PathBuf,
+        config_file: Option<PathBuf>,
+        config_text: Option<String>,
+        env: &dyn EnvSource,
+    ) -> Result<Self, ConfigError> {
+        let err = |m: String| ConfigError::new(&file, m);
+        let caracal_home = env
+            .var("CARACAL_HOME")
+            .map(PathBuf::from)
+            .or(c.caracal_home)
+            .unwrap_or_else(|| default_caracal_home(env));
+        let docker_dir = env
+            .var("PRESERVE_DOCKER_DIR")
+            .map(PathBuf::from)
+            .or(c.docker_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/docker/containers"));
+        let out_dir = env.var("PRESERVE_OUT").map(PathBuf::from).or(c.out_dir).unwrap_or_else(|| "evidence".into());
+        let secrets_dir = caracal_home.join("secrets");
+        let mut env_secrets = Vec::new();
+
+        let redis = endpoint(
+            "redis",
+            env.var("PRESERVE_REDIS_URL"),
+            c.redis,
+            "redis://127.0.0.1:6379/0",
+            Some(CredentialRef::File(secrets_dir.join("redisPassword"))),
+            &mut env_secrets,
+        )
+        .map_err(err)?;
+        let postgres = endpoint(
+            "postgres",
+            env.var("PRESERVE_POSTGRES_URL"),
+            c.postgres,
+            "",
+            None,
+            &mut env_secrets,
+        )
+        .map_err(err)?;
+        // Caracal's Compose install renders its database URL, password included, into secrets/databaseUrl.
+        let postgres = if postgres.url.is_empty() {
+            Endpoint {
+                url: String::new(),
+                display: format!("(from {})", secrets_dir.join("databaseUrl").display()),
+                username: None,
+                password: Some(CredentialRef::File(secrets_dir.join("databaseUrl"))),
+            }
+        } else {
+            postgres
+        };
+
+        let mut services = BTreeMap::new();
+        for (name, default) in SERVICES {
+            let var = format!("PRESERVE_{}_URLS", name.to_ascii_uppercase());
+            let urls = match env.var(&var) {
+                Some(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+                None => c.services.get(name).cloned().unwrap_or_else(|| vec![default.to_string()]),
+            };
+            for u in &urls {
+                if let Some(clean) = strip_userinfo(u)
+                    && clean != *u
+                {
+                    return Err(err(format!("{var} / services.{name}: base URLs must not carry credentials ({clean})")));
+                }
+            }
+            services.insert(name.to_string(), urls);
+        }
+
+        let audit_hmac_key = match env.var("AUDIT_HMAC_KEY") {
+            Some(v) => {
+                env_secrets.push(("AUDIT_HMAC_KEY".into(), Secret::new(v.clone())));
+                Some(KeySource::Value(Secret::new(v)))
+            }
+            None => c.audit.hmac_key.map(KeySource::Reference),
+        };
+        let serve_token = match env.var("PRESERVE_SERVE_TOKEN") {
+            Some(v) => match v.parse::<CredentialRef>() {
+                Ok(r) => Some(KeySource::Reference(r)),
+                Err(_) => {
+                    env_secrets.push(("PRESERVE_SERVE_TOKEN".into(), Secret::new(v.clone())));
+                    Some(KeySource::Value(Secret::new(v)))
+                }
+            },
+            None => c.serve.token.map(KeySource::Reference),
+        };
+
+        let mut redact_refs = c.redact_secrets;
+        redact_refs.extend(redis.password.clone());
+        redact_refs.extend(postgres.password.clone());
+        for k in [&audit_hmac_key, &serve_token].into_iter().flatten() {
+            if let KeySource::Reference(r) = k {
+                redact_refs.push(r.clone());
+            }
+        }
+
+        let mut vars = c.vars;
+        for (k, v) in [
+            ("caracal_home", &caracal_home),
+            ("docker_dir", &docker_dir),
+            ("out_dir", &out_dir),
+        ] {
+            vars.entry(k.to_string()).or_insert_with(|| v.display().to_string());
+        }
+
+        let collector_timeout = c.run.collector_timeout.unwrap_or(SignedDuration::from_mins(2));
+        let run_timeout = c.run.timeout.unwrap_or(SignedDuration::from_mins(10));
+        if collector_timeout <= SignedDuration::ZERO || run_timeout <= SignedDuration::ZERO {
+            return Err(err("run.timeout and run.collector_timeout must be positive".into()));
+        }
+        Ok(Self {
+            config_file,
+            config_text,
+            out_dir,
+            organization: c.organization.unwrap_or_else(|| "unspecified".into()),
+            caracal_home,
+            docker_dir,
+            collectors_dirs: c.collectors_dirs,
+            vars,
+            run_timeout,
+            collector_timeout,
+            zstd_level: c.run.zstd_level.unwrap_or(3),
+            zstd_threads: c.run.zstd_threads.unwrap_or(0),
+            redis,
+            postgres,
+            services,
+            audit_hmac_key,
+            listen: env.var("PRESERVE_LISTEN").or(c.serve.listen).unwrap_or_else(|| "0.0.0.0:9731".into()),
+            serve_token,
+            redact_refs,
+            env_secrets,
+        })
+    }
+
+    /// Expands `${name}` from the site's variables; an unknown name is an error naming it.
+    pub fn expand(&self, input: &str) -> Result<String, String> {
+        expand_vars(input, &self.vars)
+    }
+}
+
+fn default_caracal_home(env: &dyn EnvSource) -> PathBuf {
+    match env.var("XDG_DATA_HOME") {
+        Some(d) => PathBuf::from(d).join("caracal"),
+        None => PathBuf::from(env.var("HOME").unwrap_or_else(|| "/root".into())).join(".local/share/caracal"),
+    }
+}
+
+/// Builds an endpoint. A URL from the environment may carry a password (it is then a secret to redact); a URL in
+/// the config file must not: its password belongs in `password = "env:..."`.
+fn endpoint(
+    what: &str,
+    from_env: Option<String>,
+    c: StoreConfig,
+    default: &str,
+    default_password: Option<CredentialRef>,
+    env_secrets: &mut Vec<(String, Secret)>,
+) -> Result<Endpoint, String> {
+    if let Some(u) = &c.url
+        && url_password(u).is_some()
+    {
+        return Err(format!(
+            "{what}.url carries a password inline; remove it and set {what}.password = \"env:NAME\" or \"file:PATH\""
+        ));
+    }
+    let from_env_has_password = from_env.as_deref().and_then(url_password).map(|p| {
+        env_secrets.push((format!("PRESERVE_{}_URL password", what.to_ascii_uppercase()), Secret::new(p)));
+    });
+    let url = from_env.or(c.url).unwrap_or_else(|| default.to_string());
+    let display = strip_userinfo(&url).unwrap_or_else(|| url.clone());
+    let password = match (c.password, from_env_has_password) {
+        (Some(p), _) => Some(p),
+        (None, Some(())) => None,
+        (None, None) => default_password,
+    };
+    Ok(Endpoint { url, display, username: c.username, password })
+}
+
+/// The password in a URL's userinfo, if any.
+pub fn url_password(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, pw) = userinfo.split_once(':')?;
+    (!pw.is_empty()).then(|| pw.to_string())
+}
+
+/// The URL with its userinfo password replaced, or `None` when it is not a URL.
+pub fn strip_userinfo(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    Some(match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_string(),
+    })
+}
+
+/// `${name}` substitution; `$$` is a literal dollar.
+pub fn expand_vars(input: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('{') {
+            let end = r.find('}').ok_or_else(|| format!("unclosed `${{` in `{input}`"))?;
+            let name = &r[..end];
+            let value = vars.get(name).ok_or_else(|| {
+                format!("unknown variable `${{{name}}}` (known: {})", vars.keys().cloned().collect::<Vec<_>>().join(", "))
+            })?;
+            out.push_str(value);
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, &'static str>);
+    impl EnvSource for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_match_a_compose_host() {
+        let env = MapEnv(HashMap::from([("HOME", "/home/op")]));
+        let e = Environment::load(None, &env).unwrap();
+        assert_eq!(e.caracal_home, PathBuf::from("/home/op/.local/share/caracal"));
+        assert_eq!(e.redis.display, "redis://127.0.0.1:6379/0");
+        assert_eq!(
+            e.redis.password,
+            Some(CredentialRef::File("/home/op/.local/share/caracal/secrets/redisPassword".into()))
+        );
+        assert_eq!(e.services["gateway"], vec!["http://127.0.0.1:8081"]);
+        assert_eq!(e.out_dir, PathBuf::from("evidence"));
+        assert_eq!(e.listen, "0.0.0.0:9731");
+    }
+
+    #[test]
+    fn environment_overrides_and_url_passwords_become_secrets() {
+        let env = MapEnv(HashMap::from([
+            ("PRESERVE_REDIS_URL", "redis://preserve:pa55word@10.0.0.5:6380/0"),
+            ("PRESERVE_GATEWAY_URLS", "http://gw-0:8081, http://gw-1:8081"),
+            ("PRESERVE_OUT", "/srv/evidence"),
+        ]));
+        let e = Environment::load(None, &env).unwrap();
+        assert_eq!(e.redis.display, "redis://preserve@10.0.0.5:6380/0");
+        assert!(!format!("{:?}", e).contains("pa55word"));
+        assert!(e.env_secrets.iter().any(|(_, s)| s.expose() == "pa55word"));
+        assert_eq!(e.services["gateway"], vec!["http://gw-0:8081", "http://gw-1:8081"]);
+        assert_eq!(e.out_dir, PathBuf::from("/srv/evidence"));
+    }
+
+    #[test]
+    fn inline_password_in_config_is_refused() {
+        let c: SiteConfig = toml::from_str("[redis]\nurl = \"redis://u:hunter2@h:6379\"\n").unwrap();
+        let err = Environment::resolve(c, "site.toml".into(), None, None, &MapEnv(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("redis.url carries a password"), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn vars_expand_and_unknown_is_named() {
+        let vars = BTreeMap::from([("home".to_string(), "/h".to_string())]);
+        assert_eq!(expand_vars("${home}/x/$$y", &vars).unwrap(), "/h/x/$y");
+        assert!(expand_vars("${nope}/x", &vars).unwrap_err().contains("${nope}"));
+    }
+}

@@ -1,0 +1,18 @@
+//! `preserve`: a forensic evidence collector for Caracal incidents.
+//!
+//! Data flows one way: config -> runner -> source -> redaction -> bundle writer -> manifest.
+//! `main.rs` only turns CLI arguments into calls on this library and its results into exit codes.
+
+pub mod alert;
+pub mod bundle;
+pub mod config;
+pub mod progress;
+pub mod redact;
+pub mod runner;
+pub mod snapshot;
+pub mod sources;
+pub mod time;
+
+/// The tool's name and version, as recorded in every manifest.
+pub const TOOL_NAME: &str = env!("CARGO_PKG_NAME");
+pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

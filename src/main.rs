@@ -1,0 +1,343 @@
+//! The `preserve` command line: argument handling and exit codes, nothing else.
+//! Exit codes: 0 complete / intact, 3 partial bundle, 1 no bundle / not intact, 2 usage or config error.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Args, Parser, Subcommand};
+use preserve::{
+    alert,
+    bundle::{manifest::CollectorStatus, verify},
+    config::{Catalog, Environment, ProcessEnv},
+    progress::Progress,
+    runner::Stop,
+    snapshot::{self, Request},
+    sources,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "preserve",
+    version,
+    about = "Preserve the evidence of a Caracal incident before anyone remediates.",
+    long_about = "preserve snapshots service logs, Redis streams and DLQs, Postgres tables, policy-set versions and \
+                  config into one hashed, compressed evidence bundle (tar + zstd, BagIt inside) that `preserve verify` \
+                  and standard tools can prove intact.",
+    after_help = "Examples:\n  preserve snapshot --profile audit-tamper\n  preserve verify evidence/preserve-audit-tamper-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve list"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take a snapshot into a new bundle.
+    #[command(after_help = "Examples:\n  \
+        preserve snapshot --profile full --since 2h\n  \
+        preserve snapshot --profile host --out /srv/evidence --json\n  \
+        preserve snapshot --collector sts-logs --collector gateway-logs --since 2026-11-29T01:00:00Z --until 2026-11-29T02:00:00Z\n  \
+        preserve snapshot --profile audit-tamper --alert alert.json\n  \
+        preserve snapshot --profile full --dry-run\n\n\
+        Exit codes: 0 complete, 3 partial (some collector failed; the bundle is still written and verifiable),\n\
+        1 no bundle could be written, 2 usage or configuration error (nothing written).")]
+    Snapshot(SnapshotArgs),
+    /// Prove a bundle intact: archive hash, every file's hash, no missing or extra file, manifest agreement.
+    #[command(after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n\n\
+        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault), 2 usage error.")]
+    Verify {
+        /// The bundle (`.tar.zst`); the `.sha256` and `.manifest.json` beside it are checked too.
+        bundle: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarize a bundle: collectors, status, sizes, records, findings.
+    #[command(after_help = "Example:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst")]
+    Inspect {
+        bundle: PathBuf,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the collectors and profiles available.
+    #[command(after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json")]
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Site config file (default: $PRESERVE_CONFIG, else built-in defaults for a Caracal Compose host).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Extra directory of collector and profile TOML files; may be repeated.
+    #[arg(long = "collectors", value_name = "DIR")]
+    collectors_dirs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    /// Incident profile to run; may be repeated (see `preserve list`).
+    #[arg(long = "profile", short = 'p', value_name = "PROFILE")]
+    profiles: Vec<String>,
+    /// A single collector to run; may be repeated, and combined with profiles.
+    #[arg(long = "collector", short = 'c', value_name = "NAME")]
+    collectors: Vec<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output directory for the bundle (overrides the config and $PRESERVE_OUT).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Start of the window: RFC 3339 time or a duration ago (`2h`, `90m`, `1d`). Default: the profile's window.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// End of the window: RFC 3339 time or a duration ago. Default: open.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Alertmanager webhook payload or a single alert (JSON) that triggered this snapshot.
+    #[arg(long, value_name = "FILE")]
+    alert: Option<PathBuf>,
+    /// Print the plan (collectors, sources, window) and touch nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON summary on stdout instead of the bundle path.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Snapshot(args) => snapshot_cmd(args),
+        Command::Verify { bundle, json } => verify_cmd(&bundle, json),
+        Command::Inspect { bundle, json } => inspect_cmd(&bundle, json),
+        Command::List { config, json } => list_cmd(&config, json),
+    };
+    ExitCode::from(code)
+}
+
+fn load(config: &ConfigArgs) -> Result<(Environment, Catalog), String> {
+    let env = Environment::load(config.config.as_deref(), &ProcessEnv).map_err(|e| e.to_string())?;
+    let catalog = Catalog::load(&env, &config.collectors_dirs).map_err(|e| e.to_string())?;
+    Ok((env, catalog))
+}
+
+fn snapshot_cmd(args: SnapshotArgs) -> u8 {
+    let (mut env, catalog) = match load(&args.config) {
+        Ok(x) => x,
+        Err(e) => return fail(2, &e),
+    };
+    if let Some(out) = &args.out {
+        env.out_dir = out.clone();
+    }
+    let alerts = match args.alert.as_deref().map(alert::read_alerts).transpose() {
+        Ok(a) => a.unwrap_or_default(),
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let request = Request {
+        profiles: args.profiles.clone(),
+        collectors: args.collectors.clone(),
+        since: args.since.clone(),
+        until: args.until.clone(),
+        alerts,
+        trigger: None,
+    };
+    let plan = match snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()) {
+        Ok(p) => p,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    if args.dry_run {
+        let summary = plan.summary(&env);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+        } else {
+            print_plan(&plan);
+        }
+        return 0;
+    }
+    let secrets = match snapshot::resolve_secrets(&env) {
+        Ok(s) => s,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
+    };
+    let progress = Progress::new(args.quiet || args.json);
+    let stop = Stop::default();
+    let result = runtime.block_on(async {
+        let watcher = tokio::spawn(watch_signals(stop.clone()));
+        let r = snapshot::execute(plan, Arc::new(env), secrets, &stop, &progress).await;
+        watcher.abort();
+        r
+    });
+    // Abandoned blocking readers (a collector cut off mid-read) must not hold the process open.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(outcome) => {
+            if args.json {
+                let collectors: Vec<_> = outcome
+                    .manifest
+                    .collectors
+                    .iter()
+                    .map(|c| serde_json::json!({
+                        "name": c.name, "status": c.status, "error": c.error,
+                        "bytes": c.artifacts.iter().map(|a| a.bytes).sum::<u64>(),
+                        "records": c.artifacts.iter().filter_map(|a| a.records).sum::<u64>(),
+                    }))
+                    .collect();
+                let summary = serde_json::json!({
+                    "bundle": outcome.bundle.archive,
+                    "sha256": outcome.bundle.sha256,
+                    "bytes": outcome.bundle.bytes,
+                    "bundle_id": outcome.manifest.bundle_id,
+                    "status": outcome.manifest.status,
+                    "collectors": collectors,
+                });
+                println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            } else {
+                println!("{}", outcome.bundle.archive.display());
+                for c in outcome.manifest.collectors.iter().filter(|c| c.status != CollectorStatus::Ok) {
+                    eprintln!("preserve: {} {}: {}", c.name, c.status.as_str(), c.error.as_deref().unwrap_or(""));
+                }
+            }
+            outcome.exit_code() as u8
+        }
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+async fn watch_signals(stop: Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    eprintln!("preserve: {name} received: stopping collection and writing what was collected");
+    stop.stop(format!("{name} received"));
+}
+
+fn print_plan(plan: &snapshot::Plan) {
+    let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
+    println!("profile: {}", plan.profile_label);
+    println!("window:  {} .. {}", w(plan.window.since), w(plan.window.until));
+    println!("trigger: {:?} ({} alert(s))", plan.trigger.kind, plan.trigger.alerts.len());
+    println!("collectors:");
+    for c in &plan.collectors {
+        println!("  {:<24} {:<8} timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
+    }
+}
+
+fn verify_cmd(bundle: &std::path::Path, json: bool) -> u8 {
+    let report = match verify::verify(bundle) {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot read {}: {e}", bundle.display())),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else if report.intact() {
+        println!(
+            "intact: {} ({} payload files, {} bytes; archive sha256 {}{})",
+            report.bundle_id.as_deref().unwrap_or("?"),
+            report.payload_files,
+            report.payload_bytes,
+            report.archive_sha256,
+            if report.archive_hash_checked { ", matches .sha256" } else { ", no .sha256 beside it" }
+        );
+    } else {
+        println!("NOT INTACT: {}", bundle.display());
+        for p in &report.problems {
+            println!("  {p}");
+        }
+    }
+    if report.intact() { 0 } else { 1 }
+}
+
+fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
+    let m = match verify::read_manifest(bundle) {
+        Ok(m) => m,
+        Err(e) => return fail(1, &format!("cannot read the manifest of {}: {e}", bundle.display())),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+        return 0;
+    }
+    let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
+    println!("bundle:   {}", m.bundle_id);
+    println!("status:   {:?}", m.status);
+    println!("profile:  {}", m.profile);
+    println!("host:     {}   tool: {} {}", m.host, m.tool.name, m.tool.version);
+    println!("taken:    {} .. {}", m.created_at, m.finished_at);
+    println!("window:   {} .. {}", w(m.window.since), w(m.window.until));
+    println!("trigger:  {:?}", m.trigger.kind);
+    for a in &m.trigger.alerts {
+        println!("  alert {} {:?}", a.name().unwrap_or("?"), a.labels);
+    }
+    println!("collectors:");
+    for c in &m.collectors {
+        let bytes: u64 = c.artifacts.iter().map(|a| a.bytes).sum();
+        let records: u64 = c.artifacts.iter().filter_map(|a| a.records).sum();
+        let redacted: u64 = c.redactions.iter().map(|r| r.count).sum();
+        println!(
+            "  {:<24} {:<8} {:>10} {:>9} records {:>4} files {:>6} ms{}{}",
+            c.name,
+            c.status.as_str(),
+            bytesize::ByteSize::b(bytes).display().iec().to_string(),
+            records,
+            c.artifacts.len(),
+            c.duration_ms,
+            if redacted > 0 { format!(", {redacted} redacted") } else { String::new() },
+            c.error.as_ref().map(|e| format!("\n      {e}")).unwrap_or_default()
+        );
+    }
+    if !m.findings.is_empty() {
+        println!("findings:");
+        for f in &m.findings {
+            println!("  [{:?}] {} {}: {}", f.severity, f.collector, f.code, f.summary);
+        }
+    }
+    0
+}
+
+fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
+    let (_env, catalog) = match load(config) {
+        Ok(x) => x,
+        Err(e) => return fail(2, &e),
+    };
+    if json {
+        let v = serde_json::json!({
+            "profiles": catalog.profiles.values().map(|p| serde_json::json!({"name": p.name, "description": p.description, "collectors": catalog.profile_collectors(p).iter().map(|c| &c.name).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "collectors": catalog.collectors.values().map(|c| serde_json::json!({"name": c.name, "kind": c.kind, "description": c.description, "defined_at": c.origin.to_string()})).collect::<Vec<_>>(),
+            "kinds": sources::KINDS.iter().map(|k| serde_json::json!({"name": k.name, "summary": k.summary})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return 0;
+    }
+    println!("Profiles:");
+    for p in catalog.profiles.values() {
+        println!("  {:<20} {}", p.name, p.description);
+        let names: Vec<_> = catalog.profile_collectors(p).iter().map(|c| c.name.clone()).collect();
+        println!("  {:<20} collectors: {}", "", names.join(", "));
+    }
+    println!("\nCollectors:");
+    for c in catalog.collectors.values() {
+        println!("  {:<24} {:<8} {}", c.name, c.kind, c.description);
+    }
+    0
+}
+
+fn fail(code: u8, message: &str) -> u8 {
+    eprintln!("preserve: error: {message}");
+    code
+}

@@ -1,0 +1,268 @@
+//! A snapshot from request to bundle: plan which collectors run over which window, resolve the secrets the
+//! redactor must know, run the collectors, write and verify-ready the bundle.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::{
+    alert::Alert,
+    bundle::{
+        self,
+        artifact::Staging,
+        manifest::{BundleStatus, CollectorStatus, Manifest, Tool, Trigger, TriggerKind, WindowRecord},
+        writer::{self, ArchiveOptions, WrittenBundle},
+    },
+    config::{Catalog, ConfigError, CredentialRef, Environment, Secret},
+    progress::Progress,
+    redact::Redactor,
+    runner::{self, PlannedCollector, RunContext, Stop},
+    time::{self, Window},
+};
+
+/// The collector every snapshot includes.
+pub const CONTEXT_COLLECTOR: &str = "context";
+
+/// What the operator (or an alert) asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub profiles: Vec<String>,
+    pub collectors: Vec<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub alerts: Vec<Alert>,
+    pub trigger: Option<TriggerKind>,
+}
+
+/// What will run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub profile_label: String,
+    pub profiles: Vec<String>,
+    pub collectors: Vec<PlannedCollector>,
+    pub window: Window,
+    pub trigger: Trigger,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("unknown profile `{0}` (see `preserve list`)")]
+    UnknownProfile(String),
+    #[error("unknown collector `{0}` (see `preserve list`)")]
+    UnknownCollector(String),
+    #[error("nothing to collect: give --profile or --collector")]
+    Empty,
+    #[error("--{which}: {source}")]
+    Time { which: &'static str, source: time::TimeParseError },
+    #[error("--since is after --until")]
+    EmptyWindow,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("cannot create the staging directory {path}: {source}")]
+    Staging { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Write(#[from] writer::WriteError),
+}
+
+/// A finished snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub bundle: WrittenBundle,
+    pub manifest: Manifest,
+}
+
+impl Outcome {
+    /// `0` complete, `3` partial, as the CLI promises.
+    pub fn exit_code(&self) -> i32 {
+        match self.manifest.status {
+            BundleStatus::Complete => 0,
+            BundleStatus::Partial => 3,
+        }
+    }
+}
+
+/// Chooses collectors and window. Profiles contribute their collectors in order; `context` is always added first.
+pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp) -> Result<Plan, PlanError> {
+    if req.profiles.is_empty() && req.collectors.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    let mut chosen: Vec<&crate::config::CollectorDef> = Vec::new();
+    fn add<'a>(chosen: &mut Vec<&'a crate::config::CollectorDef>, c: &'a crate::config::CollectorDef) {
+        if !chosen.iter().any(|o| o.name == c.name) {
+            chosen.push(c);
+        }
+    }
+    add(&mut chosen, catalog.collectors.get(CONTEXT_COLLECTOR).ok_or_else(|| PlanError::UnknownCollector(CONTEXT_COLLECTOR.into()))?);
+    let mut default_window: Option<SignedDuration> = None;
+    for name in &req.profiles {
+        let p = catalog.profiles.get(name).ok_or_else(|| PlanError::UnknownProfile(name.clone()))?;
+        for c in catalog.profile_collectors(p) {
+            add(&mut chosen, c);
+        }
+        if let Some(w) = p.window {
+            default_window = Some(default_window.map_or(w, |d: SignedDuration| d.max(w)));
+        }
+    }
+    for name in &req.collectors {
+        add(&mut chosen, catalog.collectors.get(name).ok_or_else(|| PlanError::UnknownCollector(name.clone()))?);
+    }
+
+    let point = |which, s: &Option<String>| {
+        s.as_deref().map(|v| time::parse_point(v, now).map_err(|source| PlanError::Time { which, source })).transpose()
+    };
+    let since = point("since", &req.since)?.or_else(|| default_window.and_then(|w| now.checked_sub(w).ok()));
+    let until = point("until", &req.until)?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(PlanError::EmptyWindow);
+    }
+
+    let mut labels = BTreeMap::new();
+    for a in &req.alerts {
+        for (k, v) in &a.labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let profiles = req.profiles.clone();
+    let profile_label = if profiles.is_empty() { "custom".to_string() } else { profiles.join("+") };
+    let collectors = chosen
+        .into_iter()
+        .map(|c| PlannedCollector {
+            name: c.name.clone(),
+            kind: c.kind.clone(),
+            source: c.source.clone(),
+            timeout: c.timeout.unwrap_or(env.collector_timeout).unsigned_abs(),
+            describe: c.source.describe(env),
+        })
+        .collect();
+    let trigger = Trigger {
+        kind: req.trigger.unwrap_or(if req.alerts.is_empty() { TriggerKind::Cli } else { TriggerKind::Alert }),
+        alerts: req.alerts.clone(),
+    };
+    Ok(Plan { profile_label, profiles, collectors, window: Window { since, until }, trigger, labels })
+}
+
+impl Plan {
+    /// The plan as data: what `--dry-run` prints and the context collector records.
+    pub fn summary(&self, env: &Environment) -> serde_json::Value {
+        serde_json::json!({
+            "profile": self.profile_label,
+            "profiles": self.profiles,
+            "window": { "since": self.window.since, "until": self.window.until },
+            "trigger": self.trigger,
+            "out_dir": env.out_dir,
+            "collectors": self.collectors.iter().map(|c| serde_json::json!({
+                "name": c.name, "kind": c.kind, "source": c.describe, "timeout": format!("{:#}", SignedDuration::try_from(c.timeout).unwrap_or_default()),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Resolves every secret the redactor must know. An `env:` reference whose variable is unset is a config error
+/// (the operator named it, so it must be there); a missing file is left to the collector that needs it.
+pub fn resolve_secrets(env: &Environment) -> Result<Vec<(String, Secret)>, ConfigError> {
+    let file = env.config_file.clone().unwrap_or_else(|| "<environment>".into());
+    let mut secrets = env.env_secrets.clone();
+    for r in &env.redact_refs {
+        match (r, r.resolve()) {
+            (_, Ok(s)) => push_secret(&mut secrets, format!("credential {r}"), s),
+            (CredentialRef::Env(_), Err(e)) => return Err(ConfigError::new(&file, e.to_string())),
+            (CredentialRef::File(_), Err(_)) => {}
+        }
+    }
+    // Caracal's Compose install keeps every generated secret as a file here: none may leak into evidence.
+    if let Ok(entries) = std::fs::read_dir(env.caracal_home.join("secrets")) {
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if e.metadata().is_ok_and(|m| m.is_file() && m.len() <= 64 * 1024)
+                && let Ok(value) = CredentialRef::File(path.clone()).resolve()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                push_secret(&mut secrets, format!("caracal secret {name}"), value);
+            }
+        }
+    }
+    Ok(secrets)
+}
+
+/// Adds a secret, and the password inside it when it is a URL (Caracal's `databaseUrl` files).
+fn push_secret(secrets: &mut Vec<(String, Secret)>, label: String, value: Secret) {
+    if let Some(pw) = crate::config::url_password(value.expose()) {
+        secrets.push((format!("{label} (URL password)"), Secret::new(pw)));
+    }
+    secrets.push((label, value));
+}
+
+/// Runs the plan and writes the bundle. `Err` only when no bundle could be written at all.
+pub async fn execute(
+    plan: Plan,
+    env: Arc<Environment>,
+    secrets: Vec<(String, Secret)>,
+    stop: &Stop,
+    progress: &Progress,
+) -> Result<Outcome, SnapshotError> {
+    let created_at = Timestamp::now();
+    let bundle_id = bundle::bundle_id(&plan.profile_label, created_at);
+    let staging_dir = env.out_dir.join(format!(".{bundle_id}.staging"));
+    let staging = Staging::create(staging_dir.clone())
+        .map_err(|source| SnapshotError::Staging { path: staging_dir.clone(), source })?;
+    let redactor = Arc::new(Redactor::new(secrets));
+    let rc = RunContext {
+        env: env.clone(),
+        window: plan.window,
+        labels: plan.labels.clone(),
+        plan_summary: Arc::new(plan.summary(&env)),
+        staging: staging.clone(),
+        redactor,
+        run_timeout: env.run_timeout.unsigned_abs().max(Duration::from_millis(1)),
+    };
+    progress.note(&format!("snapshot {bundle_id}: {} collectors", plan.collectors.len()));
+    let mut records = runner::run(plan.collectors.clone(), &rc, stop, progress).await;
+
+    let staged = staging.finish();
+    for r in &mut records {
+        r.artifacts = staged.iter().filter(|a| a.collector == r.name).map(|a| a.record.clone()).collect();
+    }
+    let complete = records.iter().all(|r| matches!(r.status, CollectorStatus::Ok | CollectorStatus::Skipped)) && !stop.is_stopped();
+    let manifest = Manifest {
+        format: bundle::manifest::FORMAT.to_string(),
+        bundle_id,
+        profile: plan.profile_label.clone(),
+        profiles: plan.profiles.clone(),
+        created_at,
+        finished_at: Timestamp::now(),
+        tool: Tool { name: crate::TOOL_NAME.into(), version: crate::TOOL_VERSION.into() },
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        trigger: plan.trigger.clone(),
+        window: WindowRecord { since: plan.window.since, until: plan.window.until },
+        collectors: records,
+        findings: Vec::new(),
+        status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },
+    };
+    let opts = ArchiveOptions {
+        out_dir: env.out_dir.clone(),
+        zstd_level: env.zstd_level,
+        zstd_threads: env.zstd_threads,
+        organization: env.organization.clone(),
+    };
+    let m = manifest.clone();
+    let written = tokio::task::spawn_blocking(move || writer::write_bundle(&opts, &m, &staged))
+        .await
+        .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })??;
+    if let Err(e) = std::fs::remove_dir_all(&staging_dir) {
+        progress.note(&format!("could not remove staging directory {}: {e}", staging_dir.display()));
+    }
+    Ok(Outcome { bundle: written, manifest })
+}

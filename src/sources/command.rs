@@ -1,0 +1,175 @@
+//! The `command` source kind: runs a program directly (argv, never a shell) and keeps its stdout and stderr,
+//! redacted, with its exit status. On timeout or cancellation the whole process group is killed, so nothing the
+//! command started lives on.
+
+use std::{collections::BTreeMap, io::Write, process::Stdio};
+
+use async_trait::async_trait;
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+use super::{CollectError, Collection, Outcome, Source};
+use crate::{bundle::artifact::ArtifactWriter, config::{CredentialRef, Environment}};
+
+/// Settings of a `command` collector.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSource {
+    /// Program and arguments, `${var}` expanded; run without a shell.
+    pub argv: Vec<String>,
+    /// Extra environment variables (literal values).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are credentials, by reference (`env:NAME` / `file:PATH`).
+    #[serde(default)]
+    pub env_credentials: BTreeMap<String, CredentialRef>,
+    /// Working directory.
+    pub cwd: Option<String>,
+    /// Cap per output stream; the first bytes are kept and the artifact marked truncated.
+    pub max_output_bytes: Option<ByteSize>,
+    /// Exit codes that count as success (default `[0]`).
+    #[serde(default = "success")]
+    pub success_codes: Vec<i32>,
+    /// File name of the stdout artifact (default `stdout.txt`), e.g. `compose.yml`.
+    #[serde(default = "stdout_name")]
+    pub stdout: String,
+}
+
+fn success() -> Vec<i32> {
+    vec![0]
+}
+fn stdout_name() -> String {
+    "stdout.txt".into()
+}
+
+#[async_trait]
+impl Source for CommandSource {
+    fn check(&self, env: &Environment) -> Result<(), String> {
+        if self.argv.is_empty() {
+            return Err("argv: a command needs at least the program".into());
+        }
+        for a in &self.argv {
+            env.expand(a).map_err(|e| format!("argv: {e}"))?;
+        }
+        if let Some(cwd) = &self.cwd {
+            env.expand(cwd).map_err(|e| format!("cwd: {e}"))?;
+        }
+        crate::bundle::artifact::safe_relative(&self.stdout).map_err(|e| format!("stdout: {e}"))?;
+        Ok(())
+    }
+
+    fn describe(&self, env: &Environment) -> String {
+        self.argv.iter().map(|a| env.expand(a).unwrap_or_else(|_| a.clone())).collect::<Vec<_>>().join(" ")
+    }
+
+    async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
+        let argv: Vec<String> =
+            self.argv.iter().map(|a| cx.env.expand(a)).collect::<Result<_, _>>().map_err(CollectError::Failed)?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.process_group(0).kill_on_drop(true);
+        cmd.envs(&self.env);
+        for (name, reference) in &self.env_credentials {
+            let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
+            cmd.env(name, secret.expose());
+        }
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cx.env.expand(cwd).map_err(CollectError::Failed)?);
+        }
+        let mut child =
+            cmd.spawn().map_err(|e| CollectError::Failed(format!("cannot start `{}`: {e}", argv[0])))?;
+        let group = ProcessGroup(child.id());
+        let cap = self.max_output_bytes.map_or(u64::MAX, |b| b.as_u64());
+        let stdout = cx.artifact(&self.stdout, "text/plain")?;
+        let stderr = cx.artifact("stderr.txt", "text/plain")?;
+        let out_pipe = child.stdout.take();
+        let err_pipe = child.stderr.take();
+
+        let run = async {
+            let (a, b) = tokio::join!(pump(out_pipe, stdout, cap, &cx), pump(err_pipe, stderr, cap, &cx));
+            a?;
+            b?;
+            child.wait().await.map_err(CollectError::io("waiting for the command"))
+        };
+        let status = tokio::select! {
+            status = run => status?,
+            _ = cx.cancelled() => {
+                group.kill();
+                return Err(CollectError::Cancelled);
+            }
+        };
+        // Reaped: the group id may be reused from now on, so it must not be signalled any more.
+        group.disarm();
+
+        let mut out = Outcome::default();
+        out.detail("argv", cx.redact_str(&argv.join(" ")));
+        out.detail("exit_code", status.code());
+        {
+            use std::os::unix::process::ExitStatusExt;
+            out.detail("signal", status.signal());
+        }
+        match status.code() {
+            Some(c) if self.success_codes.contains(&c) => Ok(out),
+            Some(c) => Err(CollectError::Failed(format!("`{}` exited with status {c}", argv[0]))),
+            None => Err(CollectError::Failed(format!("`{}` was killed by a signal", argv[0]))),
+        }
+    }
+}
+
+/// Kills the whole process group when dropped (the command's children too), unless already reaped.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+
+    fn kill(&self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Copies one output stream line by line through the redactor into `artifact`, up to `cap` bytes; drains the rest
+/// so the command never blocks on a full pipe.
+async fn pump(
+    pipe: Option<impl AsyncRead + Unpin>,
+    mut artifact: ArtifactWriter,
+    cap: u64,
+    cx: &Collection,
+) -> Result<(), CollectError> {
+    let Some(pipe) = pipe else { return Ok(()) };
+    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+    let mut line = Vec::new();
+    let mut lines = 0u64;
+    let mut written = 0u64;
+    loop {
+        line.clear();
+        let n = (&mut reader).take(1 << 20).read_until(b'\n', &mut line).await.map_err(CollectError::io("reading command output"))?;
+        if n == 0 {
+            break;
+        }
+        if written >= cap {
+            artifact.set_truncated();
+            continue;
+        }
+        let clean = cx.redactor().redact(&line, cx.tally());
+        let take = (clean.len() as u64).min(cap - written) as usize;
+        artifact.write_all(&clean[..take]).map_err(CollectError::io("writing command output"))?;
+        written += take as u64;
+        if take < clean.len() {
+            artifact.set_truncated();
+        }
+        lines += 1;
+    }
+    artifact.add_records(lines);
+    artifact.finish().map_err(CollectError::io("writing command output"))
+}

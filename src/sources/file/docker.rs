@@ -1,0 +1,94 @@
+//! Docker json-file logs: each container's directory under Docker's containers directory holds `config.v2.json`
+//! (name and labels) and `<id>-json.log` with its rotations (`.1`, `.2`, ... and `.gz` when compressed). Containers
+//! are named by their Compose service (`com.docker.compose.service`), as Caracal's Compose install labels them.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Which containers' logs to read.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSelect {
+    /// Compose project label to match (default `caracal`); `*` takes containers of any or no project.
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// Compose services to take (e.g. `["audit"]`); empty takes every service of the project.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Containers directory; default the site's `docker_dir` (env `PRESERVE_DOCKER_DIR`).
+    pub dir: Option<String>,
+}
+
+fn default_project() -> String {
+    "caracal".into()
+}
+
+/// One container's log file, with where it goes in the bag.
+#[derive(Debug)]
+pub struct ContainerLog {
+    pub path: PathBuf,
+    /// `<service>/<container name>/<file name>`.
+    pub relative: String,
+}
+
+#[derive(Deserialize)]
+struct ContainerConfig {
+    #[serde(rename = "Name", default)]
+    name: String,
+    #[serde(rename = "Config", default)]
+    config: Option<ContainerInner>,
+}
+
+#[derive(Deserialize)]
+struct ContainerInner {
+    #[serde(rename = "Labels", default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Finds the log files of the selected containers. Unreadable container directories are reported, not fatal.
+pub fn discover(dir: &Path, select: &DockerSelect) -> std::io::Result<(Vec<ContainerLog>, Vec<String>)> {
+    let mut logs = Vec::new();
+    let mut problems = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let cdir = entry.path();
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let cfg_path = cdir.join("config.v2.json");
+        let cfg: ContainerConfig = match std::fs::read(&cfg_path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(format!("{}: unreadable container config: {e}", cfg_path.display()));
+                    continue;
+                }
+            },
+            Err(_) => continue,
+        };
+        let labels = cfg.config.and_then(|c| c.labels).unwrap_or_default();
+        let project = labels.get("com.docker.compose.project").map(String::as_str);
+        if select.project != "*" && project != Some(select.project.as_str()) {
+            continue;
+        }
+        let name = cfg.name.trim_start_matches('/').to_string();
+        let short = &id[..id.len().min(12)];
+        let service = labels.get("com.docker.compose.service").cloned().unwrap_or_else(|| name.clone());
+        if !select.services.is_empty() && !select.services.contains(&service) {
+            continue;
+        }
+        let container = if name.is_empty() { short.to_string() } else { name };
+        let prefix = format!("{id}-json.log");
+        let Ok(files) = std::fs::read_dir(&cdir) else {
+            problems.push(format!("{}: cannot list container directory", cdir.display()));
+            continue;
+        };
+        for f in files.filter_map(Result::ok) {
+            let fname = f.file_name().to_string_lossy().into_owned();
+            if fname.starts_with(&prefix) {
+                logs.push(ContainerLog { path: f.path(), relative: format!("{service}/{container}/{fname}") });
+            }
+        }
+    }
+    Ok((logs, problems))
+}

@@ -1,0 +1,306 @@
+//! The `file` source kind: log and config files by glob pattern, rotated and `.gz`-compressed logs, and Docker
+//! json-file logs. Records are filtered by the run's window on their own timestamps (or the file's mtime), byte
+//! caps keep the newest data, and every line passes through the redactor. All reads are streamed.
+
+mod docker;
+pub mod records;
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, Read, Write},
+    path::PathBuf,
+};
+
+use async_trait::async_trait;
+use bytesize::ByteSize;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use docker::DockerSelect;
+use records::{Format, LineFilter};
+
+use super::{CollectError, Collection, Outcome, Source};
+use crate::config::Environment;
+
+/// A line longer than this is handled in pieces, so one endless line cannot exhaust memory.
+const MAX_LINE: u64 = 1 << 20;
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Settings of a `file` collector.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// Glob patterns of files to read, `${var}` expanded (e.g. `"${caracal_home}/compose.yml"`,
+    /// `"/var/log/caracal/*.log*"` to include rotations).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Docker json-file logs of Compose containers.
+    pub docker: Option<DockerSelect>,
+    /// How each record's time is found: `auto`, `json`, `text` or `whole` (see docs/collectors.md).
+    #[serde(default)]
+    pub format: Format,
+    /// The JSON field holding a record's time.
+    #[serde(default = "default_time_field")]
+    pub time_field: String,
+    /// Whether the run's time window applies (set `false` for configuration files).
+    #[serde(default = "yes")]
+    pub window: bool,
+    /// Cap per file; the newest data is kept and the artifact marked truncated.
+    pub max_file_bytes: Option<ByteSize>,
+    /// Cap for the whole collector; newest files first.
+    pub max_bytes: Option<ByteSize>,
+    /// Whether a pattern that matches no file makes the collector `partial` (default true).
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn default_time_field() -> String {
+    "time".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// One file to read, with where it goes in the bag.
+#[derive(Debug)]
+struct Input {
+    path: PathBuf,
+    relative: String,
+    mtime: Option<Timestamp>,
+    size: u64,
+    gz: bool,
+}
+
+#[async_trait]
+impl Source for FileSource {
+    fn check(&self, env: &Environment) -> Result<(), String> {
+        if self.paths.is_empty() && self.docker.is_none() {
+            return Err("a file collector needs `paths` or `docker`".into());
+        }
+        for p in &self.paths {
+            let expanded = env.expand(p).map_err(|e| format!("paths: {e}"))?;
+            glob::Pattern::new(&expanded).map_err(|e| format!("paths: `{expanded}` is not a valid glob: {e}"))?;
+        }
+        if let Some(d) = self.docker.as_ref().and_then(|d| d.dir.as_ref()) {
+            env.expand(d).map_err(|e| format!("docker.dir: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self, env: &Environment) -> String {
+        let mut parts: Vec<String> = self.paths.iter().map(|p| env.expand(p).unwrap_or_else(|_| p.clone())).collect();
+        if let Some(d) = &self.docker {
+            let dir = d.dir.as_ref().and_then(|d| env.expand(d).ok()).unwrap_or_else(|| env.docker_dir.display().to_string());
+            let services = if d.services.is_empty() { "*".to_string() } else { d.services.join(",") };
+            parts.push(format!("docker {dir} project={} services={services}", d.project));
+        }
+        parts.join(" ")
+    }
+
+    async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
+        let spec = self.clone();
+        tokio::task::spawn_blocking(move || spec.collect_blocking(&cx))
+            .await
+            .map_err(|e| CollectError::Failed(format!("file reader stopped: {e}")))?
+    }
+}
+
+impl FileSource {
+    fn collect_blocking(&self, cx: &Collection) -> Result<Outcome, CollectError> {
+        let mut out = Outcome::default();
+        let mut inputs = self.discover(cx, &mut out)?;
+        // Newest first, so the collector's byte budget keeps the newest data.
+        inputs.sort_by(|a, b| b.mtime.cmp(&a.mtime).then_with(|| a.relative.cmp(&b.relative)));
+        let mut budget = self.max_bytes.map_or(u64::MAX, |b| b.as_u64());
+        let mut skipped_by_time = Vec::new();
+        let mut dropped_by_cap = Vec::new();
+        for input in inputs {
+            if cx.is_cancelled() {
+                return Err(CollectError::Cancelled);
+            }
+            if self.window
+                && let (Some(since), Some(mtime)) = (cx.window.since, input.mtime)
+                && mtime < since
+            {
+                // Last written before the window opened: no record in it can be inside.
+                skipped_by_time.push(input.path.display().to_string());
+                continue;
+            }
+            if budget == 0 {
+                dropped_by_cap.push(input.path.display().to_string());
+                continue;
+            }
+            let cap = self.max_file_bytes.map_or(u64::MAX, |b| b.as_u64()).min(budget);
+            match self.copy(cx, &input, cap) {
+                Ok(written) => budget = budget.saturating_sub(written),
+                Err(CollectError::Io { context, source }) if source.kind() != io::ErrorKind::BrokenPipe => {
+                    out.warn(format!("{context}: {source}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !skipped_by_time.is_empty() {
+            out.detail("skipped_older_than_window", &skipped_by_time);
+        }
+        if !dropped_by_cap.is_empty() {
+            out.warn(format!("{} older file(s) left out by max_bytes", dropped_by_cap.len()));
+            out.detail("left_out_by_max_bytes", &dropped_by_cap);
+        }
+        Ok(out)
+    }
+
+    fn discover(&self, cx: &Collection, out: &mut Outcome) -> Result<Vec<Input>, CollectError> {
+        let mut inputs = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for pattern in &self.paths {
+            let pattern = cx.env.expand(pattern).map_err(CollectError::Failed)?;
+            let paths = glob::glob(&pattern).map_err(|e| CollectError::Failed(format!("bad glob `{pattern}`: {e}")))?;
+            let mut matched = 0;
+            for entry in paths {
+                let path = match entry {
+                    Ok(p) => p,
+                    Err(e) => {
+                        out.warn(format!("{}: {}", e.path().display(), e.error()));
+                        continue;
+                    }
+                };
+                match std::fs::metadata(&path) {
+                    // Only regular files: a FIFO or device under a log glob would block or never end.
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        out.warn(format!("{}: {e}", path.display()));
+                        continue;
+                    }
+                }
+                matched += 1;
+                if seen.insert(path.clone()) {
+                    let relative = path.to_string_lossy().trim_start_matches('/').to_string();
+                    inputs.push(input(path, relative));
+                }
+            }
+            if matched == 0 && self.required {
+                out.warn(format!("no file matched `{pattern}`"));
+            }
+        }
+        if let Some(select) = &self.docker {
+            let dir = match &select.dir {
+                Some(d) => PathBuf::from(cx.env.expand(d).map_err(CollectError::Failed)?),
+                None => cx.env.docker_dir.clone(),
+            };
+            match docker::discover(&dir, select) {
+                Ok((logs, problems)) => {
+                    if logs.is_empty() && self.required {
+                        out.warn(format!("no container logs found in {} for {}", dir.display(), self.describe(&cx.env)));
+                    }
+                    for p in problems {
+                        out.warn(p);
+                    }
+                    inputs.extend(logs.into_iter().map(|l| input(l.path, l.relative)));
+                }
+                Err(e) => out.warn(format!("cannot read Docker containers directory {}: {e}", dir.display())),
+            }
+        }
+        Ok(inputs)
+    }
+
+    /// Copies one file into an artifact, filtered and redacted, keeping at most `cap` bytes (the newest).
+    fn copy(&self, cx: &Collection, input: &Input, cap: u64) -> Result<u64, CollectError> {
+        let shown = input.path.display().to_string();
+        let window = if self.window { cx.window } else { Default::default() };
+        let filter = || LineFilter::new(window, self.format, &self.time_field);
+        let open = || open_reader(input).map_err(CollectError::io(shown.clone()));
+
+        // Only when the output might exceed the cap do we pay for a counting pass.
+        let mut skip = 0u64;
+        if cap != u64::MAX && (input.gz || input.size > cap) {
+            // Counted with a scratch tally: the redactions are recorded once, by the writing pass.
+            let scratch = crate::redact::Tally::default();
+            let total = for_each_kept_line(open()?, filter(), cx, &scratch, |_| Ok(()))
+                .map_err(CollectError::io(shown.clone()))?;
+            skip = total.saturating_sub(cap);
+        }
+        let relative = if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
+        let mut artifact = cx.artifact(&relative, media_type(&relative))?;
+        artifact.set_source(shown.clone());
+        let mut skipped = 0u64;
+        let mut lines = 0u64;
+        let result = for_each_kept_line(open()?, filter(), cx, cx.tally(), |line| {
+            if skipped < skip {
+                skipped += line.len() as u64;
+                return Ok(());
+            }
+            artifact.write_all(line)?;
+            lines += 1;
+            Ok(())
+        });
+        artifact.add_records(lines);
+        if skip > 0 {
+            artifact.set_truncated();
+        }
+        let written = artifact.bytes();
+        artifact.finish().map_err(CollectError::io(format!("writing {relative}")))?;
+        result.map_err(CollectError::io(shown))?;
+        Ok(written)
+    }
+}
+
+fn input(path: PathBuf, relative: String) -> Input {
+    let meta = std::fs::metadata(&path).ok();
+    let mtime = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| Timestamp::try_from(t).ok());
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    Input { size: meta.map_or(0, |m| m.len()), mtime, gz, path, relative }
+}
+
+fn open_reader(input: &Input) -> io::Result<Box<dyn BufRead + Send>> {
+    let file = File::open(&input.path)?;
+    Ok(if input.gz {
+        Box::new(BufReader::with_capacity(READ_BUFFER, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+    } else {
+        Box::new(BufReader::with_capacity(READ_BUFFER, file))
+    })
+}
+
+/// Streams lines (pieces of at most [`MAX_LINE`]) that pass the filter, redacted, to `sink`. Returns the bytes
+/// passed on. Stops with `BrokenPipe` when the collection is cancelled.
+fn for_each_kept_line(
+    mut reader: Box<dyn BufRead + Send>,
+    mut filter: LineFilter,
+    cx: &Collection,
+    tally: &crate::redact::Tally,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut line = Vec::with_capacity(8 * 1024);
+    let mut total = 0u64;
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)? == 0 {
+            return Ok(total);
+        }
+        n += 1;
+        if n % 4096 == 0 && cx.is_cancelled() {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "collection stopped"));
+        }
+        if !filter.keep(&line) {
+            continue;
+        }
+        let clean = cx.redactor().redact(&line, tally);
+        total += clean.len() as u64;
+        sink(&clean)?;
+    }
+}
+
+fn media_type(path: &str) -> &'static str {
+    if path.contains("-json.log") || path.ends_with(".jsonl") || path.ends_with(".ndjson") {
+        "application/x-ndjson"
+    } else if path.ends_with(".json") {
+        "application/json"
+    } else if path.ends_with(".yml") || path.ends_with(".yaml") {
+        "application/yaml"
+    } else if path.ends_with(".toml") {
+        "application/toml"
+    } else {
+        "text/plain"
+    }
+}

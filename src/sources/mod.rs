@@ -1,0 +1,165 @@
+//! Source kinds: the drivers that know how to read one kind of system. Each kind is one module with a typed config
+//! struct (serde, `deny_unknown_fields`) implementing [`Source`], registered once in [`KINDS`]. A source never knows
+//! about tar, zstd or BagIt: it writes artifacts through [`Collection::artifact`], which hashes and counts.
+
+pub mod command;
+pub mod context;
+pub mod file;
+
+use std::{collections::BTreeMap, io::Write, sync::Arc};
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    bundle::artifact::{ArtifactError, ArtifactWriter, Counters, Staging},
+    config::Environment,
+    redact::{Redactor, Tally},
+    time::Window,
+};
+
+/// One source kind's reader, configured by a collector definition.
+#[async_trait]
+pub trait Source: Send + Sync + std::fmt::Debug {
+    /// Checks what only the site can tell (variables, paths), before anything runs. Errors name the field.
+    fn check(&self, _env: &Environment) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// What this collector reads, with credentials removed: for `--dry-run` and the manifest's `source`.
+    fn describe(&self, env: &Environment) -> String;
+
+    /// Collects into artifacts. A source should return promptly once `cx.is_cancelled()`; what it wrote is kept.
+    async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError>;
+}
+
+/// How a collection ended when it did not fail outright.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Problems that did not stop the collector; any makes its status `partial`.
+    pub warnings: Vec<String>,
+    /// Kind-specific facts for the manifest.
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Outcome {
+    pub fn warn(&mut self, w: impl Into<String>) {
+        self.warnings.push(w.into());
+    }
+    pub fn detail(&mut self, key: &str, value: impl serde::Serialize) {
+        self.details.insert(key.to_string(), serde_json::to_value(value).unwrap_or(serde_json::Value::Null));
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("stopped before finishing")]
+    Cancelled,
+}
+
+impl CollectError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+/// Everything one collector needs while it runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Collection {
+    pub name: String,
+    pub window: Window,
+    pub env: Arc<Environment>,
+    /// Labels of the triggering alert(s) (`zone_id`, `request_id`, ...), for filters.
+    pub labels: BTreeMap<String, String>,
+    /// The plan of the whole snapshot, for the context collector.
+    pub plan_summary: Arc<serde_json::Value>,
+    cancel: CancellationToken,
+    staging: Arc<Staging>,
+    redactor: Arc<Redactor>,
+    tally: Arc<Tally>,
+    counters: Arc<Counters>,
+}
+
+impl Collection {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        window: Window,
+        env: Arc<Environment>,
+        labels: BTreeMap<String, String>,
+        plan_summary: Arc<serde_json::Value>,
+        cancel: CancellationToken,
+        staging: Arc<Staging>,
+        redactor: Arc<Redactor>,
+        tally: Arc<Tally>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self { name, window, env, labels, plan_summary, cancel, staging, redactor, tally, counters }
+    }
+
+    /// Opens an artifact at `relative` (below this collector's folder in the bag).
+    pub fn artifact(&self, relative: &str, media_type: &str) -> Result<ArtifactWriter, ArtifactError> {
+        self.staging.artifact(&self.name, relative, media_type, self.counters.clone())
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// Redacts `text` and writes it to `out`; returns the bytes written.
+    pub fn write_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
+        let clean = self.redactor.redact(text, &self.tally);
+        out.write_all(&clean)?;
+        Ok(clean.len())
+    }
+
+    /// Redacts a whole small text (JSON, an error message) into a string.
+    pub fn redact_str(&self, text: &str) -> String {
+        self.redactor.redact_str(text, &self.tally)
+    }
+}
+
+/// A registered source kind.
+pub struct Kind {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Parses a collector's kind-specific settings; unknown keys are errors with their location.
+    pub parse: for<'i> fn(toml::de::ValueDeserializer<'i>) -> Result<Arc<dyn Source>, toml::de::Error>,
+}
+
+/// Every source kind, by name. Adding a kind means adding its module and one line here.
+pub static KINDS: &[Kind] = &[
+    Kind { name: "file", summary: "log and config files by glob, rotated/.gz, Docker json-file logs", parse: parse_as::<file::FileSource> },
+    Kind { name: "command", summary: "runs a program (no shell) and keeps its output", parse: parse_as::<command::CommandSource> },
+    Kind { name: "context", summary: "tool version, host, time and the configuration used", parse: parse_as::<context::ContextSource> },
+];
+
+pub fn kind(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.name == name)
+}
+
+fn parse_as<T: Source + DeserializeOwned + 'static>(
+    d: toml::de::ValueDeserializer<'_>,
+) -> Result<Arc<dyn Source>, toml::de::Error> {
+    Ok(Arc::new(T::deserialize(d)?))
+}
