@@ -250,7 +250,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Normalizes a `/`-separated relative path, refusing anything that could escape the collector's folder.
+/// Normalizes a `/`-separated relative path, refusing anything that could escape the collector's folder. `%` is
+/// replaced by `_`: BagIt would require it percent-encoded in manifests, which `sha256sum -c` and common BagIt
+/// tools do not decode, so bundle paths never contain it (the artifact's `source` keeps the original name).
 pub fn safe_relative(path: &str) -> Result<String, ArtifactError> {
     let bad = || ArtifactError::UnsafePath(path.to_string());
     if path.is_empty() || path.starts_with('/') || path.contains('\\') || path.chars().any(char::is_control) {
@@ -267,7 +269,7 @@ pub fn safe_relative(path: &str) -> Result<String, ArtifactError> {
     if parts.is_empty() {
         return Err(bad());
     }
-    Ok(parts.join("/"))
+    Ok(parts.join("/").replace('%', "_"))
 }
 
 #[cfg(test)]
@@ -296,6 +298,7 @@ mod tests {
             assert!(safe_relative(p).is_err(), "{p:?}");
         }
         assert_eq!(safe_relative("./a//b").unwrap(), "a/b");
+        assert_eq!(safe_relative("100% sure.txt").unwrap(), "100_ sure.txt");
         let dir = tempfile::tempdir().unwrap();
         let staging = Staging::create(dir.path().join("s")).unwrap();
         let _a = staging.artifact("c", "x", "text/plain", Default::default()).unwrap();

@@ -1,0 +1,193 @@
+//! An operator snapshots service logs for one hour of an incident. Only records inside the window may be kept,
+//! whatever the log's shape: Go zerolog (Unix-ms `time`), Node pino (ISO `time`), a rotated `.gz` file, plain text
+//! with leading timestamps, plain text without any (judged by mtime), and Docker json-file logs of a Compose install.
+
+mod support;
+
+use std::{io::Write, path::Path};
+
+use jiff::Timestamp;
+use support::*;
+
+const SINCE: &str = "2026-11-29T10:00:00Z";
+const UNTIL: &str = "2026-11-29T11:00:00Z";
+
+fn ms(t: &str) -> i64 {
+    t.parse::<Timestamp>().unwrap().as_millisecond()
+}
+
+fn set_mtime(p: &Path, t: &str) {
+    let t: Timestamp = t.parse().unwrap();
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.as_second() as u64)).unwrap();
+}
+
+fn gz(content: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(content.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+fn docker_line(time: &str, inner: &str) -> String {
+    serde_json::json!({ "log": format!("{inner}\n"), "stream": "stderr", "time": time }).to_string() + "\n"
+}
+
+fn container(ws: &Workspace, id: &str, name: &str, project: &str, service: &str, files: &[(&str, String)]) {
+    let config = serde_json::json!({
+        "ID": id, "Name": format!("/{name}"),
+        "Config": { "Labels": { "com.docker.compose.project": project, "com.docker.compose.service": service } }
+    });
+    ws.write(&format!("docker/{id}/config.v2.json"), config.to_string());
+    for (suffix, content) in files {
+        let p = ws.write(&format!("docker/{id}/{id}-json.log{suffix}"), content);
+        set_mtime(&p, "2026-11-29T11:30:00Z");
+    }
+}
+
+/// Builds every log shape with records marked IN-* (inside the window) and OUT-* (outside).
+fn fixtures(ws: &Workspace) -> Vec<&'static str> {
+    let go = [
+        ("2026-11-29T09:59:59.999Z", "OUT-go-1"),
+        ("2026-11-29T10:00:00.000Z", "IN-go-1"),
+        ("2026-11-29T10:30:00.000Z", "IN-go-2"),
+        ("2026-11-29T11:00:00.000Z", "IN-go-3"),
+        ("2026-11-29T11:00:00.001Z", "OUT-go-2"),
+    ]
+    .iter()
+    .map(|(t, m)| format!("{{\"level\":\"info\",\"service\":\"sts\",\"time\":{},\"msg\":\"{m}\"}}\n", ms(t)))
+    .collect::<String>();
+    ws.write("logs/sts.log", go);
+    ws.write(
+        "logs/api.log",
+        "{\"level\":30,\"time\":\"2026-11-29T09:00:00.000Z\",\"service\":\"api\",\"msg\":\"OUT-pino-1\"}\n\
+         {\"level\":30,\"time\":\"2026-11-29T10:15:00.000Z\",\"service\":\"api\",\"reqId\":\"req-7\",\"msg\":\"IN-pino-1\"}\n\
+         {\"level\":30,\"time\":\"2026-11-29T12:00:00.000Z\",\"service\":\"api\",\"msg\":\"OUT-pino-2\"}\n",
+    );
+    ws.write(
+        "logs/app.log.1.gz",
+        gz(&format!(
+            "{{\"time\":{},\"msg\":\"OUT-gz-1\"}}\n{{\"time\":{},\"msg\":\"IN-gz-1\"}}\n",
+            ms("2026-11-29T09:30:00Z"),
+            ms("2026-11-29T10:45:00Z")
+        )),
+    );
+    ws.write(
+        "logs/worker.log",
+        "2026-11-29 09:59:00 UTC OUT-text-1\n\
+         2026-11-29T10:05:00Z IN-text-1 panic: boom\n\
+         \tIN-text-cont stack frame\n\
+         2026-11-29T11:30:00Z OUT-text-2\n\
+         \tOUT-text-cont\n",
+    );
+    ws.write("logs/notes.txt", "IN-notes no timestamps here\n");
+    ws.write("logs/old.txt", "OUT-old no timestamps, last written before the window\n");
+    for f in ["sts.log", "api.log", "app.log.1.gz", "worker.log"] {
+        set_mtime(&ws.path().join("logs").join(f), "2026-11-29T11:30:00Z");
+    }
+    set_mtime(&ws.path().join("logs/notes.txt"), "2026-11-29T10:30:00Z");
+    set_mtime(&ws.path().join("logs/old.txt"), "2026-11-29T08:00:00Z");
+
+    let audit_id = "a".repeat(64);
+    container(
+        ws,
+        &audit_id,
+        "caracal-audit-1",
+        "caracal",
+        "audit",
+        &[
+            (
+                "",
+                docker_line("2026-11-29T09:00:00.123456789Z", r#"{"level":"info","time":1,"msg":"OUT-docker-1"}"#)
+                    + &docker_line("2026-11-29T10:20:00.000000001Z", r#"{"level":"warn","msg":"tamper: chain break (prev hash mismatch)","zone_id":"z1","IN":"IN-docker-1"}"#)
+                    + &docker_line("2026-11-29T11:20:00Z", r#"{"msg":"OUT-docker-2"}"#),
+            ),
+            (".1", docker_line("2026-11-29T10:01:00Z", r#"{"msg":"IN-docker-0"}"#)),
+        ],
+    );
+    container(ws, &"b".repeat(64), "caracal-sts-1", "caracal", "sts", &[("", docker_line("2026-11-29T10:10:00Z", "OTHER-SERVICE"))]);
+    container(ws, &"c".repeat(64), "someone-else-1", "other", "audit", &[("", docker_line("2026-11-29T10:10:00Z", "FOREIGN-PROJECT"))]);
+
+    vec![
+        "IN-go-1", "IN-go-2", "IN-go-3", "IN-pino-1", "IN-gz-1", "IN-text-1", "IN-text-cont", "IN-notes", "IN-docker-1",
+        "IN-docker-0",
+    ]
+}
+
+#[test]
+fn window_keeps_exactly_the_records_inside_it() {
+    let ws = Workspace::new();
+    let expected_in = fixtures(&ws);
+    let dir = collectors_dir(
+        &ws,
+        "test.toml",
+        &format!("[[collector]]\nname = \"test-logs\"\nkind = \"file\"\npaths = [\"{}/logs/*\"]\n", ws.path().display()),
+    );
+    let out = run(ws.preserve().args(["snapshot", "--collector", "test-logs", "--collector", "audit-logs"]).arg("--collectors").arg(&dir).args(["--since", SINCE, "--until", UNTIL]));
+    assert_eq!(out.status.code(), Some(0), "complete snapshot expected");
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let text = collector_text(&bag, "test-logs") + &collector_text(&bag, "audit-logs");
+
+    for m in &expected_in {
+        assert!(text.contains(m), "{m} is inside the window but missing");
+    }
+    for out_marker in ["OUT-", "OTHER-SERVICE", "FOREIGN-PROJECT"] {
+        assert!(!text.contains(out_marker), "{out_marker} is outside the window or selection but was kept:\n{text}");
+    }
+    let kept_lines = text.lines().count();
+    assert_eq!(kept_lines, expected_in.len(), "exactly one line per kept record:\n{text}");
+
+    // The rotated .gz file is stored decompressed; Docker logs are named by Compose service and container.
+    let m = manifest(&bag);
+    let paths: Vec<String> = collector(&m, "test-logs")["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap().to_string()).collect();
+    assert!(paths.iter().any(|p| p.ends_with("/logs/app.log.1")), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.ends_with("old.txt")), "a file last written before the window is skipped: {paths:?}");
+    let audit = collector(&m, "audit-logs");
+    let apaths: Vec<&str> = audit["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    let id = "a".repeat(64);
+    assert!(apaths.contains(&format!("data/audit-logs/audit/caracal-audit-1/{id}-json.log").as_str()), "{apaths:?}");
+    assert!(apaths.contains(&format!("data/audit-logs/audit/caracal-audit-1/{id}-json.log.1").as_str()), "{apaths:?}");
+    let records: u64 = audit["artifacts"].as_array().unwrap().iter().map(|a| a["records"].as_u64().unwrap()).sum();
+    assert_eq!(records, 2);
+}
+
+#[test]
+fn caps_keep_the_newest_data_and_say_so() {
+    let ws = Workspace::new();
+    let line = |i: usize| format!("{{\"time\":\"2026-11-29T10:{:02}:{:02}Z\",\"msg\":\"line-{i:04}\",\"pad\":\"{}\"}}\n", i / 60, i % 60, "x".repeat(40));
+    let big: String = (0..1000).map(line).collect();
+    let big_path = ws.write("logs/big.log", &big);
+    set_mtime(&big_path, "2026-11-29T10:40:00Z");
+    let older = ws.write("logs/older.log", (0..50).map(line).collect::<String>());
+    set_mtime(&older, "2026-11-29T09:00:00Z");
+    let dir = collectors_dir(
+        &ws,
+        "caps.toml",
+        &format!(
+            "[[collector]]\nname = \"capped\"\nkind = \"file\"\npaths = [\"{p}/logs/big.log\"]\nmax_file_bytes = \"10KiB\"\n\n\
+             [[collector]]\nname = \"budget\"\nkind = \"file\"\npaths = [\"{p}/logs/*.log\"]\nmax_bytes = \"20KiB\"\n",
+            p = ws.path().display()
+        ),
+    );
+    let out = run(ws.preserve().args(["snapshot", "-c", "capped", "-c", "budget"]).arg("--collectors").arg(&dir));
+    assert!(matches!(out.status.code(), Some(0) | Some(3)));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let m = manifest(&bag);
+
+    let capped = collector(&m, "capped");
+    let a = &capped["artifacts"][0];
+    assert_eq!(a["truncated"], true);
+    assert!(a["bytes"].as_u64().unwrap() <= 10 * 1024);
+    let text = collector_text(&bag, "capped");
+    assert!(text.contains("line-0999"), "the newest record is kept");
+    assert!(!text.contains("line-0000"), "the oldest record is dropped");
+    assert!(text.starts_with("{\"time\""), "cut at a record boundary");
+    assert_eq!(text.lines().count() as u64, a["records"].as_u64().unwrap());
+
+    // The collector budget goes to the newest file first; the older file gets what is left, or nothing.
+    let budget = collector(&m, "budget");
+    let total: u64 = budget["artifacts"].as_array().unwrap().iter().map(|a| a["bytes"].as_u64().unwrap()).sum();
+    assert!(total <= 20 * 1024, "collector cap honoured: {total}");
+    let newest = budget["artifacts"].as_array().unwrap().iter().find(|a| a["path"].as_str().unwrap().ends_with("big.log")).unwrap();
+    assert_eq!(newest["truncated"], true);
+    assert!(collector_text(&bag, "budget").contains("line-0999"));
+}

@@ -1,0 +1,148 @@
+//! Shared helpers for integration tests: run the real `preserve` binary in an isolated environment, unpack
+//! bundles with GNU tar + zstd, and validate them with tools nobody here wrote (sha256sum, bagit.py).
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+/// A scratch workspace: HOME, output directory and fixtures live below it, so nothing on the machine is read
+/// by accident (no real $CARACAL_HOME, no real Docker directory).
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::create_dir_all(dir.path().join("docker")).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path().join("out")
+    }
+
+    /// Writes `content` to `relative` below the workspace, creating directories.
+    pub fn write(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path().join(relative);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// A `preserve` command with an environment that points only into this workspace.
+    pub fn preserve(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_preserve"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PRESERVE_") || k == "CARACAL_HOME" || k == "AUDIT_HMAC_KEY" || k == "XDG_DATA_HOME" {
+                c.env_remove(k);
+            }
+        }
+        c.env("HOME", self.path().join("home"));
+        c.env("PRESERVE_DOCKER_DIR", self.path().join("docker"));
+        c.env("PRESERVE_OUT", self.out());
+        c
+    }
+
+    /// The bundles (`.tar.zst`) in the output directory.
+    pub fn bundles(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(self.out()) else { return Vec::new() };
+        let mut v: Vec<_> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn only_bundle(&self) -> PathBuf {
+        let b = self.bundles();
+        assert_eq!(b.len(), 1, "expected exactly one bundle in {}: {b:?}", self.out().display());
+        b[0].clone()
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run preserve");
+    eprintln!(
+        "--- {:?} exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Unpacks a bundle with GNU tar and zstd into `into`; returns the bag directory.
+pub fn unpack(bundle: &Path, into: &Path) -> PathBuf {
+    std::fs::create_dir_all(into).unwrap();
+    let st = Command::new("tar").arg("--zstd").arg("-xf").arg(bundle).arg("-C").arg(into).status().expect("GNU tar");
+    assert!(st.success(), "tar --zstd -xf failed");
+    let dirs: Vec<_> = std::fs::read_dir(into).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+    assert_eq!(dirs.len(), 1, "one top directory expected: {dirs:?}");
+    dirs[0].clone()
+}
+
+/// Every file below `dir`, recursively, with its content.
+pub fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// All payload text of a bag's collector folder, concatenated.
+pub fn collector_text(bag: &Path, collector: &str) -> String {
+    files_below(&bag.join("data").join(collector))
+        .into_iter()
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+pub fn manifest(bag_or_side: &Path) -> serde_json::Value {
+    let p = if bag_or_side.is_dir() { bag_or_side.join("manifest.json") } else { bag_or_side.to_path_buf() };
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+pub fn collector<'a>(manifest: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    manifest["collectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("collector {name} not in manifest"))
+}
+
+/// Writes a collectors directory file and returns the directory.
+pub fn collectors_dir(ws: &Workspace, name: &str, toml: &str) -> PathBuf {
+    ws.write(&format!("collectors.d/{name}"), toml);
+    ws.path().join("collectors.d")
+}
