@@ -162,7 +162,7 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
         }
         return 0;
     }
-    let secrets = match snapshot::resolve_secrets(&env) {
+    let secrets = match snapshot::resolve_secrets(&env, &plan) {
         Ok(s) => s,
         Err(e) => return fail(2, &e.to_string()),
     };

@@ -35,6 +35,8 @@ pub struct PlannedCollector {
     pub timeout: Duration,
     /// What it reads, credentials removed.
     pub describe: String,
+    /// Where it was defined, for errors about it.
+    pub origin: Option<crate::config::Origin>,
 }
 
 /// A request to stop collecting (a signal), with the reason recorded in the manifest.

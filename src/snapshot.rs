@@ -145,6 +145,7 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
             source: c.source.clone(),
             timeout: c.timeout.unwrap_or(env.collector_timeout).unsigned_abs(),
             describe: c.source.describe(env),
+            origin: Some(c.origin.clone()),
         })
         .collect();
     let trigger = Trigger {
@@ -170,15 +171,30 @@ impl Plan {
     }
 }
 
-/// Resolves every secret the redactor must know. An `env:` reference whose variable is unset is a config error
-/// (the operator named it, so it must be there); a missing file is left to the collector that needs it.
-pub fn resolve_secrets(env: &Environment) -> Result<Vec<(String, Secret)>, ConfigError> {
-    let file = env.config_file.clone().unwrap_or_else(|| "<environment>".into());
+/// Resolves every secret the redactor must know: the site's credentials and those of the planned collectors. An
+/// `env:` reference whose variable is unset is a config error located at the reference (the operator named it, so
+/// it must be there); a missing file is left to the collector that needs it to fail on.
+pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Vec<(String, Secret)>, ConfigError> {
     let mut secrets = env.env_secrets.clone();
-    for r in &env.redact_refs {
-        match (r, r.resolve()) {
+    let site = env.config_file.clone().unwrap_or_else(|| "<environment>".into());
+    let mut refs: Vec<(PathBuf, Option<String>, String, CredentialRef)> =
+        env.redact_refs.iter().map(|(k, r)| (site.clone(), env.config_text.clone(), k.clone(), r.clone())).collect();
+    for c in &plan.collectors {
+        for (k, r) in c.source.credentials() {
+            let file = c.origin.as_ref().map_or_else(|| PathBuf::from(format!("<collector {}>", c.name)), |o| o.file.clone());
+            let text = std::fs::read_to_string(&file).ok();
+            refs.push((file, text, format!("collector `{}`: {k}", c.name), r));
+        }
+    }
+    for (file, text, setting, r) in refs {
+        match (&r, r.resolve()) {
             (_, Ok(s)) => push_secret(&mut secrets, format!("credential {r}"), s),
-            (CredentialRef::Env(_), Err(e)) => return Err(ConfigError::new(&file, e.to_string())),
+            (CredentialRef::Env(_), Err(e)) => {
+                // Point at the reference in the file that names it.
+                let needle = format!("\"{r}\"");
+                let span = text.as_deref().and_then(|t| t.find(&needle).map(|i| i..i + needle.len()));
+                return Err(ConfigError::at(&file, text.as_deref().unwrap_or(""), span, format!("{setting}: {e}")));
+            }
             (CredentialRef::File(_), Err(_)) => {}
         }
     }

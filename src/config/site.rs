@@ -175,8 +175,9 @@ pub struct Environment {
     pub audit_hmac_key: Option<KeySource>,
     pub listen: String,
     pub serve_token: Option<KeySource>,
-    /// Credential references whose values the redactor must know before anything is collected.
-    pub redact_refs: Vec<CredentialRef>,
+    /// Credential references whose values the redactor must know before anything is collected, with the
+    /// setting that names each (`redis.password`, `redact_secrets[0]`, ...).
+    pub redact_refs: Vec<(String, CredentialRef)>,
     /// Secret values that arrived inside environment variables (URL passwords, keys given as values).
     pub env_secrets: Vec<(String, Secret)>,
 }
@@ -299,12 +300,13 @@ impl Environment {
             None => c.serve.token.map(KeySource::Reference),
         };
 
-        let mut redact_refs = c.redact_secrets;
-        redact_refs.extend(redis.password.clone());
-        redact_refs.extend(postgres.password.clone());
-        for k in [&audit_hmac_key, &serve_token].into_iter().flatten() {
-            if let KeySource::Reference(r) = k {
-                redact_refs.push(r.clone());
+        let mut redact_refs: Vec<(String, CredentialRef)> =
+            c.redact_secrets.into_iter().enumerate().map(|(i, r)| (format!("redact_secrets[{i}]"), r)).collect();
+        redact_refs.extend(redis.password.clone().map(|r| ("redis.password".to_string(), r)));
+        redact_refs.extend(postgres.password.clone().map(|r| ("postgres.password".to_string(), r)));
+        for (setting, k) in [("audit.hmac_key", &audit_hmac_key), ("serve.token", &serve_token)] {
+            if let Some(KeySource::Reference(r)) = k {
+                redact_refs.push((setting.to_string(), r.clone()));
             }
         }
 

@@ -59,6 +59,10 @@ impl Source for CommandSource {
         Ok(())
     }
 
+    fn credentials(&self) -> Vec<(String, CredentialRef)> {
+        self.env_credentials.iter().map(|(k, r)| (format!("env_credentials.{k}"), r.clone())).collect()
+    }
+
     fn describe(&self, env: &Environment) -> String {
         self.argv.iter().map(|a| env.expand(a).unwrap_or_else(|_| a.clone())).collect::<Vec<_>>().join(" ")
     }

@@ -78,6 +78,6 @@ fn environment_summary(env: &Environment) -> serde_json::Value {
         "services": env.services,
         "audit_hmac_key": key(&env.audit_hmac_key),
         "serve": { "listen": env.listen, "token": key(&env.serve_token) },
-        "redact_secrets": env.redact_refs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "credentials": env.redact_refs.iter().map(|(k, r)| (k.clone(), r.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
     })
 }

@@ -27,6 +27,12 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Credentials this collector will use, by reference, with the setting naming each. Their values are given to
+    /// the redactor before any collector runs, so no artifact can contain them.
+    fn credentials(&self) -> Vec<(String, crate::config::CredentialRef)> {
+        Vec::new()
+    }
+
     /// What this collector reads, with credentials removed: for `--dry-run` and the manifest's `source`.
     fn describe(&self, env: &Environment) -> String;
 

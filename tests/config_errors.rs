@@ -1,0 +1,100 @@
+//! A mistake in the site config or a collector file must stop the run before anything is touched: exit 2, a
+//! message that names the file, line and key, and no bundle or staging directory written.
+
+mod support;
+
+use support::*;
+
+/// Runs a snapshot that must be refused; returns stderr.
+fn refused(ws: &Workspace, extra: &[&str]) -> String {
+    let out = run(ws.preserve().args(["snapshot", "--profile", "host"]).args(extra));
+    assert_eq!(out.status.code(), Some(2), "config errors exit 2");
+    assert!(!ws.out().exists(), "nothing may be written on a config error");
+    stderr(&out)
+}
+
+#[test]
+fn bad_toml_names_file_and_line() {
+    let ws = Workspace::new();
+    let cfg = ws.write("site.toml", "organization = \"ACME\"\nout_dir = \n");
+    let err = refused(&ws, &["--config", cfg.to_str().unwrap()]);
+    assert!(err.contains(&format!("{}:2:", cfg.display())), "{err}");
+}
+
+#[test]
+fn unknown_key_in_site_config_is_named_with_its_line() {
+    let ws = Workspace::new();
+    let cfg = ws.write("site.toml", "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nurll = \"typo\"\n");
+    let err = refused(&ws, &["--config", cfg.to_str().unwrap()]);
+    assert!(err.contains(&format!("{}:3:1: unknown field `urll`", cfg.display())), "{err}");
+}
+
+#[test]
+fn config_from_preserve_config_env_is_read_too() {
+    let ws = Workspace::new();
+    let cfg = ws.write("site.toml", "colectors_dirs = []\n");
+    let out = run(ws.preserve().args(["snapshot", "--profile", "host"]).env("PRESERVE_CONFIG", &cfg));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("1:1: unknown field `colectors_dirs`"), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_key_in_a_collector_is_named_with_its_line() {
+    let ws = Workspace::new();
+    let dir = collectors_dir(&ws, "mine.toml", "[[collector]]\nname = \"x\"\nkind = \"file\"\npathz = [\"/var/log/*.log\"]\n");
+    let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
+    assert!(err.contains("mine.toml:4:1: unknown field `pathz`"), "{err}");
+}
+
+#[test]
+fn unknown_kind_is_named_with_its_line() {
+    let ws = Workspace::new();
+    let dir = collectors_dir(&ws, "mine.toml", "\n[[collector]]\nname = \"x\"\nkind = \"ftp\"\n");
+    let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
+    assert!(err.contains("mine.toml:4:8: kind: unknown source kind `ftp` (known: file, command"), "{err}");
+}
+
+#[test]
+fn duplicate_names_and_missing_profile_members_are_errors() {
+    let ws = Workspace::new();
+    let dir = collectors_dir(&ws, "a.toml", "[[collector]]\nname = \"dup\"\nkind = \"command\"\nargv = [\"true\"]\n");
+    ws.write("collectors.d/b.toml", "[[collector]]\nname = \"dup\"\nkind = \"command\"\nargv = [\"false\"]\n");
+    let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
+    assert!(err.contains("b.toml:1: name: duplicate collector `dup` (first defined at"), "{err}");
+    assert!(err.contains("a.toml:1)"), "{err}");
+
+    let ws = Workspace::new();
+    let dir = collectors_dir(&ws, "p.toml", "[[profile]]\nname = \"mine\"\ncollectors = [\"host-logs\",\n  \"nope\"]\n");
+    let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
+    assert!(err.contains("p.toml:4:3: collectors: profile `mine` names collector `nope`, which does not exist"), "{err}");
+}
+
+#[test]
+fn missing_credential_env_var_is_a_config_error() {
+    let ws = Workspace::new();
+    let cfg = ws.write("site.toml", "[redis]\npassword = \"env:PRESERVE_TEST_UNSET_PASSWORD\"\n");
+    let err = refused(&ws, &["--config", cfg.to_str().unwrap()]);
+    assert!(err.contains(&format!("{}:2:12: redis.password: credential env:PRESERVE_TEST_UNSET_PASSWORD: environment variable is not set", cfg.display())), "{err}");
+}
+
+#[test]
+fn an_inline_secret_is_refused_without_being_echoed() {
+    let ws = Workspace::new();
+    let cfg = ws.write("site.toml", "[postgres]\npassword = \"hunter2-inline\"\n");
+    let err = refused(&ws, &["--config", cfg.to_str().unwrap()]);
+    assert!(err.contains("site.toml:2:12"), "{err}");
+    assert!(err.contains("must be a reference `env:NAME` or `file:PATH`"), "{err}");
+    assert!(!err.contains("hunter2-inline"), "the literal must not be echoed: {err}");
+}
+
+#[test]
+fn unknown_profile_and_bad_window_are_usage_errors() {
+    let ws = Workspace::new();
+    let out = run(ws.preserve().args(["snapshot", "--profile", "no-such-profile"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown profile `no-such-profile`"));
+    let out = run(ws.preserve().args(["snapshot", "--profile", "host", "--since", "last tuesday"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--since: `last tuesday` is neither"), "{}", stderr(&out));
+    assert!(!ws.out().exists());
+}

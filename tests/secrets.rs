@@ -1,0 +1,103 @@
+//! A secret leaked into logs, config files and command output must never reach a bundle. Secrets named by `env:`
+//! references, Caracal's generated secret files and passwords inside environment URLs are all known to the
+//! redactor before anything is collected; the manifest records what was redacted, never the value.
+
+mod support;
+
+use support::*;
+
+const REDIS_PASSWORD: &str = "Rp-7f3a9c1e5b2d4-redis";
+const TOKEN: &str = "tok_9a8b7c6d5e4f3a2b1c";
+const HMAC_FILE_SECRET: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const PG_PASSWORD: &str = "pgPa55-in-url-31337";
+
+#[test]
+fn secrets_never_appear_anywhere_in_the_bundle() {
+    let ws = Workspace::new();
+    let home = ws.path().join("caracal-home");
+    ws.write("caracal-home/secrets/auditHmacKey", format!("{HMAC_FILE_SECRET}\n"));
+    let cfg = ws.write(
+        "site.toml",
+        "organization = \"ACME SecOps\"\n[redis]\nusername = \"preserve\"\npassword = \"env:PRESERVE_TEST_REDIS_PASSWORD\"\n",
+    );
+    ws.write(
+        "evidence/gateway.log",
+        format!(
+            "{{\"level\":\"error\",\"msg\":\"redis auth failed\",\"password\":\"{REDIS_PASSWORD}\",\"session_id\":\"sess_0042\",\"agent_session_id\":\"as_77\",\"request_id\":\"req-1\"}}\n\
+             {{\"msg\":\"audit key loaded {HMAC_FILE_SECRET}\",\"delegation_edge_id\":\"de_5\",\"zone_id\":\"z1\"}}\n\
+             {{\"msg\":\"dsn postgres://caracal:{PG_PASSWORD}@db:5432/caracal\"}}\n"
+        ),
+    );
+    ws.write("evidence/app.conf", format!("[redis]\nhost = cache\npassword = {REDIS_PASSWORD}\ntoken = {TOKEN}\n"));
+    let dir = collectors_dir(
+        &ws,
+        "leaky.toml",
+        &format!(
+            r#"
+[[collector]]
+name = "leaky-files"
+kind = "file"
+window = false
+paths = ["{p}/evidence/*"]
+
+[[collector]]
+name = "leaky-command"
+kind = "command"
+argv = ["sh", "-c", "echo token=$TOKEN; echo redis=$PRESERVE_TEST_REDIS_PASSWORD >&2"]
+env_credentials = {{ TOKEN = "env:PRESERVE_TEST_TOKEN" }}
+"#,
+            p = ws.path().display()
+        ),
+    );
+    let out = run(
+        ws.preserve()
+            .args(["snapshot", "-c", "leaky-files", "-c", "leaky-command", "--config"])
+            .arg(&cfg)
+            .arg("--collectors")
+            .arg(&dir)
+            .env("PRESERVE_TEST_REDIS_PASSWORD", REDIS_PASSWORD)
+            .env("PRESERVE_TEST_TOKEN", TOKEN)
+            .env("CARACAL_HOME", &home)
+            .env("PRESERVE_POSTGRES_URL", format!("postgres://caracal:{PG_PASSWORD}@127.0.0.1:5432/caracal")),
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let bundle = ws.only_bundle();
+    let bag = unpack(&bundle, &ws.path().join("x"));
+    let mut everything = files_below(&bag);
+    everything.extend(files_below(&ws.out()));
+    everything.push(("stdout".into(), out.stdout.clone()));
+    everything.push(("stderr".into(), out.stderr.clone()));
+    for secret in [REDIS_PASSWORD, TOKEN, HMAC_FILE_SECRET, PG_PASSWORD] {
+        for (path, content) in &everything {
+            let text = String::from_utf8_lossy(content);
+            assert!(!text.contains(secret), "{secret} leaked into {}", path.display());
+        }
+    }
+    // The zstd archive itself is compressed; check the decompressed stream too.
+    let raw = std::process::Command::new("zstd").args(["-dc"]).arg(&bundle).output().unwrap();
+    for secret in [REDIS_PASSWORD, TOKEN, HMAC_FILE_SECRET, PG_PASSWORD] {
+        assert!(!String::from_utf8_lossy(&raw.stdout).contains(secret));
+    }
+
+    // The evidence is still there around the holes, evidence IDs untouched.
+    let logs = collector_text(&bag, "leaky-files");
+    assert!(logs.contains(r#""password":"[REDACTED]""#), "{logs}");
+    for id in ["sess_0042", "as_77", "de_5", "req-1", "z1"] {
+        assert!(logs.contains(id), "evidence id {id} must survive redaction");
+    }
+    assert!(collector_text(&bag, "leaky-command").contains("token=[REDACTED]"));
+
+    // The manifest says what was redacted, by rule, count and fingerprint.
+    let m = manifest(&bag);
+    let files = collector(&m, "leaky-files");
+    let rules: Vec<&str> = files["redactions"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert!(rules.contains(&"credential env:PRESERVE_TEST_REDIS_PASSWORD"), "{rules:?}");
+    assert!(rules.contains(&"caracal secret auditHmacKey"), "{rules:?}");
+    let redis_rule = files["redactions"].as_array().unwrap().iter().find(|r| r["rule"] == "credential env:PRESERVE_TEST_REDIS_PASSWORD").unwrap();
+    assert_eq!(redis_rule["count"], 2, "once in the log, once in app.conf");
+    assert_eq!(redis_rule["fingerprints"].as_array().unwrap().len(), 1);
+    let context = collector_text(&bag, "context");
+    assert!(context.contains("env:PRESERVE_TEST_REDIS_PASSWORD"), "the config used is recorded, as references");
+    assert!(context.contains("postgres://caracal@127.0.0.1:5432/caracal"), "URLs are recorded without their password");
+}
