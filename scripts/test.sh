@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
+# python3 with the `bagit` validator from PyPI), then runs every test with cargo-nextest (cargo test if absent).
+# Usage: scripts/test.sh [extra nextest/cargo-test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+missing=()
+have tar || missing+=(tar)
+have zstd || missing+=(zstd)
+have sha256sum || missing+=(coreutils)
+have python3 || missing+=(python3 python3-pip)
+have ps || missing+=(procps)
+have sh || missing+=(dash)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+if ! have bagit.py; then
+  echo "test.sh: installing the bagit validator from PyPI" >&2
+  python3 -m pip install -q bagit || python3 -m pip install -q --break-system-packages bagit
+  hash -r
+fi
+have bagit.py || { echo "test.sh: bagit.py is still not on PATH" >&2; exit 1; }
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast "$@"
+else
+  cargo test --no-fail-fast "$@"
+fi
