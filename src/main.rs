@@ -275,12 +275,12 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
     }
     let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
     println!("bundle:   {}", m.bundle_id);
-    println!("status:   {:?}", m.status);
+    println!("status:   {}", m.status.as_str());
     println!("profile:  {}", m.profile);
     println!("host:     {}   tool: {} {}", m.host, m.tool.name, m.tool.version);
     println!("taken:    {} .. {}", m.created_at, m.finished_at);
     println!("window:   {} .. {}", w(m.window.since), w(m.window.until));
-    println!("trigger:  {:?}", m.trigger.kind);
+    println!("trigger:  {}", serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
     for a in &m.trigger.alerts {
         println!("  alert {} {:?}", a.name().unwrap_or("?"), a.labels);
     }

@@ -84,6 +84,15 @@ pub enum BundleStatus {
     Partial,
 }
 
+impl BundleStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Partial => "partial",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CollectorRecord {
     pub name: String,

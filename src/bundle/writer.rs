@@ -85,7 +85,7 @@ pub fn write_bundle(
         ("Bag-Software-Agent", format!("{} {}", crate::TOOL_NAME, crate::TOOL_VERSION)),
         (
             "Internal-Sender-Description",
-            format!("preserve evidence bundle, profile {}, status {:?}", manifest.profile, manifest.status),
+            format!("preserve evidence bundle, profile {}, status {}", manifest.profile, manifest.status.as_str()),
         ),
     ]);
     let tag_contents: [&[u8]; 4] =

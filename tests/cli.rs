@@ -1,0 +1,80 @@
+//! The command line as an operator meets it: the plan without side effects, JSON for scripts, inspect, list, help.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let ws = Workspace::new();
+    let out = run(ws.preserve().args(["snapshot", "--profile", "full", "--dry-run", "--json", "--since", "2h"]));
+    assert_eq!(out.status.code(), Some(0));
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = plan["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names[0], "context", "context always comes first");
+    for n in ["audit-logs", "gateway-logs", "host-logs"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+    assert!(plan["window"]["since"].is_string());
+    let audit = plan["collectors"].as_array().unwrap().iter().find(|c| c["name"] == "audit-logs").unwrap();
+    assert!(audit["source"].as_str().unwrap().contains(&format!("docker {}", ws.path().join("docker").display())));
+    assert!(!ws.out().exists(), "a dry run writes nothing");
+}
+
+#[test]
+fn json_summary_inspect_and_list() {
+    let ws = Workspace::new();
+    ws.write("evidence/a.log", "one\ntwo\n");
+    let dir = collectors_dir(&ws, "a.toml", &format!("[[collector]]\nname = \"a\"\nkind = \"file\"\ndescription = \"the a files\"\nwindow = false\npaths = [\"{}/evidence/*.log\"]\n", ws.path().display()));
+    let out = run(ws.preserve().args(["snapshot", "-c", "a", "--json"]).arg("--collectors").arg(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is JSON only");
+    assert_eq!(summary["status"], "complete");
+    let bundle = summary["bundle"].as_str().unwrap();
+    assert_eq!(std::path::Path::new(bundle), ws.only_bundle());
+    assert_eq!(summary["sha256"].as_str().unwrap().len(), 64);
+    let a = summary["collectors"].as_array().unwrap().iter().find(|c| c["name"] == "a").unwrap();
+    assert_eq!(a["records"], 2);
+    assert_eq!(a["bytes"], 8);
+
+    let inspect = run(ws.preserve().args(["inspect", bundle]));
+    assert_eq!(inspect.status.code(), Some(0));
+    let text = stdout(&inspect);
+    assert!(text.contains("status:   complete"), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("a ") && l.contains("ok") && l.contains("2 records")), "{text}");
+
+    let verify = run(ws.preserve().args(["verify", "--json", bundle]));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&verify)).unwrap();
+    assert_eq!(report["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(report["archive_hash_checked"], true);
+
+    let list = run(ws.preserve().args(["list", "--json"]).arg("--collectors").arg(&dir));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    let mine = list["collectors"].as_array().unwrap().iter().find(|c| c["name"] == "a").unwrap();
+    assert_eq!(mine["description"], "the a files");
+    assert!(list["profiles"].as_array().unwrap().iter().any(|p| p["name"] == "full"));
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let ws = Workspace::new();
+    for cmd in ["snapshot", "verify", "inspect", "list"] {
+        let out = run(ws.preserve().args([cmd, "--help"]));
+        assert_eq!(out.status.code(), Some(0));
+        let help = stdout(&out);
+        assert!(help.contains("Example"), "{cmd} --help has examples: {help}");
+    }
+    let out = run(ws.preserve().args(["snapshot", "--no-such-flag"]));
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn a_site_override_replaces_a_builtin_collector() {
+    let ws = Workspace::new();
+    ws.write("evidence/compose.yml", "services: {}\n");
+    let dir = collectors_dir(&ws, "o.toml", &format!("[[collector]]\nname = \"compose-config\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/compose.yml\"]\n", ws.path().display()));
+    let out = run(ws.preserve().args(["snapshot", "-c", "compose-config", "--json"]).arg("--collectors").arg(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    assert!(collector_text(&bag, "compose-config").contains("services: {}"));
+}
