@@ -273,6 +273,7 @@ pub async fn execute(
         zstd_threads: env.zstd_threads,
         organization: env.organization.clone(),
     };
+    progress.note(&format!("writing {}.tar.zst", manifest.bundle_id));
     let m = manifest.clone();
     let written = tokio::task::spawn_blocking(move || writer::write_bundle(&opts, &m, &staged))
         .await

@@ -203,39 +203,13 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
         seen.iter().filter(|(p, _)| p.starts_with("data/")).map(|(p, s)| (p.as_str(), s)).collect();
     report.payload_files = payload.len();
     report.payload_bytes = payload.values().map(|s| s.bytes).sum();
-    let mut listed = BTreeSet::new();
-    match text("manifest-sha256.txt") {
-        None => report.problem("manifest-sha256.txt", ProblemKind::Missing, "the payload manifest is missing"),
-        Some(t) => {
-            let (entries, errors) = bagit::parse_manifest(&t);
-            for e in errors {
-                report.problem("manifest-sha256.txt", ProblemKind::Malformed, e);
-            }
-            for (path, sha) in entries {
-                check_listed(report, &path, &sha, seen.get(&path), "manifest-sha256.txt");
-                listed.insert(path);
-            }
-        }
-    }
+    let listed = check_manifest_file(report, "manifest-sha256.txt", text("manifest-sha256.txt"), seen);
     for path in payload.keys().filter(|p| !listed.contains(**p)) {
         report.problem(*path, ProblemKind::Unlisted, "extra file: not listed in manifest-sha256.txt");
     }
 
     // Tag files against tagmanifest-sha256.txt.
-    let mut tag_listed = BTreeSet::new();
-    match text("tagmanifest-sha256.txt") {
-        None => report.problem("tagmanifest-sha256.txt", ProblemKind::Missing, "the tag manifest is missing"),
-        Some(t) => {
-            let (entries, errors) = bagit::parse_manifest(&t);
-            for e in errors {
-                report.problem("tagmanifest-sha256.txt", ProblemKind::Malformed, e);
-            }
-            for (path, sha) in entries {
-                check_listed(report, &path, &sha, seen.get(&path), "tagmanifest-sha256.txt");
-                tag_listed.insert(path);
-            }
-        }
-    }
+    let tag_listed = check_manifest_file(report, "tagmanifest-sha256.txt", text("tagmanifest-sha256.txt"), seen);
     for path in seen.keys().filter(|p| !p.starts_with("data/")) {
         if path != "tagmanifest-sha256.txt" && !tag_listed.contains(path) {
             report.problem(path.as_str(), ProblemKind::Unlisted, "extra file: not listed in tagmanifest-sha256.txt");
@@ -291,6 +265,29 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
     for path in payload.keys().filter(|p| !described.contains(**p)) {
         report.problem(*path, ProblemKind::Unlisted, "extra file: no collector in manifest.json lists it");
     }
+}
+
+/// Checks every entry of a BagIt manifest file against what the archive holds; returns the paths it lists.
+fn check_manifest_file(
+    report: &mut Report,
+    name: &str,
+    text: Option<String>,
+    seen: &BTreeMap<String, Seen>,
+) -> BTreeSet<String> {
+    let mut listed = BTreeSet::new();
+    let Some(text) = text else {
+        report.problem(name, ProblemKind::Missing, format!("{name} is missing"));
+        return listed;
+    };
+    let (entries, errors) = bagit::parse_manifest(&text);
+    for e in errors {
+        report.problem(name, ProblemKind::Malformed, e);
+    }
+    for (path, sha) in entries {
+        check_listed(report, &path, &sha, seen.get(&path), name);
+        listed.insert(path);
+    }
+    listed
 }
 
 fn check_listed(report: &mut Report, path: &str, sha: &str, seen: Option<&Seen>, manifest: &str) {
