@@ -42,8 +42,10 @@ enum Command {
         1 no bundle could be written, 2 usage or configuration error (nothing written).")]
     Snapshot(SnapshotArgs),
     /// Prove a bundle intact: archive hash, every file's hash, no missing or extra file, manifest agreement.
-    #[command(after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n\n\
-        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault), 2 usage error.")]
+    #[command(
+        after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n\n\
+        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault), 2 usage error."
+    )]
     Verify {
         /// The bundle (`.tar.zst`); the `.sha256` and `.manifest.json` beside it are checked too.
         bundle: PathBuf,
@@ -113,6 +115,11 @@ struct SnapshotArgs {
 }
 
 fn main() -> ExitCode {
+    // A panic's message may quote the data being processed; say where, never what.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("preserve: internal error at {at} (recorded in the manifest when inside a collector)");
+    }));
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
@@ -188,11 +195,13 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
                     .manifest
                     .collectors
                     .iter()
-                    .map(|c| serde_json::json!({
-                        "name": c.name, "status": c.status, "error": c.error,
-                        "bytes": c.artifacts.iter().map(|a| a.bytes).sum::<u64>(),
-                        "records": c.artifacts.iter().filter_map(|a| a.records).sum::<u64>(),
-                    }))
+                    .map(|c| {
+                        serde_json::json!({
+                            "name": c.name, "status": c.status, "error": c.error,
+                            "bytes": c.artifacts.iter().map(|a| a.bytes).sum::<u64>(),
+                            "records": c.artifacts.iter().filter_map(|a| a.records).sum::<u64>(),
+                        })
+                    })
                     .collect();
                 let summary = serde_json::json!({
                     "bundle": outcome.bundle.archive,
@@ -280,7 +289,10 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
     println!("host:     {}   tool: {} {}", m.host, m.tool.name, m.tool.version);
     println!("taken:    {} .. {}", m.created_at, m.finished_at);
     println!("window:   {} .. {}", w(m.window.since), w(m.window.until));
-    println!("trigger:  {}", serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+    println!(
+        "trigger:  {}",
+        serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    );
     for a in &m.trigger.alerts {
         println!("  alert {} {:?}", a.name().unwrap_or("?"), a.labels);
     }

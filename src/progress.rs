@@ -42,7 +42,8 @@ impl Progress {
             Mode::Bars { multi, bars } => {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} {prefix:<24} {msg} {elapsed:>4}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    ProgressStyle::with_template("{spinner} {prefix:<24} {msg} {elapsed:>4}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
                 bar.set_prefix(name.to_string());
                 bar.enable_steady_tick(Duration::from_millis(120));

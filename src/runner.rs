@@ -71,7 +71,12 @@ pub struct RunContext {
 }
 
 /// Runs every collector and returns their records (artifacts are filled in later from the staging area).
-pub async fn run(collectors: Vec<PlannedCollector>, rc: &RunContext, stop: &Stop, progress: &Progress) -> Vec<CollectorRecord> {
+pub async fn run(
+    collectors: Vec<PlannedCollector>,
+    rc: &RunContext,
+    stop: &Stop,
+    progress: &Progress,
+) -> Vec<CollectorRecord> {
     let deadline = Instant::now() + rc.run_timeout;
     let runs = collectors.into_iter().map(|c| run_one(c, rc, stop, deadline, progress));
     futures::future::join_all(runs).await
@@ -83,7 +88,13 @@ enum End {
     Stopped(String),
 }
 
-async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline: Instant, progress: &Progress) -> CollectorRecord {
+async fn run_one(
+    c: PlannedCollector,
+    rc: &RunContext,
+    stop: &Stop,
+    run_deadline: Instant,
+    progress: &Progress,
+) -> CollectorRecord {
     let started_at = Timestamp::now();
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
@@ -123,6 +134,7 @@ async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline
         End::Finished(Err(e)) => (CollectorStatus::Failed, Some(join_error(e)), None),
         End::TimedOut(why) | End::Stopped(why) => {
             let timed_out = !stop.is_stopped();
+            rc.staging.stopping(&c.name, &why);
             token.cancel();
             let late = tokio::time::timeout(WIND_DOWN, &mut task).await;
             if late.is_err() {
@@ -135,8 +147,11 @@ async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline
             (if timed_out { CollectorStatus::Timeout } else { CollectorStatus::Partial }, Some(why), outcome)
         }
     };
-    // Whatever is still open was cut off: keep it, hashed as written.
-    rc.staging.seal_collector(&c.name);
+    // Whatever is still open was cut off: keep it, hashed as written, and say so.
+    rc.staging.seal_collector(&c.name, error.as_deref().unwrap_or("the collector returned without closing it"));
+    // Everything that reaches the manifest passes the redactor, like the artifacts did.
+    let mut details = serde_json::Value::Object(outcome.map(|o| o.details).unwrap_or_default());
+    crate::redact::redact_json(&mut details, &rc.redactor, &tally);
     let record = CollectorRecord {
         name: c.name.clone(),
         kind: c.kind.clone(),
@@ -144,10 +159,13 @@ async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline
         error: error.map(|e| rc.redactor.redact_str(&e, &tally)),
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
-        source: c.describe.clone(),
+        source: rc.redactor.redact_str(&c.describe, &tally),
         artifacts: Vec::new(),
         redactions: tally.records(),
-        details: outcome.map(|o| o.details).unwrap_or_default(),
+        details: match details {
+            serde_json::Value::Object(m) => m,
+            _ => Default::default(),
+        },
     };
     progress.finished(&record, &counters);
     record

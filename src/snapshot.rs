@@ -1,12 +1,7 @@
 //! A snapshot from request to bundle: plan which collectors run over which window, resolve the secrets the
 //! redactor must know, run the collectors, write and verify-ready the bundle.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -16,7 +11,9 @@ use crate::{
     bundle::{
         self,
         artifact::Staging,
-        manifest::{BundleStatus, CollectorStatus, Manifest, Tool, Trigger, TriggerKind, WindowRecord},
+        manifest::{
+            BundleStatus, CollectorStatus, Finding, Manifest, Severity, Tool, Trigger, TriggerKind, WindowRecord,
+        },
         writer::{self, ArchiveOptions, WrittenBundle},
     },
     config::{Catalog, ConfigError, CredentialRef, Environment, Secret},
@@ -71,8 +68,8 @@ pub enum PlanError {
 pub enum SnapshotError {
     #[error("cannot create the staging directory {path}: {source}")]
     Staging { path: PathBuf, source: std::io::Error },
-    #[error(transparent)]
-    Write(#[from] writer::WriteError),
+    #[error("{source}; the collected artifacts remain in {staging}")]
+    Write { source: writer::WriteError, staging: PathBuf },
 }
 
 /// A finished snapshot.
@@ -103,7 +100,13 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
             chosen.push(c);
         }
     }
-    add(&mut chosen, catalog.collectors.get(CONTEXT_COLLECTOR).ok_or_else(|| PlanError::UnknownCollector(CONTEXT_COLLECTOR.into()))?);
+    add(
+        &mut chosen,
+        catalog
+            .collectors
+            .get(CONTEXT_COLLECTOR)
+            .ok_or_else(|| PlanError::UnknownCollector(CONTEXT_COLLECTOR.into()))?,
+    );
     let mut default_window: Option<SignedDuration> = None;
     for name in &req.profiles {
         let p = catalog.profiles.get(name).ok_or_else(|| PlanError::UnknownProfile(name.clone()))?;
@@ -144,13 +147,16 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
             kind: c.kind.clone(),
             source: c.source.clone(),
             timeout: c.timeout.unwrap_or(env.collector_timeout).unsigned_abs(),
-            describe: c.source.describe(env),
+            // Shown by --dry-run before secrets are resolved: at least URL passwords and tokens are hidden.
+            describe: crate::redact::Redactor::new(env.env_secrets.clone())
+                .redact_str(&c.source.describe(env), &crate::redact::Tally::default()),
             origin: Some(c.origin.clone()),
         })
         .collect();
     let trigger = Trigger {
         kind: req.trigger.unwrap_or(if req.alerts.is_empty() { TriggerKind::Cli } else { TriggerKind::Alert }),
         alerts: req.alerts.clone(),
+        redactions: Vec::new(),
     };
     Ok(Plan { profile_label, profiles, collectors, window: Window { since, until }, trigger, labels })
 }
@@ -171,30 +177,49 @@ impl Plan {
     }
 }
 
-/// Resolves every secret the redactor must know: the site's credentials and those of the planned collectors. An
-/// `env:` reference whose variable is unset is a config error located at the reference (the operator named it, so
-/// it must be there); a missing file is left to the collector that needs it to fail on.
-pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Vec<(String, Secret)>, ConfigError> {
-    let mut secrets = env.env_secrets.clone();
+/// Secret values for the redactor, and what could not be resolved but did not stop the run.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub values: Vec<(String, Secret)>,
+    pub warnings: Vec<String>,
+}
+
+/// Resolves every secret the redactor must know: the site's credentials and those of the planned collectors.
+/// An `env:` reference whose variable is unset stops the run (a config error located at the reference) when a
+/// planned collector needs it or it is listed in `redact_secrets`; a site credential no planned collector uses
+/// only produces a warning; a missing `file:` is left to the collector that needs it to fail on.
+pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Secrets, ConfigError> {
+    let mut out = Secrets { values: env.env_secrets.clone(), warnings: Vec::new() };
     let site = env.config_file.clone().unwrap_or_else(|| "<environment>".into());
-    let mut refs: Vec<(PathBuf, Option<String>, String, CredentialRef)> =
-        env.redact_refs.iter().map(|(k, r)| (site.clone(), env.config_text.clone(), k.clone(), r.clone())).collect();
+    let mut needed = std::collections::BTreeSet::new();
+    // (file, its text, setting, reference, needed)
+    let mut refs: Vec<(PathBuf, Option<String>, String, CredentialRef, bool)> = Vec::new();
     for c in &plan.collectors {
-        for (k, r) in c.source.credentials() {
-            let file = c.origin.as_ref().map_or_else(|| PathBuf::from(format!("<collector {}>", c.name)), |o| o.file.clone());
+        for (k, r) in c.source.credentials(env) {
+            needed.insert(k.clone());
+            if env.redact_refs.iter().any(|(setting, _)| *setting == k) {
+                continue; // a site setting: located in the site config below
+            }
+            let file =
+                c.origin.as_ref().map_or_else(|| PathBuf::from(format!("<collector {}>", c.name)), |o| o.file.clone());
             let text = std::fs::read_to_string(&file).ok();
-            refs.push((file, text, format!("collector `{}`: {k}", c.name), r));
+            refs.push((file, text, format!("collector `{}`: {k}", c.name), r, true));
         }
     }
-    for (file, text, setting, r) in refs {
+    for (k, r) in &env.redact_refs {
+        let must = needed.contains(k) || k.starts_with("redact_secrets");
+        refs.push((site.clone(), env.config_text.clone(), k.clone(), r.clone(), must));
+    }
+    for (file, text, setting, r, must) in refs {
         match (&r, r.resolve()) {
-            (_, Ok(s)) => push_secret(&mut secrets, format!("credential {r}"), s),
-            (CredentialRef::Env(_), Err(e)) => {
+            (_, Ok(s)) => push_secret(&mut out.values, format!("credential {r}"), s),
+            (CredentialRef::Env(_), Err(e)) if must => {
                 // Point at the reference in the file that names it.
                 let needle = format!("\"{r}\"");
                 let span = text.as_deref().and_then(|t| t.find(&needle).map(|i| i..i + needle.len()));
                 return Err(ConfigError::at(&file, text.as_deref().unwrap_or(""), span, format!("{setting}: {e}")));
             }
+            (CredentialRef::Env(_), Err(e)) => out.warnings.push(format!("{setting}: {e} (not used by this snapshot)")),
             (CredentialRef::File(_), Err(_)) => {}
         }
     }
@@ -206,11 +231,11 @@ pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Vec<(String, Se
                 && let Ok(value) = CredentialRef::File(path.clone()).resolve()
             {
                 let name = e.file_name().to_string_lossy().into_owned();
-                push_secret(&mut secrets, format!("caracal secret {name}"), value);
+                push_secret(&mut out.values, format!("caracal secret {name}"), value);
             }
         }
     }
-    Ok(secrets)
+    Ok(out)
 }
 
 /// Adds a secret, and the password inside it when it is a URL (Caracal's `databaseUrl` files).
@@ -225,7 +250,7 @@ fn push_secret(secrets: &mut Vec<(String, Secret)>, label: String, value: Secret
 pub async fn execute(
     plan: Plan,
     env: Arc<Environment>,
-    secrets: Vec<(String, Secret)>,
+    secrets: Secrets,
     stop: &Stop,
     progress: &Progress,
 ) -> Result<Outcome, SnapshotError> {
@@ -234,7 +259,10 @@ pub async fn execute(
     let staging_dir = env.out_dir.join(format!(".{bundle_id}.staging"));
     let staging = Staging::create(staging_dir.clone())
         .map_err(|source| SnapshotError::Staging { path: staging_dir.clone(), source })?;
-    let redactor = Arc::new(Redactor::new(secrets));
+    let redactor = Arc::new(Redactor::new(secrets.values));
+    for w in &secrets.warnings {
+        progress.note(w);
+    }
     let rc = RunContext {
         env: env.clone(),
         window: plan.window,
@@ -251,7 +279,15 @@ pub async fn execute(
     for r in &mut records {
         r.artifacts = staged.iter().filter(|a| a.collector == r.name).map(|a| a.record.clone()).collect();
     }
-    let complete = records.iter().all(|r| matches!(r.status, CollectorStatus::Ok | CollectorStatus::Skipped)) && !stop.is_stopped();
+    // Alerts come from outside: their annotations and URLs may carry credentials too.
+    let trigger_tally = crate::redact::Tally::default();
+    let mut trigger = plan.trigger.clone();
+    let mut alerts = serde_json::to_value(&trigger.alerts).unwrap_or_default();
+    crate::redact::redact_json(&mut alerts, &rc.redactor, &trigger_tally);
+    trigger.alerts = serde_json::from_value(alerts).unwrap_or_default();
+    trigger.redactions = trigger_tally.records();
+    let complete = records.iter().all(|r| matches!(r.status, CollectorStatus::Ok | CollectorStatus::Skipped))
+        && !stop.is_stopped();
     let manifest = Manifest {
         format: bundle::manifest::FORMAT.to_string(),
         bundle_id,
@@ -261,10 +297,20 @@ pub async fn execute(
         finished_at: Timestamp::now(),
         tool: Tool { name: crate::TOOL_NAME.into(), version: crate::TOOL_VERSION.into() },
         host: gethostname::gethostname().to_string_lossy().into_owned(),
-        trigger: plan.trigger.clone(),
+        trigger,
         window: WindowRecord { since: plan.window.since, until: plan.window.until },
         collectors: records,
-        findings: Vec::new(),
+        findings: secrets
+            .warnings
+            .iter()
+            .map(|w| Finding {
+                collector: CONTEXT_COLLECTOR.into(),
+                code: "config.credential_unavailable".into(),
+                severity: Severity::Warning,
+                summary: w.clone(),
+                details: Default::default(),
+            })
+            .collect(),
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },
     };
     let opts = ArchiveOptions {
@@ -277,7 +323,9 @@ pub async fn execute(
     let m = manifest.clone();
     let written = tokio::task::spawn_blocking(move || writer::write_bundle(&opts, &m, &staged))
         .await
-        .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })??;
+        .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
+        .and_then(|r| r)
+        .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     if let Err(e) = std::fs::remove_dir_all(&staging_dir) {
         progress.note(&format!("could not remove staging directory {}: {e}", staging_dir.display()));
     }

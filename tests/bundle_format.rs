@@ -9,13 +9,19 @@ use std::process::Command;
 use support::*;
 
 fn evidence(ws: &Workspace) -> std::path::PathBuf {
-    ws.write("evidence/audit.log", "{\"time\":\"2026-11-29T10:00:00Z\",\"msg\":\"tamper: content hash mismatch\",\"zone_id\":\"z1\"}\n");
+    ws.write(
+        "evidence/audit.log",
+        "{\"time\":\"2026-11-29T10:00:00Z\",\"msg\":\"tamper: content hash mismatch\",\"zone_id\":\"z1\"}\n",
+    );
     ws.write("evidence/notes/100% sure.txt", "file name with a percent sign and spaces\n");
     ws.write("evidence/empty.txt", "");
     collectors_dir(
         ws,
         "t.toml",
-        &format!("[[collector]]\nname = \"evidence-files\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/**/*\"]\n", ws.path().display()),
+        &format!(
+            "[[collector]]\nname = \"evidence-files\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/**/*\"]\n",
+            ws.path().display()
+        ),
     )
 }
 
@@ -46,7 +52,10 @@ fn standard_tools_open_and_check_the_bag() {
     for f in ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sha256.txt", "manifest.json"] {
         assert!(bag.join(f).is_file(), "{f}");
     }
-    assert_eq!(std::fs::read_to_string(bag.join("bagit.txt")).unwrap(), "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n");
+    assert_eq!(
+        std::fs::read_to_string(bag.join("bagit.txt")).unwrap(),
+        "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    );
     let info = std::fs::read_to_string(bag.join("bag-info.txt")).unwrap();
     assert!(info.contains(&format!("External-Identifier: {id}")), "{info}");
     assert!(info.contains("Payload-Oxum: "), "{info}");
@@ -56,12 +65,34 @@ fn standard_tools_open_and_check_the_bag() {
         assert!(st.success(), "sha256sum -c {m}");
     }
 
-    let v = Command::new("bagit.py").arg("--validate").arg(&bag).output().expect("bagit.py (pip install bagit) must be installed");
-    assert!(v.status.success(), "bagit.py --validate: {}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    let v = Command::new("bagit.py")
+        .arg("--validate")
+        .arg(&bag)
+        .output()
+        .expect("bagit.py (pip install bagit) must be installed");
+    assert!(
+        v.status.success(),
+        "bagit.py --validate: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
 
     // Manifest fields the design requires.
     let m = manifest(&bag);
-    for k in ["format", "bundle_id", "profile", "created_at", "finished_at", "tool", "host", "trigger", "window", "collectors", "findings", "status"] {
+    for k in [
+        "format",
+        "bundle_id",
+        "profile",
+        "created_at",
+        "finished_at",
+        "tool",
+        "host",
+        "trigger",
+        "window",
+        "collectors",
+        "findings",
+        "status",
+    ] {
         assert!(m.get(k).is_some(), "manifest.json lacks {k}");
     }
     assert_eq!(m["format"], "preserve-bundle/1");
@@ -77,10 +108,21 @@ fn standard_tools_open_and_check_the_bag() {
         let on_disk = std::fs::read(bag.join(a["path"].as_str().unwrap())).unwrap();
         assert_eq!(on_disk.len() as u64, a["bytes"].as_u64().unwrap());
     }
-    assert!(collector(&m, "context")["artifacts"].as_array().unwrap().iter().any(|a| a["path"] == "data/context/context.json"));
+    assert!(
+        collector(&m, "context")["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["path"] == "data/context/context.json")
+    );
 
     // A name with `%` is stored with `_` (no encoding for tools to disagree on); the original stays in `source`.
-    let pct = c["artifacts"].as_array().unwrap().iter().find(|a| a["path"].as_str().unwrap().ends_with("notes/100_ sure.txt")).expect("renamed artifact");
+    let pct = c["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"].as_str().unwrap().ends_with("notes/100_ sure.txt"))
+        .expect("renamed artifact");
     assert!(pct["source"].as_str().unwrap().ends_with("notes/100% sure.txt"));
 
     let v = run(ws.preserve().arg("verify").arg(&bundle));
@@ -116,7 +158,12 @@ fn tar_headers_are_normalized_and_payload_hashes_reproducible() {
     let hashes = |b: &std::path::Path| {
         let side = b.to_string_lossy().replace(".tar.zst", ".manifest.json");
         let m = manifest(std::path::Path::new(&side));
-        collector(&m, "evidence-files")["artifacts"].as_array().unwrap().iter().map(|a| (a["path"].to_string(), a["sha256"].to_string())).collect::<Vec<_>>()
+        collector(&m, "evidence-files")["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["path"].to_string(), a["sha256"].to_string()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(hashes(&first), hashes(&second), "same inputs, same payload hashes");
     assert_eq!(hashes(&first).len(), 3);

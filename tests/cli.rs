@@ -25,7 +25,14 @@ fn dry_run_prints_the_plan_and_touches_nothing() {
 fn json_summary_inspect_and_list() {
     let ws = Workspace::new();
     ws.write("evidence/a.log", "one\ntwo\n");
-    let dir = collectors_dir(&ws, "a.toml", &format!("[[collector]]\nname = \"a\"\nkind = \"file\"\ndescription = \"the a files\"\nwindow = false\npaths = [\"{}/evidence/*.log\"]\n", ws.path().display()));
+    let dir = collectors_dir(
+        &ws,
+        "a.toml",
+        &format!(
+            "[[collector]]\nname = \"a\"\nkind = \"file\"\ndescription = \"the a files\"\nwindow = false\npaths = [\"{}/evidence/*.log\"]\n",
+            ws.path().display()
+        ),
+    );
     let out = run(ws.preserve().args(["snapshot", "-c", "a", "--json"]).arg("--collectors").arg(&dir));
     assert_eq!(out.status.code(), Some(0));
     let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is JSON only");
@@ -41,7 +48,10 @@ fn json_summary_inspect_and_list() {
     assert_eq!(inspect.status.code(), Some(0));
     let text = stdout(&inspect);
     assert!(text.contains("status:   complete"), "{text}");
-    assert!(text.lines().any(|l| l.trim_start().starts_with("a ") && l.contains("ok") && l.contains("2 records")), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("a ") && l.contains("ok") && l.contains("2 records")),
+        "{text}"
+    );
 
     let verify = run(ws.preserve().args(["verify", "--json", bundle]));
     let report: serde_json::Value = serde_json::from_str(&stdout(&verify)).unwrap();
@@ -69,10 +79,36 @@ fn help_teaches_with_examples() {
 }
 
 #[test]
+fn commands_do_not_inherit_preserves_credentials() {
+    let ws = Workspace::new();
+    let dir = collectors_dir(
+        &ws,
+        "e.toml",
+        "[[collector]]\nname = \"e\"\nkind = \"command\"\nargv = [\"sh\", \"-c\", \"echo probe=$${PRESERVE_REDIS_URL:-unset} path=$${PATH:+set} extra=$${PRESERVE_EXTRA:-unset}\"]\ninherit_env = [\"PRESERVE_EXTRA\"]\n",
+    );
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-c", "e", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_REDIS_URL", "redis://x@h/0")
+        .env("PRESERVE_EXTRA", "passed"));
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    assert_eq!(collector_text(&bag, "e").trim(), "probe=unset path=set extra=passed");
+}
+
+#[test]
 fn a_site_override_replaces_a_builtin_collector() {
     let ws = Workspace::new();
     ws.write("evidence/compose.yml", "services: {}\n");
-    let dir = collectors_dir(&ws, "o.toml", &format!("[[collector]]\nname = \"compose-config\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/compose.yml\"]\n", ws.path().display()));
+    let dir = collectors_dir(
+        &ws,
+        "o.toml",
+        &format!(
+            "[[collector]]\nname = \"compose-config\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/compose.yml\"]\n",
+            ws.path().display()
+        ),
+    );
     let out = run(ws.preserve().args(["snapshot", "-c", "compose-config", "--json"]).arg("--collectors").arg(&dir));
     assert_eq!(out.status.code(), Some(0));
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));

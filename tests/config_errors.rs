@@ -41,7 +41,11 @@ fn config_from_preserve_config_env_is_read_too() {
 #[test]
 fn unknown_key_in_a_collector_is_named_with_its_line() {
     let ws = Workspace::new();
-    let dir = collectors_dir(&ws, "mine.toml", "[[collector]]\nname = \"x\"\nkind = \"file\"\npathz = [\"/var/log/*.log\"]\n");
+    let dir = collectors_dir(
+        &ws,
+        "mine.toml",
+        "[[collector]]\nname = \"x\"\nkind = \"file\"\npathz = [\"/var/log/*.log\"]\n",
+    );
     let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
     assert!(err.contains("mine.toml:4:1: unknown field `pathz`"), "{err}");
 }
@@ -64,17 +68,60 @@ fn duplicate_names_and_missing_profile_members_are_errors() {
     assert!(err.contains("a.toml:1)"), "{err}");
 
     let ws = Workspace::new();
-    let dir = collectors_dir(&ws, "p.toml", "[[profile]]\nname = \"mine\"\ncollectors = [\"host-logs\",\n  \"nope\"]\n");
+    let dir =
+        collectors_dir(&ws, "p.toml", "[[profile]]\nname = \"mine\"\ncollectors = [\"host-logs\",\n  \"nope\"]\n");
     let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
-    assert!(err.contains("p.toml:4:3: collectors: profile `mine` names collector `nope`, which does not exist"), "{err}");
+    assert!(
+        err.contains("p.toml:4:3: collectors: profile `mine` names collector `nope`, which does not exist"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_credential_env_var_is_a_config_error() {
     let ws = Workspace::new();
-    let cfg = ws.write("site.toml", "[redis]\npassword = \"env:PRESERVE_TEST_UNSET_PASSWORD\"\n");
+    let cfg =
+        ws.write("site.toml", "organization = \"ACME\"\nredact_secrets = [\"env:PRESERVE_TEST_UNSET_PASSWORD\"]\n");
     let err = refused(&ws, &["--config", cfg.to_str().unwrap()]);
-    assert!(err.contains(&format!("{}:2:12: redis.password: credential env:PRESERVE_TEST_UNSET_PASSWORD: environment variable is not set", cfg.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:2:19: redact_secrets[0]: credential env:PRESERVE_TEST_UNSET_PASSWORD: environment variable is not set",
+            cfg.display()
+        )),
+        "{err}"
+    );
+
+    // A collector's own credential is needed by definition.
+    let ws = Workspace::new();
+    let dir = collectors_dir(
+        &ws,
+        "c.toml",
+        "[[collector]]\nname = \"c\"\nkind = \"command\"\nargv = [\"true\"]\nenv_credentials = { T = \"env:PRESERVE_TEST_UNSET_TOKEN\" }\n",
+    );
+    let out = run(ws.preserve().args(["snapshot", "-c", "c", "--collectors"]).arg(&dir));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out)
+            .contains("c.toml:5:25: collector `c`: env_credentials.T: credential env:PRESERVE_TEST_UNSET_TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!ws.out().exists());
+}
+
+#[test]
+fn an_unset_credential_no_collector_needs_does_not_block_the_snapshot() {
+    // The sidecar's token is not needed to take a snapshot by hand: warn, record, and go on.
+    let ws = Workspace::new();
+    let cfg = ws.write("site.toml", "[serve]\ntoken = \"env:PRESERVE_TEST_UNSET_SERVE_TOKEN\"\n");
+    let out = run(ws.preserve().args(["snapshot", "--profile", "host", "--config"]).arg(&cfg));
+    assert!(matches!(out.status.code(), Some(0) | Some(3)), "a bundle is written");
+    let m = manifest(
+        &ws.out().join(ws.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")),
+    );
+    let finding = &m["findings"][0];
+    assert_eq!(finding["code"], "config.credential_unavailable");
+    assert!(finding["summary"].as_str().unwrap().contains("serve.token"), "{finding}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use support::*;
 
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }
@@ -50,7 +50,8 @@ argv = ["/nonexistent/collector-program", "--flag"]
         ),
     );
     let started = Instant::now();
-    let out = run(ws.preserve().args(["snapshot", "-c", "good", "-c", "hang", "-c", "broken"]).arg("--collectors").arg(&dir));
+    let out =
+        run(ws.preserve().args(["snapshot", "-c", "good", "-c", "hang", "-c", "broken"]).arg("--collectors").arg(&dir));
     assert_eq!(out.status.code(), Some(3), "partial bundle");
     assert!(started.elapsed() < Duration::from_secs(60), "the hang was cut off");
 
@@ -66,6 +67,11 @@ argv = ["/nonexistent/collector-program", "--flag"]
     assert_eq!(hang["status"], "timeout");
     assert!(hang["error"].as_str().unwrap().contains("timed out after 1s"), "{hang}");
     assert!(collector_text(&bag, "hang").contains("started"), "what the hung collector wrote is kept");
+    let stdout_artifact =
+        hang["artifacts"].as_array().unwrap().iter().find(|a| a["path"] == "data/hang/stdout.txt").unwrap();
+    assert_eq!(stdout_artifact["truncated"], true, "an artifact cut off mid-write says so: {stdout_artifact}");
+    assert!(stdout_artifact["error"].as_str().unwrap().starts_with("cut off: timed out"), "{stdout_artifact}");
+    assert_eq!(stdout_artifact["records"], 1);
 
     let broken = collector(&m, "broken");
     assert_eq!(broken["status"], "failed");
@@ -129,6 +135,7 @@ fn sigterm_mid_run_writes_a_partial_bundle_that_verifies() {
     assert!(collector_text(&bag, "slow").contains("begun"), "output before the signal is kept");
     assert_eq!(collector(&m, "context")["status"], "ok");
     // Nothing that looks like a finished bundle besides the one written, and no staging left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(ws.out()).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(ws.out()).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 3, "archive, .sha256, .manifest.json only: {leftovers:?}");
 }

@@ -98,18 +98,53 @@ fn fixtures(ws: &Workspace) -> Vec<&'static str> {
             (
                 "",
                 docker_line("2026-11-29T09:00:00.123456789Z", r#"{"level":"info","time":1,"msg":"OUT-docker-1"}"#)
-                    + &docker_line("2026-11-29T10:20:00.000000001Z", r#"{"level":"warn","msg":"tamper: chain break (prev hash mismatch)","zone_id":"z1","IN":"IN-docker-1"}"#)
+                    + &docker_line(
+                        "2026-11-29T10:20:00.000000001Z",
+                        r#"{"level":"warn","msg":"tamper: chain break (prev hash mismatch)","zone_id":"z1","IN":"IN-docker-1"}"#,
+                    )
                     + &docker_line("2026-11-29T11:20:00Z", r#"{"msg":"OUT-docker-2"}"#),
             ),
             (".1", docker_line("2026-11-29T10:01:00Z", r#"{"msg":"IN-docker-0"}"#)),
         ],
     );
-    container(ws, &"b".repeat(64), "caracal-sts-1", "caracal", "sts", &[("", docker_line("2026-11-29T10:10:00Z", "OTHER-SERVICE"))]);
-    container(ws, &"c".repeat(64), "someone-else-1", "other", "audit", &[("", docker_line("2026-11-29T10:10:00Z", "FOREIGN-PROJECT"))]);
+    // A container directory whose name is not ASCII must not trip anything up.
+    container(
+        ws,
+        "aéééééééééééé",
+        "",
+        "caracal",
+        "audit",
+        &[("", docker_line("2026-11-29T10:30:00Z", "IN-docker-unicode"))],
+    );
+    container(
+        ws,
+        &"b".repeat(64),
+        "caracal-sts-1",
+        "caracal",
+        "sts",
+        &[("", docker_line("2026-11-29T10:10:00Z", "OTHER-SERVICE"))],
+    );
+    container(
+        ws,
+        &"c".repeat(64),
+        "someone-else-1",
+        "other",
+        "audit",
+        &[("", docker_line("2026-11-29T10:10:00Z", "FOREIGN-PROJECT"))],
+    );
 
     vec![
-        "IN-go-1", "IN-go-2", "IN-go-3", "IN-pino-1", "IN-gz-1", "IN-text-1", "IN-text-cont", "IN-notes", "IN-docker-1",
+        "IN-go-1",
+        "IN-go-2",
+        "IN-go-3",
+        "IN-pino-1",
+        "IN-gz-1",
+        "IN-text-1",
+        "IN-text-cont",
+        "IN-notes",
+        "IN-docker-1",
         "IN-docker-0",
+        "IN-docker-unicode",
     ]
 }
 
@@ -120,9 +155,17 @@ fn window_keeps_exactly_the_records_inside_it() {
     let dir = collectors_dir(
         &ws,
         "test.toml",
-        &format!("[[collector]]\nname = \"test-logs\"\nkind = \"file\"\npaths = [\"{}/logs/*\"]\n", ws.path().display()),
+        &format!(
+            "[[collector]]\nname = \"test-logs\"\nkind = \"file\"\npaths = [\"{}/logs/*\"]\n",
+            ws.path().display()
+        ),
     );
-    let out = run(ws.preserve().args(["snapshot", "--collector", "test-logs", "--collector", "audit-logs"]).arg("--collectors").arg(&dir).args(["--since", SINCE, "--until", UNTIL]));
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "--collector", "test-logs", "--collector", "audit-logs"])
+        .arg("--collectors")
+        .arg(&dir)
+        .args(["--since", SINCE, "--until", UNTIL]));
     assert_eq!(out.status.code(), Some(0), "complete snapshot expected");
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     let text = collector_text(&bag, "test-logs") + &collector_text(&bag, "audit-logs");
@@ -138,22 +181,66 @@ fn window_keeps_exactly_the_records_inside_it() {
 
     // The rotated .gz file is stored decompressed; Docker logs are named by Compose service and container.
     let m = manifest(&bag);
-    let paths: Vec<String> = collector(&m, "test-logs")["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap().to_string()).collect();
+    let paths: Vec<String> = collector(&m, "test-logs")["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap().to_string())
+        .collect();
     assert!(paths.iter().any(|p| p.ends_with("/logs/app.log.1")), "{paths:?}");
-    assert!(!paths.iter().any(|p| p.ends_with("old.txt")), "a file last written before the window is skipped: {paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.ends_with("old.txt")),
+        "a file last written before the window is skipped: {paths:?}"
+    );
     let audit = collector(&m, "audit-logs");
-    let apaths: Vec<&str> = audit["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    let apaths: Vec<&str> =
+        audit["artifacts"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
     let id = "a".repeat(64);
     assert!(apaths.contains(&format!("data/audit-logs/audit/caracal-audit-1/{id}-json.log").as_str()), "{apaths:?}");
     assert!(apaths.contains(&format!("data/audit-logs/audit/caracal-audit-1/{id}-json.log.1").as_str()), "{apaths:?}");
     let records: u64 = audit["artifacts"].as_array().unwrap().iter().map(|a| a["records"].as_u64().unwrap()).sum();
-    assert_eq!(records, 2);
+    assert_eq!(records, 3);
+}
+
+#[test]
+fn a_rotated_file_and_its_compressed_twin_are_both_kept() {
+    // logrotate compressing `x.log.1` while the snapshot runs leaves both names for a moment.
+    let ws = Workspace::new();
+    ws.write("logs/x.log.1", "plain-copy\n");
+    ws.write("logs/x.log.1.gz", gz("compressed-copy\n"));
+    let dir = collectors_dir(
+        &ws,
+        "t.toml",
+        &format!(
+            "[[collector]]\nname = \"rot\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/logs/*\"]\n",
+            ws.path().display()
+        ),
+    );
+    let out = run(ws.preserve().args(["snapshot", "-c", "rot", "--collectors"]).arg(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let text = collector_text(&bag, "rot");
+    assert!(text.contains("plain-copy") && text.contains("compressed-copy"), "{text}");
+    let m = manifest(&bag);
+    let sources: Vec<&str> =
+        collector(&m, "rot")["artifacts"].as_array().unwrap().iter().map(|a| a["source"].as_str().unwrap()).collect();
+    assert!(
+        sources.iter().any(|s| s.ends_with("x.log.1.gz")) && sources.iter().any(|s| s.ends_with("x.log.1")),
+        "{sources:?}"
+    );
 }
 
 #[test]
 fn caps_keep_the_newest_data_and_say_so() {
     let ws = Workspace::new();
-    let line = |i: usize| format!("{{\"time\":\"2026-11-29T10:{:02}:{:02}Z\",\"msg\":\"line-{i:04}\",\"pad\":\"{}\"}}\n", i / 60, i % 60, "x".repeat(40));
+    let line = |i: usize| {
+        format!(
+            "{{\"time\":\"2026-11-29T10:{:02}:{:02}Z\",\"msg\":\"line-{i:04}\",\"pad\":\"{}\"}}\n",
+            i / 60,
+            i % 60,
+            "x".repeat(40)
+        )
+    };
     let big: String = (0..1000).map(line).collect();
     let big_path = ws.write("logs/big.log", &big);
     set_mtime(&big_path, "2026-11-29T10:40:00Z");
@@ -187,7 +274,12 @@ fn caps_keep_the_newest_data_and_say_so() {
     let budget = collector(&m, "budget");
     let total: u64 = budget["artifacts"].as_array().unwrap().iter().map(|a| a["bytes"].as_u64().unwrap()).sum();
     assert!(total <= 20 * 1024, "collector cap honoured: {total}");
-    let newest = budget["artifacts"].as_array().unwrap().iter().find(|a| a["path"].as_str().unwrap().ends_with("big.log")).unwrap();
+    let newest = budget["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"].as_str().unwrap().ends_with("big.log"))
+        .unwrap();
     assert_eq!(newest["truncated"], true);
     assert!(collector_text(&bag, "budget").contains("line-0999"));
 }

@@ -39,9 +39,20 @@ fn one_gib_of_logs_in_under_64_mib() {
         }
         w.flush().unwrap();
     }
-    let dir = collectors_dir(&ws, "big.toml", &format!("[[collector]]\nname = \"big-logs\"\nkind = \"file\"\npaths = [\"{}/logs/*.log\"]\n", ws.path().display()));
+    let dir = collectors_dir(
+        &ws,
+        "big.toml",
+        &format!(
+            "[[collector]]\nname = \"big-logs\"\nkind = \"file\"\npaths = [\"{}/logs/*.log\"]\n",
+            ws.path().display()
+        ),
+    );
     let started = std::time::Instant::now();
-    let out = run(ws.preserve().args(["snapshot", "-q", "-c", "big-logs", "--since", since.as_str()]).arg("--collectors").arg(&dir));
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "big-logs", "--since", since.as_str()])
+        .arg("--collectors")
+        .arg(&dir));
     let elapsed = started.elapsed();
     assert_eq!(out.status.code(), Some(0));
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
@@ -49,8 +60,10 @@ fn one_gib_of_logs_in_under_64_mib() {
     let peak_mib = usage.max_rss() as f64 / 1024.0;
     let bundle = ws.only_bundle();
     let archive = std::fs::metadata(&bundle).unwrap().len();
-    let m = manifest(&ws.out().join(bundle.file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")));
-    let kept: u64 = collector(&m, "big-logs")["artifacts"].as_array().unwrap().iter().map(|a| a["bytes"].as_u64().unwrap()).sum();
+    let m =
+        manifest(&ws.out().join(bundle.file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")));
+    let kept: u64 =
+        collector(&m, "big-logs")["artifacts"].as_array().unwrap().iter().map(|a| a["bytes"].as_u64().unwrap()).sum();
     println!(
         "snapshot of {} MiB of logs ({} MiB inside the window): peak RSS {peak_mib:.1} MiB, {elapsed:.1?}, archive {} MiB",
         TOTAL >> 20,

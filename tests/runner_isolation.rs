@@ -5,7 +5,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use preserve::{
-    bundle::{manifest::{BundleStatus, CollectorStatus}, verify},
+    bundle::{
+        manifest::{BundleStatus, CollectorStatus},
+        verify,
+    },
     config::{EnvSource, Environment},
     progress::Progress,
     runner::{PlannedCollector, Stop},
@@ -55,7 +58,14 @@ impl Source for Writes {
 }
 
 fn planned(name: &str, source: Arc<dyn Source>) -> PlannedCollector {
-    PlannedCollector { name: name.into(), kind: "test".into(), describe: name.into(), source, timeout: Duration::from_secs(10), origin: None }
+    PlannedCollector {
+        name: name.into(),
+        kind: "test".into(),
+        describe: name.into(),
+        source,
+        timeout: Duration::from_secs(10),
+        origin: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,10 +81,16 @@ async fn a_panicking_collector_is_recorded_and_the_bundle_still_verifies() {
         profiles: vec![],
         collectors: vec![planned("buggy", Arc::new(Panics)), planned("healthy", Arc::new(Writes))],
         window: Default::default(),
-        trigger: preserve::bundle::manifest::Trigger { kind: preserve::bundle::manifest::TriggerKind::Cli, alerts: vec![] },
+        trigger: preserve::bundle::manifest::Trigger {
+            kind: preserve::bundle::manifest::TriggerKind::Cli,
+            alerts: vec![],
+            redactions: vec![],
+        },
         labels: Default::default(),
     };
-    let outcome = snapshot::execute(plan, Arc::new(env), vec![], &Stop::default(), &Progress::new(true)).await.unwrap();
+    let outcome = snapshot::execute(plan, Arc::new(env), Default::default(), &Stop::default(), &Progress::new(true))
+        .await
+        .unwrap();
     assert_eq!(outcome.exit_code(), 3);
     assert_eq!(outcome.manifest.status, BundleStatus::Partial);
     let buggy = outcome.manifest.collectors.iter().find(|c| c.name == "buggy").unwrap();

@@ -10,6 +10,9 @@ const REDIS_PASSWORD: &str = "Rp-7f3a9c1e5b2d4-redis";
 const TOKEN: &str = "tok_9a8b7c6d5e4f3a2b1c";
 const HMAC_FILE_SECRET: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const PG_PASSWORD: &str = "pgPa55-in-url-31337";
+const ARGV_PASSWORD: &str = "argvPass-unknown-424242";
+const ALERT_PASSWORD: &str = "alertPw-in-annotation-999";
+const PROM_PASSWORD: &str = "promSecret-in-generator-77";
 
 #[test]
 fn secrets_never_appear_anywhere_in_the_bundle() {
@@ -45,21 +48,42 @@ name = "leaky-command"
 kind = "command"
 argv = ["sh", "-c", "echo token=$TOKEN; echo redis=$PRESERVE_TEST_REDIS_PASSWORD >&2"]
 env_credentials = {{ TOKEN = "env:PRESERVE_TEST_TOKEN" }}
+
+[[collector]]
+name = "leaky-argv"
+kind = "command"
+argv = ["echo", "postgres://u:{ARGV_PASSWORD}@h/db"]
 "#,
             p = ws.path().display()
         ),
     );
-    let out = run(
-        ws.preserve()
-            .args(["snapshot", "-c", "leaky-files", "-c", "leaky-command", "--config"])
-            .arg(&cfg)
-            .arg("--collectors")
-            .arg(&dir)
-            .env("PRESERVE_TEST_REDIS_PASSWORD", REDIS_PASSWORD)
-            .env("PRESERVE_TEST_TOKEN", TOKEN)
-            .env("CARACAL_HOME", &home)
-            .env("PRESERVE_POSTGRES_URL", format!("postgres://caracal:{PG_PASSWORD}@127.0.0.1:5432/caracal")),
+    let alert = ws.write(
+        "alert.json",
+        serde_json::json!({
+            "version": "4", "status": "firing",
+            "alerts": [{
+                "status": "firing",
+                "labels": { "alertname": "CaracalAuditTamperDetected", "zone_id": "z1", "severity": "critical" },
+                "annotations": { "runbook": format!("connect with postgres://audit:{ALERT_PASSWORD}@db/caracal") },
+                "startsAt": "2026-11-29T01:00:00Z",
+                "generatorURL": format!("http://admin:{PROM_PASSWORD}@prometheus:9090/graph"),
+                "fingerprint": "5c1f1e3c2a9b7d10"
+            }]
+        })
+        .to_string(),
     );
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-c", "leaky-files", "-c", "leaky-command", "-c", "leaky-argv", "--alert"])
+        .arg(&alert)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--collectors")
+        .arg(&dir)
+        .env("PRESERVE_TEST_REDIS_PASSWORD", REDIS_PASSWORD)
+        .env("PRESERVE_TEST_TOKEN", TOKEN)
+        .env("CARACAL_HOME", &home)
+        .env("PRESERVE_POSTGRES_URL", format!("postgres://caracal:{PG_PASSWORD}@127.0.0.1:5432/caracal")));
     assert_eq!(out.status.code(), Some(0));
 
     let bundle = ws.only_bundle();
@@ -68,7 +92,8 @@ env_credentials = {{ TOKEN = "env:PRESERVE_TEST_TOKEN" }}
     everything.extend(files_below(&ws.out()));
     everything.push(("stdout".into(), out.stdout.clone()));
     everything.push(("stderr".into(), out.stderr.clone()));
-    for secret in [REDIS_PASSWORD, TOKEN, HMAC_FILE_SECRET, PG_PASSWORD] {
+    let all = [REDIS_PASSWORD, TOKEN, HMAC_FILE_SECRET, PG_PASSWORD, ARGV_PASSWORD, ALERT_PASSWORD, PROM_PASSWORD];
+    for secret in all {
         for (path, content) in &everything {
             let text = String::from_utf8_lossy(content);
             assert!(!text.contains(secret), "{secret} leaked into {}", path.display());
@@ -76,7 +101,7 @@ env_credentials = {{ TOKEN = "env:PRESERVE_TEST_TOKEN" }}
     }
     // The zstd archive itself is compressed; check the decompressed stream too.
     let raw = std::process::Command::new("zstd").args(["-dc"]).arg(&bundle).output().unwrap();
-    for secret in [REDIS_PASSWORD, TOKEN, HMAC_FILE_SECRET, PG_PASSWORD] {
+    for secret in all {
         assert!(!String::from_utf8_lossy(&raw.stdout).contains(secret));
     }
 
@@ -91,12 +116,22 @@ env_credentials = {{ TOKEN = "env:PRESERVE_TEST_TOKEN" }}
     // The manifest says what was redacted, by rule, count and fingerprint.
     let m = manifest(&bag);
     let files = collector(&m, "leaky-files");
-    let rules: Vec<&str> = files["redactions"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> =
+        files["redactions"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
     assert!(rules.contains(&"credential env:PRESERVE_TEST_REDIS_PASSWORD"), "{rules:?}");
     assert!(rules.contains(&"caracal secret auditHmacKey"), "{rules:?}");
-    let redis_rule = files["redactions"].as_array().unwrap().iter().find(|r| r["rule"] == "credential env:PRESERVE_TEST_REDIS_PASSWORD").unwrap();
+    let redis_rule = files["redactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "credential env:PRESERVE_TEST_REDIS_PASSWORD")
+        .unwrap();
     assert_eq!(redis_rule["count"], 2, "once in the log, once in app.conf");
     assert_eq!(redis_rule["fingerprints"].as_array().unwrap().len(), 1);
+    assert_eq!(m["trigger"]["kind"], "alert");
+    assert_eq!(m["trigger"]["alerts"][0]["fingerprint"], "5c1f1e3c2a9b7d10", "evidence in the alert survives");
+    assert!(!m["trigger"]["redactions"].as_array().unwrap().is_empty(), "the alert's redactions are recorded");
+    assert!(collector(&m, "leaky-argv")["source"].as_str().unwrap().contains("postgres://u:[REDACTED]@h/db"));
     let context = collector_text(&bag, "context");
     assert!(context.contains("env:PRESERVE_TEST_REDIS_PASSWORD"), "the config used is recorded, as references");
     assert!(context.contains("postgres://caracal@127.0.0.1:5432/caracal"), "URLs are recorded without their password");

@@ -21,7 +21,14 @@ fn case() -> Case {
     let ws = Workspace::new();
     ws.write("evidence/audit.log", "{\"msg\":\"tamper: chain HMAC mismatch\",\"chain_seq\":42}\n".repeat(50));
     ws.write("evidence/dlq.jsonl", "{\"id\":\"1732-0\",\"reason\":\"parse\"}\n");
-    let dir = collectors_dir(&ws, "t.toml", &format!("[[collector]]\nname = \"ev\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/*\"]\n", ws.path().display()));
+    let dir = collectors_dir(
+        &ws,
+        "t.toml",
+        &format!(
+            "[[collector]]\nname = \"ev\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/*\"]\n",
+            ws.path().display()
+        ),
+    );
     let out = run(ws.preserve().args(["snapshot", "-c", "ev"]).arg("--collectors").arg(&dir));
     assert_eq!(out.status.code(), Some(0));
     let bundle = ws.only_bundle();
@@ -38,7 +45,15 @@ impl Case {
         let bag = unpack(&self.bundle, &x);
         change(&bag);
         std::fs::remove_file(&self.bundle).unwrap();
-        let st = Command::new("tar").arg("--zstd").arg("-cf").arg(&self.bundle).arg("-C").arg(&x).arg(&self.id).status().unwrap();
+        let st = Command::new("tar")
+            .arg("--zstd")
+            .arg("-cf")
+            .arg(&self.bundle)
+            .arg("-C")
+            .arg(&x)
+            .arg(&self.id)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 

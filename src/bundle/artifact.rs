@@ -7,7 +7,7 @@ use std::{
     io::{self, BufWriter, Write},
     path::{Component, Path, PathBuf},
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -40,6 +40,8 @@ pub struct Counters {
 pub struct Staging {
     root: PathBuf,
     cells: Mutex<Vec<Arc<Cell>>>,
+    /// Per collector: why it is being stopped, once it is (timeout, signal).
+    stops: Mutex<std::collections::HashMap<String, Arc<OnceLock<String>>>>,
 }
 
 #[derive(Debug)]
@@ -49,19 +51,42 @@ struct Cell {
     bag_path: String,
     staged: PathBuf,
     media_type: String,
+    /// Set when the collector is being stopped; an artifact dropped unfinished then says why.
+    stop: Arc<OnceLock<String>>,
     state: Mutex<CellState>,
 }
 
 #[derive(Debug)]
 struct CellState {
-    out: Option<BufWriter<File>>,
-    hasher: Sha256,
-    bytes: u64,
+    /// Open until sealed. Hashing happens below the buffer, on what the file accepted, so the recorded hash and
+    /// size always match the staged file, even after a write error.
+    out: Option<BufWriter<HashingFile>>,
+    /// Set when sealed: sha256 and size of the staged file.
+    sealed: Option<(String, u64)>,
     records: Option<u64>,
     truncated: bool,
     source: Option<String>,
-    sha256: Option<String>,
     error: Option<String>,
+}
+
+/// The staged file, hashing and counting exactly the bytes it accepts.
+#[derive(Debug)]
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A staged artifact ready to go into the archive.
@@ -75,7 +100,7 @@ pub struct StagedArtifact {
 impl Staging {
     pub fn create(root: PathBuf) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(root.join("data"))?;
-        Ok(Arc::new(Self { root, cells: Mutex::new(Vec::new()) }))
+        Ok(Arc::new(Self { root, cells: Mutex::new(Vec::new()), stops: Mutex::default() }))
     }
 
     pub fn root(&self) -> &Path {
@@ -102,19 +127,22 @@ impl Staging {
             std::fs::create_dir_all(parent).map_err(create)?;
         }
         let file = File::options().write(true).create_new(true).open(&staged).map_err(create)?;
+        let stop = lock(&self.stops).entry(collector.to_string()).or_default().clone();
         let cell = Arc::new(Cell {
             collector: collector.to_string(),
             bag_path,
             staged,
             media_type: media_type.to_string(),
+            stop,
             state: Mutex::new(CellState {
-                out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
-                hasher: Sha256::new(),
-                bytes: 0,
+                out: Some(BufWriter::with_capacity(
+                    WRITE_BUFFER,
+                    HashingFile { file, hasher: Sha256::new(), bytes: 0 },
+                )),
+                sealed: None,
                 records: None,
                 truncated: false,
                 source: None,
-                sha256: None,
                 error: None,
             }),
         });
@@ -122,10 +150,16 @@ impl Staging {
         Ok(ArtifactWriter { cell, counters })
     }
 
-    /// Seals every artifact of `collector` still open, keeping what was written. Returns how many were open.
-    pub fn seal_collector(&self, collector: &str) -> usize {
+    /// Records why `collector` is being stopped, before it is told to stop: artifacts it then abandons say why.
+    pub fn stopping(&self, collector: &str, reason: &str) {
+        let _ = lock(&self.stops).entry(collector.to_string()).or_default().set(reason.to_string());
+    }
+
+    /// Seals every artifact of `collector` still open, keeping what was written and marking it truncated with
+    /// `reason` (the collector was cut off while writing it). Returns how many were open.
+    pub fn seal_collector(&self, collector: &str, reason: &str) -> usize {
         let cells: Vec<_> = lock(&self.cells).iter().filter(|c| c.collector == collector).cloned().collect();
-        cells.iter().filter(|c| c.seal()).count()
+        cells.iter().filter(|c| c.seal(Some(reason))).count()
     }
 
     /// All artifacts, sealed, sorted by their path in the bag.
@@ -134,15 +168,16 @@ impl Staging {
         let mut out: Vec<_> = cells
             .iter()
             .map(|c| {
-                c.seal();
+                c.seal(Some("still open when the bundle was written"));
                 let s = lock(&c.state);
+                let (sha256, bytes) = s.sealed.clone().unwrap_or_default();
                 StagedArtifact {
                     collector: c.collector.clone(),
                     staged: c.staged.clone(),
                     record: ArtifactRecord {
                         path: c.bag_path.clone(),
-                        sha256: s.sha256.clone().unwrap_or_default(),
-                        bytes: s.bytes,
+                        sha256,
+                        bytes,
                         media_type: c.media_type.clone(),
                         records: s.records,
                         truncated: s.truncated,
@@ -158,20 +193,21 @@ impl Staging {
 }
 
 impl Cell {
-    /// Flushes and closes the file and fixes the hash. Returns true when this call sealed it.
-    fn seal(&self) -> bool {
+    /// Flushes and closes the file and fixes the hash. `cut_off` marks an artifact its writer never finished.
+    /// Returns true when this call sealed it.
+    fn seal(&self, cut_off: Option<&str>) -> bool {
         let mut s = lock(&self.state);
-        if s.sha256.is_some() {
-            return false;
+        let Some(mut out) = s.out.take() else { return false };
+        if let Err(e) = out.flush() {
+            s.error = Some(format!("write failed: {e}"));
         }
-        if let Some(mut out) = s.out.take()
-            && let Err(e) = out.flush()
-        {
-            // Bytes counted but not on disk would make the archive lie; record it and count only what landed.
-            s.error = Some(format!("flush failed: {e}"));
+        if let Some(reason) = cut_off {
+            s.truncated = true;
+            s.error.get_or_insert_with(|| format!("cut off: {reason}"));
         }
-        let digest = std::mem::take(&mut s.hasher).finalize();
-        s.sha256 = Some(hex::encode(digest));
+        // After a failed flush the buffer's rest is dropped: the hash covers exactly what reached the file.
+        let (file, _unwritten) = out.into_parts();
+        s.sealed = Some((hex::encode(file.hasher.finalize()), file.bytes));
         true
     }
 }
@@ -200,33 +236,40 @@ impl ArtifactWriter {
     pub fn set_source(&mut self, source: impl Into<String>) {
         lock(&self.cell.state).source = Some(source.into());
     }
+    /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
-        lock(&self.cell.state).bytes
+        let s = lock(&self.cell.state);
+        match (&s.out, &s.sealed) {
+            (Some(out), _) => out.get_ref().bytes + out.buffer().len() as u64,
+            (None, Some((_, bytes))) => *bytes,
+            (None, None) => 0,
+        }
     }
 
-    /// Closes the artifact; its hash is then fixed.
+    /// Closes the artifact; its hash is then fixed. Fails if the data could not all be written.
     pub fn finish(self) -> io::Result<()> {
-        let flushed = {
-            let mut s = lock(&self.cell.state);
-            match s.out.as_mut() {
-                Some(out) => out.flush(),
-                None => Ok(()),
-            }
-        };
-        self.cell.seal();
-        flushed
+        self.cell.seal(None);
+        match lock(&self.cell.state).error.clone() {
+            Some(e) => Err(io::Error::other(e)),
+            None => Ok(()),
+        }
     }
 }
 
 impl Write for ArtifactWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut s = lock(&self.cell.state);
-        let out = s.out.as_mut().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::BrokenPipe, "artifact sealed: the collector was stopped")
-        })?;
-        out.write_all(buf)?;
-        s.hasher.update(buf);
-        s.bytes += buf.len() as u64;
+        let out = s
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "artifact sealed: the collector was stopped"))?;
+        if let Err(e) = out.write_all(buf) {
+            // Keep what reached the disk, hashed exactly, and accept nothing more.
+            s.error = Some(format!("write failed: {e}"));
+            drop(s);
+            self.cell.seal(None);
+            return Err(e);
+        }
         self.counters.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(buf.len())
     }
@@ -240,8 +283,11 @@ impl Write for ArtifactWriter {
 }
 
 impl Drop for ArtifactWriter {
+    /// Only [`ArtifactWriter::finish`] completes an artifact; one dropped before that was cut off (its collector
+    /// stopped, failed or panicked) and is marked truncated, with the reason when the runner gave one.
     fn drop(&mut self) {
-        self.cell.seal();
+        let reason = self.cell.stop.get().cloned().unwrap_or_else(|| "its collector ended before finishing it".into());
+        self.cell.seal(Some(&reason));
     }
 }
 
@@ -282,13 +328,15 @@ mod tests {
         let staging = Staging::create(dir.path().join("s")).unwrap();
         let mut w = staging.artifact("c", "a/b.txt", "text/plain", Default::default()).unwrap();
         w.write_all(b"hello ").unwrap();
-        assert_eq!(staging.seal_collector("c"), 1);
+        assert_eq!(staging.seal_collector("c", "timed out"), 1);
         assert!(w.write_all(b"world").is_err(), "writes after sealing must fail");
         let staged = staging.finish();
         assert_eq!(staged.len(), 1);
         assert_eq!(staged[0].record.path, "data/c/a/b.txt");
         assert_eq!(staged[0].record.bytes, 6);
         assert_eq!(staged[0].record.sha256, hex::encode(Sha256::digest(b"hello ")));
+        assert!(staged[0].record.truncated, "a cut-off artifact says so");
+        assert_eq!(staged[0].record.error.as_deref(), Some("cut off: timed out"));
         assert_eq!(std::fs::read(&staged[0].staged).unwrap(), b"hello ");
     }
 

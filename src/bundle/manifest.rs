@@ -47,6 +47,9 @@ pub struct Trigger {
     pub kind: TriggerKind,
     #[serde(default)]
     pub alerts: Vec<Alert>,
+    /// What was redacted from the alerts themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redactions: Vec<RedactionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

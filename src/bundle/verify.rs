@@ -126,14 +126,22 @@ fn read_entries(
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         let Some(rel) = bag_relative(&raw, top) else {
-            report.problem(raw.clone(), ProblemKind::UnsafeEntry, "refused: absolute path, `..`, or outside the bag directory");
+            report.problem(
+                raw.clone(),
+                ProblemKind::UnsafeEntry,
+                "refused: absolute path, `..`, or outside the bag directory",
+            );
             continue;
         };
         match kind {
             tar::EntryType::Directory => continue,
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             other => {
-                report.problem(raw, ProblemKind::UnsafeEntry, format!("refused: entry type {other:?} (only files and directories belong in a bundle)"));
+                report.problem(
+                    raw,
+                    ProblemKind::UnsafeEntry,
+                    format!("refused: entry type {other:?} (only files and directories belong in a bundle)"),
+                );
                 continue;
             }
         }
@@ -221,11 +229,19 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
         let expected = format!("{}.{}", report.payload_bytes, report.payload_files);
         match bagit::tag_field(&info, "Payload-Oxum") {
             Some(oxum) if oxum == expected => {}
-            Some(oxum) => report.problem("bag-info.txt", ProblemKind::PayloadOxum, format!("Payload-Oxum says {oxum}, the payload is {expected}")),
+            Some(oxum) => report.problem(
+                "bag-info.txt",
+                ProblemKind::PayloadOxum,
+                format!("Payload-Oxum says {oxum}, the payload is {expected}"),
+            ),
             None => report.problem("bag-info.txt", ProblemKind::Malformed, "no Payload-Oxum"),
         }
         if bagit::tag_field(&info, "External-Identifier") != Some(top) {
-            report.problem("bag-info.txt", ProblemKind::ManifestMismatch, format!("External-Identifier is not the bag directory `{top}`"));
+            report.problem(
+                "bag-info.txt",
+                ProblemKind::ManifestMismatch,
+                format!("External-Identifier is not the bag directory `{top}`"),
+            );
         }
     } else {
         report.problem("bag-info.txt", ProblemKind::Missing, "bag-info.txt is missing");
@@ -247,17 +263,26 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
         report.problem("manifest.json", ProblemKind::Malformed, format!("unknown format `{}`", manifest.format));
     }
     if manifest.bundle_id != top {
-        report.problem("manifest.json", ProblemKind::ManifestMismatch, format!("bundle_id `{}` is not the bag directory `{top}`", manifest.bundle_id));
+        report.problem(
+            "manifest.json",
+            ProblemKind::ManifestMismatch,
+            format!("bundle_id `{}` is not the bag directory `{top}`", manifest.bundle_id),
+        );
     }
     let mut described = BTreeSet::new();
     for a in manifest.collectors.iter().flat_map(|c| &c.artifacts) {
         described.insert(a.path.as_str());
         match seen.get(&a.path) {
-            None => report.problem(a.path.as_str(), ProblemKind::Missing, "listed in manifest.json but not in the archive"),
+            None => {
+                report.problem(a.path.as_str(), ProblemKind::Missing, "listed in manifest.json but not in the archive")
+            }
             Some(s) if s.sha256 != a.sha256 || s.bytes != a.bytes => report.problem(
                 a.path.as_str(),
                 ProblemKind::ManifestMismatch,
-                format!("manifest.json says {} bytes sha256 {}, the archive holds {} bytes sha256 {}", a.bytes, a.sha256, s.bytes, s.sha256),
+                format!(
+                    "manifest.json says {} bytes sha256 {}, the archive holds {} bytes sha256 {}",
+                    a.bytes, a.sha256, s.bytes, s.sha256
+                ),
             ),
             Some(_) => {}
         }
@@ -302,7 +327,15 @@ fn check_listed(report: &mut Report, path: &str, sha: &str, seen: Option<&Seen>,
 
 fn check_side_files(archive: &Path, report: &mut Report, inner_manifest: Option<&Vec<u8>>) {
     let sha_path = PathBuf::from(format!("{}.sha256", archive.display()));
-    if let Ok(text) = std::fs::read_to_string(&sha_path) {
+    let text = match std::fs::read_to_string(&sha_path) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            report.problem(display_name(&sha_path), ProblemKind::ArchiveHash, format!("cannot read: {e}"));
+            None
+        }
+    };
+    if let Some(text) = text {
         report.archive_hash_checked = true;
         let expected = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
         if expected != report.archive_sha256 {
@@ -319,7 +352,11 @@ fn check_side_files(archive: &Path, report: &mut Report, inner_manifest: Option<
         if let (Ok(copy), Some(inner)) = (std::fs::read(&side), inner_manifest)
             && &copy != inner
         {
-            report.problem(display_name(&side), ProblemKind::ManifestMismatch, "differs from manifest.json inside the archive");
+            report.problem(
+                display_name(&side),
+                ProblemKind::ManifestMismatch,
+                "differs from manifest.json inside the archive",
+            );
         }
     }
 }

@@ -11,11 +11,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::{
-    artifact::StagedArtifact,
-    bagit,
-    manifest::Manifest,
-};
+use super::{artifact::StagedArtifact, bagit, manifest::Manifest};
 
 const JOB_SIZE: u32 = 4 << 20;
 const TAG_FILES: [&str; 4] = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest.json"];
@@ -64,16 +60,10 @@ pub fn write_bundle(
 ) -> Result<WrittenBundle, WriteError> {
     let id = &manifest.bundle_id;
     let (archive, sha_file, manifest_file) = bundle_paths(&opts.out_dir, id);
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| WriteError::Io { path, source }
-    };
     std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
 
-    let manifest_json = serde_json::to_vec_pretty(manifest).map_err(|e| WriteError::Io {
-        path: manifest_file.clone(),
-        source: io::Error::other(e),
-    })?;
+    let manifest_json = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| WriteError::Io { path: manifest_file.clone(), source: io::Error::other(e) })?;
     let payload_bytes: u64 = artifacts.iter().map(|a| a.record.bytes).sum();
     let manifest_sha256 =
         bagit::render_manifest(artifacts.iter().map(|a| (a.record.sha256.as_str(), a.record.path.as_str())));
@@ -95,6 +85,36 @@ pub fn write_bundle(
     let tagmanifest = bagit::render_manifest(tag_hashes.iter().map(|(h, name)| (h.as_str(), *name)));
 
     let partial = opts.out_dir.join(format!(".{id}.tar.zst.partial"));
+    let archived = write_archive(opts, manifest, artifacts, &partial, &tag_contents, &tagmanifest);
+    let (sha256, bytes) = match archived {
+        Ok(done) => done,
+        Err(e) => {
+            // Never leave a half-written archive behind (a full disk stays full otherwise).
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+
+    let archive_name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    write_atomically(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
+    write_atomically(&manifest_file, &manifest_json)?;
+    // The archive appears last, complete and synced: its presence means the bundle is finished.
+    std::fs::rename(&partial, &archive).map_err(io_err(&archive))?;
+    sync_dir(&opts.out_dir);
+    Ok(WrittenBundle { archive, sha256, bytes, sha256_file: sha_file, manifest_file })
+}
+
+/// Writes the tar.zst to `partial`, fsynced; returns its sha256 and size.
+fn write_archive(
+    opts: &ArchiveOptions,
+    manifest: &Manifest,
+    artifacts: &[StagedArtifact],
+    partial: &Path,
+    tag_contents: &[&[u8]; 4],
+    tagmanifest: &str,
+) -> Result<(String, u64), WriteError> {
+    let id = &manifest.bundle_id;
+    let partial = partial.to_path_buf();
     let file = File::create(&partial).map_err(io_err(&partial))?;
     let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let mut encoder = zstd::stream::write::Encoder::new(hashing, opts.zstd_level).map_err(io_err(&partial))?;
@@ -122,7 +142,10 @@ pub fn write_bundle(
             let f = File::open(&a.staged)?;
             let len = f.metadata()?.len();
             if len != a.record.bytes {
-                return Err(io::Error::other(WriteError::Staged { path: a.record.path.clone(), expected: a.record.bytes }));
+                return Err(io::Error::other(WriteError::Staged {
+                    path: a.record.path.clone(),
+                    expected: a.record.bytes,
+                }));
             }
             let mut h = header(tar::EntryType::Regular, a.record.bytes, 0o644, mtime);
             tar.append_data(&mut h, format!("{id}/{}", a.record.path), io::Read::take(f, a.record.bytes))?;
@@ -135,15 +158,12 @@ pub fn write_bundle(
     let (buffered, sha256, bytes) = hashing.finish();
     let file = buffered.into_inner().map_err(|e| WriteError::Io { path: partial.clone(), source: e.into_error() })?;
     file.sync_all().map_err(io_err(&partial))?;
-    drop(file);
+    Ok((sha256, bytes))
+}
 
-    let archive_name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    write_atomically(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
-    write_atomically(&manifest_file, &manifest_json)?;
-    // The archive appears last, complete and synced: its presence means the bundle is finished.
-    std::fs::rename(&partial, &archive).map_err(io_err(&archive))?;
-    sync_dir(&opts.out_dir);
-    Ok(WrittenBundle { archive, sha256, bytes, sha256_file: sha_file, manifest_file })
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError {
+    let path = path.to_path_buf();
+    move |source| WriteError::Io { path, source }
 }
 
 fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header {

@@ -117,8 +117,8 @@ impl Catalog {
                 .collect();
             paths.sort();
             for path in paths {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| ConfigError::new(&path, format!("cannot read: {e}")))?;
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| ConfigError::new(&path, format!("cannot read: {e}")))?;
                 load_file(&mut layer, &path, &text)?;
             }
             catalog.merge(layer, &mut pending_refs);
@@ -135,8 +135,11 @@ impl Catalog {
             }
         }
         for c in catalog.collectors.values() {
-            c.source.check(env).map_err(|m| {
-                ConfigError { file: c.origin.file.clone(), line: Some(c.origin.line), column: None, message: format!("collector `{}`: {m}", c.name) }
+            c.source.check(env).map_err(|m| ConfigError {
+                file: c.origin.file.clone(),
+                line: Some(c.origin.line),
+                column: None,
+                message: format!("collector `{}`: {m}", c.name),
             })?;
         }
         Ok(catalog)
@@ -177,7 +180,10 @@ fn load_file(layer: &mut Layer, path: &Path, text: &str) -> Result<(), ConfigErr
         let items: Vec<Spanned<DeValue<'_>>> = match value.get_ref() {
             DeValue::Array(a) => a.iter().cloned().collect(),
             _ => {
-                return Err(located(key.span(), format!("`{}` must be an array of tables: [[{}]]", key.get_ref(), key.get_ref())));
+                return Err(located(
+                    key.span(),
+                    format!("`{}` must be an array of tables: [[{}]]", key.get_ref(), key.get_ref()),
+                ));
             }
         };
         match key.get_ref().as_ref() {
@@ -189,7 +195,10 @@ fn load_file(layer: &mut Layer, path: &Path, text: &str) -> Result<(), ConfigErr
                             file: path.to_path_buf(),
                             line: Some(def.origin.line),
                             column: None,
-                            message: format!("name: duplicate collector `{}` (first defined at {})", def.name, prev.origin),
+                            message: format!(
+                                "name: duplicate collector `{}` (first defined at {})",
+                                def.name, prev.origin
+                            ),
                         });
                     }
                     layer.collectors.insert(def.name.clone(), def);
@@ -203,14 +212,20 @@ fn load_file(layer: &mut Layer, path: &Path, text: &str) -> Result<(), ConfigErr
                     let origin = Origin { file: path.to_path_buf(), line: line_of(text, span.start) };
                     let name = raw.name.get_ref().clone();
                     if let Some((prev, _)) = layer.profiles.get(&name) {
-                        return Err(located(raw.name.span(), format!("name: duplicate profile `{name}` (first defined at {})", prev.origin)));
+                        return Err(located(
+                            raw.name.span(),
+                            format!("name: duplicate profile `{name}` (first defined at {})", prev.origin),
+                        ));
                     }
                     let refs = raw
                         .collectors
                         .iter()
                         .map(|c| {
                             let n = c.get_ref().clone();
-                            let err = located(c.span(), format!("collectors: profile `{name}` names collector `{n}`, which does not exist"));
+                            let err = located(
+                                c.span(),
+                                format!("collectors: profile `{name}` names collector `{n}`, which does not exist"),
+                            );
                             (n, err)
                         })
                         .collect();
@@ -225,7 +240,10 @@ fn load_file(layer: &mut Layer, path: &Path, text: &str) -> Result<(), ConfigErr
                 }
             }
             other => {
-                return Err(located(key.span(), format!("unknown key `{other}`: a collectors file holds [[collector]] and [[profile]] tables")));
+                return Err(located(
+                    key.span(),
+                    format!("unknown key `{other}`: a collectors file holds [[collector]] and [[profile]] tables"),
+                ));
             }
         }
     }
@@ -249,13 +267,26 @@ fn parse_collector(path: &Path, text: &str, item: Spanned<DeValue<'_>>) -> Resul
     let head = Head::deserialize(ValueDeserializer::from(Spanned::new(span.clone(), DeValue::Table(head))))
         .map_err(|e| ConfigError::from_toml(path, text, &e))?;
     let name = head.name.get_ref().clone();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) || name.starts_with('.') {
-        return Err(ConfigError::at(path, text, Some(head.name.span()), format!("name: `{name}` must be letters, digits, `-`, `_` or `.`")));
+    if name.is_empty()
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || name.starts_with('.')
+    {
+        return Err(ConfigError::at(
+            path,
+            text,
+            Some(head.name.span()),
+            format!("name: `{name}` must be letters, digits, `-`, `_` or `.`"),
+        ));
     }
     let kind_name = head.kind.get_ref();
     let kind = sources::kind(kind_name).ok_or_else(|| {
         let known: Vec<_> = sources::KINDS.iter().map(|k| k.name).collect();
-        ConfigError::at(path, text, Some(head.kind.span()), format!("kind: unknown source kind `{kind_name}` (known: {})", known.join(", ")))
+        ConfigError::at(
+            path,
+            text,
+            Some(head.kind.span()),
+            format!("kind: unknown source kind `{kind_name}` (known: {})", known.join(", ")),
+        )
     })?;
     let source = (kind.parse)(ValueDeserializer::from(Spanned::new(span, DeValue::Table(rest))))
         .map_err(|e| ConfigError::from_toml(path, text, &e))?;

@@ -32,7 +32,12 @@ impl ConfigError {
     }
 
     /// Locates `span` (byte offsets into `text`) as a 1-based line and column.
-    pub fn at(file: impl Into<PathBuf>, text: &str, span: Option<std::ops::Range<usize>>, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: impl Into<PathBuf>,
+        text: &str,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> Self {
         let mut e = Self::new(file, message);
         if let Some(span) = span {
             let (line, column) = line_col(text, span.start);

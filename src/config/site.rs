@@ -203,8 +203,7 @@ impl Environment {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError::new(p, format!("cannot read site config: {e}")))?;
-                let config: SiteConfig =
-                    toml::from_str(&text).map_err(|e| ConfigError::from_toml(p, &text, &e))?;
+                let config: SiteConfig = toml::from_str(&text).map_err(|e| ConfigError::from_toml(p, &text, &e))?;
                 (config, Some(text))
             }
             None => (SiteConfig::default(), None),
@@ -221,11 +220,8 @@ impl Environment {
         env: &dyn EnvSource,
     ) -> Result<Self, ConfigError> {
         let err = |m: String| ConfigError::new(&file, m);
-        let caracal_home = env
-            .var("CARACAL_HOME")
-            .map(PathBuf::from)
-            .or(c.caracal_home)
-            .unwrap_or_else(|| default_caracal_home(env));
+        let caracal_home =
+            env.var("CARACAL_HOME").map(PathBuf::from).or(c.caracal_home).unwrap_or_else(|| default_caracal_home(env));
         let docker_dir = env
             .var("PRESERVE_DOCKER_DIR")
             .map(PathBuf::from)
@@ -244,15 +240,8 @@ impl Environment {
             &mut env_secrets,
         )
         .map_err(err)?;
-        let postgres = endpoint(
-            "postgres",
-            env.var("PRESERVE_POSTGRES_URL"),
-            c.postgres,
-            "",
-            None,
-            &mut env_secrets,
-        )
-        .map_err(err)?;
+        let postgres = endpoint("postgres", env.var("PRESERVE_POSTGRES_URL"), c.postgres, "", None, &mut env_secrets)
+            .map_err(err)?;
         // Caracal's Compose install renders its database URL, password included, into secrets/databaseUrl.
         let postgres = if postgres.url.is_empty() {
             Endpoint {
@@ -276,7 +265,9 @@ impl Environment {
                 if let Some(clean) = strip_userinfo(u)
                     && clean != *u
                 {
-                    return Err(err(format!("{var} / services.{name}: base URLs must not carry credentials ({clean})")));
+                    return Err(err(format!(
+                        "{var} / services.{name}: base URLs must not carry credentials ({clean})"
+                    )));
                 }
             }
             services.insert(name.to_string(), urls);
@@ -311,11 +302,7 @@ impl Environment {
         }
 
         let mut vars = c.vars;
-        for (k, v) in [
-            ("caracal_home", &caracal_home),
-            ("docker_dir", &docker_dir),
-            ("out_dir", &out_dir),
-        ] {
+        for (k, v) in [("caracal_home", &caracal_home), ("docker_dir", &docker_dir), ("out_dir", &out_dir)] {
             vars.entry(k.to_string()).or_insert_with(|| v.display().to_string());
         }
 
@@ -391,25 +378,29 @@ fn endpoint(
     Ok(Endpoint { url, display, username: c.username, password })
 }
 
+/// Splits `scheme://userinfo@rest` at the userinfo. Lenient on purpose: an unencoded `/` or `@` in a password
+/// must still be found (and hidden), so the last `@` before any `?` or `#` ends the userinfo.
+fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => Some((scheme, Some(&rest[..at]), &rest[at + 1..])),
+        None => Some((scheme, None, rest)),
+    }
+}
+
 /// The password in a URL's userinfo, if any.
 pub fn url_password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, pw) = userinfo.split_once(':')?;
+    let (_, userinfo, _) = split_userinfo(url)?;
+    let (_, pw) = userinfo?.split_once(':')?;
     (!pw.is_empty()).then(|| pw.to_string())
 }
 
-/// The URL with its userinfo password replaced, or `None` when it is not a URL.
+/// The URL with its userinfo password removed (the user name is kept), or `None` when it is not a URL.
 pub fn strip_userinfo(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    Some(match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
+    let (scheme, userinfo, rest) = split_userinfo(url)?;
+    Some(match userinfo {
+        Some(u) => format!("{scheme}://{}@{rest}", u.split_once(':').map_or(u, |(user, _)| user)),
         None => url.to_string(),
     })
 }
@@ -428,7 +419,10 @@ pub fn expand_vars(input: &str, vars: &BTreeMap<String, String>) -> Result<Strin
             let end = r.find('}').ok_or_else(|| format!("unclosed `${{` in `{input}`"))?;
             let name = &r[..end];
             let value = vars.get(name).ok_or_else(|| {
-                format!("unknown variable `${{{name}}}` (known: {})", vars.keys().cloned().collect::<Vec<_>>().join(", "))
+                format!(
+                    "unknown variable `${{{name}}}` (known: {})",
+                    vars.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
             })?;
             out.push_str(value);
             rest = &r[end + 1..];
@@ -489,6 +483,14 @@ mod tests {
         let err = Environment::resolve(c, "site.toml".into(), None, None, &MapEnv(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("redis.url carries a password"), "{err}");
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_with_slashes_and_ats_are_still_found() {
+        assert_eq!(url_password("redis://u:pa/ss@w0rd@h:6379/0").as_deref(), Some("pa/ss@w0rd"));
+        assert_eq!(strip_userinfo("redis://u:pa/ss@w0rd@h:6379/0").unwrap(), "redis://u@h:6379/0");
+        assert_eq!(url_password("redis://h:6379/0?x=a@b"), None);
+        assert_eq!(strip_userinfo("http://h:8080/x").unwrap(), "http://h:8080/x");
     }
 
     #[test]

@@ -50,12 +50,14 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&self, rule: &str, fingerprint: String) {
+    fn add(&self, rule: &str, fingerprint: Option<&str>) {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let entry = rules.entry(rule.to_string()).or_default();
         entry.0 += 1;
-        if entry.1.len() < MAX_FINGERPRINTS {
-            entry.1.insert(fingerprint);
+        if let Some(fp) = fingerprint
+            && entry.1.len() < MAX_FINGERPRINTS
+        {
+            entry.1.insert(fp.to_string());
         }
     }
 
@@ -117,7 +119,8 @@ impl Redactor {
             },
             Pattern {
                 rule: "jwt",
-                regex: Regex::new(r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)").expect("valid regex"),
+                regex: Regex::new(r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)")
+                    .expect("valid regex"),
                 secret_group: 1,
             },
         ];
@@ -136,7 +139,7 @@ impl Redactor {
                 out.extend_from_slice(&input[last..m.start()]);
                 out.extend_from_slice(MARK.as_bytes());
                 let (rule, fp) = &self.value_rules[m.pattern().as_usize()];
-                tally.add(rule, fp.clone());
+                tally.add(rule, Some(fp));
                 last = m.end();
             }
             out.extend_from_slice(&input[last..]);
@@ -158,7 +161,9 @@ impl Redactor {
                 }
                 out.extend_from_slice(&text[last..secret.start()]);
                 out.extend_from_slice(MARK.as_bytes());
-                tally.add(p.rule, fingerprint(secret.as_bytes()));
+                // No fingerprint for a pattern hit: it may be a weak password, which a fingerprint would let
+                // anyone test guesses against. Known values are fingerprinted; they are the site's own keys.
+                tally.add(p.rule, None);
                 last = secret.end();
             }
             out.extend_from_slice(&text[last..]);
@@ -169,6 +174,20 @@ impl Redactor {
 
     pub fn redact_str(&self, input: &str, tally: &Tally) -> String {
         String::from_utf8_lossy(&self.redact(input.as_bytes(), tally)).into_owned()
+    }
+}
+
+/// Redacts every string inside a JSON value in place (manifest fields, details).
+pub fn redact_json(value: &mut serde_json::Value, redactor: &Redactor, tally: &Tally) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(clean) = redactor.redact(s.as_bytes(), tally) {
+                *s = String::from_utf8_lossy(&clean).into_owned();
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact_json(v, redactor, tally)),
+        serde_json::Value::Object(m) => m.values_mut().for_each(|v| redact_json(v, redactor, tally)),
+        _ => {}
     }
 }
 
@@ -200,6 +219,8 @@ mod tests {
         assert!(out.contains("postgres://audit:[REDACTED]@db:5432/caracal"), "{out}");
         assert!(out.contains("Bearer [REDACTED]"), "{out}");
         assert!(out.contains(r#""session_id":"sess_01""#) && out.contains("req-1"), "{out}");
+        let url_rule = t.records().into_iter().find(|r| r.rule == "url-password").unwrap();
+        assert!(url_rule.fingerprints.is_empty(), "no fingerprint of a possibly weak, unknown password");
         let jwt = b"token eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig-part_1 end";
         assert_eq!(redactor().redact(jwt, &t).as_ref(), b"token [REDACTED] end");
     }

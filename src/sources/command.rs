@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::{CollectError, Collection, Outcome, Source};
-use crate::{bundle::artifact::ArtifactWriter, config::{CredentialRef, Environment}};
+use crate::{
+    bundle::artifact::ArtifactWriter,
+    config::{CredentialRef, Environment},
+};
 
 /// Settings of a `command` collector.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -21,6 +24,11 @@ pub struct CommandSource {
     /// Extra environment variables (literal values).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names of preserve's own environment variables to pass on, beyond the basic set (`PATH`, `HOME`, `LANG`,
+    /// `LC_*`, `TZ`, `USER`, `TMPDIR`, `DOCKER_*`, `KUBECONFIG`, `HELM_*`). Nothing else is inherited, so the
+    /// credentials preserve itself was given never reach a command.
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// Environment variables whose values are credentials, by reference (`env:NAME` / `file:PATH`).
     #[serde(default)]
     pub env_credentials: BTreeMap<String, CredentialRef>,
@@ -59,7 +67,7 @@ impl Source for CommandSource {
         Ok(())
     }
 
-    fn credentials(&self) -> Vec<(String, CredentialRef)> {
+    fn credentials(&self, _env: &Environment) -> Vec<(String, CredentialRef)> {
         self.env_credentials.iter().map(|(k, r)| (format!("env_credentials.{k}"), r.clone())).collect()
     }
 
@@ -73,6 +81,8 @@ impl Source for CommandSource {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0).kill_on_drop(true);
+        cmd.env_clear();
+        cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| inherited(k, &self.inherit_env))));
         cmd.envs(&self.env);
         for (name, reference) in &self.env_credentials {
             let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
@@ -81,8 +91,7 @@ impl Source for CommandSource {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cx.env.expand(cwd).map_err(CollectError::Failed)?);
         }
-        let mut child =
-            cmd.spawn().map_err(|e| CollectError::Failed(format!("cannot start `{}`: {e}", argv[0])))?;
+        let mut child = cmd.spawn().map_err(|e| CollectError::Failed(format!("cannot start `{}`: {e}", argv[0])))?;
         let group = ProcessGroup(child.id());
         let cap = self.max_output_bytes.map_or(u64::MAX, |b| b.as_u64());
         let stdout = cx.artifact(&self.stdout, "text/plain")?;
@@ -121,6 +130,13 @@ impl Source for CommandSource {
     }
 }
 
+/// Whether a variable of preserve's environment is passed to commands.
+fn inherited(name: &str, extra: &[String]) -> bool {
+    const BASIC: [&str; 9] = ["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR", "KUBECONFIG", "TERM"];
+    const PREFIXES: [&str; 3] = ["LC_", "DOCKER_", "HELM_"];
+    BASIC.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p)) || extra.iter().any(|e| e == name)
+}
+
 /// Kills the whole process group when dropped (the command's children too), unless already reaped.
 struct ProcessGroup(Option<u32>);
 
@@ -153,11 +169,14 @@ async fn pump(
     let Some(pipe) = pipe else { return Ok(()) };
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
     let mut line = Vec::new();
-    let mut lines = 0u64;
     let mut written = 0u64;
     loop {
         line.clear();
-        let n = (&mut reader).take(1 << 20).read_until(b'\n', &mut line).await.map_err(CollectError::io("reading command output"))?;
+        let n = (&mut reader)
+            .take(1 << 20)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(CollectError::io("reading command output"))?;
         if n == 0 {
             break;
         }
@@ -172,8 +191,8 @@ async fn pump(
         if take < clean.len() {
             artifact.set_truncated();
         }
-        lines += 1;
+        // Counted line by line, so a command cut off mid-output still reports its records.
+        artifact.add_records(1);
     }
-    artifact.add_records(lines);
     artifact.finish().map_err(CollectError::io("writing command output"))
 }

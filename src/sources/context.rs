@@ -15,7 +15,10 @@ pub struct ContextSource {}
 #[async_trait]
 impl Source for ContextSource {
     fn describe(&self, env: &Environment) -> String {
-        format!("this host; config {}", env.config_file.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()))
+        format!(
+            "this host; config {}",
+            env.config_file.as_ref().map_or("(defaults)".into(), |p| p.display().to_string())
+        )
     }
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
@@ -47,7 +50,7 @@ impl Source for ContextSource {
 
         if let (Some(path), Some(text)) = (&env.config_file, &env.config_text) {
             let mut a = cx.artifact("preserve.toml", "application/toml")?;
-            a.set_source(path.display().to_string());
+            a.set_source(cx.redact_str(&path.display().to_string()));
             for line in text.split_inclusive('\n') {
                 cx.write_redacted(&mut a, line.as_bytes()).map_err(CollectError::io("writing preserve.toml"))?;
             }

@@ -27,9 +27,10 @@ pub trait Source: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Credentials this collector will use, by reference, with the setting naming each. Their values are given to
-    /// the redactor before any collector runs, so no artifact can contain them.
-    fn credentials(&self) -> Vec<(String, crate::config::CredentialRef)> {
+    /// Credentials this collector will use, by reference, with the setting naming each (`redis.password`,
+    /// `env_credentials.TOKEN`). Their values are given to the redactor before any collector runs, so no artifact
+    /// can contain them, and an unset `env:` reference among them stops the run before it starts.
+    fn credentials(&self, _env: &Environment) -> Vec<(String, crate::config::CredentialRef)> {
         Vec::new()
     }
 
@@ -155,9 +156,21 @@ pub struct Kind {
 
 /// Every source kind, by name. Adding a kind means adding its module and one line here.
 pub static KINDS: &[Kind] = &[
-    Kind { name: "file", summary: "log and config files by glob, rotated/.gz, Docker json-file logs", parse: parse_as::<file::FileSource> },
-    Kind { name: "command", summary: "runs a program (no shell) and keeps its output", parse: parse_as::<command::CommandSource> },
-    Kind { name: "context", summary: "tool version, host, time and the configuration used", parse: parse_as::<context::ContextSource> },
+    Kind {
+        name: "file",
+        summary: "log and config files by glob, rotated/.gz, Docker json-file logs",
+        parse: parse_as::<file::FileSource>,
+    },
+    Kind {
+        name: "command",
+        summary: "runs a program (no shell) and keeps its output",
+        parse: parse_as::<command::CommandSource>,
+    },
+    Kind {
+        name: "context",
+        summary: "tool version, host, time and the configuration used",
+        parse: parse_as::<context::ContextSource>,
+    },
 ];
 
 pub fn kind(name: &str) -> Option<&'static Kind> {

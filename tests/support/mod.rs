@@ -54,11 +54,8 @@ impl Workspace {
     /// The bundles (`.tar.zst`) in the output directory.
     pub fn bundles(&self) -> Vec<PathBuf> {
         let Ok(rd) = std::fs::read_dir(self.out()) else { return Vec::new() };
-        let mut v: Vec<_> = rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
-            .collect();
+        let mut v: Vec<_> =
+            rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".tar.zst")).collect();
         v.sort();
         v
     }

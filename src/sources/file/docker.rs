@@ -72,12 +72,12 @@ pub fn discover(dir: &Path, select: &DockerSelect) -> std::io::Result<(Vec<Conta
             continue;
         }
         let name = cfg.name.trim_start_matches('/').to_string();
-        let short = &id[..id.len().min(12)];
+        let short: String = id.chars().take(12).collect();
         let service = labels.get("com.docker.compose.service").cloned().unwrap_or_else(|| name.clone());
         if !select.services.is_empty() && !select.services.contains(&service) {
             continue;
         }
-        let container = if name.is_empty() { short.to_string() } else { name };
+        let container = if name.is_empty() { short } else { name };
         let prefix = format!("{id}-json.log");
         let Ok(files) = std::fs::read_dir(&cdir) else {
             problems.push(format!("{}: cannot list container directory", cdir.display()));

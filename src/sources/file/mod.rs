@@ -90,7 +90,8 @@ impl Source for FileSource {
     fn describe(&self, env: &Environment) -> String {
         let mut parts: Vec<String> = self.paths.iter().map(|p| env.expand(p).unwrap_or_else(|_| p.clone())).collect();
         if let Some(d) = &self.docker {
-            let dir = d.dir.as_ref().and_then(|d| env.expand(d).ok()).unwrap_or_else(|| env.docker_dir.display().to_string());
+            let dir =
+                d.dir.as_ref().and_then(|d| env.expand(d).ok()).unwrap_or_else(|| env.docker_dir.display().to_string());
             let services = if d.services.is_empty() { "*".to_string() } else { d.services.join(",") };
             parts.push(format!("docker {dir} project={} services={services}", d.project));
         }
@@ -133,10 +134,9 @@ impl FileSource {
             let cap = self.max_file_bytes.map_or(u64::MAX, |b| b.as_u64()).min(budget);
             match self.copy(cx, &input, cap) {
                 Ok(written) => budget = budget.saturating_sub(written),
-                Err(CollectError::Io { context, source }) if source.kind() != io::ErrorKind::BrokenPipe => {
-                    out.warn(format!("{context}: {source}"));
-                }
-                Err(e) => return Err(e),
+                Err(_) if cx.is_cancelled() => return Err(CollectError::Cancelled),
+                // One unreadable or unnameable file must not cost the others.
+                Err(e) => out.warn(e.to_string()),
             }
         }
         if !skipped_by_time.is_empty() {
@@ -191,7 +191,11 @@ impl FileSource {
             match docker::discover(&dir, select) {
                 Ok((logs, problems)) => {
                     if logs.is_empty() && self.required {
-                        out.warn(format!("no container logs found in {} for {}", dir.display(), self.describe(&cx.env)));
+                        out.warn(format!(
+                            "no container logs found in {} for {}",
+                            dir.display(),
+                            self.describe(&cx.env)
+                        ));
                     }
                     for p in problems {
                         out.warn(p);
@@ -220,9 +224,10 @@ impl FileSource {
                 .map_err(CollectError::io(shown.clone()))?;
             skip = total.saturating_sub(cap);
         }
-        let relative = if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
-        let mut artifact = cx.artifact(&relative, media_type(&relative))?;
-        artifact.set_source(shown.clone());
+        let relative =
+            if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
+        let mut artifact = unique_artifact(cx, &relative)?;
+        artifact.set_source(cx.redact_str(&shown));
         let mut skipped = 0u64;
         let mut lines = 0u64;
         let result = for_each_kept_line(open()?, filter(), cx, cx.tally(), |line| {
@@ -243,6 +248,19 @@ impl FileSource {
         result.map_err(CollectError::io(shown))?;
         Ok(written)
     }
+}
+
+/// Opens an artifact at `relative`, or at `relative~N` when that name is taken (`x.log.1` beside `x.log.1.gz`,
+/// names that differ only by a `%`).
+fn unique_artifact(cx: &Collection, relative: &str) -> Result<crate::bundle::artifact::ArtifactWriter, CollectError> {
+    for n in 0..100 {
+        let name = if n == 0 { relative.to_string() } else { format!("{relative}~{n}") };
+        match cx.artifact(&name, media_type(relative)) {
+            Err(crate::bundle::artifact::ArtifactError::Duplicate(_)) => continue,
+            other => return Ok(other?),
+        }
+    }
+    Err(CollectError::Failed(format!("too many files named {relative}")))
 }
 
 fn input(path: PathBuf, relative: String) -> Input {
@@ -279,7 +297,7 @@ fn for_each_kept_line(
             return Ok(total);
         }
         n += 1;
-        if n % 4096 == 0 && cx.is_cancelled() {
+        if n.is_multiple_of(4096) && cx.is_cancelled() {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "collection stopped"));
         }
         if !filter.keep(&line) {

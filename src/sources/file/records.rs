@@ -121,7 +121,10 @@ mod tests {
     use super::*;
 
     fn window() -> Window {
-        Window { since: Some("2026-11-29T10:00:00Z".parse().unwrap()), until: Some("2026-11-29T11:00:00Z".parse().unwrap()) }
+        Window {
+            since: Some("2026-11-29T10:00:00Z".parse().unwrap()),
+            until: Some("2026-11-29T11:00:00Z".parse().unwrap()),
+        }
     }
 
     #[test]
