@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
-# python3 with the `bagit` validator from PyPI), then runs every test with cargo-nextest (cargo test if absent).
+# python3 with the `bagit` validator from PyPI, redis-server and redis-cli), then runs every test with
+# cargo-nextest (cargo test if absent).
 # Usage: scripts/test.sh [extra nextest/cargo-test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ have sha256sum || missing+=(coreutils)
 have python3 || missing+=(python3 python3-pip)
 have ps || missing+=(procps)
 have sh || missing+=(dash)
+have redis-server || missing+=(redis-server)
+have redis-cli || missing+=(redis-tools)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -q

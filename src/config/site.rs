@@ -130,6 +130,9 @@ pub struct Endpoint {
     pub display: String,
     pub username: Option<String>,
     pub password: Option<CredentialRef>,
+    /// The password is Caracal's default secret file, not something the operator configured: when that file does
+    /// not exist, connect without a password rather than fail.
+    pub password_is_default: bool,
 }
 
 impl Endpoint {
@@ -249,6 +252,7 @@ impl Environment {
                 display: format!("(from {})", secrets_dir.join("databaseUrl").display()),
                 username: None,
                 password: Some(CredentialRef::File(secrets_dir.join("databaseUrl"))),
+                password_is_default: true,
             }
         } else {
             postgres
@@ -370,12 +374,12 @@ fn endpoint(
     });
     let url = from_env.or(c.url).unwrap_or_else(|| default.to_string());
     let display = strip_userinfo(&url).unwrap_or_else(|| url.clone());
-    let password = match (c.password, from_env_has_password) {
-        (Some(p), _) => Some(p),
-        (None, Some(())) => None,
-        (None, None) => default_password,
+    let (password, password_is_default) = match (c.password, from_env_has_password) {
+        (Some(p), _) => (Some(p), false),
+        (None, Some(())) => (None, false),
+        (None, None) => (default_password.clone(), default_password.is_some()),
     };
-    Ok(Endpoint { url, display, username: c.username, password })
+    Ok(Endpoint { url, display, username: c.username, password, password_is_default })
 }
 
 /// Splits `scheme://userinfo@rest` at the userinfo. Lenient on purpose: an unencoded `/` or `@` in a password
@@ -400,7 +404,10 @@ pub fn url_password(url: &str) -> Option<String> {
 pub fn strip_userinfo(url: &str) -> Option<String> {
     let (scheme, userinfo, rest) = split_userinfo(url)?;
     Some(match userinfo {
-        Some(u) => format!("{scheme}://{}@{rest}", u.split_once(':').map_or(u, |(user, _)| user)),
+        Some(u) => match u.split_once(':').map_or(u, |(user, _)| user) {
+            "" => format!("{scheme}://{rest}"),
+            user => format!("{scheme}://{user}@{rest}"),
+        },
         None => url.to_string(),
     })
 }
@@ -491,6 +498,7 @@ mod tests {
         assert_eq!(strip_userinfo("redis://u:pa/ss@w0rd@h:6379/0").unwrap(), "redis://u@h:6379/0");
         assert_eq!(url_password("redis://h:6379/0?x=a@b"), None);
         assert_eq!(strip_userinfo("http://h:8080/x").unwrap(), "http://h:8080/x");
+        assert_eq!(strip_userinfo("redis://:pw@h:6379/0").unwrap(), "redis://h:6379/0");
     }
 
     #[test]

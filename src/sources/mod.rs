@@ -5,6 +5,7 @@
 pub mod command;
 pub mod context;
 pub mod file;
+pub mod redis;
 
 use std::{collections::BTreeMap, io::Write, sync::Arc};
 
@@ -154,7 +155,7 @@ pub struct Kind {
     pub parse: for<'i> fn(toml::de::ValueDeserializer<'i>) -> Result<Arc<dyn Source>, toml::de::Error>,
 }
 
-/// Every source kind, by name. Adding a kind means adding its module and one line here.
+/// Every source kind, by name. Adding a kind means adding its module and one entry here.
 pub static KINDS: &[Kind] = &[
     Kind {
         name: "file",
@@ -165,6 +166,11 @@ pub static KINDS: &[Kind] = &[
         name: "command",
         summary: "runs a program (no shell) and keeps its output",
         parse: parse_as::<command::CommandSource>,
+    },
+    Kind {
+        name: "redis",
+        summary: "Redis streams (entries to a consistent cut, groups, pending), DLQs, key families; read-only",
+        parse: parse_as::<redis::RedisSource>,
     },
     Kind {
         name: "context",

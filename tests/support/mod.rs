@@ -2,6 +2,8 @@
 //! bundles with GNU tar + zstd, and validate them with tools nobody here wrote (sha256sum, bagit.py).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

@@ -23,7 +23,12 @@ impl RedisServer {
     /// Starts a server in `dir` with `extra` config arguments (`--name value` pairs).
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
-        let mut s = Self { port: free_port(), dir: dir.to_path_buf(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Self {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -41,7 +46,8 @@ impl RedisServer {
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]).map(|o| o.trim() != "PONG").unwrap_or(true) {
+        // A server with `requirepass` answers NOAUTH: it is up all the same.
+        while !self.cli(&["PING"]).is_ok_and(|o| o.contains("PONG") || o.contains("NOAUTH")) {
             assert!(Instant::now() < deadline, "redis-server did not come up on {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -53,7 +59,11 @@ impl RedisServer {
 
     /// Runs `redis-cli` as the default user; `Err` with stderr when it fails.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--no-raw"]).args(args).output().map_err(|e| e.to_string())?;
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--no-raw"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {

@@ -83,10 +83,19 @@ pub fn entry_json(entry: &Value) -> Option<(String, Json)> {
     let Value::Array(parts) = entry else { return None };
     let id = text(parts.first()?);
     let fields: Vec<Json> = match parts.get(1) {
-        Some(Value::Array(fv)) => fv.chunks(2).map(|c| Json::Array(c.iter().map(|x| match x {
-            Value::BulkString(b) => bytes_json(b),
-            other => to_json(other),
-        }).collect())).collect(),
+        Some(Value::Array(fv)) => fv
+            .chunks(2)
+            .map(|c| {
+                Json::Array(
+                    c.iter()
+                        .map(|x| match x {
+                            Value::BulkString(b) => bytes_json(b),
+                            other => to_json(other),
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
         Some(Value::Map(m)) => m.iter().map(|(k, v)| Json::Array(vec![to_json(k), to_json(v)])).collect(),
         _ => Vec::new(),
     };

@@ -1,0 +1,158 @@
+//! Connections to Redis nodes: one per node (a standalone server, or each master of a cluster), read-only by
+//! construction (the collector only ever sends the commands in [`READ_COMMANDS`]), with one reconnect allowed per
+//! collector run so a dropped connection resumes where it stopped.
+
+use std::time::Duration;
+
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisResult, Value,
+    aio::MultiplexedConnection,
+};
+
+use crate::config::{Environment, Secret};
+
+/// Every command this collector sends besides the handshake (AUTH, SELECT). All are read-only.
+pub const READ_COMMANDS: &[&str] = &[
+    "INFO",
+    "CONFIG GET",
+    "CLIENT LIST",
+    "CLUSTER NODES",
+    "SCAN",
+    "TYPE",
+    "PTTL",
+    "GET",
+    "HSCAN",
+    "SSCAN",
+    "ZSCAN",
+    "LRANGE",
+    "XLEN",
+    "XINFO STREAM",
+    "XINFO GROUPS",
+    "XINFO CONSUMERS",
+    "XPENDING",
+    "XRANGE",
+    "XREVRANGE",
+];
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the connection settings: the site's URL (which may carry credentials from the environment), the user
+/// name and the password resolved from its reference. The library's `CLIENT SETINFO` is skipped: nothing but
+/// reads and the handshake is sent.
+pub fn connection_info(env: &Environment, password: Option<&Secret>) -> RedisResult<ConnectionInfo> {
+    let info = env.redis.url().into_connection_info()?;
+    let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+    if let Some(user) = &env.redis.username {
+        settings = settings.set_username(user);
+    }
+    if let Some(pw) = password {
+        settings = settings.set_password(pw.expose());
+    }
+    Ok(info.set_redis_settings(settings))
+}
+
+/// `host:port` of a connection, for labels and file names.
+pub fn label(info: &ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => format!("{h}:{p}"),
+        ConnectionAddr::Unix(path) => path.display().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// One Redis node.
+pub struct Node {
+    pub label: String,
+    info: ConnectionInfo,
+    conn: MultiplexedConnection,
+    /// Reconnects made; at most one per node and run.
+    pub reconnects: u32,
+}
+
+impl Node {
+    pub async fn connect(info: ConnectionInfo) -> RedisResult<Self> {
+        let label = label(&info);
+        let conn = open(&info).await?;
+        Ok(Self { label, info, conn, reconnects: 0 })
+    }
+
+    /// Sends a read command. If the connection is lost, reconnects once (per node and run) and sends it again:
+    /// every command is a read bounded by explicit ids or cursors, so resending resumes exactly where the export
+    /// stood (an `XRANGE` from the last exported id, the same `SCAN` cursor).
+    pub async fn query(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
+        match cmd.query_async(&mut self.conn).await {
+            Err(e) if is_connection_error(&e) && self.reconnects == 0 => {
+                self.reconnects += 1;
+                self.conn = open(&self.info).await?;
+                cmd.query_async(&mut self.conn).await
+            }
+            other => other,
+        }
+    }
+
+    /// Settings for another node of the same deployment (a cluster master), same credentials and TLS.
+    pub fn sibling(&self, host: &str, port: u16) -> ConnectionInfo {
+        let addr = match self.info.addr() {
+            ConnectionAddr::TcpTls { insecure, tls_params, .. } => ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_string(), port),
+        };
+        self.info.clone().set_addr(addr)
+    }
+}
+
+async fn open(info: &ConnectionInfo) -> RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
+    Client::open(info.clone())?.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Whether an error means the connection is gone (worth one reconnect), rather than a refusal by the server.
+pub fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+}
+
+/// The masters of a cluster from `CLUSTER NODES`, as (host, port); the seed's host stands in for an empty address.
+pub fn cluster_masters(nodes: &str, seed_host: &str) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for line in nodes.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (cols.get(1), cols.get(2)) else { continue };
+        let flags: Vec<&str> = flags.split(',').collect();
+        if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "noaddr" | "handshake")) {
+            continue;
+        }
+        let hostport = addr.split(['@', ',']).next().unwrap_or_default();
+        let Some((host, port)) = hostport.rsplit_once(':') else { continue };
+        let Ok(port) = port.parse::<u16>() else { continue };
+        let host = if host.is_empty() { seed_host } else { host };
+        out.push((host.to_string(), port));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masters_from_cluster_nodes() {
+        let nodes = "\
+07c3 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+67ed 127.0.0.1:30002@40002,host2 master - 0 1426238316232 2 connected 5461-10922
+2921 127.0.0.1:30004@40004 slave 07c3 0 1426238318243 1 connected
+6ec2 127.0.0.1:30003@40003 master,fail - 0 1426238317741 3 connected
+aaaa :30005@40005 master - 0 0 4 connected 10923-16383
+";
+        assert_eq!(
+            super::cluster_masters(nodes, "10.0.0.1"),
+            vec![("10.0.0.1".to_string(), 30005), ("127.0.0.1".to_string(), 30001), ("127.0.0.1".to_string(), 30002)]
+        );
+    }
+}
