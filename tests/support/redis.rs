@@ -22,13 +22,24 @@ pub fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server in `dir` with `extra` config arguments (`--name value` pairs).
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut s = Self {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+        Self::start_on(free_port(), dir, extra)
+    }
+
+    /// A cluster node: its bus port (port + 10000) must be free too.
+    pub fn start_cluster_node(dir: &Path) -> Self {
+        let port = loop {
+            let p = free_port();
+            if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+                break p;
+            }
         };
+        Self::start_on(port, dir, &["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+    }
+
+    pub fn start_on(port: u16, dir: &Path, extra: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut s =
+            Self { port, dir: dir.to_path_buf(), child: None, extra: extra.iter().map(|s| s.to_string()).collect() };
         s.spawn();
         s
     }
