@@ -324,6 +324,27 @@ fn caracal_streams_groups_pending_and_keys_are_exported_exactly() {
     assert_eq!(run(ws.preserve().arg("verify").arg(ws.only_bundle())).status.code(), Some(0));
 }
 
+#[test]
+fn builtin_caracal_collectors_split_streams_and_dead_letters() {
+    let ws = Workspace::new();
+    let r = RedisServer::start(&ws.path().join("redis"), &[]);
+    load_fixture(&r);
+    let out = run(ws.preserve().args(["snapshot", "-q", "-c", "redis-streams", "-c", "redis-dlq", "-c", "redis-keys"]).env("PRESERVE_REDIS_URL", r.url()));
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let dirs = |c: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(bag.join(format!("data/{c}/streams"))).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(dirs("redis-streams"), ["caracal.audit.events", "caracal.sessions.revoke"]);
+    assert_eq!(dirs("redis-dlq"), ["caracal.audit.events.dlq", "caracal.sessions.revoke.dead"]);
+    let m = manifest(&bag);
+    let keys = collector(&m, "redis-keys")["details"]["keys"].as_array().unwrap().clone();
+    let jti = keys.iter().find(|k| k["pattern"] == "audit:jti:*").unwrap();
+    assert_eq!(jti["exported"], 2);
+}
+
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)

@@ -33,7 +33,8 @@ pub struct Redactor {
     values: Option<AhoCorasick>,
     /// For each value pattern: rule name and fingerprint.
     value_rules: Vec<(String, String)>,
-    prefilter: AhoCorasick,
+    /// Cheap SIMD substring scans that must hit before any pattern can: `://`, `eyJ`, `earer`/`EARER` (bearer).
+    prefilter: Vec<memchr::memmem::Finder<'static>>,
     patterns: Vec<Pattern>,
 }
 
@@ -102,10 +103,7 @@ impl Redactor {
                 .build(&values)
                 .expect("literal patterns always build")
         });
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .build(["://", "bearer", "eyj"])
-            .expect("literal patterns always build");
+        let prefilter = ["://", "eyJ", "earer", "EARER"].iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect();
         let patterns = vec![
             Pattern {
                 rule: "url-password",
@@ -145,7 +143,7 @@ impl Redactor {
             out.extend_from_slice(&input[last..]);
             text = Cow::Owned(out);
         }
-        if !self.prefilter.is_match(text.as_ref()) {
+        if !self.prefilter.iter().any(|f| f.find(text.as_ref()).is_some()) {
             return text;
         }
         for p in &self.patterns {

@@ -11,7 +11,7 @@ use serde_json::{Value as Json, json};
 use super::{
     conn::Node,
     safe_name,
-    value::{bytes_json, entry_json, field, int, map_json, text, to_json},
+    value::{self, bytes_json, entry_json, field, int, map_json, text, to_json},
 };
 use crate::{
     bundle::artifact::ArtifactWriter,
@@ -170,7 +170,8 @@ impl StreamJob<'_> {
     }
 }
 
-/// Pages `XRANGE` from `start` to `end` into `out`: `{"id", "fields": [[name, value], ...]}` per line.
+/// Pages `XRANGE` from `start` to `end` into `out`: `{"id", "fields": [[name, value], ...]}` per line. The next
+/// page is requested before the current one is written, so the network and the writing overlap.
 async fn export_entries(
     cx: &Collection,
     node: &mut Node,
@@ -180,32 +181,46 @@ async fn export_entries(
     page: usize,
     out: &mut ArtifactWriter,
 ) -> Result<(u64, Option<String>, Option<String>), CollectError> {
-    let mut from = start.to_string();
-    let (mut n, mut first, mut last) = (0u64, None, None);
-    let mut line = Vec::with_capacity(4096);
+    let failed = |n: u64| redis_err(format!("XRANGE {} after {n} entries", String::from_utf8_lossy(key)));
+    let xrange = |from: &str| cmd("XRANGE").arg(key).arg(from).arg(end).arg("COUNT").arg(page).to_owned();
+    let (mut n, mut first, mut last) = (0u64, None::<String>, None::<String>);
+    let mut buf = Vec::with_capacity(page * 700);
+    let mut reply = node.query(&xrange(start)).await.map_err(failed(n))?;
     loop {
         if cx.is_cancelled() {
             return Err(CollectError::Cancelled);
         }
-        let reply = node
-            .query(cmd("XRANGE").arg(key).arg(&from).arg(end).arg("COUNT").arg(page))
-            .await
-            .map_err(redis_err(format!("XRANGE {} after {} entries", String::from_utf8_lossy(key), n)))?;
         let Value::Array(entries) = reply else { break };
-        for e in &entries {
-            let Some((id, j)) = entry_json(e) else { continue };
-            line.clear();
-            serde_json::to_writer(&mut line, &j).map_err(|e| CollectError::Failed(e.to_string()))?;
-            line.push(b'\n');
-            cx.write_redacted(out, &line).map_err(io("entries.jsonl"))?;
-            out.add_records(1);
-            n += 1;
-            first.get_or_insert_with(|| id.clone());
-            last = Some(id);
+        let page_last = entries.last().and_then(value::entry_id);
+        let more = entries.len() == page && page_last.as_deref().is_some_and(|l| l != end);
+        let next_cmd = page_last.as_ref().filter(|_| more).map(|l| xrange(&format!("({l}")));
+        let mut write = || -> Result<(), CollectError> {
+            buf.clear();
+            for e in &entries {
+                serde_json::to_writer(&mut buf, &value::EntryRef(e)).map_err(|e| CollectError::Failed(e.to_string()))?;
+                buf.push(b'\n');
+            }
+            cx.write_redacted(out, &buf).map_err(io("entries.jsonl"))?;
+            out.add_records(entries.len() as u64);
+            Ok(())
+        };
+        match next_cmd {
+            Some(next) => {
+                let (fetched, written) = tokio::join!(node.query(&next), async { write() });
+                written?;
+                reply = fetched.map_err(failed(n + entries.len() as u64))?;
+            }
+            None => {
+                write()?;
+                reply = Value::Nil;
+            }
         }
-        match &last {
-            Some(l) if entries.len() == page && l != end => from = format!("({l}"),
-            _ => break,
+        n += entries.len() as u64;
+        if first.is_none() {
+            first = entries.first().and_then(value::entry_id);
+        }
+        if page_last.is_some() {
+            last = page_last;
         }
     }
     Ok((n, first, last))

@@ -102,6 +102,61 @@ pub fn entry_json(entry: &Value) -> Option<(String, Json)> {
     Some((id.clone(), json!({ "id": id, "fields": fields })))
 }
 
+/// The id of a stream entry `[id, fields]`.
+pub fn entry_id(entry: &Value) -> Option<String> {
+    match entry {
+        Value::Array(parts) => parts.first().map(text),
+        _ => None,
+    }
+}
+
+/// Serializes a stream entry exactly like [`entry_json`], straight from the reply: no intermediate JSON tree,
+/// which matters at hundreds of thousands of entries.
+pub struct EntryRef<'a>(pub &'a Value);
+
+struct BytesRef<'a>(&'a Value);
+
+impl serde::Serialize for BytesRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::BulkString(b) => match std::str::from_utf8(b) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => {
+                    use serde::ser::SerializeMap;
+                    let mut m = s.serialize_map(Some(1))?;
+                    m.serialize_entry("base64", &base64::engine::general_purpose::STANDARD.encode(b))?;
+                    m.end()
+                }
+            },
+            other => to_json(other).serialize(s),
+        }
+    }
+}
+
+impl serde::Serialize for EntryRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Fields<'a>(&'a [Value]);
+        impl serde::Serialize for Fields<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len().div_ceil(2)))?;
+                for pair in self.0.chunks(2) {
+                    seq.serialize_element(&pair.iter().map(BytesRef).collect::<Vec<_>>())?;
+                }
+                seq.end()
+            }
+        }
+        let Value::Array(parts) = self.0 else { return s.serialize_none() };
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("id", &parts.first().map(text).unwrap_or_default())?;
+        match parts.get(1) {
+            Some(Value::Array(fv)) => m.serialize_entry("fields", &Fields(fv))?,
+            _ => m.serialize_entry("fields", &entry_json(self.0).map(|(_, j)| j["fields"].clone()).unwrap_or_default())?,
+        }
+        m.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +183,6 @@ mod tests {
         let (id, j) = entry_json(&e).unwrap();
         assert_eq!(id, "1-1");
         assert_eq!(j, json!({"id":"1-1","fields":[["b","2"],["a",{"base64":"/g=="}],["b","3"]]}));
+        assert_eq!(serde_json::to_value(EntryRef(&e)).unwrap(), j, "the streaming form writes the same JSON");
     }
 }
