@@ -329,11 +329,17 @@ fn builtin_caracal_collectors_split_streams_and_dead_letters() {
     let ws = Workspace::new();
     let r = RedisServer::start(&ws.path().join("redis"), &[]);
     load_fixture(&r);
-    let out = run(ws.preserve().args(["snapshot", "-q", "-c", "redis-streams", "-c", "redis-dlq", "-c", "redis-keys"]).env("PRESERVE_REDIS_URL", r.url()));
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "redis-streams", "-c", "redis-dlq", "-c", "redis-keys"])
+        .env("PRESERVE_REDIS_URL", r.url()));
     assert_eq!(out.status.code(), Some(0));
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     let dirs = |c: &str| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(bag.join(format!("data/{c}/streams"))).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(bag.join(format!("data/{c}/streams")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     };
@@ -730,4 +736,54 @@ fn refused_connection_and_bad_password_fail_the_collector_not_the_bundle() {
         .unwrap()
         .contains("wrong-pass-5678")
     );
+}
+
+#[test]
+fn window_by_id_time_and_entry_cap_keep_the_right_entries() {
+    let ws = Workspace::new();
+    let r = RedisServer::start(&ws.path().join("redis"), &[]);
+    // One entry per minute from 10:00 to 10:09 UTC, by id time.
+    let base = "2026-11-29T10:00:00Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let script: String =
+        (0..10).map(|i| format!("XADD caracal.sessions.revoke {}-0 n {i}\n", base + i * 60_000)).collect();
+    r.script(&script);
+    let dir = collectors_dir(
+        &ws,
+        "w.toml",
+        "[[collector]]\nname = \"win\"\nkind = \"redis\"\nstreams = [\"caracal.*\"]\nserver_info = false\n\n\
+         [[collector]]\nname = \"cap\"\nkind = \"redis\"\nstreams = [\"caracal.*\"]\nserver_info = false\nwindow = false\nmax_entries = 3\npage = 2\n",
+    );
+    let out = run(ws
+        .preserve()
+        .args([
+            "snapshot",
+            "-q",
+            "-c",
+            "win",
+            "-c",
+            "cap",
+            "--since",
+            "2026-11-29T10:02:00Z",
+            "--until",
+            "2026-11-29T10:05:30Z",
+            "--collectors",
+        ])
+        .arg(&dir)
+        .env("PRESERVE_REDIS_URL", r.url()));
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let ns = |c: &str| -> Vec<String> {
+        read_jsonl(&bag.join(format!("data/{c}/streams/caracal.sessions.revoke/entries.jsonl")))
+            .iter()
+            .map(|e| e["fields"][0][1].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ns("win"), ["2", "3", "4", "5"], "10:02 to 10:05:30, both ends inclusive");
+    assert_eq!(ns("cap"), ["7", "8", "9"], "the newest three");
+    let m = manifest(&bag);
+    let cap = &collector(&m, "cap")["details"]["streams"][0];
+    assert_eq!(cap["truncated"], true);
+    let win = &collector(&m, "win")["details"]["streams"][0];
+    assert_eq!(win["truncated"], false);
+    assert_eq!(win["exported"], 4);
 }

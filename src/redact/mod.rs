@@ -103,7 +103,8 @@ impl Redactor {
                 .build(&values)
                 .expect("literal patterns always build")
         });
-        let prefilter = ["://", "eyJ", "earer", "EARER"].iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect();
+        let prefilter =
+            ["://", "eyJ", "earer", "EARER"].iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect();
         let patterns = vec![
             Pattern {
                 rule: "url-password",

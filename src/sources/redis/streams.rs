@@ -197,7 +197,8 @@ async fn export_entries(
         let mut write = || -> Result<(), CollectError> {
             buf.clear();
             for e in &entries {
-                serde_json::to_writer(&mut buf, &value::EntryRef(e)).map_err(|e| CollectError::Failed(e.to_string()))?;
+                serde_json::to_writer(&mut buf, &value::EntryRef(e))
+                    .map_err(|e| CollectError::Failed(e.to_string()))?;
                 buf.push(b'\n');
             }
             cx.write_redacted(out, &buf).map_err(io("entries.jsonl"))?;

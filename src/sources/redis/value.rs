@@ -151,7 +151,9 @@ impl serde::Serialize for EntryRef<'_> {
         m.serialize_entry("id", &parts.first().map(text).unwrap_or_default())?;
         match parts.get(1) {
             Some(Value::Array(fv)) => m.serialize_entry("fields", &Fields(fv))?,
-            _ => m.serialize_entry("fields", &entry_json(self.0).map(|(_, j)| j["fields"].clone()).unwrap_or_default())?,
+            _ => {
+                m.serialize_entry("fields", &entry_json(self.0).map(|(_, j)| j["fields"].clone()).unwrap_or_default())?
+            }
         }
         m.end()
     }
