@@ -116,9 +116,7 @@ fn an_unset_credential_no_collector_needs_does_not_block_the_snapshot() {
     let cfg = ws.write("site.toml", "[serve]\ntoken = \"env:PRESERVE_TEST_UNSET_SERVE_TOKEN\"\n");
     let out = run(ws.preserve().args(["snapshot", "--profile", "host", "--config"]).arg(&cfg));
     assert!(matches!(out.status.code(), Some(0) | Some(3)), "a bundle is written");
-    let m = manifest(
-        &ws.out().join(ws.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")),
-    );
+    let m = ws.side_manifest();
     let finding = &m["findings"][0];
     assert_eq!(finding["code"], "config.credential_unavailable");
     assert!(finding["summary"].as_str().unwrap().contains("serve.token"), "{finding}");

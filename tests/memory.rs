@@ -60,8 +60,7 @@ fn one_gib_of_logs_in_under_64_mib() {
     let peak_mib = usage.max_rss() as f64 / 1024.0;
     let bundle = ws.only_bundle();
     let archive = std::fs::metadata(&bundle).unwrap().len();
-    let m =
-        manifest(&ws.out().join(bundle.file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")));
+    let m = ws.side_manifest();
     let kept: u64 =
         collector(&m, "big-logs")["artifacts"].as_array().unwrap().iter().map(|a| a["bytes"].as_u64().unwrap()).sum();
     println!(

@@ -705,9 +705,7 @@ fn refused_connection_and_bad_password_fail_the_collector_not_the_bundle() {
         .arg(&dir)
         .env("PRESERVE_REDIS_URL", format!("redis://127.0.0.1:{closed}/0")));
     assert_eq!(out.status.code(), Some(3));
-    let m = manifest(
-        &ws.out().join(ws.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")),
-    );
+    let m = ws.side_manifest();
     let c = collector(&m, "redis-evidence");
     assert_eq!(c["status"], "failed");
     assert!(c["error"].as_str().unwrap().contains("cannot connect"), "{}", c["error"]);
@@ -721,21 +719,12 @@ fn refused_connection_and_bad_password_fail_the_collector_not_the_bundle() {
         .arg(&dir)
         .env("PRESERVE_REDIS_URL", format!("redis://:wrong-pass-5678@127.0.0.1:{}/0", r.port)));
     assert_eq!(out.status.code(), Some(3));
-    let m = manifest(
-        &ws.out().join(ws.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json")),
-    );
+    let m = ws.side_manifest();
     let c = collector(&m, "redis-evidence");
     assert_eq!(c["status"], "failed");
     let err = c["error"].as_str().unwrap();
     assert!(err.to_lowercase().contains("authentication failed"), "{err}");
-    assert!(
-        !std::fs::read_to_string(
-            ws.out()
-                .join(ws.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json"))
-        )
-        .unwrap()
-        .contains("wrong-pass-5678")
-    );
+    assert!(!m.to_string().contains("wrong-pass-5678"), "the password never reaches the manifest");
 }
 
 #[test]

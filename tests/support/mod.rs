@@ -62,6 +62,12 @@ impl Workspace {
         v
     }
 
+    /// The parsed `.manifest.json` beside the only bundle.
+    pub fn side_manifest(&self) -> serde_json::Value {
+        let name = self.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json");
+        manifest(&self.out().join(name))
+    }
+
     pub fn only_bundle(&self) -> PathBuf {
         let b = self.bundles();
         assert_eq!(b.len(), 1, "expected exactly one bundle in {}: {b:?}", self.out().display());
