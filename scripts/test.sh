@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
-# python3 with the `bagit` validator from PyPI, redis-server and redis-cli), then runs every test with
-# cargo-nextest (cargo test if absent).
+# python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql),
+# then runs every test with cargo-nextest (cargo test if absent). Tests start their own servers.
 # Usage: scripts/test.sh [extra nextest/cargo-test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,9 @@ have ps || missing+=(procps)
 have sh || missing+=(dash)
 have redis-server || missing+=(redis-server)
 have redis-cli || missing+=(redis-tools)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
+have psql || missing+=(postgresql-client)
+have runuser || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -q

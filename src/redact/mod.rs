@@ -62,6 +62,12 @@ impl Tally {
         }
     }
 
+    /// Counts `n` redactions by a rule that removes whole values without seeing them (excluded columns).
+    pub fn add_rule(&self, rule: &str, n: u64) {
+        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules.entry(rule.to_string()).or_default().0 += n;
+    }
+
     pub fn records(&self) -> Vec<RedactionRecord> {
         let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         rules

@@ -5,6 +5,7 @@
 pub mod command;
 pub mod context;
 pub mod file;
+pub mod postgres;
 pub mod redis;
 
 use std::{collections::BTreeMap, io::Write, sync::Arc};
@@ -171,6 +172,11 @@ pub static KINDS: &[Kind] = &[
         name: "redis",
         summary: "Redis streams (entries to a consistent cut, groups, pending), DLQs, key families; read-only",
         parse: parse_as::<redis::RedisSource>,
+    },
+    Kind {
+        name: "postgres",
+        summary: "Postgres tables and queries from one exported snapshot, streamed COPY to CSV, DDL; read-only",
+        parse: parse_as::<postgres::PostgresSource>,
     },
     Kind {
         name: "context",

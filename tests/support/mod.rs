@@ -2,6 +2,7 @@
 //! bundles with GNU tar + zstd, and validate them with tools nobody here wrote (sha256sum, bagit.py).
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod redis;
 
 use std::{

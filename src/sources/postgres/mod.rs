@@ -1,0 +1,378 @@
+//! The `postgres` source kind: many tables and queries exported from **one point in time**. A leader connection
+//! opens a `REPEATABLE READ READ ONLY` transaction and exports its snapshot; worker connections import it and
+//! stream `COPY (SELECT ...) TO STDOUT` as CSV straight into artifacts, in parallel. Filters take named
+//! parameters whose values are bound through `set_config`, never spliced into SQL.
+
+mod sql;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_postgres::{Client, NoTls};
+
+use super::{CollectError, Collection, Outcome, Source};
+use crate::config::{CredentialRef, Environment};
+
+/// Settings of a `postgres` collector. The server is the site's (`[postgres]`, `PRESERVE_POSTGRES_URL`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    /// Tables to export (`schema.table`, default schema `public`).
+    #[serde(default)]
+    pub tables: Vec<TableSpec>,
+    /// Named read-only queries, exported the same way.
+    #[serde(default)]
+    pub queries: Vec<QuerySpec>,
+    /// Settings applied to every connection first, e.g. `{ "caracal.zone_id" = "*" }` for Caracal's RLS.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Worker connections exporting in parallel (default 2).
+    #[serde(default = "two")]
+    pub workers: usize,
+    /// `statement_timeout` of every statement (default 10m).
+    pub statement_timeout: Option<SignedDuration>,
+    /// `lock_timeout`, so the export never queues behind DDL forever (default 10s).
+    pub lock_timeout: Option<SignedDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// `schema.table` or `table` (schema `public`). A partitioned table is exported through its parent, with every
+    /// partition; the partition list is recorded.
+    pub table: String,
+    /// A filter with named parameters: `occurred_at >= :since AND zone_id = :zone_id`. `:since` and `:until` come
+    /// from the window, others from the alert's labels; a table whose filter names a missing value is skipped.
+    #[serde(rename = "where")]
+    pub filter: Option<String>,
+    /// Columns never exported (secrets, ciphertext); recorded as redactions.
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    pub name: String,
+    pub sql: String,
+}
+
+fn two() -> usize {
+    2
+}
+
+/// One unit of work for a worker: a table or a query, and where its CSV goes.
+#[derive(Debug, Clone)]
+enum Job {
+    Table(TableSpec),
+    Query(QuerySpec),
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn check(&self, _env: &Environment) -> Result<(), String> {
+        if self.tables.is_empty() && self.queries.is_empty() {
+            return Err("a postgres collector needs `tables` or `queries`".into());
+        }
+        if self.workers == 0 {
+            return Err("workers: must be at least 1".into());
+        }
+        for t in &self.tables {
+            if let Some(f) = &t.filter {
+                sql::bind_names(f).map_err(|e| format!("tables `{}`: where: {e}", t.table))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn credentials(&self, env: &Environment) -> Vec<(String, CredentialRef)> {
+        env.postgres.password.clone().map(|r| ("postgres.password".to_string(), r)).into_iter().collect()
+    }
+
+    fn describe(&self, env: &Environment) -> String {
+        let names: Vec<&str> =
+            self.tables.iter().map(|t| t.table.as_str()).chain(self.queries.iter().map(|q| q.name.as_str())).collect();
+        format!("{} {}", env.postgres.display, names.join(","))
+    }
+
+    async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
+        let config = sql::connect_config(&cx.env).map_err(CollectError::Failed)?;
+        let connect = || async {
+            let (client, conn) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| CollectError::Failed(format!("cannot connect to {}: {e}", cx.env.postgres.display)))?;
+            tokio::spawn(conn);
+            Ok::<Client, CollectError>(client)
+        };
+        let mut out = Outcome::default();
+
+        // The leader fixes the point in time and keeps its transaction open until every worker is done.
+        let leader = connect().await?;
+        self.prepare(&leader).await?;
+        leader
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(failed("BEGIN on the leader"))?;
+        let row = leader
+            .query_one(
+                "SELECT pg_export_snapshot(), txid_current_snapshot()::text, \
+                 CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, \
+                 now()::text, version(), current_database()::text, current_user::text, pg_is_in_recovery()",
+                &[],
+            )
+            .await
+            .map_err(failed("exporting the snapshot"))?;
+        let snapshot: String = row.get(0);
+        let point = json!({
+            "snapshot": snapshot, "txid_snapshot": row.get::<_, String>(1), "wal_lsn": row.get::<_, Option<String>>(2),
+            "server_now": row.get::<_, String>(3), "version": row.get::<_, String>(4), "database": row.get::<_, String>(5),
+            "user": row.get::<_, String>(6), "standby": row.get::<_, bool>(7),
+        });
+        out.detail("point_in_time", &point);
+
+        let params = self.params(&cx);
+        let jobs: VecDeque<(usize, Job)> = self
+            .tables
+            .iter()
+            .cloned()
+            .map(Job::Table)
+            .chain(self.queries.iter().cloned().map(Job::Query))
+            .enumerate()
+            .collect();
+        let queue = Arc::new(Mutex::new(jobs));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let workers = (0..self.workers.min(queue.lock().map(|q| q.len()).unwrap_or(1)).max(1)).map(|_| {
+            let (queue, results, snapshot, params, cx) =
+                (queue.clone(), results.clone(), snapshot.clone(), params.clone(), cx.clone());
+            let connect = &connect;
+            async move {
+                let client = connect().await?;
+                self.prepare(&client).await?;
+                client
+                    .batch_execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                        sql::literal(&snapshot)
+                    ))
+                    .await
+                    .map_err(failed("importing the snapshot"))?;
+                loop {
+                    let job = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some((index, job)) = job else { break };
+                    if cx.is_cancelled() {
+                        return Err(CollectError::Cancelled);
+                    }
+                    let report = export_job(&cx, &client, &job, &params).await;
+                    if let Ok(mut r) = results.lock() {
+                        r.push((index, report));
+                    }
+                }
+                let _ = client.batch_execute("COMMIT").await;
+                Ok::<(), CollectError>(())
+            }
+        });
+        let ended = futures::future::join_all(workers).await;
+        let _ = leader.batch_execute("COMMIT").await;
+        if let Some(e) = ended.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
+        // In the collector's order, whichever worker did each.
+        let mut reports = results.lock().map(|r| r.clone()).unwrap_or_default();
+        reports.sort_by_key(|(i, _)| *i);
+        let reports: Vec<serde_json::Value> = reports.into_iter().map(|(_, r)| r).collect();
+        for r in &reports {
+            if let Some(e) = r.get("error").and_then(|e| e.as_str()) {
+                out.warn(format!("{}: {e}", r["name"].as_str().unwrap_or("?")));
+            }
+        }
+        out.detail("exports", &reports);
+        Ok(out)
+    }
+}
+
+impl PostgresSource {
+    /// Timeouts and the collector's settings, on one connection.
+    async fn prepare(&self, client: &Client) -> Result<(), CollectError> {
+        let st = self.statement_timeout.unwrap_or(SignedDuration::from_mins(10)).as_millis().max(1);
+        let lt = self.lock_timeout.unwrap_or(SignedDuration::from_secs(10)).as_millis().max(1);
+        client
+            .execute(
+                "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)",
+                &[&st.to_string(), &lt.to_string()],
+            )
+            .await
+            .map_err(failed("setting timeouts"))?;
+        for (k, v) in &self.settings {
+            client.execute("SELECT set_config($1, $2, false)", &[k, v]).await.map_err(failed("applying settings"))?;
+        }
+        Ok(())
+    }
+
+    /// Values for named parameters: the window and the alert's labels.
+    fn params(&self, cx: &Collection) -> BTreeMap<String, String> {
+        let mut p: BTreeMap<String, String> = cx.labels.clone();
+        if let Some(s) = cx.window.since {
+            p.insert("since".into(), s.to_string());
+        }
+        if let Some(u) = cx.window.until {
+            p.insert("until".into(), u.to_string());
+        }
+        p
+    }
+}
+
+fn failed(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CollectError {
+    move |e| CollectError::Failed(format!("{what}: {}", sql::describe_error(&e)))
+}
+
+/// Exports one job; problems are reported in the returned record, not raised, so one table's failure (permission
+/// denied, a timeout) costs only that table.
+async fn export_job(
+    cx: &Collection,
+    client: &Client,
+    job: &Job,
+    params: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let name = match job {
+        Job::Table(t) => t.table.clone(),
+        Job::Query(q) => q.name.clone(),
+    };
+    let mut report = json!({ "name": name });
+    // A savepoint keeps the shared transaction usable after one statement fails.
+    let _ = client.batch_execute("SAVEPOINT preserve_job").await;
+    let result = match job {
+        Job::Table(t) => export_table(cx, client, t, params, &mut report).await,
+        Job::Query(q) => {
+            copy_csv(cx, client, &format!("queries/{}.csv", sql::file_name(&q.name)), &q.sql, &mut report).await
+        }
+    };
+    match result {
+        Ok(()) => {
+            let _ = client.batch_execute("RELEASE SAVEPOINT preserve_job").await;
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK TO SAVEPOINT preserve_job").await;
+            report["error"] = json!(e);
+        }
+    }
+    report
+}
+
+async fn export_table(
+    cx: &Collection,
+    client: &Client,
+    t: &TableSpec,
+    params: &BTreeMap<String, String>,
+    report: &mut serde_json::Value,
+) -> Result<(), String> {
+    let (schema, table) = sql::split_name(&t.table);
+    let columns = client
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| sql::describe_error(&e))?;
+    if columns.is_empty() {
+        return Err(format!("table {schema}.{table} not found"));
+    }
+    let all: Vec<String> = columns.iter().map(|r| r.get(0)).collect();
+    let kept: Vec<&String> = all.iter().filter(|c| !sql::excluded(c, &t.exclude_columns)).collect();
+    let excluded: Vec<&String> = all.iter().filter(|c| sql::excluded(c, &t.exclude_columns)).collect();
+    if !excluded.is_empty() {
+        report["excluded_columns"] = json!(excluded);
+        cx.tally().add_rule("column-excluded", excluded.len() as u64);
+    }
+    let partitions = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
+             WHERE n.nspname = $1 AND p.relname = $2 ORDER BY 1",
+            &[&schema, &table],
+        )
+        .await
+        .map_err(|e| sql::describe_error(&e))?;
+    if !partitions.is_empty() {
+        report["partitions"] = json!(partitions.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>());
+    }
+    let ddl = sql::table_ddl(client, &schema, &table).await.map_err(|e| sql::describe_error(&e))?;
+    let base = format!("tables/{}", sql::file_name(&format!("{schema}.{table}")));
+    write_small(cx, &format!("{base}.ddl.sql"), &ddl).map_err(|e| e.to_string())?;
+
+    let cols = kept.iter().map(|c| sql::ident(c)).collect::<Vec<_>>().join(", ");
+    let mut query = format!("SELECT {cols} FROM {}.{}", sql::ident(&schema), sql::ident(&table));
+    if let Some(f) = &t.filter {
+        let names = sql::bind_names(f)?;
+        for n in &names {
+            let Some(v) = params.get(n) else {
+                report["skipped"] =
+                    json!(format!("the filter needs :{n}, which neither the window nor the alert provides"));
+                return Ok(());
+            };
+            client
+                .execute("SELECT set_config($1, $2, true)", &[&sql::param_setting(n), v])
+                .await
+                .map_err(|e| sql::describe_error(&e))?;
+        }
+        query.push_str(" WHERE ");
+        query.push_str(&sql::substitute(f)?);
+    }
+    report["query"] = json!(query);
+    copy_csv(cx, client, &format!("{base}.csv"), &query, report).await
+}
+
+/// `COPY (query) TO STDOUT` as CSV with a header, streamed into an artifact, redacted line by line.
+async fn copy_csv(
+    cx: &Collection,
+    client: &Client,
+    path: &str,
+    query: &str,
+    report: &mut serde_json::Value,
+) -> Result<(), String> {
+    use std::io::Write;
+    let copy = format!("COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)");
+    let stream = client.copy_out(copy.as_str()).await.map_err(|e| sql::describe_error(&e))?;
+    let mut artifact = cx.artifact(path, "text/csv").map_err(|e| e.to_string())?;
+    let mut stream = std::pin::pin!(stream);
+    let mut pending: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut rows = sql::CsvRecords::default();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            format!("COPY interrupted after {} rows: {}", rows.count().saturating_sub(1), sql::describe_error(&e))
+        })?;
+        // Counted as they arrive (less the header), so an interrupted COPY still says how many rows it kept.
+        let before = rows.count().saturating_sub(1);
+        rows.feed(&chunk);
+        artifact.add_records(rows.count().saturating_sub(1) - before);
+        pending.extend_from_slice(&chunk);
+        // Redact whole lines only, so a secret is never split between two passes.
+        if let Some(cut) = memchr::memrchr(b'\n', &pending) {
+            cx.write_redacted(&mut artifact, &pending[..=cut]).map_err(|e| e.to_string())?;
+            pending.drain(..=cut);
+        }
+        if cx.is_cancelled() {
+            return Err("stopped".into());
+        }
+    }
+    cx.write_redacted(&mut artifact, &pending).map_err(|e| e.to_string())?;
+    let n = rows.count().saturating_sub(1); // the header
+    artifact.flush().map_err(|e| e.to_string())?;
+    artifact.finish().map_err(|e| e.to_string())?;
+    report["rows"] = json!(n);
+    Ok(())
+}
+
+fn write_small(cx: &Collection, path: &str, text: &str) -> std::io::Result<()> {
+    let mut a = cx.artifact(path, "application/sql").map_err(std::io::Error::other)?;
+    cx.write_redacted(&mut a, text.as_bytes())?;
+    a.finish()
+}

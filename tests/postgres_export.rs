@@ -1,0 +1,407 @@
+//! "Postgres backup or snapshot before manual remediation": tables exported from one point in time, exactly,
+//! read-only, with filters whose values can never become SQL, against a PostgreSQL the tests start themselves.
+
+mod support;
+
+use std::{
+    path::Path,
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use support::{postgres::PgServer, *};
+
+/// Caracal-shaped tables (caracal.md §2.3): zones, a partitioned audit ledger under RLS keyed on
+/// `caracal.zone_id`, policy-set versions and bindings, and a table whose name needs quoting.
+const SCHEMA: &str = r#"
+CREATE TABLE zones (id text PRIMARY KEY, name text NOT NULL, slug text UNIQUE, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE audit_events (
+  id text NOT NULL, zone_id text NOT NULL, event_type text NOT NULL, request_id text, decision text,
+  policy_set_version_id text, manifest_sha text, metadata_json jsonb, occurred_at timestamptz NOT NULL,
+  ingested_at timestamptz NOT NULL DEFAULT now(), content_sha256 text, prev_content_sha256 text, chain_hmac text,
+  chain_seq bigint, PRIMARY KEY (id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE TABLE audit_events_y2026m10 PARTITION OF audit_events FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');
+CREATE TABLE audit_events_y2026m11 PARTITION OF audit_events FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
+CREATE TABLE audit_events_default PARTITION OF audit_events DEFAULT;
+CREATE INDEX audit_events_zone_seq ON audit_events (zone_id, chain_seq DESC);
+ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY zone_isolation ON audit_events USING (current_setting('caracal.zone_id', true) = '*' OR zone_id = current_setting('caracal.zone_id', true));
+CREATE TABLE policy_set_versions (id text PRIMARY KEY, policy_set_id text NOT NULL, version int NOT NULL, manifest_json jsonb NOT NULL, manifest_sha256 text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE policy_set_bindings (zone_id text NOT NULL, policy_set_id text NOT NULL, active_version_id text REFERENCES policy_set_versions(id), updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (zone_id, policy_set_id));
+CREATE TABLE admin_tokens (id text PRIMARY KEY, name text, token_sha256 bytea, token_hash text, scope text, revoked_at timestamptz);
+CREATE TABLE "odd ""name"" é" ("we ird" text, "Ünïcode" int);
+INSERT INTO zones SELECT 'z' || i, 'Zone ' || i, 'zone-' || i FROM generate_series(1, 3) i;
+INSERT INTO audit_events (id, zone_id, event_type, request_id, decision, metadata_json, occurred_at, content_sha256, prev_content_sha256, chain_seq)
+  SELECT 'evt-' || lpad(i::text, 5, '0'), 'z' || (i % 3 + 1), 'token.exchange', 'req-' || i,
+         CASE WHEN i % 7 = 0 THEN 'deny' ELSE 'allow' END,
+         jsonb_build_object('agent_session_id', 'as_' || i, 'note', E'line one\nline "two", with comma'),
+         timestamptz '2026-10-20 00:00:00+00' + (i || ' hours')::interval, md5(i::text), md5((i - 1)::text), i
+  FROM generate_series(1, 900) i;
+INSERT INTO policy_set_versions VALUES ('psv-1', 'ps-1', 1, '{"policies":["pv-1"]}', 'aa11'), ('psv-2', 'ps-1', 2, '{"policies":["pv-1","pv-2"]}', 'bb22');
+INSERT INTO policy_set_bindings VALUES ('z1', 'ps-1', 'psv-2', now());
+INSERT INTO admin_tokens VALUES ('tok-1', 'ci', '\xdeadbeef', 'argon2id$v=19$secret-hash', 'global', NULL);
+INSERT INTO "odd ""name"" é" VALUES ('a "quoted" value', 1), (NULL, 2);
+"#;
+
+fn server(ws: &Workspace) -> PgServer {
+    let pg = PgServer::start(&ws.path().join("pg"));
+    pg.psql("postgres", "CREATE DATABASE caracal");
+    pg.psql("caracal", SCHEMA);
+    pg
+}
+
+const COLLECTORS: &str = r#"
+[[collector]]
+name = "pg"
+kind = "postgres"
+settings = { "caracal.zone_id" = "*" }
+tables = [
+  { table = "public.zones" },
+  { table = "audit_events" },
+  { table = "policy_set_versions" },
+  { table = "policy_set_bindings" },
+  { table = "admin_tokens", exclude_columns = ["token_sha256", "*_hash"] },
+  { table = 'odd "name" é' },
+]
+queries = [{ name = "partitions", sql = "SELECT inhrelid::regclass::text AS partition FROM pg_inherits WHERE inhparent = 'audit_events'::regclass ORDER BY 1" }]
+"#;
+
+fn digest(pg: &PgServer, table: &str) -> String {
+    pg.psql(
+        "caracal",
+        &format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+        ),
+    )
+}
+
+#[test]
+fn caracal_tables_export_exactly_and_reimport_identically() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    let dir = collectors_dir(&ws, "pg.toml", COLLECTORS);
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let tables = bag.join("data/pg/tables");
+
+    // Re-import every CSV into an empty copy of its table: the rows must be identical.
+    for (table, file) in [
+        ("zones", "public.zones"),
+        ("audit_events", "public.audit_events"),
+        ("policy_set_versions", "public.policy_set_versions"),
+        ("policy_set_bindings", "public.policy_set_bindings"),
+    ] {
+        let csv = tables.join(format!("{file}.csv"));
+        reimport(&pg, table, &csv);
+        assert_eq!(
+            digest(&pg, &format!("copy_of_{table}")),
+            digest(&pg, &format!("(SELECT * FROM {table}) ")),
+            "{table}"
+        );
+    }
+    assert_eq!(digest(&pg, "audit_events").split(':').next().unwrap().trim(), "900");
+
+    let m = manifest(&bag);
+    let c = collector(&m, "pg");
+    let exports = c["details"]["exports"].as_array().unwrap();
+    let audit = exports.iter().find(|e| e["name"] == "audit_events").unwrap();
+    assert_eq!(audit["rows"], 900);
+    assert_eq!(
+        audit["partitions"],
+        serde_json::json!(["audit_events_default", "audit_events_y2026m10", "audit_events_y2026m11"])
+    );
+    let artifact = c["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "data/pg/tables/public.audit_events.csv")
+        .unwrap();
+    assert_eq!(artifact["records"], 900, "records are rows, though values hold newlines");
+    let point = &c["details"]["point_in_time"];
+    for k in ["snapshot", "txid_snapshot", "wal_lsn", "server_now", "version", "database", "user"] {
+        assert!(!point[k].is_null(), "point_in_time.{k}");
+    }
+
+    // Secrets columns are never exported, and say so.
+    let tokens = std::fs::read_to_string(tables.join("public.admin_tokens.csv")).unwrap();
+    assert_eq!(tokens.lines().next().unwrap(), "id,name,scope,revoked_at");
+    assert!(!tokens.contains("secret-hash") && !tokens.contains("deadbeef"));
+    assert!(c["redactions"].as_array().unwrap().iter().any(|r| r["rule"] == "column-excluded" && r["count"] == 2));
+
+    // DDL from the catalog, and a name that needs quoting.
+    let ddl = std::fs::read_to_string(tables.join("public.audit_events.ddl.sql")).unwrap();
+    for needle in [
+        "PARTITION BY RANGE (occurred_at)",
+        "ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY \"zone_isolation\"",
+        "audit_events_zone_seq",
+        "PRIMARY KEY (id, occurred_at)",
+    ] {
+        assert!(ddl.contains(needle), "{needle} in\n{ddl}");
+    }
+    let odd = std::fs::read_to_string(tables.join("public.odd__name__é.csv")).unwrap();
+    assert_eq!(odd, "we ird,Ünïcode\n\"a \"\"quoted\"\" value\",1\n,2\n");
+    let parts = std::fs::read_to_string(bag.join("data/pg/queries/partitions.csv")).unwrap();
+    assert_eq!(parts.lines().count(), 4);
+}
+
+/// Creates `copy_of_<table>` like `table` (no partitions, no RLS) and loads the CSV with psql's client-side \copy.
+fn reimport(pg: &PgServer, table: &str, csv: &Path) {
+    pg.psql("caracal", &format!("CREATE TABLE copy_of_{table} (LIKE {table})"));
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "caracal",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+        ])
+        .arg(format!("\\copy copy_of_{table} FROM '{}' WITH (FORMAT csv, HEADER true)", csv.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn every_table_reflects_the_same_instant_while_writers_commit() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    // Three tables written together in every transaction: a consistent export holds equal counts in all three.
+    pg.psql(
+        "caracal",
+        "CREATE TABLE event_outbox (n bigint, payload text); CREATE TABLE sessions (n bigint); CREATE TABLE delegation_edges (n bigint);
+         INSERT INTO event_outbox SELECT i, repeat('x', 300) FROM generate_series(1, 200000) i;",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // One psql session committing transactions as fast as it can, so any two moments differ in what they see.
+    let writer = {
+        let (stop, port) = (stop.clone(), pg.port);
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut psql = Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "caracal",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut stdin = psql.stdin.take().unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tx = format!(
+                    "BEGIN; INSERT INTO event_outbox VALUES (-{n}, 'late'); INSERT INTO sessions VALUES ({n}); INSERT INTO delegation_edges VALUES ({n}); COMMIT;\n"
+                );
+                stdin.write_all(tx.as_bytes()).unwrap();
+                n += 1;
+            }
+            drop(stdin);
+            assert!(psql.wait().unwrap().success());
+            n
+        })
+    };
+    let dir = collectors_dir(
+        &ws,
+        "c.toml",
+        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 3\ntables = [{ table = \"event_outbox\" }, { table = \"sessions\" }, { table = \"delegation_edges\" }]\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let committed = writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let rows = |t: &str| {
+        std::fs::read_to_string(bag.join(format!("data/pg/tables/public.{t}.csv"))).unwrap().lines().count() - 1
+    };
+    let late_outbox = std::fs::read_to_string(bag.join("data/pg/tables/public.event_outbox.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(",late"))
+        .count();
+    let (sessions, edges) = (rows("sessions"), rows("delegation_edges"));
+    assert!(committed > 2, "the writer committed during the run ({committed})");
+    assert!(
+        sessions > 0 && (sessions as u64) < committed,
+        "the export cut the writer's history: {sessions} of {committed}"
+    );
+    assert_eq!(sessions, edges, "same instant in every table");
+    assert_eq!(late_outbox, sessions, "same instant in every table, even the big one exported by the other worker");
+}
+
+#[test]
+fn read_only_role_exports_everything_and_writes_nothing() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    pg.psql("postgres", "CREATE ROLE evidence LOGIN PASSWORD 'ro-pg-pass-77'; GRANT pg_read_all_data TO evidence;");
+    let counters = || {
+        std::thread::sleep(Duration::from_millis(1200)); // backends report statistics about once a second
+        pg.psql("caracal", "SELECT pg_stat_clear_snapshot(); SELECT tup_inserted || ',' || tup_updated || ',' || tup_deleted FROM pg_stat_database WHERE datname = 'caracal'")
+    };
+    let before = counters();
+    let cfg = ws.write("site.toml", format!("[postgres]\nurl = \"postgres://evidence@127.0.0.1:{}/caracal\"\npassword = \"env:PRESERVE_TEST_PG_PASSWORD\"\n", pg.port));
+    let dir = collectors_dir(&ws, "pg.toml", COLLECTORS);
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pg", "--config"])
+        .arg(&cfg)
+        .arg("--collectors")
+        .arg(&dir)
+        .env("PRESERVE_TEST_PG_PASSWORD", "ro-pg-pass-77"));
+    assert_eq!(out.status.code(), Some(0), "complete under pg_read_all_data");
+    assert_eq!(before, counters(), "no row inserted, updated or deleted");
+    let m = ws.side_manifest();
+    let exports = collector(&m, "pg")["details"]["exports"].clone();
+    let audit = exports.as_array().unwrap().iter().find(|e| e["name"] == "audit_events").unwrap();
+    assert_eq!(audit["rows"], 900, "RLS opened by the caracal.zone_id setting");
+    assert!(!m.to_string().contains("ro-pg-pass-77"));
+}
+
+#[test]
+fn alert_label_values_are_bound_never_executed() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    let dir = collectors_dir(
+        &ws,
+        "f.toml",
+        "[[collector]]\nname = \"pgf\"\nkind = \"postgres\"\nsettings = { \"caracal.zone_id\" = \"*\" }\n\
+         tables = [{ table = \"audit_events\", where = \"zone_id = :zone_id AND occurred_at >= :since\" }, { table = \"zones\", where = \"id = :request_id\" }]\n",
+    );
+    let alert = |zone: &str| {
+        ws.write(
+            "alert.json",
+            serde_json::json!({ "labels": { "alertname": "CaracalAuditTamperDetected", "zone_id": zone } }).to_string(),
+        )
+    };
+    let snapshot = |zone: &str, out: &str| {
+        let a = alert(zone);
+        let o = run(ws
+            .preserve()
+            .args(["snapshot", "-q", "-c", "pgf", "--since", "2026-11-01T00:00:00Z", "--out", out, "--alert"])
+            .arg(&a)
+            .arg("--collectors")
+            .arg(&dir)
+            .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+        assert_eq!(o.status.code(), Some(0));
+        let b = std::fs::read_dir(out)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+            .unwrap();
+        manifest(&b)
+    };
+    let injected = snapshot("x' OR '1'='1", &ws.path().join("o1").to_string_lossy());
+    let e = collector(&injected, "pgf")["details"]["exports"].clone();
+    assert_eq!(e[0]["rows"], 0, "the quote is data: no zone has that id: {e}");
+    assert!(
+        e[1]["skipped"].as_str().unwrap().contains(":request_id"),
+        "a filter without its value is skipped, not run"
+    );
+    let real = snapshot("z2", &ws.path().join("o2").to_string_lossy());
+    let want =
+        pg.psql("caracal", "SELECT count(*) FROM audit_events WHERE zone_id = 'z2' AND occurred_at >= '2026-11-01'");
+    assert_eq!(collector(&real, "pgf")["details"]["exports"][0]["rows"].to_string(), want.trim());
+    assert_eq!(pg.psql("caracal", "SELECT count(*) FROM zones").trim(), "3", "nothing was dropped or changed");
+}
+
+#[test]
+fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
+    let ws = Workspace::new();
+    let mut pg = server(&ws);
+    pg.psql("postgres", "CREATE ROLE limited LOGIN; GRANT CONNECT ON DATABASE caracal TO limited;");
+    pg.psql("caracal", "GRANT SELECT ON zones, policy_set_versions TO limited; CREATE TABLE big_ledger AS SELECT i, repeat('r', 400) AS pad FROM generate_series(1, 400000) i; GRANT SELECT ON big_ledger TO limited;");
+    let dir = collectors_dir(
+        &ws,
+        "d.toml",
+        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 1\ntables = [{ table = \"zones\" }, { table = \"admin_tokens\" }, { table = \"policy_set_versions\" }]\n\n[[collector]]\nname = \"pgbig\"\nkind = \"postgres\"\ntables = [{ table = \"big_ledger\" }]\n",
+    );
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("limited", "caracal")));
+    assert_eq!(out.status.code(), Some(3));
+    let m = ws.side_manifest();
+    let c = collector(&m, "pg");
+    assert_eq!(c["status"], "partial");
+    assert!(c["error"].as_str().unwrap().contains("admin_tokens: permission denied"), "{}", c["error"]);
+    let rows: Vec<String> =
+        c["details"]["exports"].as_array().unwrap().iter().map(|e| format!("{}={}", e["name"], e["rows"])).collect();
+    assert_eq!(
+        rows,
+        ["\"zones\"=3", "\"admin_tokens\"=null", "\"policy_set_versions\"=2"],
+        "the tables after the denied one are exported"
+    );
+
+    // The server stops in the middle of a COPY.
+    let ws2 = Workspace::new();
+    let mut child = ws2
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pgbig", "-c", "context", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal"))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the export ended before the server could be stopped");
+        let staged = std::fs::read_dir(ws2.out()).ok().and_then(|rd| {
+            rd.filter_map(Result::ok).find(|e| e.file_name().to_string_lossy().ends_with(".staging")).map(|e| e.path())
+        });
+        if let Some(s) = staged
+            && std::fs::metadata(s.join("data/pgbig/tables/public.big_ledger.csv")).is_ok_and(|m| m.len() > 1 << 20)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pg.kill();
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert_eq!(run(ws2.preserve().arg("verify").arg(ws2.only_bundle())).status.code(), Some(0));
+    let m = ws2.side_manifest();
+    let c = collector(&m, "pgbig");
+    assert!(c["status"] == "partial" || c["status"] == "failed", "{c}");
+    let a = c["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "data/pgbig/tables/public.big_ledger.csv")
+        .unwrap();
+    let kept = a["records"].as_u64().unwrap();
+    assert!(kept > 0 && kept < 400_000, "rows so far are kept: {kept}");
+    assert_eq!(collector(&m, "context")["status"], "ok");
+}
