@@ -10,7 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use support::{postgres::PgServer, *};
@@ -375,20 +375,7 @@ fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
         .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal"))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(child.try_wait().unwrap().is_none(), "the export ended before the server could be stopped");
-        let staged = std::fs::read_dir(ws2.out()).ok().and_then(|rd| {
-            rd.filter_map(Result::ok).find(|e| e.file_name().to_string_lossy().ends_with(".staging")).map(|e| e.path())
-        });
-        if let Some(s) = staged
-            && std::fs::metadata(s.join("data/pgbig/tables/public.big_ledger.csv")).is_ok_and(|m| m.len() > 1 << 20)
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    ws2.wait_for_staged("pgbig/tables/public.big_ledger.csv", 1 << 20, &mut child);
     pg.kill();
     assert_eq!(child.wait().unwrap().code(), Some(3));
     assert_eq!(run(ws2.preserve().arg("verify").arg(ws2.only_bundle())).status.code(), Some(0));

@@ -12,7 +12,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::{Value as Json, json};
@@ -604,26 +604,6 @@ fn big_stream(r: &RedisServer, n: u64) {
     pipe(r, &bulk);
 }
 
-/// Waits until the staged entries file of the DLQ has grown past `bytes`.
-fn wait_for_staged(ws: &Workspace, bytes: u64, child: &mut std::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(child.try_wait().unwrap().is_none(), "preserve ended before the fault could be injected");
-        let staged = std::fs::read_dir(ws.out()).ok().and_then(|rd| {
-            rd.filter_map(Result::ok).find(|e| e.file_name().to_string_lossy().ends_with(".staging")).map(|e| e.path())
-        });
-        if let Some(s) = staged
-            && let Ok(m) =
-                std::fs::metadata(s.join("data/redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl"))
-            && m.len() > bytes
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the export never got going");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn server_killed_mid_export_gives_a_partial_bundle_that_verifies() {
     let ws = Workspace::new();
@@ -637,7 +617,7 @@ fn server_killed_mid_export_gives_a_partial_bundle_that_verifies() {
         .env("PRESERVE_REDIS_URL", r.url())
         .spawn()
         .unwrap();
-    wait_for_staged(&ws, 1 << 20, &mut child);
+    ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 1 << 20, &mut child);
     r.kill();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3), "partial bundle");
@@ -678,7 +658,7 @@ fn a_dropped_connection_is_resumed_once_from_the_last_exported_id() {
         .env("PRESERVE_REDIS_URL", r.url())
         .spawn()
         .unwrap();
-    wait_for_staged(&ws, 1 << 20, &mut child);
+    ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 1 << 20, &mut child);
     r.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "resumed and complete");

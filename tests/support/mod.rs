@@ -63,6 +63,27 @@ impl Workspace {
         v
     }
 
+    /// Waits, while `child` (a running snapshot) collects, until the staged artifact `data/<relative>` has grown
+    /// past `bytes`: the moment to inject a fault mid-export.
+    pub fn wait_for_staged(&self, relative: &str, bytes: u64, child: &mut std::process::Child) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            assert!(child.try_wait().unwrap().is_none(), "preserve ended before the fault could be injected");
+            let staged = std::fs::read_dir(self.out()).ok().and_then(|rd| {
+                rd.filter_map(Result::ok)
+                    .find(|e| e.file_name().to_string_lossy().ends_with(".staging"))
+                    .map(|e| e.path())
+            });
+            if let Some(s) = staged
+                && std::fs::metadata(s.join("data").join(relative)).is_ok_and(|m| m.len() > bytes)
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the export never got going");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// The parsed `.manifest.json` beside the only bundle.
     pub fn side_manifest(&self) -> serde_json::Value {
         let name = self.only_bundle().file_name().unwrap().to_string_lossy().replace(".tar.zst", ".manifest.json");
