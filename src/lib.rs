@@ -4,6 +4,7 @@
 //! `main.rs` only turns CLI arguments into calls on this library and its results into exit codes.
 
 pub mod alert;
+pub mod analysis;
 pub mod bundle;
 pub mod config;
 pub mod progress;

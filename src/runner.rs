@@ -70,13 +70,14 @@ pub struct RunContext {
     pub run_timeout: Duration,
 }
 
+/// What one collector left for the manifest.
+pub struct Ran {
+    pub record: CollectorRecord,
+    pub findings: Vec<crate::bundle::manifest::Finding>,
+}
+
 /// Runs every collector and returns their records (artifacts are filled in later from the staging area).
-pub async fn run(
-    collectors: Vec<PlannedCollector>,
-    rc: &RunContext,
-    stop: &Stop,
-    progress: &Progress,
-) -> Vec<CollectorRecord> {
+pub async fn run(collectors: Vec<PlannedCollector>, rc: &RunContext, stop: &Stop, progress: &Progress) -> Vec<Ran> {
     let deadline = Instant::now() + rc.run_timeout;
     let runs = collectors.into_iter().map(|c| run_one(c, rc, stop, deadline, progress));
     futures::future::join_all(runs).await
@@ -88,13 +89,7 @@ enum End {
     Stopped(String),
 }
 
-async fn run_one(
-    c: PlannedCollector,
-    rc: &RunContext,
-    stop: &Stop,
-    run_deadline: Instant,
-    progress: &Progress,
-) -> CollectorRecord {
+async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline: Instant, progress: &Progress) -> Ran {
     let started_at = Timestamp::now();
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
@@ -150,7 +145,11 @@ async fn run_one(
     // Whatever is still open was cut off: keep it, hashed as written, and say so.
     rc.staging.seal_collector(&c.name, error.as_deref().unwrap_or("the collector returned without closing it"));
     // Everything that reaches the manifest passes the redactor, like the artifacts did.
-    let mut details = serde_json::Value::Object(outcome.map(|o| o.details).unwrap_or_default());
+    let (details, mut findings) = outcome.map(|o| (o.details, o.findings)).unwrap_or_default();
+    let mut details = serde_json::Value::Object(details);
+    for f in &mut findings {
+        f.summary = rc.redactor.redact_str(&f.summary, &tally);
+    }
     crate::redact::redact_json(&mut details, &rc.redactor, &tally);
     let record = CollectorRecord {
         name: c.name.clone(),
@@ -168,7 +167,7 @@ async fn run_one(
         },
     };
     progress.finished(&record, &counters);
-    record
+    Ran { record, findings }
 }
 
 fn join_error(e: JoinError) -> String {

@@ -273,7 +273,23 @@ pub async fn execute(
         run_timeout: env.run_timeout.unsigned_abs().max(Duration::from_millis(1)),
     };
     progress.note(&format!("snapshot {bundle_id}: {} collectors", plan.collectors.len()));
-    let mut records = runner::run(plan.collectors.clone(), &rc, stop, progress).await;
+    let ran = runner::run(plan.collectors.clone(), &rc, stop, progress).await;
+    let mut findings: Vec<Finding> = secrets
+        .warnings
+        .iter()
+        .map(|w| Finding {
+            collector: CONTEXT_COLLECTOR.into(),
+            code: "config.credential_unavailable".into(),
+            severity: Severity::Warning,
+            summary: w.clone(),
+            details: Default::default(),
+        })
+        .collect();
+    let mut records = Vec::with_capacity(ran.len());
+    for r in ran {
+        findings.extend(r.findings);
+        records.push(r.record);
+    }
 
     let staged = staging.finish();
     for r in &mut records {
@@ -300,17 +316,7 @@ pub async fn execute(
         trigger,
         window: WindowRecord { since: plan.window.since, until: plan.window.until },
         collectors: records,
-        findings: secrets
-            .warnings
-            .iter()
-            .map(|w| Finding {
-                collector: CONTEXT_COLLECTOR.into(),
-                code: "config.credential_unavailable".into(),
-                severity: Severity::Warning,
-                summary: w.clone(),
-                details: Default::default(),
-            })
-            .collect(),
+        findings,
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },
     };
     let opts = ArchiveOptions {

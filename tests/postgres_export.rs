@@ -392,3 +392,118 @@ fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
     assert!(kept > 0 && kept < 400_000, "rows so far are kept: {kept}");
     assert_eq!(collector(&m, "context")["status"], "ok");
 }
+
+/// The full ledger shape the chain formula covers, with a valid chain per zone built by the formula in SQL.
+const LEDGER: &str = r#"
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE TABLE audit_events (
+  id text NOT NULL, zone_id text NOT NULL, event_type text NOT NULL, request_id text, decision text, policy_set_id text,
+  policy_set_version_id text, manifest_sha text, evaluation_status text, determining_policies_json jsonb,
+  diagnostics_json jsonb, metadata_json jsonb, occurred_at timestamptz NOT NULL, ingested_at timestamptz DEFAULT now(),
+  content_sha256 text, prev_content_sha256 text, chain_hmac text, chain_seq bigint, ingest_signature text,
+  PRIMARY KEY (id, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+CREATE TABLE audit_events_default PARTITION OF audit_events DEFAULT;
+INSERT INTO audit_events (id, zone_id, event_type, request_id, decision, policy_set_version_id, manifest_sha,
+  evaluation_status, determining_policies_json, diagnostics_json, metadata_json, occurred_at, chain_seq)
+SELECT 'evt-' || z || '-' || s, 'z' || z, 'token.exchange', CASE WHEN s % 5 = 0 THEN NULL ELSE 'req-' || s END,
+  CASE WHEN s % 4 = 0 THEN 'deny' ELSE 'allow' END, 'psv-2', 'bb22', 'evaluated',
+  jsonb_build_array('pv-1'), CASE WHEN s % 3 = 0 THEN NULL ELSE jsonb_build_object('rule', 'r' || s) END,
+  jsonb_build_object('agent_session_id', 'as_' || s, 'note', 'ünï "q"'),
+  timestamptz '2026-11-29 01:00:00.123456+00' + (s || ' seconds')::interval, s
+FROM generate_series(1, 3) z, generate_series(1, 30) s;
+UPDATE audit_events SET content_sha256 = encode(sha256(convert_to(
+  id || chr(31) || zone_id || chr(31) || event_type || chr(31) || coalesce(request_id, '') || chr(31) ||
+  coalesce(decision, '') || chr(31) || coalesce(policy_set_id, '') || chr(31) || coalesce(policy_set_version_id, '') || chr(31) ||
+  coalesce(manifest_sha, '') || chr(31) || coalesce(evaluation_status, '') || chr(31) ||
+  coalesce(determining_policies_json::text, 'null') || chr(31) || coalesce(diagnostics_json::text, 'null') || chr(31) ||
+  coalesce(metadata_json::text, 'null') || chr(31) || ((extract(epoch FROM occurred_at) * 1000000)::bigint * 1000)::text,
+  'UTF8')), 'hex');
+UPDATE audit_events a SET prev_content_sha256 = p.prev
+  FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM audit_events) p WHERE p.id = a.id;
+UPDATE audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'), decode('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex'), 'sha256'), 'hex');
+"#;
+
+const HMAC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+fn chain_snapshot(ws: &Workspace, pg: &PgServer, out: &str) -> (serde_json::Value, Vec<(String, i64, String)>) {
+    let dir = collectors_dir(
+        ws,
+        "chain.toml",
+        "[[collector]]\nname = \"ledger\"\nkind = \"postgres\"\nverify_audit_chain = true\ntables = [{ table = \"audit_events\" }]\n",
+    );
+    let o = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "ledger", "--out", out, "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "ledger"))
+        .env("AUDIT_HMAC_KEY", HMAC_KEY));
+    assert_eq!(o.status.code(), Some(0));
+    let bundle = std::fs::read_dir(out)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .unwrap();
+    let bag = unpack(&bundle, &ws.path().join(format!("{out}-x").replace('/', "_")));
+    let problems: Vec<(String, i64, String)> =
+        std::fs::read_to_string(bag.join("data/ledger/analysis/audit_chain_problems.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    j["zone_id"].as_str().unwrap().to_string(),
+                    j["chain_seq"].as_i64().unwrap(),
+                    j["check"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+    (manifest(&bag), problems)
+}
+
+#[test]
+fn audit_chain_verification_finds_exactly_the_planted_tampering() {
+    let ws = Workspace::new();
+    let pg = PgServer::start(&ws.path().join("pg"));
+    pg.psql("postgres", "CREATE DATABASE ledger");
+    pg.psql("ledger", LEDGER);
+
+    let (m, problems) = chain_snapshot(&ws, &pg, &ws.path().join("clean").to_string_lossy());
+    assert_eq!(problems, vec![], "the valid chain has no problem");
+    let ok = m["findings"].as_array().unwrap().iter().find(|f| f["code"] == "audit.chain.ok").expect("an ok finding");
+    assert_eq!(ok["details"]["rows"], 90);
+    assert_eq!(ok["details"]["hmac"]["checked"], true);
+    assert!(!m.to_string().contains(HMAC_KEY), "the key never reaches the manifest, only its fingerprint");
+
+    // Tampering, as an attacker with write access would do it.
+    pg.psql(
+        "ledger",
+        "UPDATE audit_events SET decision = 'allow' WHERE zone_id = 'z1' AND chain_seq = 12;
+         DELETE FROM audit_events WHERE zone_id = 'z1' AND chain_seq = 20;
+         UPDATE audit_events SET chain_seq = CASE chain_seq WHEN 5 THEN 6 ELSE 5 END WHERE zone_id = 'z2' AND chain_seq IN (5, 6);
+         UPDATE audit_events SET chain_hmac = repeat('0', 64) WHERE zone_id = 'z3' AND chain_seq = 3;",
+    );
+    let (m, mut problems) = chain_snapshot(&ws, &pg, &ws.path().join("tampered").to_string_lossy());
+    problems.sort();
+    let want: Vec<(String, i64, String)> = [
+        ("z1", 12, "content_mismatch"),
+        ("z1", 21, "chain_break"),
+        ("z1", 21, "seq_gap"),
+        ("z2", 5, "chain_break"),
+        ("z2", 6, "chain_break"),
+        ("z2", 7, "chain_break"),
+        ("z3", 3, "hmac_mismatch"),
+    ]
+    .iter()
+    .map(|(z, s, c)| (z.to_string(), *s, c.to_string()))
+    .collect();
+    assert_eq!(problems, want);
+    let codes: Vec<&str> = m["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    for c in
+        ["audit.chain.content_mismatch", "audit.chain.chain_break", "audit.chain.seq_gap", "audit.chain.hmac_mismatch"]
+    {
+        assert!(codes.contains(&c), "{codes:?}");
+    }
+    assert!(!codes.contains(&"audit.chain.ok"));
+}

@@ -50,6 +50,8 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// Kind-specific facts for the manifest.
     pub details: serde_json::Map<String, serde_json::Value>,
+    /// Results of analysis steps (e.g. audit-chain verification), for the manifest's `findings`.
+    pub findings: Vec<crate::bundle::manifest::Finding>,
 }
 
 impl Outcome {

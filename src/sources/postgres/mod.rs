@@ -3,6 +3,7 @@
 //! stream `COPY (SELECT ...) TO STDOUT` as CSV straight into artifacts, in parallel. Filters take named
 //! parameters whose values are bound through `set_config`, never spliced into SQL.
 
+mod chain;
 mod sql;
 
 use std::{
@@ -40,6 +41,11 @@ pub struct PostgresSource {
     pub statement_timeout: Option<SignedDuration>,
     /// `lock_timeout`, so the export never queues behind DDL forever (default 10s).
     pub lock_timeout: Option<SignedDuration>,
+    /// Re-verify Caracal's audit hash chain over the same snapshot: every zone of `public.audit_events` end to end
+    /// (content hash, links, `chain_seq` continuity, and `chain_hmac` when `AUDIT_HMAC_KEY` / `audit.hmac_key` is
+    /// given). Results go to `findings` and `analysis/`.
+    #[serde(default)]
+    pub verify_audit_chain: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -78,7 +84,7 @@ enum Job {
 #[async_trait]
 impl Source for PostgresSource {
     fn check(&self, _env: &Environment) -> Result<(), String> {
-        if self.tables.is_empty() && self.queries.is_empty() {
+        if self.tables.is_empty() && self.queries.is_empty() && !self.verify_audit_chain {
             return Err("a postgres collector needs `tables` or `queries`".into());
         }
         if self.workers == 0 {
@@ -93,7 +99,14 @@ impl Source for PostgresSource {
     }
 
     fn credentials(&self, env: &Environment) -> Vec<(String, CredentialRef)> {
-        env.postgres.password.clone().map(|r| ("postgres.password".to_string(), r)).into_iter().collect()
+        let mut c: Vec<_> =
+            env.postgres.password.clone().map(|r| ("postgres.password".to_string(), r)).into_iter().collect();
+        if self.verify_audit_chain
+            && let Some(crate::config::KeySource::Reference(r)) = &env.audit_hmac_key
+        {
+            c.push(("audit.hmac_key".to_string(), r.clone()));
+        }
+        c
     }
 
     fn describe(&self, env: &Environment) -> String {
@@ -179,6 +192,12 @@ impl Source for PostgresSource {
             }
         });
         let ended = futures::future::join_all(workers).await;
+        // The chain is verified from the leader's own transaction: the same instant as every table exported.
+        if self.verify_audit_chain
+            && let Err(e) = chain::verify(&cx, &leader, &mut out).await
+        {
+            out.warn(e.to_string());
+        }
         let _ = leader.batch_execute("COMMIT").await;
         if let Some(e) = ended.into_iter().find_map(Result::err) {
             return Err(e);

@@ -1,0 +1,217 @@
+//! Offline re-verification of Caracal's audit hash chain (caracal.md §6.1), every zone end to end, ordered by
+//! `chain_seq`, with no time window (the Audit service's own sweep has window-edge false positives and blind
+//! spots). Per row: the content hash recomputed with Caracal's formula, the link to the previous row, `chain_seq`
+//! continuity and duplicates, and, with the key, `chain_hmac`.
+
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// One row of `audit_events`, as the verification query returns it (NULL text columns as empty strings, NULL
+/// JSON as `null`, `occurred_at` in Unix microseconds).
+#[derive(Debug, Clone, Default)]
+pub struct ChainRow {
+    pub zone_id: String,
+    pub chain_seq: Option<i64>,
+    pub id: String,
+    /// The 12 hashed string fields after `id` and `zone_id`: event_type, request_id, decision, policy_set_id,
+    /// policy_set_version_id, manifest_sha, evaluation_status, determining_policies, diagnostics, metadata.
+    pub fields: [String; 10],
+    pub occurred_us: i64,
+    pub content_sha256: String,
+    pub prev_content_sha256: String,
+    pub chain_hmac: String,
+}
+
+/// One failed check on one row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainProblem {
+    pub zone_id: String,
+    pub chain_seq: Option<i64>,
+    pub id: String,
+    /// `content_mismatch`, `chain_break`, `seq_gap`, `seq_duplicate`, `seq_null`, `hmac_mismatch`.
+    pub check: &'static str,
+    pub detail: String,
+}
+
+/// Per zone: what was checked and where the chain is anchored.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ZoneSummary {
+    pub zone_id: String,
+    pub rows: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    /// `prev_content_sha256` of the first row: the link to history no longer in the table (dropped partitions).
+    pub anchor_prev: String,
+    pub head_content_sha256: String,
+    pub problems: u64,
+}
+
+/// Caracal's content hash: SHA-256 over the 12 string fields each followed by 0x1F, then the decimal UnixNano of
+/// `occurred_at`, hex.
+pub fn content_sha256(row: &ChainRow) -> String {
+    let mut h = Sha256::new();
+    for f in [&row.id, &row.zone_id].into_iter().chain(row.fields.iter()) {
+        h.update(f.as_bytes());
+        h.update([0x1f]);
+    }
+    h.update((row.occurred_us as i128 * 1000).to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// `hex(HMAC-SHA256(key, content + "|" + prev))`.
+pub fn chain_hmac(key: &[u8], content: &str, prev: &str) -> String {
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(content.as_bytes());
+    mac.update(b"|");
+    mac.update(prev.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Streams rows ordered by (zone_id, chain_seq) and collects problems and per-zone summaries.
+pub struct Verifier {
+    key: Option<Vec<u8>>,
+    zone: Option<ZoneSummary>,
+    prev_content: String,
+    prev_seq: Option<i64>,
+    pub zones: Vec<ZoneSummary>,
+}
+
+impl Verifier {
+    pub fn new(key: Option<Vec<u8>>) -> Self {
+        Self { key, zone: None, prev_content: String::new(), prev_seq: None, zones: Vec::new() }
+    }
+
+    /// Checks one row; returns its problems (usually none).
+    pub fn feed(&mut self, row: &ChainRow) -> Vec<ChainProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |check: &'static str, detail: String| {
+            problems.push(ChainProblem {
+                zone_id: row.zone_id.clone(),
+                chain_seq: row.chain_seq,
+                id: row.id.clone(),
+                check,
+                detail,
+            })
+        };
+        let first_in_zone = self.zone.as_ref().is_none_or(|z| z.zone_id != row.zone_id);
+        if first_in_zone {
+            if let Some(z) = self.zone.take() {
+                self.zones.push(z);
+            }
+            self.zone = Some(ZoneSummary {
+                zone_id: row.zone_id.clone(),
+                first_seq: row.chain_seq,
+                anchor_prev: row.prev_content_sha256.clone(),
+                ..Default::default()
+            });
+        }
+
+        let recomputed = content_sha256(row);
+        if recomputed != row.content_sha256 {
+            problem("content_mismatch", format!("stored {} recomputed {recomputed}", row.content_sha256));
+        }
+        if !first_in_zone && row.prev_content_sha256 != self.prev_content {
+            problem(
+                "chain_break",
+                format!(
+                    "prev_content_sha256 {} but the previous row's content is {}",
+                    row.prev_content_sha256, self.prev_content
+                ),
+            );
+        }
+        match (row.chain_seq, self.prev_seq) {
+            (None, _) => problem("seq_null", "chain_seq is NULL".into()),
+            (Some(s), Some(p)) if !first_in_zone && s == p => {
+                problem("seq_duplicate", format!("chain_seq {s} appears again"))
+            }
+            (Some(s), Some(p)) if !first_in_zone && s != p + 1 => {
+                problem("seq_gap", format!("chain_seq jumps from {p} to {s}: {} row(s) missing", s - p - 1))
+            }
+            _ => {}
+        }
+        if let Some(key) = &self.key {
+            let want = chain_hmac(key, &row.content_sha256, &row.prev_content_sha256);
+            if want != row.chain_hmac {
+                problem("hmac_mismatch", "chain_hmac does not match the key".into());
+            }
+        }
+
+        let n = problems.len() as u64;
+        if let Some(z) = self.zone.as_mut() {
+            z.rows += 1;
+            z.last_seq = row.chain_seq.or(z.last_seq);
+            z.head_content_sha256 = row.content_sha256.clone();
+            z.problems += n;
+        }
+        self.prev_content = row.content_sha256.clone();
+        self.prev_seq = row.chain_seq.or(self.prev_seq);
+        problems
+    }
+
+    pub fn finish(mut self) -> Vec<ZoneSummary> {
+        if let Some(z) = self.zone.take() {
+            self.zones.push(z);
+        }
+        self.zones
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(zone: &str, seq: i64, prev: &str) -> ChainRow {
+        let mut r = ChainRow {
+            zone_id: zone.into(),
+            chain_seq: Some(seq),
+            id: format!("evt-{seq}"),
+            fields: ["token.exchange", "req", "allow", "", "", "", "ok", "null", "null", "null"].map(String::from),
+            occurred_us: 1_764_370_000_000_000 + seq,
+            prev_content_sha256: prev.into(),
+            ..Default::default()
+        };
+        r.content_sha256 = content_sha256(&r);
+        r.chain_hmac = chain_hmac(b"k", &r.content_sha256, prev);
+        r
+    }
+
+    #[test]
+    fn formula_matches_caracals_layout() {
+        let r = row("z", 1, "");
+        let mut expect = Vec::new();
+        for f in ["evt-1", "z", "token.exchange", "req", "allow", "", "", "", "ok", "null", "null", "null"] {
+            expect.extend_from_slice(f.as_bytes());
+            expect.push(0x1f);
+        }
+        expect.extend_from_slice(b"1764370000000001000");
+        assert_eq!(r.content_sha256, hex::encode(Sha256::digest(&expect)));
+    }
+
+    #[test]
+    fn a_valid_chain_has_no_problems_and_each_kind_is_caught() {
+        let a = row("z", 1, "anchor");
+        let b = row("z", 2, &a.content_sha256);
+        let c = row("z", 3, &b.content_sha256);
+        let mut v = Verifier::new(Some(b"k".to_vec()));
+        assert!([&a, &b, &c].iter().all(|r| v.feed(r).is_empty()));
+        let zones = v.finish();
+        assert_eq!((zones[0].rows, zones[0].anchor_prev.as_str()), (3, "anchor"));
+
+        let mut v = Verifier::new(Some(b"k".to_vec()));
+        let mut tampered = b.clone();
+        tampered.fields[2] = "deny".into();
+        let mut forged = c.clone();
+        forged.chain_hmac = "00".into();
+        assert!(v.feed(&a).is_empty());
+        let p = v.feed(&tampered);
+        assert_eq!(p.iter().map(|p| p.check).collect::<Vec<_>>(), ["content_mismatch"]);
+        let p = v.feed(&forged);
+        assert_eq!(p.iter().map(|p| p.check).collect::<Vec<_>>(), ["hmac_mismatch"]);
+
+        let mut v = Verifier::new(None);
+        v.feed(&a);
+        let p = v.feed(&c); // b deleted
+        assert_eq!(p.iter().map(|p| p.check).collect::<Vec<_>>(), ["chain_break", "seq_gap"]);
+    }
+}
