@@ -287,6 +287,28 @@ fn read_only_role_exports_everything_and_writes_nothing() {
     let audit = exports.as_array().unwrap().iter().find(|e| e["name"] == "audit_events").unwrap();
     assert_eq!(audit["rows"], 900, "RLS opened by the caracal.zone_id setting");
     assert!(!m.to_string().contains("ro-pg-pass-77"));
+    assert!(m["findings"].as_array().unwrap().is_empty(), "{}", m["findings"]);
+
+    // The same role without the setting reads nothing through RLS: that must be flagged, not taken as "empty".
+    let ws2 = Workspace::new();
+    let dir = collectors_dir(
+        &ws2,
+        "n.toml",
+        "[[collector]]\nname = \"norls\"\nkind = \"postgres\"\ntables = [{ table = \"audit_events\" }, { table = \"zones\" }]\n",
+    );
+    let out = run(ws2
+        .preserve()
+        .args(["snapshot", "-q", "-c", "norls", "--config"])
+        .arg(&cfg)
+        .arg("--collectors")
+        .arg(&dir)
+        .env("PRESERVE_TEST_PG_PASSWORD", "ro-pg-pass-77"));
+    assert_eq!(out.status.code(), Some(0));
+    let m = ws2.side_manifest();
+    let findings = m["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0]["code"], "postgres.rls_zero_rows");
+    assert!(findings[0]["summary"].as_str().unwrap().starts_with("audit_events:"));
 }
 
 #[test]

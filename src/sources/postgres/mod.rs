@@ -211,6 +211,19 @@ impl Source for PostgresSource {
                 out.warn(format!("{}: {e}", r["name"].as_str().unwrap_or("?")));
             }
         }
+        for r in reports.iter().filter(|r| r["rls_zero_rows"] == true) {
+            out.findings.push(crate::bundle::manifest::Finding {
+                collector: cx.name.clone(),
+                code: "postgres.rls_zero_rows".into(),
+                severity: crate::bundle::manifest::Severity::Warning,
+                summary: format!(
+                    "{}: row-level security applies to this role and 0 rows were read; the table may not be empty \
+                     (for Caracal set `settings = {{ \"caracal.zone_id\" = \"*\" }}`)",
+                    r["name"].as_str().unwrap_or("?")
+                ),
+                details: Default::default(),
+            });
+        }
         out.detail("exports", &reports);
         Ok(out)
     }
@@ -346,7 +359,22 @@ async fn export_table(
         query.push_str(&sql::substitute(f)?);
     }
     report["query"] = json!(query);
-    copy_csv(cx, client, &format!("{base}.csv"), &query, report).await
+    copy_csv(cx, client, &format!("{base}.csv"), &query, report).await?;
+    // Row-level security that applies to us and let nothing through: most likely a missing `caracal.zone_id`,
+    // not an empty table. Say so, or the bundle would look like evidence of absence.
+    if report["rows"] == 0 {
+        let rls = client
+            .query_one(
+                "SELECT c.relrowsecurity AND (c.relforcerowsecurity OR pg_get_userbyid(c.relowner) <> current_user)                  AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| sql::describe_error(&e))?;
+        if rls.get::<_, Option<bool>>(0) == Some(true) {
+            report["rls_zero_rows"] = json!(true);
+        }
+    }
+    Ok(())
 }
 
 /// `COPY (query) TO STDOUT` as CSV with a header, streamed into an artifact, redacted line by line.
