@@ -191,13 +191,34 @@ impl Source for PostgresSource {
                 Ok::<(), CollectError>(())
             }
         });
-        let ended = futures::future::join_all(workers).await;
-        // The chain is verified from the leader's own transaction: the same instant as every table exported.
-        if self.verify_audit_chain
-            && let Err(e) = chain::verify(&cx, &leader, &mut out).await
-        {
-            out.warn(e.to_string());
-        }
+        // The chain is verified on a connection of its own, in the same snapshot, while the tables are exported.
+        let verification = async {
+            let mut found = Outcome::default();
+            if self.verify_audit_chain {
+                let checked = async {
+                    let client = connect().await?;
+                    self.prepare(&client).await?;
+                    client
+                        .batch_execute(&format!(
+                            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                            sql::literal(&snapshot)
+                        ))
+                        .await
+                        .map_err(failed("importing the snapshot"))?;
+                    chain::verify(&cx, &client, &mut found).await?;
+                    let _ = client.batch_execute("COMMIT").await;
+                    Ok::<(), CollectError>(())
+                };
+                if let Err(e) = checked.await {
+                    found.warn(e.to_string());
+                }
+            }
+            found
+        };
+        let (ended, found) = tokio::join!(futures::future::join_all(workers), verification);
+        out.warnings.extend(found.warnings);
+        out.findings.extend(found.findings);
+        out.details.extend(found.details);
         let _ = leader.batch_execute("COMMIT").await;
         if let Some(e) = ended.into_iter().find_map(Result::err) {
             return Err(e);
