@@ -16,7 +16,7 @@ use futures::StreamExt;
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, Config, NoTls};
 
 use super::{CollectError, Collection, Outcome, Source};
 use crate::config::{CredentialRef, Environment};
@@ -117,23 +117,11 @@ impl Source for PostgresSource {
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let config = sql::connect_config(&cx.env).map_err(CollectError::Failed)?;
-        let connect = || async {
-            let (client, conn) = config
-                .connect(NoTls)
-                .await
-                .map_err(|e| CollectError::Failed(format!("cannot connect to {}: {e}", cx.env.postgres.display)))?;
-            tokio::spawn(conn);
-            Ok::<Client, CollectError>(client)
-        };
+        let session = |snapshot: Option<String>| self.session(&config, &cx.env.postgres.display, snapshot);
         let mut out = Outcome::default();
 
         // The leader fixes the point in time and keeps its transaction open until every worker is done.
-        let leader = connect().await?;
-        self.prepare(&leader).await?;
-        leader
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(failed("BEGIN on the leader"))?;
+        let leader = session(None).await?;
         let row = leader
             .query_one(
                 "SELECT pg_export_snapshot(), txid_current_snapshot()::text, \
@@ -165,17 +153,9 @@ impl Source for PostgresSource {
         let workers = (0..self.workers.min(queue.lock().map(|q| q.len()).unwrap_or(1)).max(1)).map(|_| {
             let (queue, results, snapshot, params, cx) =
                 (queue.clone(), results.clone(), snapshot.clone(), params.clone(), cx.clone());
-            let connect = &connect;
+            let session = &session;
             async move {
-                let client = connect().await?;
-                self.prepare(&client).await?;
-                client
-                    .batch_execute(&format!(
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                        sql::literal(&snapshot)
-                    ))
-                    .await
-                    .map_err(failed("importing the snapshot"))?;
+                let client = session(Some(snapshot)).await?;
                 loop {
                     let job = queue.lock().ok().and_then(|mut q| q.pop_front());
                     let Some((index, job)) = job else { break };
@@ -196,15 +176,7 @@ impl Source for PostgresSource {
             let mut found = Outcome::default();
             if self.verify_audit_chain {
                 let checked = async {
-                    let client = connect().await?;
-                    self.prepare(&client).await?;
-                    client
-                        .batch_execute(&format!(
-                            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                            sql::literal(&snapshot)
-                        ))
-                        .await
-                        .map_err(failed("importing the snapshot"))?;
+                    let client = session(Some(snapshot.clone())).await?;
                     chain::verify(&cx, &client, &mut found).await?;
                     let _ = client.batch_execute("COMMIT").await;
                     Ok::<(), CollectError>(())
@@ -251,6 +223,30 @@ impl Source for PostgresSource {
 }
 
 impl PostgresSource {
+    /// A connection with timeouts and settings applied, inside a `REPEATABLE READ READ ONLY` transaction; with
+    /// `snapshot`, one that sees exactly the leader's instant.
+    async fn session(&self, config: &Config, display: &str, snapshot: Option<String>) -> Result<Client, CollectError> {
+        let (client, conn) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| CollectError::Failed(format!("cannot connect to {display}: {e}")))?;
+        tokio::spawn(conn);
+        self.prepare(&client).await?;
+        let begin = match &snapshot {
+            None => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_string(),
+            Some(id) => format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                sql::literal(id)
+            ),
+        };
+        client.batch_execute(&begin).await.map_err(failed(if snapshot.is_some() {
+            "importing the snapshot"
+        } else {
+            "BEGIN on the leader"
+        }))?;
+        Ok(client)
+    }
+
     /// Timeouts and the collector's settings, on one connection.
     async fn prepare(&self, client: &Client) -> Result<(), CollectError> {
         let st = self.statement_timeout.unwrap_or(SignedDuration::from_mins(10)).as_millis().max(1);
