@@ -44,9 +44,7 @@ impl Source for ContextSource {
             "plan": *cx.plan_summary,
         });
         let text = serde_json::to_string_pretty(&context).map_err(|e| CollectError::Failed(e.to_string()))?;
-        let mut a = cx.artifact("context.json", "application/json")?;
-        cx.write_redacted(&mut a, text.as_bytes()).map_err(CollectError::io("writing context.json"))?;
-        a.finish().map_err(CollectError::io("writing context.json"))?;
+        cx.write_small("context.json", "application/json", text.as_bytes())?;
 
         if let (Some(path), Some(text)) = (&env.config_file, &env.config_text) {
             let mut a = cx.artifact("preserve.toml", "application/toml")?;

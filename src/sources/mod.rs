@@ -144,6 +144,16 @@ impl Collection {
         Ok(clean.len())
     }
 
+    /// Writes a small text artifact (metadata, a report) in one go, redacted.
+    pub fn write_small(&self, relative: &str, media_type: &str, text: &[u8]) -> Result<(), CollectError> {
+        let io = CollectError::io(format!("writing {relative}"));
+        let mut a = self.artifact(relative, media_type)?;
+        match self.write_redacted(&mut a, text) {
+            Ok(_) => a.finish().map_err(io),
+            Err(e) => Err(io(e)),
+        }
+    }
+
     /// Redacts a whole small text (JSON, an error message) into a string.
     pub fn redact_str(&self, text: &str) -> String {
         self.redactor.redact_str(text, &self.tally)

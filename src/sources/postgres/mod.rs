@@ -355,7 +355,7 @@ async fn export_table(
     }
     let ddl = sql::table_ddl(client, &schema, &table).await.map_err(|e| sql::describe_error(&e))?;
     let base = format!("tables/{}", sql::file_name(&format!("{schema}.{table}")));
-    write_small(cx, &format!("{base}.ddl.sql"), &ddl).map_err(|e| e.to_string())?;
+    cx.write_small(&format!("{base}.ddl.sql"), "application/sql", ddl.as_bytes()).map_err(|e| e.to_string())?;
 
     let cols = kept.iter().map(|c| sql::ident(c)).collect::<Vec<_>>().join(", ");
     let mut query = format!("SELECT {cols} FROM {}.{}", sql::ident(&schema), sql::ident(&table));
@@ -433,10 +433,4 @@ async fn copy_csv(
     artifact.finish().map_err(|e| e.to_string())?;
     report["rows"] = json!(n);
     Ok(())
-}
-
-fn write_small(cx: &Collection, path: &str, text: &str) -> std::io::Result<()> {
-    let mut a = cx.artifact(path, "application/sql").map_err(std::io::Error::other)?;
-    cx.write_redacted(&mut a, text.as_bytes())?;
-    a.finish()
 }

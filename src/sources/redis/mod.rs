@@ -278,12 +278,7 @@ fn failed(what: &'static str) -> impl FnOnce(redis::RedisError) -> CollectError 
 }
 
 fn write_text(cx: &Collection, path: &str, text: &str) -> Result<(), CollectError> {
-    let io = |e| CollectError::Io { context: format!("writing {path}"), source: e };
-    let mut a = cx.artifact(path, if path.ends_with(".json") { "application/json" } else { "text/plain" })?;
-    for line in text.split_inclusive('\n') {
-        cx.write_redacted(&mut a, line.as_bytes()).map_err(io)?;
-    }
-    a.finish().map_err(io)
+    cx.write_small(path, if path.ends_with(".json") { "application/json" } else { "text/plain" }, text.as_bytes())
 }
 
 /// A key or name as a file name: kept when it is plain (`caracal.audit.events.dlq`), otherwise made safe and

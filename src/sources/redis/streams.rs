@@ -110,7 +110,7 @@ impl StreamJob<'_> {
             _ => to_json(v),
         });
         let xinfo = json!({ "key": bytes_json(key), "node": node.label, "stream": summary, "groups": group_json });
-        write_json(cx, &format!("{dir}/xinfo.json"), &xinfo).await?;
+        write_json(cx, &format!("{dir}/xinfo.json"), &xinfo)?;
 
         // Pending entries of every group.
         let mut group_reports = Vec::new();
@@ -316,11 +316,9 @@ async fn export_pending(
     Ok(n)
 }
 
-async fn write_json(cx: &Collection, path: &str, value: &Json) -> Result<(), CollectError> {
+fn write_json(cx: &Collection, path: &str, value: &Json) -> Result<(), CollectError> {
     let text = serde_json::to_vec_pretty(value).map_err(|e| CollectError::Failed(e.to_string()))?;
-    let mut a = cx.artifact(path, "application/json")?;
-    cx.write_redacted(&mut a, &text).map_err(io(path))?;
-    a.finish().map_err(io(path))
+    cx.write_small(path, "application/json", &text)
 }
 
 /// A consumer group's name, binary-safe, from an `XINFO GROUPS` entry.
