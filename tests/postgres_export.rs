@@ -444,6 +444,20 @@ UPDATE audit_events SET content_sha256 = encode(sha256(convert_to(
 UPDATE audit_events a SET prev_content_sha256 = p.prev
   FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM audit_events) p WHERE p.id = a.id;
 UPDATE audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'), decode('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex'), 'sha256'), 'hex');
+CREATE TABLE admin_audit_events (
+  id text PRIMARY KEY, request_id text, actor_id text, action text, method text, path text, zone_id text,
+  status_code int, payload_json jsonb, occurred_at timestamptz NOT NULL, content_sha256 text, prev_content_sha256 text,
+  chain_hmac text, chain_seq bigint
+);
+-- A global chain (no zone) and one for z1; the content hashes stand in for the JavaScript ones.
+INSERT INTO admin_audit_events (id, request_id, actor_id, action, method, path, zone_id, status_code, payload_json, occurred_at, content_sha256, chain_seq)
+SELECT 'adm-' || coalesce(z, 'g') || '-' || s, 'req-a' || s, 'admin-1', 'policy_set.activate', 'POST',
+  '/v1/zones/z1/policy-sets/ps-1/activate', z, 200, jsonb_build_object('change_kind', 'activate', 'secret_rotated', false),
+  timestamptz '2026-11-29 02:00:00+00' + (s || ' seconds')::interval, md5(coalesce(z, 'g') || s) || md5(s::text), s
+FROM (VALUES (NULL), ('z1')) v(z), generate_series(1, 12) s;
+UPDATE admin_audit_events a SET prev_content_sha256 = p.prev
+  FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM admin_audit_events) p WHERE p.id = a.id;
+UPDATE admin_audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'), decode('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex'), 'sha256'), 'hex');
 "#;
 
 const HMAC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -468,19 +482,21 @@ fn chain_snapshot(ws: &Workspace, pg: &PgServer, out: &str) -> (serde_json::Valu
         .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .unwrap();
     let bag = unpack(&bundle, &ws.path().join(format!("{out}-x").replace('/', "_")));
-    let problems: Vec<(String, i64, String)> =
-        std::fs::read_to_string(bag.join("data/ledger/analysis/audit_chain_problems.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let j: serde_json::Value = serde_json::from_str(l).unwrap();
-                (
-                    j["zone_id"].as_str().unwrap().to_string(),
-                    j["chain_seq"].as_i64().unwrap(),
-                    j["check"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+    let problems: Vec<(String, i64, String)> = ["audit_chain", "admin_audit_chain"]
+        .iter()
+        .flat_map(|l| {
+            let text = std::fs::read_to_string(bag.join(format!("data/ledger/analysis/{l}_problems.jsonl"))).unwrap();
+            text.lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .map(|l| {
+            let j: serde_json::Value = serde_json::from_str(&l).unwrap();
+            (
+                j["zone_id"].as_str().unwrap().to_string(),
+                j["chain_seq"].as_i64().unwrap(),
+                j["check"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     (manifest(&bag), problems)
 }
 
@@ -496,6 +512,10 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
     let ok = m["findings"].as_array().unwrap().iter().find(|f| f["code"] == "audit.chain.ok").expect("an ok finding");
     assert_eq!(ok["details"]["rows"], 90);
     assert_eq!(ok["details"]["hmac"]["checked"], true);
+    let admin =
+        m["findings"].as_array().unwrap().iter().find(|f| f["code"] == "admin_audit.chain.ok").expect("admin ok");
+    assert_eq!((admin["details"]["rows"].as_u64(), admin["details"]["zones"].as_u64()), (Some(24), Some(2)));
+    assert!(admin["summary"].as_str().unwrap().contains("content hashes not recomputed"), "{admin}");
     assert!(!m.to_string().contains(HMAC_KEY), "the key never reaches the manifest, only its fingerprint");
 
     // Tampering, as an attacker with write access would do it.
@@ -504,11 +524,14 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
         "UPDATE audit_events SET decision = 'allow' WHERE zone_id = 'z1' AND chain_seq = 12;
          DELETE FROM audit_events WHERE zone_id = 'z1' AND chain_seq = 20;
          UPDATE audit_events SET chain_seq = CASE chain_seq WHEN 5 THEN 6 ELSE 5 END WHERE zone_id = 'z2' AND chain_seq IN (5, 6);
-         UPDATE audit_events SET chain_hmac = repeat('0', 64) WHERE zone_id = 'z3' AND chain_seq = 3;",
+         UPDATE audit_events SET chain_hmac = repeat('0', 64) WHERE zone_id = 'z3' AND chain_seq = 3;
+         DELETE FROM admin_audit_events WHERE zone_id IS NULL AND chain_seq = 4;
+         UPDATE admin_audit_events SET content_sha256 = md5('forged') || md5('forged'), status_code = 403
+          WHERE zone_id = 'z1' AND chain_seq = 9;",
     );
     let (m, mut problems) = chain_snapshot(&ws, &pg, &ws.path().join("tampered").to_string_lossy());
     problems.sort();
-    let want: Vec<(String, i64, String)> = [
+    let mut want: Vec<(String, i64, String)> = [
         ("z1", 12, "content_mismatch"),
         ("z1", 21, "chain_break"),
         ("z1", 21, "seq_gap"),
@@ -516,10 +539,17 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
         ("z2", 6, "chain_break"),
         ("z2", 7, "chain_break"),
         ("z3", 3, "hmac_mismatch"),
+        // The admin ledger: the deleted global row breaks the link and the sequence; the forged row's new hash
+        // no longer matches its HMAC, and the next row's link no longer matches it.
+        ("", 5, "chain_break"),
+        ("", 5, "seq_gap"),
+        ("z1", 9, "hmac_mismatch"),
+        ("z1", 10, "chain_break"),
     ]
     .iter()
     .map(|(z, s, c)| (z.to_string(), *s, c.to_string()))
     .collect();
+    want.sort();
     assert_eq!(problems, want);
     let codes: Vec<&str> = m["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
     for c in
@@ -527,5 +557,6 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
     {
         assert!(codes.contains(&c), "{codes:?}");
     }
-    assert!(!codes.contains(&"audit.chain.ok"));
+    assert!(!codes.contains(&"audit.chain.ok") && !codes.contains(&"admin_audit.chain.ok"));
+    assert!(codes.contains(&"admin_audit.chain.chain_break") && codes.contains(&"admin_audit.chain.hmac_mismatch"));
 }
