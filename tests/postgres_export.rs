@@ -312,6 +312,43 @@ fn read_only_role_exports_everything_and_writes_nothing() {
 }
 
 #[test]
+fn a_statement_timeout_costs_only_its_query() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    let dir = collectors_dir(
+        &ws,
+        "t.toml",
+        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 1\nstatement_timeout = \"1s\"\n\
+         tables = [{ table = \"zones\" }]\n\
+         queries = [{ name = \"slow\", sql = \"SELECT pg_sleep(30) AS never\" }, { name = \"after\", sql = \"SELECT 42 AS answer\" }]\n",
+    );
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = ws.side_manifest();
+    let c = collector(&m, "pg");
+    assert_eq!(c["status"], "partial");
+    let timeout = "canceling statement due to statement timeout (57014)";
+    assert!(
+        c["error"].as_str().unwrap().starts_with("slow: ") && c["error"].as_str().unwrap().contains(timeout),
+        "{c}"
+    );
+    let slow = c["artifacts"].as_array().unwrap().iter().find(|a| a["path"] == "data/pg/queries/slow.csv").unwrap();
+    assert_eq!(slow["truncated"], true);
+    assert!(slow["error"].as_str().unwrap().contains(timeout), "the artifact says why it ends: {slow}");
+    let rows: Vec<String> =
+        c["details"]["exports"].as_array().unwrap().iter().map(|e| format!("{}={}", e["name"], e["rows"])).collect();
+    assert_eq!(rows, ["\"zones\"=3", "\"slow\"=null", "\"after\"=1"]);
+    // The point in time carries the server clock against ours (same host here, so within a second).
+    let point = &c["details"]["point_in_time"];
+    assert!(point["clock_offset_ms"].as_i64().unwrap().abs() < 1000, "{point}");
+    assert_eq!(point["ssl"], false);
+}
+
+#[test]
 fn alert_label_values_are_bound_never_executed() {
     let ws = Workspace::new();
     let pg = server(&ws);

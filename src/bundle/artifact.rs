@@ -159,7 +159,8 @@ impl Staging {
     /// `reason` (the collector was cut off while writing it). Returns how many were open.
     pub fn seal_collector(&self, collector: &str, reason: &str) -> usize {
         let cells: Vec<_> = lock(&self.cells).iter().filter(|c| c.collector == collector).cloned().collect();
-        cells.iter().filter(|c| c.seal(Some(reason))).count()
+        let reason = format!("cut off: {reason}");
+        cells.iter().filter(|c| c.seal(Some(&reason))).count()
     }
 
     /// All artifacts, sealed, sorted by their path in the bag.
@@ -168,7 +169,7 @@ impl Staging {
         let mut out: Vec<_> = cells
             .iter()
             .map(|c| {
-                c.seal(Some("still open when the bundle was written"));
+                c.seal(Some("cut off: still open when the bundle was written"));
                 let s = lock(&c.state);
                 let (sha256, bytes) = s.sealed.clone().unwrap_or_default();
                 StagedArtifact {
@@ -203,7 +204,7 @@ impl Cell {
         }
         if let Some(reason) = cut_off {
             s.truncated = true;
-            s.error.get_or_insert_with(|| format!("cut off: {reason}"));
+            s.error.get_or_insert_with(|| reason.to_string());
         }
         // After a failed flush the buffer's rest is dropped: the hash covers exactly what reached the file.
         let (file, _unwritten) = out.into_parts();
@@ -244,6 +245,12 @@ impl ArtifactWriter {
             (None, Some((_, bytes))) => *bytes,
             (None, None) => 0,
         }
+    }
+
+    /// Closes an artifact its writer could not complete (the source failed mid-way): what was written is kept,
+    /// hashed, marked truncated, with `reason` as its error.
+    pub fn abandon(self, reason: &str) {
+        self.cell.seal(Some(reason));
     }
 
     /// Closes the artifact; its hash is then fixed. Fails if the data could not all be written.
@@ -287,7 +294,7 @@ impl Drop for ArtifactWriter {
     /// stopped, failed or panicked) and is marked truncated, with the reason when the runner gave one.
     fn drop(&mut self) {
         let reason = self.cell.stop.get().cloned().unwrap_or_else(|| "its collector ended before finishing it".into());
-        self.cell.seal(Some(&reason));
+        self.cell.seal(Some(&format!("cut off: {reason}")));
     }
 }
 

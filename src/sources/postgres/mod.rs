@@ -122,20 +122,29 @@ impl Source for PostgresSource {
 
         // The leader fixes the point in time and keeps its transaction open until every worker is done.
         let leader = session(None).await?;
+        let asked = jiff::Timestamp::now();
         let row = leader
             .query_one(
                 "SELECT pg_export_snapshot(), txid_current_snapshot()::text, \
                  CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, \
-                 now()::text, version(), current_database()::text, current_user::text, pg_is_in_recovery()",
+                 now()::text, version(), current_database()::text, current_user::text, pg_is_in_recovery(), \
+                 (extract(epoch FROM clock_timestamp()) * 1000)::float8, \
+                 coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
                 &[],
             )
             .await
             .map_err(failed("exporting the snapshot"))?;
+        let answered = jiff::Timestamp::now();
+        // The server's clock against ours, taken at the middle of the round trip (± half of it).
+        let ours = (asked.as_millisecond() + answered.as_millisecond()) as f64 / 2.0;
+        let offset = (row.get::<_, f64>(8) - ours).round() as i64;
+        let uncertainty = (answered.as_millisecond() - asked.as_millisecond()).div_euclid(2) + 1;
         let snapshot: String = row.get(0);
         let point = json!({
             "snapshot": snapshot, "txid_snapshot": row.get::<_, String>(1), "wal_lsn": row.get::<_, Option<String>>(2),
             "server_now": row.get::<_, String>(3), "version": row.get::<_, String>(4), "database": row.get::<_, String>(5),
             "user": row.get::<_, String>(6), "standby": row.get::<_, bool>(7),
+            "clock_offset_ms": offset, "clock_offset_uncertainty_ms": uncertainty, "ssl": row.get::<_, bool>(9),
         });
         out.detail("point_in_time", &point);
 
@@ -410,9 +419,21 @@ async fn copy_csv(
     let mut pending: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut rows = sql::CsvRecords::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            format!("COPY interrupted after {} rows: {}", rows.count().saturating_sub(1), sql::describe_error(&e))
-        })?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!(
+                    "COPY interrupted after {} rows: {}",
+                    rows.count().saturating_sub(1),
+                    sql::describe_error(&e)
+                );
+                // The rows received so far, whole lines, are kept; the artifact says why it ends there.
+                let _ =
+                    cx.write_redacted(&mut artifact, &pending[..memchr::memrchr(b'\n', &pending).map_or(0, |i| i + 1)]);
+                artifact.abandon(&why);
+                return Err(why);
+            }
+        };
         // Counted as they arrive (less the header), so an interrupted COPY still says how many rows it kept.
         let before = rows.count().saturating_sub(1);
         rows.feed(&chunk);
