@@ -120,6 +120,8 @@ fn main() -> ExitCode {
         let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         eprintln!("preserve: internal error at {at} (recorded in the manifest when inside a collector)");
     }));
+    // TLS (rediss://, Postgres sslmode) with ring, whichever library asks for rustls' process-wide default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),

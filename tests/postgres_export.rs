@@ -597,3 +597,72 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
     assert!(!codes.contains(&"audit.chain.ok") && !codes.contains(&"admin_audit.chain.ok"));
     assert!(codes.contains(&"admin_audit.chain.chain_break") && codes.contains(&"admin_audit.chain.hmac_mismatch"));
 }
+
+/// A CA and a server certificate for `names`, signed by it: (CA PEM, certificate PEM, key PEM).
+fn certificates(names: &[&str]) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("preserve test CA for {}", names[0]));
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_modes_check_the_server_as_libpq_would() {
+    let ws = Workspace::new();
+    let mut pg = server(&ws);
+    // The certificate names another host than the one we connect to (127.0.0.1).
+    let (ca, cert, key) = certificates(&["db.caracal.internal"]);
+    pg.configure(
+        "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        &[("server.crt", &cert), ("server.key", &key)],
+    );
+    let ca_file = ws.write("ca.pem", &ca);
+    let (other_ca, _, _) = certificates(&["elsewhere"]);
+    let other_ca_file = ws.write("other-ca.pem", &other_ca);
+    let dir = collectors_dir(
+        &ws,
+        "t.toml",
+        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\ntables = [{ table = \"zones\" }]\n",
+    );
+    let snapshot = |query: &str| {
+        let w = Workspace::new();
+        let url = format!("{}?{query}", pg.url("postgres", "caracal"));
+        let out = run(w
+            .preserve()
+            .args(["snapshot", "-q", "-c", "pg", "--collectors"])
+            .arg(&dir)
+            .env("PRESERVE_POSTGRES_URL", url));
+        let m = w.side_manifest();
+        let c = collector(&m, "pg").clone();
+        (out.status.code(), c)
+    };
+    let ca_q = format!("sslrootcert={}", ca_file.display());
+
+    let (code, c) = snapshot(&format!("sslmode=verify-ca&{ca_q}"));
+    assert_eq!(code, Some(0), "{c}");
+    assert_eq!(c["details"]["point_in_time"]["ssl"], true, "the session is encrypted");
+    assert_eq!(c["details"]["point_in_time"]["sslmode"], "verify-ca");
+
+    let (code, c) = snapshot(&format!("sslmode=verify-full&{ca_q}"));
+    assert_eq!((code, c["status"].as_str()), (Some(3), Some("failed")), "{c}");
+    assert!(c["error"].as_str().unwrap().contains("certificate not valid for name"), "the host name is checked: {c}");
+
+    let (code, c) = snapshot(&format!("sslmode=verify-ca&sslrootcert={}", other_ca_file.display()));
+    assert_eq!(code, Some(3));
+    assert!(c["error"].as_str().unwrap().contains("UnknownIssuer"), "another CA is refused: {c}");
+
+    let (code, c) = snapshot("sslmode=require");
+    assert_eq!((code, &c["details"]["point_in_time"]["ssl"]), (Some(0), &serde_json::json!(true)), "{c}");
+    let (code, c) = snapshot("sslmode=disable");
+    assert_eq!((code, &c["details"]["point_in_time"]["ssl"]), (Some(0), &serde_json::json!(false)), "{c}");
+
+    let (code, c) = snapshot("sslmode=verify-full");
+    assert_eq!(code, Some(3));
+    assert!(c["error"].as_str().unwrap().contains("needs sslrootcert"), "{c}");
+}

@@ -106,6 +106,25 @@ impl PgServer {
         }
     }
 
+    /// Appends settings to `postgresql.conf`, with files (name, content) written into the data directory owned by
+    /// the server's user with mode 0600 (as a TLS key must be), and restarts the server.
+    pub fn configure(&mut self, conf: &str, files: &[(&str, &str)]) {
+        let data = self.dir.join("data");
+        for (name, content) in files {
+            let p = data.join(name);
+            std::fs::write(&p, content).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                assert!(Command::new("chown").args(["postgres:postgres"]).arg(&p).status().unwrap().success());
+            }
+        }
+        let mut c = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        c.push_str(conf);
+        std::fs::write(data.join("postgresql.conf"), c).unwrap();
+        self.kill();
+        self.spawn();
+    }
+
     pub fn url(&self, user: &str, db: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
     }

@@ -5,6 +5,7 @@
 
 mod chain;
 mod sql;
+mod tls;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -16,7 +17,7 @@ use futures::StreamExt;
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use super::{CollectError, Collection, Outcome, Source};
 use crate::config::{CredentialRef, Environment};
@@ -116,8 +117,10 @@ impl Source for PostgresSource {
     }
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
-        let config = sql::connect_config(&cx.env).map_err(CollectError::Failed)?;
-        let session = |snapshot: Option<String>| self.session(&config, &cx.env.postgres.display, snapshot);
+        let (config, tls) = sql::connect_config(&cx.env).map_err(CollectError::Failed)?;
+        let connector = tls.connector().map_err(CollectError::Failed)?;
+        let session =
+            |snapshot: Option<String>| self.session(&config, connector.clone(), &cx.env.postgres.display, snapshot);
         let mut out = Outcome::default();
 
         // The leader fixes the point in time and keeps its transaction open until every worker is done.
@@ -145,6 +148,7 @@ impl Source for PostgresSource {
             "server_now": row.get::<_, String>(3), "version": row.get::<_, String>(4), "database": row.get::<_, String>(5),
             "user": row.get::<_, String>(6), "standby": row.get::<_, bool>(7),
             "clock_offset_ms": offset, "clock_offset_uncertainty_ms": uncertainty, "ssl": row.get::<_, bool>(9),
+            "sslmode": tls.mode.as_str(),
         });
         out.detail("point_in_time", &point);
 
@@ -234,11 +238,17 @@ impl Source for PostgresSource {
 impl PostgresSource {
     /// A connection with timeouts and settings applied, inside a `REPEATABLE READ READ ONLY` transaction; with
     /// `snapshot`, one that sees exactly the leader's instant.
-    async fn session(&self, config: &Config, display: &str, snapshot: Option<String>) -> Result<Client, CollectError> {
+    async fn session(
+        &self,
+        config: &Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+        display: &str,
+        snapshot: Option<String>,
+    ) -> Result<Client, CollectError> {
         let (client, conn) = config
-            .connect(NoTls)
+            .connect(tls)
             .await
-            .map_err(|e| CollectError::Failed(format!("cannot connect to {display}: {e}")))?;
+            .map_err(|e| CollectError::Failed(format!("cannot connect to {display}: {}", sql::describe_error(&e))))?;
         tokio::spawn(conn);
         self.prepare(&client).await?;
         let begin = match &snapshot {

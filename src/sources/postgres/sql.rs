@@ -7,8 +7,9 @@ use tokio_postgres::{Client, Config};
 
 use crate::config::{CredentialRef, Environment};
 
-/// Connection settings from the site: a URL (or Caracal's rendered `databaseUrl` file) and a password reference.
-pub fn connect_config(env: &Environment) -> Result<Config, String> {
+/// Connection settings from the site: a URL (or Caracal's rendered `databaseUrl` file) and a password reference,
+/// and the TLS the URL (or `PGSSLMODE`) asks for.
+pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), String> {
     let ep = &env.postgres;
     let (url, password) = match (ep.url().is_empty(), &ep.password) {
         (true, Some(CredentialRef::File(path))) => {
@@ -25,7 +26,10 @@ pub fn connect_config(env: &Environment) -> Result<Config, String> {
         },
         (false, None) => (ep.url().to_string(), None),
     };
+    let (url, tls) =
+        super::tls::split(&url, |k| std::env::var(k).ok()).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
     let mut config = Config::from_str(&url).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
+    config.ssl_mode(tls.ssl_mode());
     if let Some(user) = &ep.username {
         config.user(user);
     }
@@ -35,7 +39,7 @@ pub fn connect_config(env: &Environment) -> Result<Config, String> {
         config.password(p.expose());
     }
     config.application_name("preserve").connect_timeout(std::time::Duration::from_secs(10));
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// A quoted identifier: `"a""b"`.
