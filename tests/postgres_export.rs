@@ -230,7 +230,7 @@ fn every_table_reflects_the_same_instant_while_writers_commit() {
     let dir = collectors_dir(
         &ws,
         "c.toml",
-        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 3\ntables = [{ table = \"event_outbox\" }, { table = \"sessions\" }, { table = \"delegation_edges\" }]\n",
+        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 3\ntables = [{ table = \"event_outbox\" }, { table = \"sessions\" }, { table = \"delegation_edges\" }]\npg_dump = {}\n",
     );
     std::thread::sleep(Duration::from_millis(300));
     let out = run(ws
@@ -259,6 +259,18 @@ fn every_table_reflects_the_same_instant_while_writers_commit() {
     );
     assert_eq!(sessions, edges, "same instant in every table");
     assert_eq!(late_outbox, sessions, "same instant in every table, even the big one exported by the other worker");
+    // The pg_dump ran in the same snapshot, though it started later, in another process.
+    assert_eq!(dumped_rows(&pg, &bag.join("data/pg/pg_dump/caracal.dump"), "sessions"), sessions);
+}
+
+/// Rows of `table` in a custom-format dump, read back by `pg_restore` (as SQL, no database needed).
+fn dumped_rows(pg: &PgServer, dump: &Path, table: &str) -> usize {
+    let out =
+        Command::new(pg.tool("pg_restore")).args(["--data-only", "-t", table, "-f", "-"]).arg(dump).output().unwrap();
+    assert!(out.status.success(), "pg_restore reads the dump: {}", String::from_utf8_lossy(&out.stderr));
+    let sql = String::from_utf8(out.stdout).unwrap();
+    let copy = sql.split_once(&format!("COPY public.{table} ")).expect("a COPY block").1;
+    copy.lines().skip(1).take_while(|l| *l != "\\.").count()
 }
 
 #[test]
@@ -665,4 +677,71 @@ fn tls_modes_check_the_server_as_libpq_would() {
     let (code, c) = snapshot("sslmode=verify-full");
     assert_eq!(code, Some(3));
     assert!(c["error"].as_str().unwrap().contains("needs sslrootcert"), "{c}");
+}
+
+#[test]
+fn pg_dump_restores_with_known_secrets_masked_and_says_when_it_cannot_run() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    pg.psql("postgres", "CREATE ROLE evidence LOGIN PASSWORD 'dump-pass-4242'; GRANT pg_read_all_data TO evidence;");
+    pg.psql("caracal", "INSERT INTO zones VALUES ('z9', 'leaked dump-pass-4242 here', 'zone-9')");
+    let cfg = ws.write(
+        "site.toml",
+        format!(
+            "[postgres]\nurl = \"postgres://evidence@127.0.0.1:{}/caracal\"\npassword = \"env:PRESERVE_TEST_PG_PASSWORD\"\n",
+            pg.port
+        ),
+    );
+    // A pg_dump too old for this server: it must be refused, not run.
+    let old = ws.write("old/pg_dump", "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n");
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dir = collectors_dir(
+        &ws,
+        "d.toml",
+        &format!(
+            "[[collector]]\nname = \"pgd\"\nkind = \"postgres\"\nsettings = {{ \"caracal.zone_id\" = \"*\" }}\n\
+             tables = [{{ table = \"zones\" }}]\npg_dump = {{ exclude_table_data = [\"public.admin_tokens\"] }}\n\n\
+             [[collector]]\nname = \"pgold\"\nkind = \"postgres\"\ntables = [{{ table = \"zones\" }}]\n\
+             pg_dump = {{ binary = \"{}\" }}\n",
+            old.display()
+        ),
+    );
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pgd", "-c", "pgold", "--config"])
+        .arg(&cfg)
+        .arg("--collectors")
+        .arg(&dir)
+        .env("PRESERVE_TEST_PG_PASSWORD", "dump-pass-4242"));
+    assert_eq!(out.status.code(), Some(0), "a skipped dump is a finding, not a failure");
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let dump = bag.join("data/pgd/pg_dump/caracal.dump");
+    let raw = std::fs::read(&dump).unwrap();
+    assert!(memchr::memmem::find(&raw, b"dump-pass-4242").is_none(), "the known secret is not in the dump");
+    let m = manifest(&bag);
+    let pgd = collector(&m, "pgd");
+    let report = pgd["details"]["exports"].as_array().unwrap().iter().find(|e| e["name"] == "pg_dump").unwrap();
+    assert_eq!(report["secrets_masked"], 1, "{report}");
+
+    // Restorable, RLS opened by the collector's settings, excluded data left out, the secret masked at its length.
+    pg.psql("postgres", "CREATE DATABASE restored");
+    let st = Command::new(pg.tool("pg_restore"))
+        .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "postgres", "-d", "restored"])
+        .args(["--no-owner", "--no-privileges", "--exit-on-error"])
+        .arg(&dump)
+        .status()
+        .unwrap();
+    assert!(st.success(), "pg_restore restores the masked dump");
+    assert_eq!(pg.psql("restored", "SELECT count(*) FROM audit_events").trim(), "900");
+    assert_eq!(pg.psql("restored", "SELECT count(*) FROM admin_tokens").trim(), "0");
+    assert_eq!(pg.psql("restored", "SELECT name FROM zones WHERE id = 'z9'").trim(), "leaked ************** here");
+
+    let pgold = collector(&m, "pgold");
+    assert_eq!(pgold["status"], "ok");
+    let skipped = m["findings"].as_array().unwrap().iter().find(|f| f["code"] == "postgres.pg_dump_skipped").unwrap();
+    let summary = skipped["summary"].as_str().unwrap();
+    let major = pg.psql("postgres", "SHOW server_version_num").trim().parse::<u32>().unwrap() / 10000;
+    let want = format!("no pg_dump of major version {major} or newer");
+    assert!(summary.contains(&want) && summary.contains("9.6.24"), "{summary}");
+    assert!(!bag.join("data/pgold/pg_dump").exists());
 }

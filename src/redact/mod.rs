@@ -177,6 +177,36 @@ impl Redactor {
         text
     }
 
+    /// Masks secrets in place with `*`, keeping every length: for binary artifacts whose framing counts bytes
+    /// (a `pg_dump` custom archive), where a shorter or longer replacement would corrupt the file. The same rules
+    /// as [`Redactor::redact`]; returns how many values were masked.
+    pub fn mask(&self, buf: &mut [u8], tally: &Tally) -> usize {
+        let mut ranges = Vec::new();
+        if let Some(ac) = &self.values {
+            for m in ac.find_iter(&*buf) {
+                let (rule, fp) = &self.value_rules[m.pattern().as_usize()];
+                tally.add(rule, Some(fp));
+                ranges.push(m.range());
+            }
+        }
+        if self.prefilter.iter().any(|f| f.find(buf).is_some()) {
+            for p in &self.patterns {
+                for caps in p.regex.captures_iter(buf) {
+                    if let Some(secret) = caps.get(p.secret_group)
+                        && !buf[secret.range()].iter().all(|b| *b == b'*')
+                    {
+                        tally.add(p.rule, None);
+                        ranges.push(secret.range());
+                    }
+                }
+            }
+        }
+        for r in &ranges {
+            buf[r.clone()].fill(b'*');
+        }
+        ranges.len()
+    }
+
     pub fn redact_str(&self, input: &str, tally: &Tally) -> String {
         String::from_utf8_lossy(&self.redact(input.as_bytes(), tally)).into_owned()
     }
@@ -228,6 +258,17 @@ mod tests {
         assert!(url_rule.fingerprints.is_empty(), "no fingerprint of a possibly weak, unknown password");
         let jwt = b"token eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig-part_1 end";
         assert_eq!(redactor().redact(jwt, &t).as_ref(), b"token [REDACTED] end");
+    }
+
+    #[test]
+    fn masking_keeps_every_length() {
+        let t = Tally::default();
+        let mut buf = b"\x00\x07pw=s3cr3t-value; url=postgres://u:hunter2x@db/x\n\xff".to_vec();
+        let len = buf.len();
+        assert_eq!(redactor().mask(&mut buf, &t), 2);
+        assert_eq!(buf.len(), len);
+        assert_eq!(&buf[..], b"\x00\x07pw=************; url=postgres://u:********@db/x\n\xff");
+        assert_eq!(redactor().mask(&mut buf, &t), 0, "masked text is not masked twice");
     }
 
     #[test]

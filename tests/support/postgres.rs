@@ -125,6 +125,11 @@ impl PgServer {
         self.spawn();
     }
 
+    /// A client program of the server's version (`pg_restore`, `pg_dump`).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     pub fn url(&self, user: &str, db: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
     }

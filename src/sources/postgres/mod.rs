@@ -4,6 +4,7 @@
 //! parameters whose values are bound through `set_config`, never spliced into SQL.
 
 mod chain;
+mod dump;
 mod sql;
 mod tls;
 
@@ -47,6 +48,10 @@ pub struct PostgresSource {
     /// given). Results go to `findings` and `analysis/`.
     #[serde(default)]
     pub verify_audit_chain: bool,
+    /// Also run `pg_dump --format=custom` in the same snapshot, as `pg_dump/<database>.dump`. Off by default: a
+    /// dump holds every column the role can read, secret hashes included (masked only where they equal a known
+    /// secret or match a pattern), so `exclude_table_data` should name the tables that hold them.
+    pub pg_dump: Option<dump::DumpSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -132,7 +137,8 @@ impl Source for PostgresSource {
                  CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, \
                  now()::text, version(), current_database()::text, current_user::text, pg_is_in_recovery(), \
                  (extract(epoch FROM clock_timestamp()) * 1000)::float8, \
-                 coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                 coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false), \
+                 current_setting('server_version_num')::int",
                 &[],
             )
             .await
@@ -185,6 +191,20 @@ impl Source for PostgresSource {
             }
         });
         // The chain is verified on a connection of its own, in the same snapshot, while the tables are exported.
+        // The optional pg_dump, in the same snapshot, beside the workers.
+        let database: String = row.get(5);
+        let dumped = async {
+            let spec = self.pg_dump.as_ref()?;
+            let target = dump::Target {
+                config: &config,
+                tls: &tls,
+                settings: &self.settings,
+                snapshot: &snapshot,
+                server_major: (row.get::<_, i32>(10) / 10000) as u32,
+                database: &database,
+            };
+            Some(dump::run(&cx, spec, target).await)
+        };
         let verification = async {
             let mut found = Outcome::default();
             if self.verify_audit_chain {
@@ -200,7 +220,7 @@ impl Source for PostgresSource {
             }
             found
         };
-        let (ended, found) = tokio::join!(futures::future::join_all(workers), verification);
+        let (ended, found, dumped) = tokio::join!(futures::future::join_all(workers), verification, dumped);
         out.warnings.extend(found.warnings);
         out.findings.extend(found.findings);
         out.details.extend(found.details);
@@ -211,11 +231,23 @@ impl Source for PostgresSource {
         // In the collector's order, whichever worker did each.
         let mut reports = results.lock().map(|r| r.clone()).unwrap_or_default();
         reports.sort_by_key(|(i, _)| *i);
-        let reports: Vec<serde_json::Value> = reports.into_iter().map(|(_, r)| r).collect();
+        let reports: Vec<serde_json::Value> = reports.into_iter().map(|(_, r)| r).chain(dumped).collect();
         for r in &reports {
             if let Some(e) = r.get("error").and_then(|e| e.as_str()) {
                 out.warn(format!("{}: {e}", r["name"].as_str().unwrap_or("?")));
             }
+        }
+        for r in reports.iter().filter(|r| r["name"] == "pg_dump" && r.get("skipped").is_some()) {
+            out.findings.push(crate::bundle::manifest::Finding {
+                collector: cx.name.clone(),
+                code: "postgres.pg_dump_skipped".into(),
+                severity: crate::bundle::manifest::Severity::Warning,
+                summary: format!(
+                    "pg_dump was asked for and skipped: {}; the CSV tables are complete",
+                    r["skipped"].as_str().unwrap_or("?")
+                ),
+                details: Default::default(),
+            });
         }
         for r in reports.iter().filter(|r| r["rls_zero_rows"] == true) {
             out.findings.push(crate::bundle::manifest::Finding {

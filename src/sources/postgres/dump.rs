@@ -1,0 +1,216 @@
+//! The optional full logical backup: `pg_dump --format=custom` run in the collector's exported snapshot, so the
+//! dump shows the same instant as the CSV tables. Written uncompressed inside the archive (the bundle's zstd
+//! compresses it) so that secrets can be masked in place at the same length, which keeps the archive restorable.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio_postgres::{Config, config::Host};
+
+use super::tls::Tls;
+use crate::sources::Collection;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DumpSpec {
+    /// The `pg_dump` to run. Default: the one on `PATH` or under `/usr/lib/postgresql/*/bin` whose major version
+    /// can dump this server (the same major preferred, else the newest).
+    pub binary: Option<PathBuf>,
+    /// Tables whose rows stay out of the dump (`--exclude-table-data`; their definitions stay), e.g. tables with
+    /// secret hashes: a dump cannot leave out single columns.
+    #[serde(default)]
+    pub exclude_table_data: Vec<String>,
+}
+
+/// Where a `pg_dump` run needs to connect, as libpq environment variables (never on the command line, where
+/// `ps` would show a password).
+pub struct Target<'a> {
+    pub config: &'a Config,
+    pub tls: &'a Tls,
+    pub settings: &'a std::collections::BTreeMap<String, String>,
+    pub snapshot: &'a str,
+    pub server_major: u32,
+    pub database: &'a str,
+}
+
+/// The major version `pg_dump --version` reports ("pg_dump (PostgreSQL) 15.20 (Debian ...)" gives 15).
+async fn major_of(binary: &Path) -> Option<(u32, String)> {
+    let out = tokio::process::Command::new(binary).arg("--version").env_clear().output().await.ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split(')').nth(1)?.split_whitespace().next()?.to_string();
+    let major = version.split(['.', 'b', 'r']).next()?.parse().ok()?;
+    Some((major, version))
+}
+
+/// The binary to use, or why there is none.
+async fn choose(spec: &DumpSpec, server_major: u32) -> Result<(PathBuf, String), String> {
+    let candidates: Vec<PathBuf> = match &spec.binary {
+        Some(b) => vec![b.clone()],
+        None => {
+            let mut c: Vec<PathBuf> = std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).map(|d| d.join("pg_dump")).collect())
+                .unwrap_or_default();
+            c.extend(glob::glob("/usr/lib/postgresql/*/bin/pg_dump").into_iter().flatten().flatten());
+            c.extend(glob::glob("/usr/pgsql-*/bin/pg_dump").into_iter().flatten().flatten());
+            c
+        }
+    };
+    let mut found = Vec::new();
+    for c in candidates.iter().filter(|c| c.is_file()) {
+        if let Some((major, version)) = major_of(c).await {
+            found.push((major, version, c.clone()));
+        }
+    }
+    let usable = found.iter().filter(|(m, _, _)| *m >= server_major);
+    let best = usable.clone().find(|(m, _, _)| *m == server_major).or_else(|| usable.max_by_key(|(m, _, _)| *m));
+    match best {
+        Some((_, version, path)) => Ok((path.clone(), version.clone())),
+        None if found.is_empty() => Err(match &spec.binary {
+            Some(b) => format!("{} is not a pg_dump that runs here", b.display()),
+            None => "no pg_dump found on PATH or under /usr/lib/postgresql".into(),
+        }),
+        None => Err(format!(
+            "no pg_dump of major version {server_major} or newer (the server's); found {}",
+            found.iter().map(|(_, v, p)| format!("{v} at {}", p.display())).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// `-c name=value` for `PGOPTIONS`, with spaces and backslashes escaped as libpq expects.
+fn pgoptions(settings: &std::collections::BTreeMap<String, String>) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace(' ', "\\ ");
+    settings.iter().map(|(k, v)| format!("-c {}={}", esc(k), esc(v))).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs the dump into `pg_dump/<database>.dump`. Returns the report for `details.exports`: a `skipped` reason
+/// when no usable `pg_dump` exists, an `error` when it ran and failed.
+pub async fn run(cx: &Collection, spec: &DumpSpec, target: Target<'_>) -> serde_json::Value {
+    let mut report = json!({ "name": "pg_dump", "format": "custom" });
+    let (binary, version) = match choose(spec, target.server_major).await {
+        Ok(b) => b,
+        Err(why) => {
+            report["skipped"] = json!(why);
+            return report;
+        }
+    };
+    report["binary"] = json!(binary);
+    report["version"] = json!(version);
+    report["exclude_table_data"] = json!(spec.exclude_table_data);
+    if let Err(e) = dump(cx, spec, &target, &binary, &mut report).await {
+        report["error"] = json!(cx.redact_str(&e));
+    }
+    report
+}
+
+async fn dump(
+    cx: &Collection,
+    spec: &DumpSpec,
+    t: &Target<'_>,
+    binary: &Path,
+    report: &mut serde_json::Value,
+) -> Result<(), String> {
+    use std::io::Write;
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--snapshot={}", t.snapshot))
+        .env_clear()
+        .env("LC_ALL", "C")
+        .env("PGAPPNAME", "preserve pg_dump")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGDATABASE", t.database)
+        .env("PGSSLMODE", t.tls.mode.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for table in &spec.exclude_table_data {
+        cmd.arg(format!("--exclude-table-data={table}"));
+    }
+    if !t.settings.is_empty() {
+        // The collector's settings (Caracal's `caracal.zone_id`) open row-level security to this session; without
+        // this flag pg_dump would refuse any table RLS applies to.
+        cmd.arg("--enable-row-security").env("PGOPTIONS", pgoptions(t.settings));
+    }
+    if let Some(root) = &t.tls.root_cert {
+        cmd.env("PGSSLROOTCERT", root);
+    }
+    match t.config.get_hosts().first() {
+        Some(Host::Tcp(h)) => cmd.env("PGHOST", h),
+        Some(Host::Unix(p)) => cmd.env("PGHOST", p),
+        None => &mut cmd,
+    };
+    if let Some(port) = t.config.get_ports().first() {
+        cmd.env("PGPORT", port.to_string());
+    }
+    if let Some(user) = t.config.get_user() {
+        cmd.env("PGUSER", user);
+    }
+    if let Some(pw) = t.config.get_password() {
+        cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let errors = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = (&mut stderr).take(64 << 10).read_to_end(&mut text).await;
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        String::from_utf8_lossy(&text).into_owned()
+    });
+
+    let path = format!("pg_dump/{}.dump", super::sql::file_name(t.database));
+    let mut artifact = cx.artifact(&path, "application/vnd.postgresql.custom-dump").map_err(|e| e.to_string())?;
+    // Secrets are masked a line at a time (COPY data inside the archive is line-based), so a value is never split
+    // between two passes; a line longer than 8 MiB is masked in pieces that overlap by 64 KiB.
+    let (mut pending, mut buf) = (Vec::with_capacity(1 << 20), vec![0u8; 1 << 18]);
+    let mut masked = 0;
+    loop {
+        let n = tokio::select! {
+            n = stdout.read(&mut buf) => n.map_err(|e| format!("reading pg_dump's output: {e}"))?,
+            _ = cx.cancelled() => return Err("stopped".into()),
+        };
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let cut = match memchr::memrchr(b'\n', &pending) {
+            Some(i) => i + 1,
+            None if pending.len() > 8 << 20 => pending.len() - (64 << 10),
+            None => continue,
+        };
+        masked += cx.redactor().mask(&mut pending[..cut], cx.tally());
+        artifact.write_all(&pending[..cut]).map_err(|e| e.to_string())?;
+        pending.drain(..cut);
+    }
+    masked += cx.redactor().mask(&mut pending, cx.tally());
+    artifact.write_all(&pending).map_err(|e| e.to_string())?;
+    let status = child.wait().await.map_err(|e| format!("waiting for pg_dump: {e}"))?;
+    let stderr = errors.await.unwrap_or_default();
+    report["bytes"] = json!(artifact.bytes());
+    report["secrets_masked"] = json!(masked);
+    if !status.success() {
+        let why = format!("pg_dump {status}: {}", stderr.trim());
+        artifact.abandon(&cx.redact_str(&why));
+        return Err(why);
+    }
+    artifact.finish().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_become_escaped_pgoptions() {
+        let mut s = std::collections::BTreeMap::new();
+        s.insert("caracal.zone_id".to_string(), "*".to_string());
+        s.insert("app.note".to_string(), "a b\\c".to_string());
+        assert_eq!(pgoptions(&s), "-c app.note=a\\ b\\\\c -c caracal.zone_id=*");
+    }
+}
