@@ -257,8 +257,17 @@ pub async fn execute(
     let created_at = Timestamp::now();
     let bundle_id = bundle::bundle_id(&plan.profile_label, created_at);
     let staging_dir = env.out_dir.join(format!(".{bundle_id}.staging"));
-    let staging = Staging::create(staging_dir.clone())
+    let staging = Staging::create(staging_dir.clone(), env.zstd_level)
         .map_err(|source| SnapshotError::Staging { path: staging_dir.clone(), source })?;
+    let opts = ArchiveOptions {
+        out_dir: env.out_dir.clone(),
+        zstd_level: env.zstd_level,
+        organization: env.organization.clone(),
+    };
+    // Compression starts with the first finished artifact, not after the last one.
+    let archive = writer::ArchiveStream::start(&opts, &bundle_id, created_at.as_second().max(0) as u64)
+        .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
+    staging.on_seal(archive.sender());
     let redactor = Arc::new(Redactor::new(secrets.values));
     for w in &secrets.warnings {
         progress.note(w);
@@ -319,15 +328,9 @@ pub async fn execute(
         findings,
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },
     };
-    let opts = ArchiveOptions {
-        out_dir: env.out_dir.clone(),
-        zstd_level: env.zstd_level,
-        zstd_threads: env.zstd_threads,
-        organization: env.organization.clone(),
-    };
     progress.note(&format!("writing {}.tar.zst", manifest.bundle_id));
     let m = manifest.clone();
-    let written = tokio::task::spawn_blocking(move || writer::write_bundle(&opts, &m, &staged))
+    let written = tokio::task::spawn_blocking(move || archive.finish(&m, &staged))
         .await
         .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
         .and_then(|r| r)

@@ -446,7 +446,7 @@ fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
         .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal"))
         .spawn()
         .unwrap();
-    ws2.wait_for_staged("pgbig/tables/public.big_ledger.csv", 1 << 20, &mut child);
+    ws2.wait_for_staged("pgbig/tables/public.big_ledger.csv", 32 << 10, &mut child);
     pg.kill();
     assert_eq!(child.wait().unwrap().code(), Some(3));
     assert_eq!(run(ws2.preserve().arg("verify").arg(ws2.only_bundle())).status.code(), Some(0));

@@ -617,7 +617,7 @@ fn server_killed_mid_export_gives_a_partial_bundle_that_verifies() {
         .env("PRESERVE_REDIS_URL", r.url())
         .spawn()
         .unwrap();
-    ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 1 << 20, &mut child);
+    ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 32 << 10, &mut child);
     r.kill();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3), "partial bundle");
@@ -658,7 +658,7 @@ fn a_dropped_connection_is_resumed_once_from_the_last_exported_id() {
         .env("PRESERVE_REDIS_URL", r.url())
         .spawn()
         .unwrap();
-    ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 1 << 20, &mut child);
+    ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 32 << 10, &mut child);
     r.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "resumed and complete");

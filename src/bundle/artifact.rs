@@ -1,5 +1,6 @@
 //! Artifacts as they are collected. Every artifact is streamed to a staging file and hashed (SHA-256) and counted
-//! as it is written, never read back to hash. A collector that is cut off (timeout, signal) has its open
+//! as it is written, never read back to hash. The staged file is already a zstd frame of the artifact: compression
+//! happens while collecting, and the archive is then assembled from these frames without compressing again. A collector that is cut off (timeout, signal) has its open
 //! artifacts *sealed*: what it wrote so far is kept and hashed exactly, and any later write fails.
 
 use std::{
@@ -35,10 +36,26 @@ pub struct Counters {
     pub records: AtomicU64,
 }
 
+/// Called once per artifact when it is sealed, with its path in the bag, its staged file and its size: the archive
+/// takes it from there while collection goes on.
+type SealHook = Box<dyn Fn(&Sealed) + Send + Sync>;
+
+#[derive(Default)]
+struct OnSeal(OnceLock<SealHook>);
+
+impl std::fmt::Debug for OnSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "OnSeal(set)" } else { "OnSeal(unset)" })
+    }
+}
+
 /// The staging area of one bundle: a directory holding every artifact until the archive is written.
 #[derive(Debug)]
 pub struct Staging {
     root: PathBuf,
+    /// zstd level of the staged frames (the bundle's level).
+    level: i32,
+    on_seal: Arc<OnSeal>,
     cells: Mutex<Vec<Arc<Cell>>>,
     /// Per collector: why it is being stopped, once it is (timeout, signal).
     stops: Mutex<std::collections::HashMap<String, Arc<OnceLock<String>>>>,
@@ -53,7 +70,19 @@ struct Cell {
     media_type: String,
     /// Set when the collector is being stopped; an artifact dropped unfinished then says why.
     stop: Arc<OnceLock<String>>,
+    on_seal: Arc<OnSeal>,
     state: Mutex<CellState>,
+}
+
+/// An artifact once sealed, as the archive needs it: the staged frame and what it decompresses to.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub bag_path: String,
+    pub staged: PathBuf,
+    /// Size of the artifact (uncompressed).
+    pub bytes: u64,
+    /// Size of the staged zstd frame; 0 when nothing usable was staged (a failed write: the artifact is empty).
+    pub stored: u64,
 }
 
 #[derive(Debug)]
@@ -61,31 +90,83 @@ struct CellState {
     /// Open until sealed. Hashing happens below the buffer, on what the file accepted, so the recorded hash and
     /// size always match the staged file, even after a write error.
     out: Option<BufWriter<HashingFile>>,
-    /// Set when sealed: sha256 and size of the staged file.
-    sealed: Option<(String, u64)>,
+    /// Set when sealed: sha256 and size of the artifact, and the size of its staged frame.
+    sealed: Option<(String, u64, u64)>,
     records: Option<u64>,
     truncated: bool,
     source: Option<String>,
     error: Option<String>,
 }
 
-/// The staged file, hashing and counting exactly the bytes it accepts.
-#[derive(Debug)]
+/// Above this size an artifact's compression moves to a zstd worker thread of its own (a second frame), so that a
+/// big export is compressed beside the collector instead of on its thread; small artifacts never pay for a thread.
+const BACKGROUND_AFTER: u64 = 8 << 20;
+/// zstd job size of that worker: bounds its memory (about window + 2 jobs) whatever the artifact's size.
+const BACKGROUND_JOB: u32 = 2 << 20;
+
+/// The staged file: zstd frames of the artifact, hashing and counting exactly the bytes the compressor accepts.
 struct HashingFile {
-    file: File,
+    /// `None` only if switching frames failed; every later write then fails.
+    file: Option<zstd::stream::write::Encoder<'static, File>>,
+    level: i32,
+    background: bool,
     hasher: Sha256,
     bytes: u64,
 }
 
+impl HashingFile {
+    fn encoder(file: File, level: i32, background: bool) -> io::Result<zstd::stream::write::Encoder<'static, File>> {
+        let mut e = zstd::stream::write::Encoder::new(file, level)?;
+        e.include_checksum(true)?;
+        if background {
+            e.multithread(1)?;
+            e.set_parameter(zstd::stream::raw::CParameter::JobSize(BACKGROUND_JOB))?;
+        }
+        Ok(e)
+    }
+
+    /// Ends the in-thread frame and continues in a frame compressed by a zstd worker thread.
+    fn go_background(&mut self) -> io::Result<()> {
+        self.background = true;
+        let file = self.file.take().map(|e| e.finish()).transpose()?.ok_or_else(broken)?;
+        self.file = Some(Self::encoder(file, self.level, true)?);
+        Ok(())
+    }
+
+    fn encoder_mut(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, File>> {
+        self.file.as_mut().ok_or_else(broken)
+    }
+
+    /// Completes the last frame; the staged file's size.
+    fn finish(self) -> io::Result<u64> {
+        self.file.ok_or_else(broken)?.finish()?.metadata().map(|m| m.len())
+    }
+}
+
+fn broken() -> io::Error {
+    io::Error::other("the staged frame could not be continued")
+}
+
+impl std::fmt::Debug for HashingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashingFile").field("bytes", &self.bytes).finish()
+    }
+}
+
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        if !self.background && self.bytes > BACKGROUND_AFTER && cpus() > 1 {
+            self.go_background()?;
+        }
+        let n = self.encoder_mut()?.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
     }
+    /// Nothing to do: the frame is completed when the artifact is sealed; flushing the compressor early would
+    /// only cost ratio.
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 
@@ -93,14 +174,29 @@ impl Write for HashingFile {
 #[derive(Debug, Clone)]
 pub struct StagedArtifact {
     pub collector: String,
+    /// The staged zstd frame of the artifact.
     pub staged: PathBuf,
+    /// Size of that frame; 0 when nothing usable was staged.
+    pub stored: u64,
     pub record: ArtifactRecord,
 }
 
 impl Staging {
-    pub fn create(root: PathBuf) -> io::Result<Arc<Self>> {
+    /// A staging area at `root` whose artifacts are compressed at zstd `level` as they are written.
+    pub fn create(root: PathBuf, level: i32) -> io::Result<Arc<Self>> {
         std::fs::create_dir_all(root.join("data"))?;
-        Ok(Arc::new(Self { root, cells: Mutex::new(Vec::new()), stops: Mutex::default() }))
+        Ok(Arc::new(Self {
+            root,
+            level,
+            on_seal: Arc::default(),
+            cells: Mutex::new(Vec::new()),
+            stops: Mutex::default(),
+        }))
+    }
+
+    /// Registers the function told of each artifact as it is sealed (once; later calls are ignored).
+    pub fn on_seal(&self, hook: impl Fn(&Sealed) + Send + Sync + 'static) {
+        let _ = self.on_seal.0.set(Box::new(hook));
     }
 
     pub fn root(&self) -> &Path {
@@ -127,6 +223,7 @@ impl Staging {
             std::fs::create_dir_all(parent).map_err(create)?;
         }
         let file = File::options().write(true).create_new(true).open(&staged).map_err(create)?;
+        let file = Some(HashingFile::encoder(file, self.level, false).map_err(create)?);
         let stop = lock(&self.stops).entry(collector.to_string()).or_default().clone();
         let cell = Arc::new(Cell {
             collector: collector.to_string(),
@@ -134,10 +231,11 @@ impl Staging {
             staged,
             media_type: media_type.to_string(),
             stop,
+            on_seal: self.on_seal.clone(),
             state: Mutex::new(CellState {
                 out: Some(BufWriter::with_capacity(
                     WRITE_BUFFER,
-                    HashingFile { file, hasher: Sha256::new(), bytes: 0 },
+                    HashingFile { file, level: self.level, background: false, hasher: Sha256::new(), bytes: 0 },
                 )),
                 sealed: None,
                 records: None,
@@ -171,10 +269,11 @@ impl Staging {
             .map(|c| {
                 c.seal(Some("cut off: still open when the bundle was written"));
                 let s = lock(&c.state);
-                let (sha256, bytes) = s.sealed.clone().unwrap_or_default();
+                let (sha256, bytes, stored) = s.sealed.clone().unwrap_or_default();
                 StagedArtifact {
                     collector: c.collector.clone(),
                     staged: c.staged.clone(),
+                    stored,
                     record: ArtifactRecord {
                         path: c.bag_path.clone(),
                         sha256,
@@ -199,6 +298,7 @@ impl Cell {
     fn seal(&self, cut_off: Option<&str>) -> bool {
         let mut s = lock(&self.state);
         let Some(mut out) = s.out.take() else { return false };
+        let failed_before = s.error.is_some();
         if let Err(e) = out.flush() {
             s.error = Some(format!("write failed: {e}"));
         }
@@ -206,9 +306,31 @@ impl Cell {
             s.truncated = true;
             s.error.get_or_insert_with(|| reason.to_string());
         }
-        // After a failed flush the buffer's rest is dropped: the hash covers exactly what reached the file.
+        // After a failed flush the buffer's rest is dropped: the hash covers exactly what the compressor took.
         let (file, _unwritten) = out.into_parts();
-        s.sealed = Some((hex::encode(file.hasher.finalize()), file.bytes));
+        let (hasher, bytes) = (file.hasher.clone(), file.bytes);
+        let write_failed = failed_before || s.error.as_deref().is_some_and(|e| e.starts_with("write failed"));
+        let sealed = match file.finish() {
+            Ok(stored) if !write_failed => (hex::encode(hasher.finalize()), bytes, stored),
+            result => {
+                // A frame that could not be completed cannot be trusted to decompress: the artifact is recorded
+                // empty, and says why, rather than archived corrupt.
+                let why = result.err().map(|e| e.to_string()).or_else(|| s.error.clone()).unwrap_or_default();
+                s.error = Some(format!("write failed: {why}; what was collected of this artifact is lost"));
+                s.truncated = true;
+                (hex::encode(Sha256::digest(b"")), 0, 0)
+            }
+        };
+        s.sealed = Some(sealed.clone());
+        drop(s);
+        if let Some(hook) = self.on_seal.0.get() {
+            hook(&Sealed {
+                bag_path: self.bag_path.clone(),
+                staged: self.staged.clone(),
+                bytes: sealed.1,
+                stored: sealed.2,
+            });
+        }
         true
     }
 }
@@ -242,7 +364,7 @@ impl ArtifactWriter {
         let s = lock(&self.cell.state);
         match (&s.out, &s.sealed) {
             (Some(out), _) => out.get_ref().bytes + out.buffer().len() as u64,
-            (None, Some((_, bytes))) => *bytes,
+            (None, Some((_, bytes, _))) => *bytes,
             (None, None) => 0,
         }
     }
@@ -298,6 +420,11 @@ impl Drop for ArtifactWriter {
     }
 }
 
+fn cpus() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking collector may poison a lock; the data behind it is still what was written.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -332,7 +459,7 @@ mod tests {
     #[test]
     fn hash_is_of_exactly_what_was_written_even_when_sealed_midway() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::create(dir.path().join("s")).unwrap();
+        let staging = Staging::create(dir.path().join("s"), 3).unwrap();
         let mut w = staging.artifact("c", "a/b.txt", "text/plain", Default::default()).unwrap();
         w.write_all(b"hello ").unwrap();
         assert_eq!(staging.seal_collector("c", "timed out"), 1);
@@ -344,7 +471,30 @@ mod tests {
         assert_eq!(staged[0].record.sha256, hex::encode(Sha256::digest(b"hello ")));
         assert!(staged[0].record.truncated, "a cut-off artifact says so");
         assert_eq!(staged[0].record.error.as_deref(), Some("cut off: timed out"));
-        assert_eq!(std::fs::read(&staged[0].staged).unwrap(), b"hello ");
+        let frame = std::fs::read(&staged[0].staged).unwrap();
+        assert_eq!(frame.len() as u64, staged[0].stored);
+        assert_eq!(zstd::decode_all(&frame[..]).unwrap(), b"hello ", "the staged frame holds exactly that");
+    }
+
+    #[test]
+    fn a_big_artifact_continues_in_a_background_frame_and_decodes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::create(dir.path().join("s"), 3).unwrap();
+        let mut w = staging.artifact("c", "big.csv", "text/csv", Default::default()).unwrap();
+        let mut want = Vec::new();
+        for i in 0..400_000u32 {
+            let line = format!("{i},{:08x},row {i} of the ledger\n", i.wrapping_mul(2_654_435_761));
+            want.extend_from_slice(line.as_bytes());
+            w.write_all(line.as_bytes()).unwrap();
+        }
+        assert!(want.len() as u64 > BACKGROUND_AFTER, "big enough to switch");
+        w.finish().unwrap();
+        let staged = staging.finish();
+        let frames = std::fs::read(&staged[0].staged).unwrap();
+        assert_eq!(staged[0].record.bytes, want.len() as u64);
+        assert_eq!(staged[0].record.sha256, hex::encode(Sha256::digest(&want)));
+        assert!(frames.len() < want.len() / 2, "compressed as it was written");
+        assert_eq!(zstd::decode_all(&frames[..]).unwrap(), want, "the frames decode to exactly the artifact");
     }
 
     #[test]
@@ -355,7 +505,7 @@ mod tests {
         assert_eq!(safe_relative("./a//b").unwrap(), "a/b");
         assert_eq!(safe_relative("100% sure.txt").unwrap(), "100_ sure.txt");
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::create(dir.path().join("s")).unwrap();
+        let staging = Staging::create(dir.path().join("s"), 3).unwrap();
         let _a = staging.artifact("c", "x", "text/plain", Default::default()).unwrap();
         assert!(matches!(
             staging.artifact("c", "./x", "text/plain", Default::default()),

@@ -1,27 +1,30 @@
 //! Writes the bundle: a tar of one BagIt bag, compressed with multi-threaded zstd (frame checksums on), hashed as it
 //! is written, fsynced and renamed into place only when complete, with the `.sha256` and `.manifest.json` side files.
-//! Tar headers are normalized (mode 0644/0755, uid/gid 0, no user names, mtime = snapshot time) and entries are in a
-//! fixed order, so the same evidence gives the same payload hashes.
+//! Tar headers are normalized (mode 0644/0755, uid/gid 0, no user names, mtime = snapshot time), so the same
+//! evidence gives the same payload hashes; payload entries come in the order they were finished, tag files last.
 
 use std::{
+    collections::BTreeSet,
     fs::File,
     io::{self, BufWriter, Write},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
 };
 
 use sha2::{Digest, Sha256};
 
-use super::{artifact::StagedArtifact, bagit, manifest::Manifest};
+use super::{
+    artifact::{Sealed, StagedArtifact},
+    bagit,
+    manifest::Manifest,
+};
 
-const JOB_SIZE: u32 = 4 << 20;
 const TAG_FILES: [&str; 4] = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest.json"];
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
     pub out_dir: PathBuf,
     pub zstd_level: i32,
-    /// 0 means one worker per CPU.
-    pub zstd_threads: u32,
     pub organization: String,
 }
 
@@ -52,18 +55,221 @@ pub fn bundle_paths(out_dir: &Path, bundle_id: &str) -> (PathBuf, PathBuf, PathB
     )
 }
 
-/// Writes the archive for `manifest` (whose collectors already list every artifact) from the staged artifacts.
+/// Writes the archive for `manifest` (whose collectors already list every artifact) from the staged artifacts, in
+/// one go. A snapshot uses [`ArchiveStream`] instead, to compress while it collects.
 pub fn write_bundle(
     opts: &ArchiveOptions,
     manifest: &Manifest,
     artifacts: &[StagedArtifact],
 ) -> Result<WrittenBundle, WriteError> {
-    let id = &manifest.bundle_id;
-    let (archive, sha_file, manifest_file) = bundle_paths(&opts.out_dir, id);
-    std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    let mtime = manifest.created_at.as_second().max(0) as u64;
+    ArchiveStream::start(opts, &manifest.bundle_id, mtime)?.finish(manifest, artifacts)
+}
 
-    let manifest_json = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| WriteError::Io { path: manifest_file.clone(), source: io::Error::other(e) })?;
+/// Builds the `.tar.zst` as a sequence of zstd frames: tar headers, padding and tag files are compressed here in
+/// small frames; each artifact's content is the frame staged while it was collected, copied as it is. Decompressed
+/// end to end (zstd decodes concatenated frames as one stream) it is one ordinary tar.
+struct Assembler {
+    out: HashingWriter<BufWriter<File>>,
+    /// Tar bytes not yet compressed (headers, padding, small files).
+    tar: tar::Builder<Vec<u8>>,
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+impl Assembler {
+    fn new(file: File, level: i32) -> io::Result<Self> {
+        let mut compressor = zstd::bulk::Compressor::new(level)?;
+        compressor.include_checksum(true)?;
+        Ok(Self {
+            out: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            tar: tar::Builder::new(Vec::new()),
+            compressor,
+        })
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        let pending = std::mem::take(self.tar.get_mut());
+        if !pending.is_empty() {
+            self.out.write_all(&self.compressor.compress(&pending)?)?;
+        }
+        Ok(())
+    }
+
+    fn dir(&mut self, path: &str, mtime: u64) -> io::Result<()> {
+        let mut h = header(tar::EntryType::Directory, 0, 0o755, mtime);
+        self.tar.append_data(&mut h, path, io::empty())
+    }
+
+    fn bytes(&mut self, path: &str, content: &[u8], mtime: u64) -> io::Result<()> {
+        let mut h = header(tar::EntryType::Regular, content.len() as u64, 0o644, mtime);
+        self.tar.append_data(&mut h, path, content)
+    }
+
+    /// One artifact: its header, its staged frame copied verbatim, its padding.
+    fn staged(&mut self, top: &str, s: &Sealed, mtime: u64) -> io::Result<()> {
+        let mut h = header(tar::EntryType::Regular, s.bytes, 0o644, mtime);
+        // With no data the builder writes just the header (and a long-name entry when the path needs one).
+        self.tar.append_data(&mut h, format!("{top}/{}", s.bag_path), io::empty())?;
+        if s.stored > 0 {
+            self.flush_pending()?;
+            let f = File::open(&s.staged)?;
+            if f.metadata()?.len() != s.stored {
+                return Err(io::Error::other(WriteError::Staged { path: s.bag_path.clone(), expected: s.stored }));
+            }
+            io::copy(&mut io::Read::take(f, s.stored), &mut self.out)?;
+        }
+        let pad = (512 - s.bytes % 512) % 512;
+        self.tar.get_mut().extend(std::iter::repeat_n(0u8, pad as usize));
+        Ok(())
+    }
+
+    /// The end-of-archive blocks, the last frame; returns the file, the archive's sha256 and size.
+    fn finish(mut self) -> io::Result<(File, String, u64)> {
+        self.tar.finish()?;
+        self.flush_pending()?;
+        let (buffered, sha256, bytes) = self.out.finish();
+        let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        Ok((file, sha256, bytes))
+    }
+}
+
+/// An archive written while the evidence is collected: each artifact is appended as soon as it is sealed, from the
+/// zstd frame staged while it was written, so compression overlaps collection instead of following it. The tag
+/// files, which depend on everything, come last. Entries are therefore in the order their artifacts were finished;
+/// the payload and its hashes do not depend on that order.
+pub struct ArchiveStream {
+    opts: ArchiveOptions,
+    id: String,
+    mtime: u64,
+    partial: PathBuf,
+    tx: Arc<Mutex<Option<mpsc::Sender<Sealed>>>>,
+    thread: Option<std::thread::JoinHandle<Result<Appended, io::Error>>>,
+}
+
+struct Appended {
+    asm: Assembler,
+    paths: BTreeSet<String>,
+}
+
+impl ArchiveStream {
+    /// Creates `.<id>.tar.zst.partial` and the thread that appends artifacts to it.
+    pub fn start(opts: &ArchiveOptions, id: &str, mtime: u64) -> Result<Self, WriteError> {
+        std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+        let partial = opts.out_dir.join(format!(".{id}.tar.zst.partial"));
+        let asm = File::create(&partial).and_then(|f| Assembler::new(f, opts.zstd_level)).map_err(io_err(&partial))?;
+        let (tx, rx) = mpsc::channel::<Sealed>();
+        let top = id.to_string();
+        let thread = std::thread::Builder::new()
+            .name("preserve-archive".into())
+            .spawn(move || {
+                let mut out = Appended { asm, paths: BTreeSet::new() };
+                out.asm.dir(&format!("{top}/"), mtime)?;
+                out.asm.dir(&format!("{top}/data/"), mtime)?;
+                for s in rx {
+                    out.asm.staged(&top, &s, mtime)?;
+                    out.paths.insert(s.bag_path);
+                }
+                Ok(out)
+            })
+            .map_err(io_err(&partial))?;
+        Ok(Self {
+            opts: opts.clone(),
+            id: id.to_string(),
+            mtime,
+            partial,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a sealed artifact; cheap, never blocks. After [`ArchiveStream::finish`] began, ignored.
+    pub fn sender(&self) -> impl Fn(&Sealed) + Send + Sync + 'static {
+        let tx = self.tx.clone();
+        move |sealed| {
+            if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = tx.send(sealed.clone());
+            }
+        }
+    }
+
+    /// Appends whatever was not streamed yet and the tag files, then fsyncs and renames the archive into place and
+    /// writes the side files. On failure the partial archive is removed (a full disk stays full otherwise).
+    pub fn finish(mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
+        let result = self.complete(manifest, artifacts);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+        result
+    }
+
+    fn complete(&mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
+        let (archive, sha_file, manifest_file) = bundle_paths(&self.opts.out_dir, &self.id);
+        let partial = self.partial.clone();
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let appended = self
+            .thread
+            .take()
+            .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("the archive thread panicked"))))
+            .unwrap_or_else(|| Err(io::Error::other("archive already finished")));
+        let to_write_error = |e: io::Error| match e.downcast::<WriteError>() {
+            Ok(w) => w,
+            Err(e) => WriteError::Io { path: partial.clone(), source: e },
+        };
+        let Appended { mut asm, paths } = appended.map_err(to_write_error)?;
+
+        let manifest_json = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| WriteError::Io { path: manifest_file.clone(), source: io::Error::other(e) })?;
+        let (tag_contents, tagmanifest) = tag_files(&self.opts, manifest, artifacts, &manifest_json);
+        let (id, mtime) = (self.id.clone(), self.mtime);
+        let result: io::Result<()> = (|| {
+            // Sealed before the hook was set, or never reported: appended now, in path order.
+            for a in artifacts.iter().filter(|a| !paths.contains(&a.record.path)) {
+                let s = Sealed {
+                    bag_path: a.record.path.clone(),
+                    staged: a.staged.clone(),
+                    bytes: a.record.bytes,
+                    stored: a.stored,
+                };
+                asm.staged(&id, &s, mtime)?;
+            }
+            for (name, content) in TAG_FILES.iter().zip(tag_contents.iter()) {
+                asm.bytes(&format!("{id}/{name}"), content, mtime)?;
+            }
+            asm.bytes(&format!("{id}/tagmanifest-sha256.txt"), tagmanifest.as_bytes(), mtime)
+        })();
+        result.map_err(to_write_error)?;
+        let (file, sha256, bytes) = asm.finish().map_err(io_err(&partial))?;
+        file.sync_all().map_err(io_err(&partial))?;
+
+        let archive_name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        write_atomically(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
+        write_atomically(&manifest_file, &manifest_json)?;
+        // The archive appears last, complete and synced: its presence means the bundle is finished.
+        std::fs::rename(&partial, &archive).map_err(io_err(&archive))?;
+        sync_dir(&self.opts.out_dir);
+        Ok(WrittenBundle { archive, sha256, bytes, sha256_file: sha_file, manifest_file })
+    }
+}
+
+impl Drop for ArchiveStream {
+    /// Never finished (the snapshot failed before writing its bundle): stop the thread, remove the partial file.
+    fn drop(&mut self) {
+        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// The BagIt tag files and `manifest.json`, and the tag manifest over them.
+fn tag_files(
+    opts: &ArchiveOptions,
+    manifest: &Manifest,
+    artifacts: &[StagedArtifact],
+    manifest_json: &[u8],
+) -> ([Vec<u8>; 4], String) {
+    let id = &manifest.bundle_id;
     let payload_bytes: u64 = artifacts.iter().map(|a| a.record.bytes).sum();
     let manifest_sha256 =
         bagit::render_manifest(artifacts.iter().map(|a| (a.record.sha256.as_str(), a.record.path.as_str())));
@@ -78,87 +284,16 @@ pub fn write_bundle(
             format!("preserve evidence bundle, profile {}, status {}", manifest.profile, manifest.status.as_str()),
         ),
     ]);
-    let tag_contents: [&[u8]; 4] =
-        [bagit::BAGIT_TXT.as_bytes(), bag_info.as_bytes(), manifest_sha256.as_bytes(), &manifest_json];
+    let contents = [
+        bagit::BAGIT_TXT.as_bytes().to_vec(),
+        bag_info.into_bytes(),
+        manifest_sha256.into_bytes(),
+        manifest_json.to_vec(),
+    ];
     let tag_hashes: Vec<(String, &str)> =
-        TAG_FILES.iter().zip(tag_contents).map(|(name, c)| (hex::encode(Sha256::digest(c)), *name)).collect();
+        TAG_FILES.iter().zip(contents.iter()).map(|(name, c)| (hex::encode(Sha256::digest(c)), *name)).collect();
     let tagmanifest = bagit::render_manifest(tag_hashes.iter().map(|(h, name)| (h.as_str(), *name)));
-
-    let partial = opts.out_dir.join(format!(".{id}.tar.zst.partial"));
-    let archived = write_archive(opts, manifest, artifacts, &partial, &tag_contents, &tagmanifest);
-    let (sha256, bytes) = match archived {
-        Ok(done) => done,
-        Err(e) => {
-            // Never leave a half-written archive behind (a full disk stays full otherwise).
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-
-    let archive_name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    write_atomically(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
-    write_atomically(&manifest_file, &manifest_json)?;
-    // The archive appears last, complete and synced: its presence means the bundle is finished.
-    std::fs::rename(&partial, &archive).map_err(io_err(&archive))?;
-    sync_dir(&opts.out_dir);
-    Ok(WrittenBundle { archive, sha256, bytes, sha256_file: sha_file, manifest_file })
-}
-
-/// Writes the tar.zst to `partial`, fsynced; returns its sha256 and size.
-fn write_archive(
-    opts: &ArchiveOptions,
-    manifest: &Manifest,
-    artifacts: &[StagedArtifact],
-    partial: &Path,
-    tag_contents: &[&[u8]; 4],
-    tagmanifest: &str,
-) -> Result<(String, u64), WriteError> {
-    let id = &manifest.bundle_id;
-    let partial = partial.to_path_buf();
-    let file = File::create(&partial).map_err(io_err(&partial))?;
-    let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut encoder = zstd::stream::write::Encoder::new(hashing, opts.zstd_level).map_err(io_err(&partial))?;
-    encoder.include_checksum(true).map_err(io_err(&partial))?;
-    let threads = if opts.zstd_threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    } else {
-        opts.zstd_threads
-    };
-    encoder.multithread(threads).map_err(io_err(&partial))?;
-    // zstd's default job is several times the window (peak RSS ~53 MiB with 2 workers); 4 MiB jobs keep it near
-    // 32 MiB whatever the evidence size, for ~10% in ratio (measured: tests/memory.rs, docs/performance.md).
-    encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE)).map_err(io_err(&partial))?;
-
-    let mtime = manifest.created_at.as_second().max(0) as u64;
-    let mut tar = tar::Builder::new(encoder);
-    let result: io::Result<()> = (|| {
-        append_dir(&mut tar, &format!("{id}/"), mtime)?;
-        for (name, content) in TAG_FILES.iter().zip(tag_contents.iter()) {
-            append_bytes(&mut tar, &format!("{id}/{name}"), content, mtime)?;
-        }
-        append_bytes(&mut tar, &format!("{id}/tagmanifest-sha256.txt"), tagmanifest.as_bytes(), mtime)?;
-        append_dir(&mut tar, &format!("{id}/data/"), mtime)?;
-        for a in artifacts {
-            let f = File::open(&a.staged)?;
-            let len = f.metadata()?.len();
-            if len != a.record.bytes {
-                return Err(io::Error::other(WriteError::Staged {
-                    path: a.record.path.clone(),
-                    expected: a.record.bytes,
-                }));
-            }
-            let mut h = header(tar::EntryType::Regular, a.record.bytes, 0o644, mtime);
-            tar.append_data(&mut h, format!("{id}/{}", a.record.path), io::Read::take(f, a.record.bytes))?;
-        }
-        Ok(())
-    })();
-    result.map_err(io_err(&partial))?;
-    let encoder = tar.into_inner().map_err(io_err(&partial))?;
-    let hashing = encoder.finish().map_err(io_err(&partial))?;
-    let (buffered, sha256, bytes) = hashing.finish();
-    let file = buffered.into_inner().map_err(|e| WriteError::Io { path: partial.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(io_err(&partial))?;
-    Ok((sha256, bytes))
+    (contents, tagmanifest)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError {
@@ -175,16 +310,6 @@ fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header
     h.set_gid(0);
     h.set_mtime(mtime);
     h
-}
-
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> io::Result<()> {
-    let mut h = header(tar::EntryType::Directory, 0, 0o755, mtime);
-    tar.append_data(&mut h, path, io::empty())
-}
-
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, content: &[u8], mtime: u64) -> io::Result<()> {
-    let mut h = header(tar::EntryType::Regular, content.len() as u64, 0o644, mtime);
-    tar.append_data(&mut h, path, content)
 }
 
 fn write_atomically(path: &Path, content: &[u8]) -> Result<(), WriteError> {

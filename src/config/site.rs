@@ -68,8 +68,6 @@ pub struct RunConfig {
     pub collector_timeout: Option<SignedDuration>,
     /// zstd level of the archive (default 3).
     pub zstd_level: Option<i32>,
-    /// zstd worker threads (default: the number of CPUs).
-    pub zstd_threads: Option<u32>,
 }
 
 /// A Redis or Postgres endpoint: URL without a password, and the password by reference.
@@ -171,7 +169,6 @@ pub struct Environment {
     pub run_timeout: SignedDuration,
     pub collector_timeout: SignedDuration,
     pub zstd_level: i32,
-    pub zstd_threads: u32,
     pub redis: Endpoint,
     pub postgres: Endpoint,
     pub services: BTreeMap<String, Vec<String>>,
@@ -327,7 +324,6 @@ impl Environment {
             run_timeout,
             collector_timeout,
             zstd_level: c.run.zstd_level.unwrap_or(3),
-            zstd_threads: c.run.zstd_threads.unwrap_or(0),
             redis,
             postgres,
             services,

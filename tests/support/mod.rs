@@ -65,6 +65,7 @@ impl Workspace {
 
     /// Waits, while `child` (a running snapshot) collects, until the staged artifact `data/<relative>` has grown
     /// past `bytes`: the moment to inject a fault mid-export.
+    /// Waits until the staged artifact (a zstd frame, growing as its compressor emits blocks) exceeds `bytes`.
     pub fn wait_for_staged(&self, relative: &str, bytes: u64, child: &mut std::process::Child) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {

@@ -458,40 +458,42 @@ async fn copy_csv(
     let stream = client.copy_out(copy.as_str()).await.map_err(|e| sql::describe_error(&e))?;
     let mut artifact = cx.artifact(path, "text/csv").map_err(|e| e.to_string())?;
     let mut stream = std::pin::pin!(stream);
-    let mut pending: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut rows = sql::CsvRecords::default();
+    // The backend sends exactly one CopyData message per row (the protocol guarantees it for COPY OUT), the header
+    // first: rows are counted by message, and gathered into batches of whole rows (so a secret, or a quoted value
+    // spanning lines, is never split between two redaction passes) before they are redacted, hashed, compressed.
+    const BATCH: usize = 256 << 10;
+    let mut pending: Vec<u8> = Vec::with_capacity(BATCH + (64 << 10));
+    let (mut messages, mut counted) = (0u64, 0u64);
+    let rows = |messages: u64| messages.saturating_sub(1);
+    let mut write = |pending: &mut Vec<u8>, messages: u64, artifact: &mut crate::bundle::artifact::ArtifactWriter| {
+        let r = cx.write_redacted(artifact, pending);
+        pending.clear();
+        artifact.add_records(rows(messages) - counted);
+        counted = rows(messages);
+        r.map(|_| ())
+    };
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                let why = format!(
-                    "COPY interrupted after {} rows: {}",
-                    rows.count().saturating_sub(1),
-                    sql::describe_error(&e)
-                );
-                // The rows received so far, whole lines, are kept; the artifact says why it ends there.
-                let _ =
-                    cx.write_redacted(&mut artifact, &pending[..memchr::memrchr(b'\n', &pending).map_or(0, |i| i + 1)]);
+                let why = format!("COPY interrupted after {} rows: {}", rows(messages), sql::describe_error(&e));
+                // The rows received so far are kept; the artifact says why it ends there.
+                let _ = write(&mut pending, messages, &mut artifact);
                 artifact.abandon(&why);
                 return Err(why);
             }
         };
-        // Counted as they arrive (less the header), so an interrupted COPY still says how many rows it kept.
-        let before = rows.count().saturating_sub(1);
-        rows.feed(&chunk);
-        artifact.add_records(rows.count().saturating_sub(1) - before);
+        messages += 1;
         pending.extend_from_slice(&chunk);
-        // Redact whole lines only, so a secret is never split between two passes.
-        if let Some(cut) = memchr::memrchr(b'\n', &pending) {
-            cx.write_redacted(&mut artifact, &pending[..=cut]).map_err(|e| e.to_string())?;
-            pending.drain(..=cut);
-        }
-        if cx.is_cancelled() {
-            return Err("stopped".into());
+        if pending.len() >= BATCH {
+            write(&mut pending, messages, &mut artifact).map_err(|e| e.to_string())?;
+            if cx.is_cancelled() {
+                return Err("stopped".into());
+            }
         }
     }
-    cx.write_redacted(&mut artifact, &pending).map_err(|e| e.to_string())?;
-    let n = rows.count().saturating_sub(1); // the header
+    write(&mut pending, messages, &mut artifact).map_err(|e| e.to_string())?;
+    let n = rows(messages);
     artifact.flush().map_err(|e| e.to_string())?;
     artifact.finish().map_err(|e| e.to_string())?;
     report["rows"] = json!(n);

@@ -1,5 +1,5 @@
 //! SQL helpers of the `postgres` source: connection settings, identifier quoting, named parameters (bound through
-//! `set_config`, never spliced), DDL from the catalog, and counting CSV records in a stream.
+//! `set_config`, never spliced), and DDL from the catalog.
 
 use std::str::FromStr;
 
@@ -243,28 +243,6 @@ pub async fn table_ddl(client: &Client, schema: &str, table: &str) -> Result<Str
     Ok(ddl)
 }
 
-/// Counts complete CSV records in a stream of chunks: a newline ends a record unless it is inside quotes.
-#[derive(Debug, Default)]
-pub struct CsvRecords {
-    in_quotes: bool,
-    count: u64,
-}
-
-impl CsvRecords {
-    pub fn feed(&mut self, chunk: &[u8]) {
-        for i in memchr::memchr2_iter(b'"', b'\n', chunk) {
-            match chunk[i] {
-                b'"' => self.in_quotes = !self.in_quotes,
-                _ if !self.in_quotes => self.count += 1,
-                _ => {}
-            }
-        }
-    }
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,14 +257,6 @@ mod tests {
             "occurred_at >= (current_setting('preserve.p_since'))::timestamptz AND zone_id = current_setting('preserve.p_zone_id') AND note <> ':not_a_param' AND x::text = 'a'"
         );
         assert!(bind_names("a = 'unterminated").is_err());
-    }
-
-    #[test]
-    fn csv_records_respect_quoted_newlines_across_chunks() {
-        let mut c = CsvRecords::default();
-        c.feed(b"id,note\n1,\"multi\nli");
-        c.feed(b"ne \"\"quoted\"\"\"\n2,plain\n");
-        assert_eq!(c.count(), 3);
     }
 
     #[test]
