@@ -44,6 +44,11 @@ UPDATE audit_events SET content_sha256 = encode(sha256(convert_to(id || chr(31) 
   coalesce(policy_set_version_id, '') || chr(31) || coalesce(manifest_sha, '') || chr(31) || coalesce(evaluation_status, '') || chr(31) ||
   coalesce(determining_policies_json::text, 'null') || chr(31) || coalesce(diagnostics_json::text, 'null') || chr(31) ||
   coalesce(metadata_json::text, 'null') || chr(31) || ((extract(epoch FROM occurred_at) * 1000000)::bigint * 1000)::text, 'UTF8')), 'hex');
+-- A valid chain per zone, and the index Caracal's Audit service keeps for its head lookups.
+UPDATE audit_events a SET prev_content_sha256 = p.prev FROM (SELECT id, occurred_at,
+  lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM audit_events) p
+  WHERE p.id = a.id AND p.occurred_at = a.occurred_at;
+CREATE INDEX audit_events_zone_chain ON audit_events (zone_id, chain_seq DESC);
 VACUUM ANALYZE audit_events;
 SQL
 mkdir -p "$work/c"

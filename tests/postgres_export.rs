@@ -515,11 +515,14 @@ fn chain_snapshot(ws: &Workspace, pg: &PgServer, out: &str) -> (serde_json::Valu
     let dir = collectors_dir(
         ws,
         "chain.toml",
-        "[[collector]]\nname = \"ledger\"\nkind = \"postgres\"\nverify_audit_chain = true\ntables = [{ table = \"audit_events\" }]\n",
+        "[[collector]]\nname = \"ledger\"\nkind = \"postgres\"\nverify_audit_chain = true\ntables = [{ table = \"audit_events\" }]\n\n\
+         [[collector]]\nname = \"ledger-only\"\nkind = \"postgres\"\nverify_audit_chain = true\n",
     );
+    // `ledger` verifies the chain from its export of the table; `ledger-only` exports nothing and reads the chain
+    // with its own query. Both must find the same.
     let o = run(ws
         .preserve()
-        .args(["snapshot", "-q", "-c", "ledger", "--out", out, "--collectors"])
+        .args(["snapshot", "-q", "-c", "ledger", "-c", "ledger-only", "--out", out, "--collectors"])
         .arg(&dir)
         .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "ledger"))
         .env("AUDIT_HMAC_KEY", HMAC_KEY));
@@ -531,22 +534,33 @@ fn chain_snapshot(ws: &Workspace, pg: &PgServer, out: &str) -> (serde_json::Valu
         .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
         .unwrap();
     let bag = unpack(&bundle, &ws.path().join(format!("{out}-x").replace('/', "_")));
-    let problems: Vec<(String, i64, String)> = ["audit_chain", "admin_audit_chain"]
-        .iter()
-        .flat_map(|l| {
-            let text = std::fs::read_to_string(bag.join(format!("data/ledger/analysis/{l}_problems.jsonl"))).unwrap();
-            text.lines().map(str::to_string).collect::<Vec<_>>()
-        })
-        .map(|l| {
-            let j: serde_json::Value = serde_json::from_str(&l).unwrap();
-            (
-                j["zone_id"].as_str().unwrap().to_string(),
-                j["chain_seq"].as_i64().unwrap(),
-                j["check"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    (manifest(&bag), problems)
+    let problems = |collector: &str| -> Vec<(String, i64, String)> {
+        let mut p: Vec<_> = ["audit_chain", "admin_audit_chain"]
+            .iter()
+            .flat_map(|l| {
+                let path = bag.join(format!("data/{collector}/analysis/{l}_problems.jsonl"));
+                std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect::<Vec<_>>()
+            })
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(&l).unwrap();
+                (
+                    j["zone_id"].as_str().unwrap().to_string(),
+                    j["chain_seq"].as_i64().unwrap(),
+                    j["check"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        p.sort();
+        p
+    };
+    let m = manifest(&bag);
+    for c in ["ledger", "ledger-only"] {
+        assert_eq!(collector(&m, c)["status"], "ok", "{}", collector(&m, c));
+    }
+    assert_eq!(problems("ledger"), problems("ledger-only"), "the export and the query see the same chain");
+    let query = collector(&m, "ledger")["details"]["exports"][0]["query"].as_str().unwrap().to_string();
+    assert!(query.ends_with("ORDER BY \"zone_id\" DESC, \"chain_seq\""), "exported in chain order: {query}");
+    (m, problems("ledger"))
 }
 
 #[test]

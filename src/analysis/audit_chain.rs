@@ -50,22 +50,39 @@ pub struct ZoneSummary {
 /// Caracal's content hash: SHA-256 over the 12 string fields each followed by 0x1F, then the decimal UnixNano of
 /// `occurred_at`, hex.
 pub fn content_sha256(row: &ChainRow) -> String {
+    String::from_utf8_lossy(&content_hex(row)).into_owned()
+}
+
+/// [`content_sha256`] as hex digits on the stack (it runs once per row of the ledger).
+fn content_hex(row: &ChainRow) -> [u8; 64] {
+    use std::io::Write;
     let mut h = Sha256::new();
     for f in [&row.id, &row.zone_id].into_iter().chain(row.fields.iter()) {
         h.update(f.as_bytes());
         h.update([0x1f]);
     }
-    h.update((row.occurred_us as i128 * 1000).to_string().as_bytes());
-    hex::encode(h.finalize())
+    let mut nanos = std::io::Cursor::new([0u8; 48]);
+    let _ = write!(nanos, "{}", row.occurred_us as i128 * 1000);
+    let n = nanos.position() as usize;
+    h.update(&nanos.get_ref()[..n]);
+    let mut out = [0u8; 64];
+    let _ = hex::encode_to_slice(h.finalize(), &mut out);
+    out
 }
 
 /// `hex(HMAC-SHA256(key, content + "|" + prev))`.
 pub fn chain_hmac(key: &[u8], content: &str, prev: &str) -> String {
+    String::from_utf8_lossy(&hmac_hex(key, content, prev)).into_owned()
+}
+
+fn hmac_hex(key: &[u8], content: &str, prev: &str) -> [u8; 64] {
     let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(content.as_bytes());
     mac.update(b"|");
     mac.update(prev.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    let mut out = [0u8; 64];
+    let _ = hex::encode_to_slice(mac.finalize().into_bytes(), &mut out);
+    out
 }
 
 /// Streams rows ordered by (zone_id, chain_seq) and collects problems and per-zone summaries.
@@ -105,7 +122,8 @@ impl Verifier {
         };
         let first_in_zone = self.zone.as_ref().is_none_or(|z| z.zone_id != row.zone_id);
         if first_in_zone {
-            if let Some(z) = self.zone.take() {
+            if let Some(mut z) = self.zone.take() {
+                z.head_content_sha256 = self.prev_content.clone();
                 self.zones.push(z);
             }
             self.zone = Some(ZoneSummary {
@@ -117,8 +135,9 @@ impl Verifier {
         }
 
         if self.recompute {
-            let recomputed = content_sha256(row);
-            if recomputed != row.content_sha256 {
+            let recomputed = content_hex(row);
+            if recomputed[..] != *row.content_sha256.as_bytes() {
+                let recomputed = String::from_utf8_lossy(&recomputed);
                 problem("content_mismatch", format!("stored {} recomputed {recomputed}", row.content_sha256));
             }
         }
@@ -142,8 +161,8 @@ impl Verifier {
             _ => {}
         }
         if let Some(key) = &self.key {
-            let want = chain_hmac(key, &row.content_sha256, &row.prev_content_sha256);
-            if want != row.chain_hmac {
+            let want = hmac_hex(key, &row.content_sha256, &row.prev_content_sha256);
+            if want[..] != *row.chain_hmac.as_bytes() {
                 problem("hmac_mismatch", "chain_hmac does not match the key".into());
             }
         }
@@ -152,16 +171,17 @@ impl Verifier {
         if let Some(z) = self.zone.as_mut() {
             z.rows += 1;
             z.last_seq = row.chain_seq.or(z.last_seq);
-            z.head_content_sha256 = row.content_sha256.clone();
             z.problems += n;
         }
-        self.prev_content = row.content_sha256.clone();
+        self.prev_content.clear();
+        self.prev_content.push_str(&row.content_sha256);
         self.prev_seq = row.chain_seq.or(self.prev_seq);
         problems
     }
 
     pub fn finish(mut self) -> Vec<ZoneSummary> {
-        if let Some(z) = self.zone.take() {
+        if let Some(mut z) = self.zone.take() {
+            z.head_content_sha256 = std::mem::take(&mut self.prev_content);
             self.zones.push(z);
         }
         self.zones

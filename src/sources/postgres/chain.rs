@@ -2,7 +2,7 @@
 //! from the collector's snapshot through [`crate::analysis::audit_chain::Verifier`], writing every bad row to an
 //! artifact and a summary to the manifest's findings.
 
-use std::io::Write;
+use std::{collections::BTreeMap, io::Write};
 
 use futures::StreamExt;
 use serde_json::json;
@@ -10,7 +10,8 @@ use tokio_postgres::Client;
 
 use super::sql;
 use crate::{
-    analysis::audit_chain::{ChainRow, Verifier},
+    analysis::audit_chain::{ChainProblem, ChainRow, Verifier},
+    bundle::artifact::ArtifactWriter,
     bundle::manifest::{Finding, Severity},
     config::KeySource,
     redact::fingerprint,
@@ -28,7 +29,7 @@ struct Ledger {
     recompute: bool,
 }
 
-const AUDIT: Ledger = Ledger {
+static AUDIT: Ledger = Ledger {
     table: "audit_events",
     name: "audit_chain",
     code: "audit.chain",
@@ -43,7 +44,7 @@ const AUDIT: Ledger = Ledger {
 };
 
 /// The admin ledger: one chain per zone and a global one for rows without a zone (`zone_id` reported as "").
-const ADMIN: Ledger = Ledger {
+static ADMIN: Ledger = Ledger {
     table: "admin_audit_events",
     name: "admin_audit_chain",
     code: "admin_audit.chain",
@@ -69,16 +70,18 @@ fn key(cx: &Collection) -> Result<Option<Vec<u8>>, String> {
     hex::decode(secret.expose().trim()).map(Some).map_err(|_| "AUDIT_HMAC_KEY is not hex".to_string())
 }
 
-/// Verifies `audit_events` and, when the table exists, `admin_audit_events`, in the client's snapshot.
-pub async fn verify(cx: &Collection, client: &Client, out: &mut Outcome) -> Result<(), CollectError> {
-    let key = match key(cx) {
-        Ok(k) => k,
-        Err(e) => {
-            out.warn(format!("audit chain: chain_hmac not checked: {e}"));
-            None
-        }
-    };
-    verify_ledger(cx, client, &AUDIT, key.as_deref(), out).await?;
+/// Verifies `audit_events` (unless `audit_in_export`: the export already did, see [`Tap`]) and, when the table
+/// exists, `admin_audit_events`, in the client's snapshot.
+pub async fn verify(
+    cx: &Collection,
+    client: &Client,
+    audit_in_export: bool,
+    out: &mut Outcome,
+) -> Result<(), CollectError> {
+    let key = key_or_warn(cx, out);
+    if !audit_in_export {
+        verify_ledger(cx, client, &AUDIT, key.as_deref(), out).await?;
+    }
     let admin = client
         .query_one("SELECT to_regclass('public.admin_audit_events') IS NOT NULL", &[])
         .await
@@ -89,10 +92,20 @@ pub async fn verify(cx: &Collection, client: &Client, out: &mut Outcome) -> Resu
     Ok(())
 }
 
+fn key_or_warn(cx: &Collection, out: &mut Outcome) -> Option<Vec<u8>> {
+    match key(cx) {
+        Ok(k) => k,
+        Err(e) => {
+            out.warn(format!("audit chain: chain_hmac not checked: {e}"));
+            None
+        }
+    }
+}
+
 async fn verify_ledger(
     cx: &Collection,
     client: &Client,
-    ledger: &Ledger,
+    ledger: &'static Ledger,
     key: Option<&[u8]>,
     out: &mut Outcome,
 ) -> Result<(), CollectError> {
@@ -102,11 +115,7 @@ async fn verify_ledger(
         .await
         .map_err(|e| CollectError::Failed(format!("{what} chain query: {}", sql::describe_error(&e))))?;
     let mut rows = std::pin::pin!(rows);
-    let mut report = cx.artifact(&format!("analysis/{}_problems.jsonl", ledger.name), "application/x-ndjson")?;
-    let key = key.map(<[u8]>::to_vec);
-    let mut verifier = if ledger.recompute { Verifier::new(key.clone()) } else { Verifier::links_only(key.clone()) };
-    // Per check: how many rows failed it, and the first few of them for the finding.
-    let (mut checked, mut by_check) = (0u64, std::collections::BTreeMap::<&str, (u64, Vec<serde_json::Value>)>::new());
+    let mut check = LedgerCheck::new(cx, ledger, key.map(<[u8]>::to_vec))?;
     while let Some(row) = rows.next().await {
         let row = row.map_err(|e| CollectError::Failed(format!("{what} chain rows: {}", sql::describe_error(&e))))?;
         let chain_row = if ledger.recompute {
@@ -131,70 +140,253 @@ async fn verify_ledger(
                 ..Default::default()
             }
         };
-        checked += 1;
-        for p in verifier.feed(&chain_row) {
-            let j = serde_json::to_value(&p).unwrap_or_default();
-            let mut line = serde_json::to_vec(&j).unwrap_or_default();
+        check.feed(&chain_row, None)?;
+    }
+    check.finish(cx, out)
+}
+
+/// One ledger's verification in progress: the verifier, the problems artifact, and counts per check.
+struct LedgerCheck {
+    ledger: &'static Ledger,
+    key: Option<Vec<u8>>,
+    verifier: Verifier,
+    report: ArtifactWriter,
+    checked: u64,
+    by_check: BTreeMap<&'static str, (u64, Vec<serde_json::Value>)>,
+}
+
+impl LedgerCheck {
+    fn new(cx: &Collection, ledger: &'static Ledger, key: Option<Vec<u8>>) -> Result<Self, CollectError> {
+        let report = cx.artifact(&format!("analysis/{}_problems.jsonl", ledger.name), "application/x-ndjson")?;
+        let verifier = if ledger.recompute { Verifier::new(key.clone()) } else { Verifier::links_only(key.clone()) };
+        Ok(Self { ledger, key, verifier, report, checked: 0, by_check: BTreeMap::new() })
+    }
+
+    /// Checks one row; `unreadable` is a problem found reading it (a value that does not parse).
+    fn feed(&mut self, row: &ChainRow, unreadable: Option<String>) -> Result<(), CollectError> {
+        self.checked += 1;
+        let mut problems = self.verifier.feed(row);
+        if let Some(detail) = unreadable {
+            problems.push(ChainProblem {
+                zone_id: row.zone_id.clone(),
+                chain_seq: row.chain_seq,
+                id: row.id.clone(),
+                check: "unreadable",
+                detail,
+            });
+        }
+        for p in problems {
+            let mut line = serde_json::to_vec(&p).unwrap_or_default();
             line.push(b'\n');
-            report.write_all(&line).map_err(io)?;
-            report.add_records(1);
-            let (count, first) = by_check.entry(p.check).or_default();
+            self.report.write_all(&line).map_err(io)?;
+            self.report.add_records(1);
+            let (count, first) = self.by_check.entry(p.check).or_default();
             *count += 1;
             if first.len() < 20 {
                 first.push(json!({ "zone_id": p.zone_id, "chain_seq": p.chain_seq, "id": p.id }));
             }
         }
+        Ok(())
     }
-    report.finish().map_err(io)?;
-    let zones = verifier.finish();
-    let summary = serde_json::to_vec_pretty(&zones).unwrap_or_default();
-    let mut a = cx.artifact(&format!("analysis/{}_zones.json", ledger.name), "application/json")?;
-    a.write_all(&summary).map_err(io)?;
-    a.finish().map_err(io)?;
 
-    let hmac_note = match &key {
-        Some(k) => json!({ "checked": true, "key_fingerprint": fingerprint(k) }),
-        None => json!({ "checked": false, "reason": "no AUDIT_HMAC_KEY given" }),
-    };
-    let caveat = if ledger.recompute { String::new() } else { format!("; {ADMIN_CAVEAT}") };
-    let total: usize = zones.iter().map(|z| z.problems as usize).sum();
-    let details = |extra: serde_json::Value| {
-        let mut d = std::collections::BTreeMap::new();
-        d.insert("rows".to_string(), json!(checked));
-        d.insert("zones".to_string(), json!(zones.len()));
-        d.insert("content_recomputed".to_string(), json!(ledger.recompute));
-        d.insert("hmac".to_string(), hmac_note.clone());
-        d.insert("rows_at_fault".to_string(), extra);
-        d
-    };
-    if total == 0 {
-        out.findings.push(Finding {
-            collector: cx.name.clone(),
-            code: format!("{}.ok", ledger.code),
-            severity: Severity::Info,
-            summary: format!(
-                "{checked} {what} rows in {} chain(s) re-verified end to end: no problem{caveat}",
-                zones.len()
-            ),
-            details: details(json!([])),
-        });
+    /// Writes the per-zone summary and the findings.
+    fn finish(self, cx: &Collection, out: &mut Outcome) -> Result<(), CollectError> {
+        let Self { ledger, key, verifier, report, checked, by_check } = self;
+        let what = ledger.table;
+        report.finish().map_err(io)?;
+        let mut zones = verifier.finish();
+        zones.sort_by(|a, b| a.zone_id.cmp(&b.zone_id));
+        let summary = serde_json::to_vec_pretty(&zones).unwrap_or_default();
+        let mut a = cx.artifact(&format!("analysis/{}_zones.json", ledger.name), "application/json")?;
+        a.write_all(&summary).map_err(io)?;
+        a.finish().map_err(io)?;
+
+        let hmac_note = match &key {
+            Some(k) => json!({ "checked": true, "key_fingerprint": fingerprint(k) }),
+            None => json!({ "checked": false, "reason": "no AUDIT_HMAC_KEY given" }),
+        };
+        let caveat = if ledger.recompute { String::new() } else { format!("; {ADMIN_CAVEAT}") };
+        let total: u64 = by_check.values().map(|(n, _)| n).sum();
+        let details = |extra: serde_json::Value| {
+            let mut d = BTreeMap::new();
+            d.insert("rows".to_string(), json!(checked));
+            d.insert("zones".to_string(), json!(zones.len()));
+            d.insert("content_recomputed".to_string(), json!(ledger.recompute));
+            d.insert("hmac".to_string(), hmac_note.clone());
+            d.insert("rows_at_fault".to_string(), extra);
+            d
+        };
+        if total == 0 {
+            out.findings.push(Finding {
+                collector: cx.name.clone(),
+                code: format!("{}.ok", ledger.code),
+                severity: Severity::Info,
+                summary: format!(
+                    "{checked} {what} rows in {} chain(s) re-verified end to end: no problem{caveat}",
+                    zones.len()
+                ),
+                details: details(json!([])),
+            });
+        }
+        for (check, (count, first)) in &by_check {
+            out.findings.push(Finding {
+                collector: cx.name.clone(),
+                code: format!("{}.{check}", ledger.code),
+                severity: Severity::Critical,
+                summary: format!(
+                    "{what} chain: {check} on {count} row(s) (all listed in analysis/{}_problems.jsonl){caveat}",
+                    ledger.name
+                ),
+                details: details(json!(first)),
+            });
+        }
+        out.detail(
+            ledger.name,
+            json!({ "rows": checked, "zones": zones.len(), "problems": total, "hmac": hmac_note,
+                    "content_recomputed": ledger.recompute }),
+        );
+        Ok(())
     }
-    for (check, (count, first)) in &by_check {
-        out.findings.push(Finding {
-            collector: cx.name.clone(),
-            code: format!("{}.{check}", ledger.code),
-            severity: Severity::Critical,
-            summary: format!(
-                "{what} chain: {check} on {count} row(s) (all listed in analysis/{}_problems.jsonl){caveat}",
-                ledger.name
-            ),
-            details: details(json!(first)),
-        });
+}
+
+/// The columns the content hash needs, in [`ChainRow`] order.
+pub const COLUMNS: [&str; 17] = [
+    "zone_id",
+    "chain_seq",
+    "id",
+    "event_type",
+    "request_id",
+    "decision",
+    "policy_set_id",
+    "policy_set_version_id",
+    "manifest_sha",
+    "evaluation_status",
+    "determining_policies_json",
+    "diagnostics_json",
+    "metadata_json",
+    "occurred_at",
+    "content_sha256",
+    "prev_content_sha256",
+    "chain_hmac",
+];
+
+/// Verification of `audit_events` from the export's own CSV, one COPY message (one row) at a time: the table is
+/// then read once, not twice, and the rows verified are exactly the rows in the bundle. The export must be
+/// ordered by zone and `chain_seq`, in a session with `TimeZone = UTC` and `DateStyle = ISO`.
+pub struct Tap {
+    check: LedgerCheck,
+    /// Set when a row could not be checked at all (its problems artifact failed); later rows are ignored.
+    failed: Option<CollectError>,
+    positions: Option<[usize; 17]>,
+    row: ChainRow,
+    /// Built once: a reader's construction compiles its parser, too costly per row.
+    reader: csv_core::Reader,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Tap {
+    pub fn new(cx: &Collection, out: &mut Outcome) -> Result<Self, CollectError> {
+        let key = key_or_warn(cx, out);
+        Ok(Self {
+            check: LedgerCheck::new(cx, &AUDIT, key)?,
+            failed: None,
+            positions: None,
+            row: ChainRow::default(),
+            reader: csv_core::Reader::new(),
+            fields: Vec::new(),
+            ends: Vec::new(),
+        })
     }
-    out.detail(
-        ledger.name,
-        json!({ "rows": checked, "zones": zones.len(), "problems": total, "hmac": hmac_note,
-                "content_recomputed": ledger.recompute }),
-    );
-    Ok(())
+
+    /// One COPY message: the header first, then one row each.
+    pub fn feed(&mut self, message: &[u8]) {
+        if self.failed.is_none()
+            && let Err(e) = self.feed_one(message)
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn feed_one(&mut self, message: &[u8]) -> Result<(), CollectError> {
+        self.fields.resize(message.len() + 1, 0);
+        self.ends.resize(message.len() + 2, 0);
+        self.reader.reset();
+        let (_, _, _, n) = self.reader.read_record(message, &mut self.fields, &mut self.ends);
+        let field = |i: usize| -> &[u8] {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            self.fields.get(start..*self.ends.get(i).unwrap_or(&start)).unwrap_or_default()
+        };
+        let Some(pos) = self.positions else {
+            let names: Vec<&[u8]> = (0..n).map(field).collect();
+            let mut pos = [0usize; 17];
+            for (i, c) in COLUMNS.iter().enumerate() {
+                pos[i] = names.iter().position(|n| *n == c.as_bytes()).ok_or_else(|| {
+                    CollectError::Failed(format!("audit_events has no column {c}: the chain cannot be verified"))
+                })?;
+            }
+            self.positions = Some(pos);
+            return Ok(());
+        };
+        // Reused strings: no allocation per row once they have grown.
+        let set = |dst: &mut String, i: usize| {
+            dst.clear();
+            dst.push_str(&String::from_utf8_lossy(field(pos[i])));
+        };
+        let mut unreadable = None;
+        set(&mut self.row.zone_id, 0);
+        self.row.chain_seq = std::str::from_utf8(field(pos[1])).ok().and_then(|s| s.parse().ok());
+        set(&mut self.row.id, 2);
+        for (k, f) in self.row.fields.iter_mut().enumerate() {
+            set(f, k + 3);
+            // COPY writes SQL NULL as an empty field; the formula hashes a NULL JSON column as `null` (a jsonb value
+            // is never empty text).
+            if k >= 7 && f.is_empty() {
+                f.push_str("null");
+            }
+        }
+        match parse_utc_micros(field(pos[13])) {
+            Some(us) => self.row.occurred_us = us,
+            None => {
+                unreadable = Some(format!("occurred_at {:?} does not parse", String::from_utf8_lossy(field(pos[13]))))
+            }
+        }
+        set(&mut self.row.content_sha256, 14);
+        set(&mut self.row.prev_content_sha256, 15);
+        set(&mut self.row.chain_hmac, 16);
+        self.check.feed(&self.row, unreadable)
+    }
+
+    pub fn finish(self, cx: &Collection, out: &mut Outcome) -> Result<(), CollectError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if self.positions.is_none() {
+            return Err(CollectError::Failed("the audit_events export ended before its header".into()));
+        }
+        self.check.finish(cx, out)
+    }
+}
+
+/// `2026-10-15 00:00:02.123456+00` (Postgres' ISO output in UTC) as Unix microseconds.
+fn parse_utc_micros(text: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(text).ok()?;
+    let s = s.strip_suffix("+00")?;
+    let dt: jiff::civil::DateTime = s.parse().ok()?;
+    let ts = jiff::tz::TimeZone::UTC.to_timestamp(dt).ok()?;
+    Some(ts.as_microsecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_utc_timestamps_parse_to_the_microsecond() {
+        assert_eq!(parse_utc_micros(b"1970-01-01 00:00:01+00"), Some(1_000_000));
+        assert_eq!(parse_utc_micros(b"2026-11-29 01:00:00.123456+00"), Some(1_795_914_000_123_456));
+        assert_eq!(parse_utc_micros(b"2026-11-29 01:00:00.5+00"), Some(1_795_914_000_500_000));
+        assert_eq!(parse_utc_micros(b"2026-11-29 01:00:00+01"), None, "only UTC is accepted");
+        assert_eq!(parse_utc_micros(b"infinity"), None);
+    }
 }

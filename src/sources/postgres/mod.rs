@@ -159,6 +159,9 @@ impl Source for PostgresSource {
         out.detail("point_in_time", &point);
 
         let params = self.params(&cx);
+        // The audit chain is verified from the audit_events export itself when that table is exported whole.
+        let tapped = self.verify_audit_chain && self.tables.iter().any(is_whole_audit_ledger);
+        let tap_found = Arc::new(Mutex::new(Outcome::default()));
         let jobs: VecDeque<(usize, Job)> = self
             .tables
             .iter()
@@ -170,8 +173,8 @@ impl Source for PostgresSource {
         let queue = Arc::new(Mutex::new(jobs));
         let results = Arc::new(Mutex::new(Vec::new()));
         let workers = (0..self.workers.min(queue.lock().map(|q| q.len()).unwrap_or(1)).max(1)).map(|_| {
-            let (queue, results, snapshot, params, cx) =
-                (queue.clone(), results.clone(), snapshot.clone(), params.clone(), cx.clone());
+            let (queue, results, snapshot, params, cx, tap_found) =
+                (queue.clone(), results.clone(), snapshot.clone(), params.clone(), cx.clone(), tap_found.clone());
             let session = &session;
             async move {
                 let client = session(Some(snapshot)).await?;
@@ -181,7 +184,11 @@ impl Source for PostgresSource {
                     if cx.is_cancelled() {
                         return Err(CollectError::Cancelled);
                     }
-                    let report = export_job(&cx, &client, &job, &params).await;
+                    let tap = match &job {
+                        Job::Table(t) if tapped && is_whole_audit_ledger(t) => Some(&*tap_found),
+                        _ => None,
+                    };
+                    let report = export_job(&cx, &client, &job, &params, tap).await;
                     if let Ok(mut r) = results.lock() {
                         r.push((index, report));
                     }
@@ -210,7 +217,7 @@ impl Source for PostgresSource {
             if self.verify_audit_chain {
                 let checked = async {
                     let client = session(Some(snapshot.clone())).await?;
-                    chain::verify(&cx, &client, &mut found).await?;
+                    chain::verify(&cx, &client, tapped, &mut found).await?;
                     let _ = client.batch_execute("COMMIT").await;
                     Ok::<(), CollectError>(())
                 };
@@ -221,6 +228,10 @@ impl Source for PostgresSource {
             found
         };
         let (ended, found, dumped) = tokio::join!(futures::future::join_all(workers), verification, dumped);
+        let tapped_found = std::mem::take(&mut *tap_found.lock().unwrap_or_else(|p| p.into_inner()));
+        out.warnings.extend(tapped_found.warnings);
+        out.findings.extend(tapped_found.findings);
+        out.details.extend(tapped_found.details);
         out.warnings.extend(found.warnings);
         out.findings.extend(found.findings);
         out.details.extend(found.details);
@@ -304,7 +315,8 @@ impl PostgresSource {
         let lt = self.lock_timeout.unwrap_or(SignedDuration::from_secs(10)).as_millis().max(1);
         client
             .execute(
-                "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)",
+                "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false), \
+                 set_config('TimeZone', 'UTC', false), set_config('DateStyle', 'ISO, YMD', false)",
                 &[&st.to_string(), &lt.to_string()],
             )
             .await
@@ -328,6 +340,13 @@ impl PostgresSource {
     }
 }
 
+/// `public.audit_events` exported whole (no filter, no hashed column excluded): its export can verify the chain.
+fn is_whole_audit_ledger(t: &TableSpec) -> bool {
+    sql::split_name(&t.table) == ("public".to_string(), "audit_events".to_string())
+        && t.filter.is_none()
+        && !chain::COLUMNS.iter().any(|c| sql::excluded(c, &t.exclude_columns))
+}
+
 fn failed(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CollectError {
     move |e| CollectError::Failed(format!("{what}: {}", sql::describe_error(&e)))
 }
@@ -339,6 +358,7 @@ async fn export_job(
     client: &Client,
     job: &Job,
     params: &BTreeMap<String, String>,
+    tap: Option<&Mutex<Outcome>>,
 ) -> serde_json::Value {
     let name = match job {
         Job::Table(t) => t.table.clone(),
@@ -348,9 +368,9 @@ async fn export_job(
     // A savepoint keeps the shared transaction usable after one statement fails.
     let _ = client.batch_execute("SAVEPOINT preserve_job").await;
     let result = match job {
-        Job::Table(t) => export_table(cx, client, t, params, &mut report).await,
+        Job::Table(t) => export_table(cx, client, t, params, tap, &mut report).await,
         Job::Query(q) => {
-            copy_csv(cx, client, &format!("queries/{}.csv", sql::file_name(&q.name)), &q.sql, &mut report).await
+            copy_csv(cx, client, &format!("queries/{}.csv", sql::file_name(&q.name)), &q.sql, None, &mut report).await
         }
     };
     match result {
@@ -370,6 +390,7 @@ async fn export_table(
     client: &Client,
     t: &TableSpec,
     params: &BTreeMap<String, String>,
+    tap: Option<&Mutex<Outcome>>,
     report: &mut serde_json::Value,
 ) -> Result<(), String> {
     let (schema, table) = sql::split_name(&t.table);
@@ -426,8 +447,39 @@ async fn export_table(
         query.push_str(" WHERE ");
         query.push_str(&sql::substitute(f)?);
     }
+    // Verifying the chain from this export: rows in chain order (zone, then chain_seq; the zones descending, so
+    // Caracal's `(zone_id, chain_seq DESC)` index can serve it backwards), every column the hash needs.
+    let mut found = Outcome::default();
+    let mut tapping = None;
+    if let Some(shared) = tap {
+        match chain::COLUMNS.iter().find(|c| !kept.iter().any(|k| k == *c)) {
+            Some(missing) => {
+                let why = format!("audit_events has no column {missing}: the audit chain cannot be verified");
+                shared.lock().unwrap_or_else(|p| p.into_inner()).warn(why);
+            }
+            None => {
+                query.push_str(" ORDER BY \"zone_id\" DESC, \"chain_seq\"");
+                tapping = Some(chain::Tap::new(cx, &mut found).map_err(|e| e.to_string())?);
+            }
+        }
+    }
     report["query"] = json!(query);
-    copy_csv(cx, client, &format!("{base}.csv"), &query, report).await?;
+    let exported = copy_csv(cx, client, &format!("{base}.csv"), &query, tapping.as_mut(), report).await;
+    if let (Some(shared), Some(t)) = (tap, tapping) {
+        // A chain verified over an interrupted export would look like a truncated chain: not reported as checked.
+        let verified = match &exported {
+            Ok(()) => t.finish(cx, &mut found).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the export stopped ({e})")),
+        };
+        let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = verified {
+            shared.warn(format!("audit chain not verified: {e}"));
+        }
+        shared.warnings.extend(found.warnings);
+        shared.findings.extend(found.findings);
+        shared.details.extend(found.details);
+    }
+    exported?;
     // Row-level security that applies to us and let nothing through: most likely a missing `caracal.zone_id`,
     // not an empty table. Say so, or the bundle would look like evidence of absence.
     if report["rows"] == 0 {
@@ -451,6 +503,7 @@ async fn copy_csv(
     client: &Client,
     path: &str,
     query: &str,
+    mut tap: Option<&mut chain::Tap>,
     report: &mut serde_json::Value,
 ) -> Result<(), String> {
     use std::io::Write;
@@ -484,6 +537,9 @@ async fn copy_csv(
             }
         };
         messages += 1;
+        if let Some(t) = tap.as_mut() {
+            t.feed(&chunk);
+        }
         pending.extend_from_slice(&chunk);
         if pending.len() >= BATCH {
             write(&mut pending, messages, &mut artifact).map_err(|e| e.to_string())?;
