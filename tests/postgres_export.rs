@@ -759,3 +759,46 @@ fn pg_dump_restores_with_known_secrets_masked_and_says_when_it_cannot_run() {
     assert!(summary.contains(&want) && summary.contains("9.6.24"), "{summary}");
     assert!(!bag.join("data/pgold/pg_dump").exists());
 }
+
+#[test]
+fn table_patterns_and_per_partition_exports_cover_every_row() {
+    let ws = Workspace::new();
+    let pg = server(&ws);
+    let dir = collectors_dir(
+        &ws,
+        "p.toml",
+        "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nsettings = { \"caracal.zone_id\" = \"*\" }\n\
+         tables = [{ table = \"public.policy_set_*\" }, { table = \"audit_events\", partitions = \"each\" }, { table = \"nothing_*\" }]\n",
+    );
+    let out = run(ws
+        .preserve()
+        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
+        .arg(&dir)
+        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    assert_eq!(out.status.code(), Some(3), "a pattern that matches nothing is reported");
+    let m = ws.side_manifest();
+    let c = collector(&m, "pg");
+    assert!(c["error"].as_str().unwrap().contains("tables `nothing_*`: no table matches"), "{c}");
+    let rows: Vec<(String, u64)> = c["details"]["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["rows"].as_u64().unwrap()))
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "public.policy_set_bindings",
+            "public.policy_set_versions",
+            "public.audit_events_default",
+            "public.audit_events_y2026m10",
+            "public.audit_events_y2026m11"
+        ]
+    );
+    let ledger: u64 = rows.iter().filter(|(n, _)| n.contains("audit_events")).map(|(_, r)| r).sum();
+    assert_eq!(ledger, 900, "the partitions together hold every row: {rows:?}");
+    assert!(rows.iter().all(|(n, r)| n.ends_with("_default") || *r > 0), "{rows:?}");
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    assert!(bag.join("data/pg/tables/public.audit_events_y2026m11.csv").exists());
+}

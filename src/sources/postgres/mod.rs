@@ -57,9 +57,15 @@ pub struct PostgresSource {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
-    /// `schema.table` or `table` (schema `public`). A partitioned table is exported through its parent, with every
-    /// partition; the partition list is recorded.
+    /// `schema.table` or `table` (schema `public`); `*` and `?` match several (`public.audit_*`, `operator_*`),
+    /// tables, partitioned tables, views and materialized views, partitions themselves excluded.
     pub table: String,
+    /// A partitioned table is exported through its parent, every partition in one CSV (`parent`, the default), or
+    /// as one CSV per leaf partition (`each`), exported in parallel by the workers. The partition list is recorded
+    /// either way. Reading a partition directly needs SELECT on it, and the parent's row-level security does not
+    /// apply to it.
+    #[serde(default)]
+    pub partitions: Partitions,
     /// A filter with named parameters: `occurred_at >= :since AND zone_id = :zone_id`. `:since` and `:until` come
     /// from the window, others from the alert's labels; a table whose filter names a missing value is skipped.
     #[serde(rename = "where")]
@@ -67,6 +73,14 @@ pub struct TableSpec {
     /// Columns never exported (secrets, ciphertext); recorded as redactions.
     #[serde(default)]
     pub exclude_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partitions {
+    #[default]
+    Parent,
+    Each,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -162,10 +176,12 @@ impl Source for PostgresSource {
         // The audit chain is verified from the audit_events export itself when that table is exported whole.
         let tapped = self.verify_audit_chain && self.tables.iter().any(is_whole_audit_ledger);
         let tap_found = Arc::new(Mutex::new(Outcome::default()));
-        let jobs: VecDeque<(usize, Job)> = self
-            .tables
-            .iter()
-            .cloned()
+        let (tables, missing) = expand_tables(&leader, &self.tables).await.map_err(failed("listing tables"))?;
+        for m in missing {
+            out.warn(m);
+        }
+        let jobs: VecDeque<(usize, Job)> = tables
+            .into_iter()
             .map(Job::Table)
             .chain(self.queries.iter().cloned().map(Job::Query))
             .enumerate()
@@ -338,6 +354,69 @@ impl PostgresSource {
         }
         p
     }
+}
+
+/// The tables to export: patterns matched against the catalog (in sorted order), partitioned tables split into
+/// their leaf partitions where asked. Also returns, as warnings, the patterns that matched nothing.
+async fn expand_tables(
+    client: &Client,
+    specs: &[TableSpec],
+) -> Result<(Vec<TableSpec>, Vec<String>), tokio_postgres::Error> {
+    let (mut out, mut missing) = (Vec::new(), Vec::new());
+    for spec in specs {
+        let (schema, table) = sql::split_name(&spec.table);
+        let pattern = spec.table.contains(['*', '?']);
+        let names: Vec<(String, String)> = if pattern {
+            let (sp, tp) = (glob::Pattern::new(&schema), glob::Pattern::new(&table));
+            client
+                .query(
+                    "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND NOT c.relispartition \
+                     AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                .filter(|(s, t)| sp.as_ref().is_ok_and(|p| p.matches(s)) && tp.as_ref().is_ok_and(|p| p.matches(t)))
+                .collect()
+        } else {
+            vec![(schema, table)]
+        };
+        if names.is_empty() {
+            missing.push(format!("tables `{}`: no table matches", spec.table));
+        }
+        for (schema, table) in names {
+            let leaves: Vec<String> = if spec.partitions == Partitions::Each {
+                client
+                    .query(
+                        "SELECT c.relname::text FROM pg_partition_tree(to_regclass($1)) t \
+                         JOIN pg_class c ON c.oid = t.relid WHERE t.isleaf AND t.level > 0 ORDER BY 1",
+                        &[&format!("{}.{}", sql::ident(&schema), sql::ident(&table))],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if leaves.is_empty() {
+                // Named as the collector names it, unless a pattern found it.
+                let name = if pattern { format!("{schema}.{table}") } else { spec.table.clone() };
+                out.push(TableSpec { table: name, partitions: Partitions::Parent, ..spec.clone() });
+            }
+            for leaf in leaves {
+                out.push(TableSpec {
+                    table: format!("{schema}.{leaf}"),
+                    partitions: Partitions::Parent,
+                    ..spec.clone()
+                });
+            }
+        }
+    }
+    Ok((out, missing))
 }
 
 /// `public.audit_events` exported whole (no filter, no hashed column excluded): its export can verify the chain.
