@@ -56,7 +56,7 @@ fn unknown_kind_is_named_with_its_line() {
     let dir = collectors_dir(&ws, "mine.toml", "\n[[collector]]\nname = \"x\"\nkind = \"ftp\"\n");
     let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
     assert!(
-        err.contains("mine.toml:4:8: kind: unknown source kind `ftp` (known: file, command, redis, postgres"),
+        err.contains("mine.toml:4:8: kind: unknown source kind `ftp` (known: file, command, http, redis, postgres"),
         "{err}"
     );
 }

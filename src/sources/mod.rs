@@ -5,6 +5,7 @@
 pub mod command;
 pub mod context;
 pub mod file;
+pub mod http;
 pub mod postgres;
 pub mod redis;
 
@@ -179,6 +180,11 @@ pub static KINDS: &[Kind] = &[
         name: "command",
         summary: "runs a program (no shell) and keeps its output",
         parse: parse_as::<command::CommandSource>,
+    },
+    Kind {
+        name: "http",
+        summary: "read-only GETs to every instance of a service: status, headers, body, timing; side effects refused",
+        parse: parse_as::<http::HttpSource>,
     },
     Kind {
         name: "redis",
