@@ -331,7 +331,7 @@ fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
     };
     if json {
         let v = serde_json::json!({
-            "profiles": catalog.profiles.values().map(|p| serde_json::json!({"name": p.name, "description": p.description, "collectors": catalog.profile_collectors(p).iter().map(|c| &c.name).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "profiles": catalog.profiles.values().map(|p| serde_json::json!({"name": p.name, "description": p.description, "alerts": p.alerts, "window": p.window.map(|w| w.to_string()), "collectors": catalog.profile_collectors(p).iter().map(|c| &c.name).collect::<Vec<_>>()})).collect::<Vec<_>>(),
             "collectors": catalog.collectors.values().map(|c| serde_json::json!({"name": c.name, "kind": c.kind, "description": c.description, "defined_at": c.origin.to_string()})).collect::<Vec<_>>(),
             "kinds": sources::KINDS.iter().map(|k| serde_json::json!({"name": k.name, "summary": k.summary})).collect::<Vec<_>>(),
         });
@@ -341,6 +341,12 @@ fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
     println!("Profiles:");
     for p in catalog.profiles.values() {
         println!("  {:<20} {}", p.name, p.description);
+        if !p.alerts.is_empty() {
+            println!("  {:<20} alerts: {}", "", p.alerts.join(", "));
+        }
+        if let Some(w) = p.window {
+            println!("  {:<20} window: {w:#}", "");
+        }
         let names: Vec<_> = catalog.profile_collectors(p).iter().map(|c| c.name.clone()).collect();
         println!("  {:<20} collectors: {}", "", names.join(", "));
     }

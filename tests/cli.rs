@@ -114,3 +114,58 @@ fn a_site_override_replaces_a_builtin_collector() {
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     assert!(collector_text(&bag, "compose-config").contains("services: {}"));
 }
+
+/// The runbook's profiles (design.md's table): each exists, answers its alerts, and holds the collectors for every
+/// item of its row. (What those collectors capture is shown by each kind's own tests.)
+#[test]
+fn the_incident_profiles_cover_their_rows_of_the_runbook() {
+    let ws = Workspace::new();
+    let list = run(ws.preserve().args(["list", "--json"]));
+    assert_eq!(list.status.code(), Some(0));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&list)).unwrap();
+    let profile = |name: &str| -> (Vec<String>, Vec<String>) {
+        let p =
+            list["profiles"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}"));
+        let strings = |k: &str| p[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        (strings("collectors"), strings("alerts"))
+    };
+    let rows: &[(&str, &[&str], &[&str])] = &[
+        ("audit-tamper", &["CaracalAuditTamperDetected"], &["postgres-audit", "audit-logs", "redis-dlq", "audit-http"]),
+        (
+            "revocation-stale",
+            &[
+                "CaracalGatewayRevocationSnapshotStale",
+                "CaracalGatewayRevocationPropagationLag",
+                "CaracalGatewayRevocationReloadErrors",
+            ],
+            &["redis-streams", "redis-dlq", "postgres-revocation", "gateway-http", "gateway-logs"],
+        ),
+        (
+            "sts-circuit-open",
+            &["CaracalGatewaySTSCircuitOpen"],
+            &["gateway-http", "sts-http", "sts-logs", "gateway-logs", "redis-keys"],
+        ),
+        (
+            "audit-dlq",
+            &["CaracalAuditDLQ*", "CaracalGatewayAuditEvidenceLost"],
+            &["redis-dlq", "redis-streams", "audit-replay-files", "audit-logs", "postgres-outbox"],
+        ),
+        ("secret-exposure", &[], &["postgres-secret-exposure", "redis-keys", "compose-config"]),
+        (
+            "bad-policy-allow",
+            &[],
+            &["postgres-policy", "postgres-request", "postgres-policy-admin", "console-explain", "sts-logs"],
+        ),
+    ];
+    let (all, _) = profile("full");
+    for (name, alerts, needs) in rows {
+        let (collectors, answers) = profile(name);
+        for n in *needs {
+            assert!(collectors.iter().any(|c| c == n), "{name} lacks {n}: {collectors:?}");
+        }
+        for a in *alerts {
+            assert!(answers.iter().any(|x| x == a), "{name} does not answer {a}: {answers:?}");
+        }
+        assert!(collectors.iter().all(|c| all.contains(c)), "full is the union: {name}");
+    }
+}

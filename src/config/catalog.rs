@@ -55,7 +55,19 @@ pub struct ProfileDef {
     pub collectors: Vec<String>,
     /// Default look-back window when `--since` is not given.
     pub window: Option<SignedDuration>,
+    /// The alert names (Alertmanager `alertname`) this profile answers; `*` ends a prefix (`CaracalAuditDLQ*`).
+    pub alerts: Vec<String>,
     pub origin: Origin,
+}
+
+impl ProfileDef {
+    /// Whether this profile answers the alert named `alertname`.
+    pub fn answers(&self, alertname: &str) -> bool {
+        self.alerts.iter().any(|a| match a.strip_suffix('*') {
+            Some(prefix) => alertname.starts_with(prefix),
+            None => a == alertname,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -76,6 +88,8 @@ struct RawProfile {
     description: String,
     collectors: Vec<Spanned<String>>,
     window: Option<SignedDuration>,
+    #[serde(default)]
+    alerts: Vec<String>,
 }
 
 /// All collectors and profiles known to this run.
@@ -234,6 +248,7 @@ fn load_file(layer: &mut Layer, path: &Path, text: &str) -> Result<(), ConfigErr
                         description: raw.description,
                         collectors: raw.collectors.into_iter().map(Spanned::into_inner).collect(),
                         window: raw.window,
+                        alerts: raw.alerts,
                         origin,
                     };
                     layer.profiles.insert(name, (def, refs));

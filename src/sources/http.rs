@@ -40,8 +40,10 @@ pub struct HttpSource {
     #[serde(default)]
     pub urls: Vec<String>,
     pub requests: Vec<RequestSpec>,
-    /// Bearer token for requests with `auth = true` (the default when a token is set), as a credential reference.
-    pub bearer: Option<CredentialRef>,
+    /// Bearer token for requests with `auth = true` (the default when a token is set), as a credential reference
+    /// (`env:NAME` or `file:PATH`, `${caracal_home}` allowed). A `file:` that does not exist means no token (a
+    /// development install serves metrics openly): requests go without it, and the collector says so.
+    pub bearer: Option<String>,
     /// Limit per request (default 10s; the collector's own `timeout` bounds them all).
     pub request_timeout: Option<SignedDuration>,
     /// A CA (PEM) to trust besides the Mozilla roots, for services with an internal CA.
@@ -65,6 +67,12 @@ pub struct RequestSpec {
 }
 
 impl HttpSource {
+    fn bearer_ref(&self, env: &Environment) -> Result<Option<CredentialRef>, String> {
+        let Some(b) = &self.bearer else { return Ok(None) };
+        let expanded = env.expand(b).map_err(|e| format!("bearer: {e}"))?;
+        expanded.parse().map(Some).map_err(|e| format!("bearer: {e}"))
+    }
+
     fn bases(&self, env: &Environment) -> Vec<String> {
         let mut v = self.urls.clone();
         if let Some(s) = &self.service {
@@ -109,7 +117,8 @@ fn instance_name(base: &str) -> String {
 
 #[async_trait]
 impl Source for HttpSource {
-    fn check(&self, _env: &Environment) -> Result<(), String> {
+    fn check(&self, env: &Environment) -> Result<(), String> {
+        self.bearer_ref(env)?;
         if self.service.is_none() && self.urls.is_empty() {
             return Err("an http collector needs `service` or `urls`".into());
         }
@@ -143,8 +152,8 @@ impl Source for HttpSource {
         Ok(())
     }
 
-    fn credentials(&self, _env: &Environment) -> Vec<(String, CredentialRef)> {
-        self.bearer.clone().map(|b| ("bearer".to_string(), b)).into_iter().collect()
+    fn credentials(&self, env: &Environment) -> Vec<(String, CredentialRef)> {
+        self.bearer_ref(env).ok().flatten().map(|b| ("bearer".to_string(), b)).into_iter().collect()
     }
 
     fn describe(&self, env: &Environment) -> String {
@@ -155,7 +164,17 @@ impl Source for HttpSource {
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
         let client = client(self).map_err(CollectError::Failed)?;
-        let token = match &self.bearer {
+        let token = match self.bearer_ref(&cx.env).map_err(CollectError::Failed)? {
+            Some(r @ CredentialRef::File(_)) if !matches!(&r, CredentialRef::File(p) if p.exists()) => {
+                out.findings.push(crate::bundle::manifest::Finding {
+                    collector: cx.name.clone(),
+                    code: "http.no_bearer".into(),
+                    severity: crate::bundle::manifest::Severity::Info,
+                    summary: format!("bearer {r} does not exist: requests were sent without a token"),
+                    details: Default::default(),
+                });
+                None
+            }
             Some(r) => Some(r.resolve().map_err(|e| CollectError::Failed(format!("bearer: {e}")))?),
             None => None,
         };
