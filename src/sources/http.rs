@@ -166,13 +166,11 @@ impl Source for HttpSource {
         let client = client(self).map_err(CollectError::Failed)?;
         let token = match self.bearer_ref(&cx.env).map_err(CollectError::Failed)? {
             Some(r @ CredentialRef::File(_)) if !matches!(&r, CredentialRef::File(p) if p.exists()) => {
-                out.findings.push(crate::bundle::manifest::Finding {
-                    collector: cx.name.clone(),
-                    code: "http.no_bearer".into(),
-                    severity: crate::bundle::manifest::Severity::Info,
-                    summary: format!("bearer {r} does not exist: requests were sent without a token"),
-                    details: Default::default(),
-                });
+                out.findings.push(cx.finding(
+                    "http.no_bearer",
+                    crate::bundle::manifest::Severity::Info,
+                    format!("bearer {r} does not exist: requests were sent without a token"),
+                ));
                 None
             }
             Some(r) => Some(r.resolve().map_err(|e| CollectError::Failed(format!("bearer: {e}")))?),

@@ -155,6 +155,22 @@ impl Collection {
         }
     }
 
+    /// A finding of this collector, without details.
+    pub fn finding(
+        &self,
+        code: impl Into<String>,
+        severity: crate::bundle::manifest::Severity,
+        summary: impl Into<String>,
+    ) -> crate::bundle::manifest::Finding {
+        crate::bundle::manifest::Finding {
+            collector: self.name.clone(),
+            code: code.into(),
+            severity,
+            summary: summary.into(),
+            details: Default::default(),
+        }
+    }
+
     /// Redacts a whole small text (JSON, an error message) into a string.
     pub fn redact_str(&self, text: &str) -> String {
         self.redactor.redact_str(text, &self.tally)

@@ -217,27 +217,21 @@ impl LedgerCheck {
             d
         };
         if total == 0 {
+            let summary =
+                format!("{checked} {what} rows in {} chain(s) re-verified end to end: no problem{caveat}", zones.len());
             out.findings.push(Finding {
-                collector: cx.name.clone(),
-                code: format!("{}.ok", ledger.code),
-                severity: Severity::Info,
-                summary: format!(
-                    "{checked} {what} rows in {} chain(s) re-verified end to end: no problem{caveat}",
-                    zones.len()
-                ),
                 details: details(json!([])),
+                ..cx.finding(format!("{}.ok", ledger.code), Severity::Info, summary)
             });
         }
         for (check, (count, first)) in &by_check {
+            let summary = format!(
+                "{what} chain: {check} on {count} row(s) (all listed in analysis/{}_problems.jsonl){caveat}",
+                ledger.name
+            );
             out.findings.push(Finding {
-                collector: cx.name.clone(),
-                code: format!("{}.{check}", ledger.code),
-                severity: Severity::Critical,
-                summary: format!(
-                    "{what} chain: {check} on {count} row(s) (all listed in analysis/{}_problems.jsonl){caveat}",
-                    ledger.name
-                ),
                 details: details(json!(first)),
+                ..cx.finding(format!("{}.{check}", ledger.code), Severity::Critical, summary)
             });
         }
         out.detail(

@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio_postgres::{Client, Config};
 
 use super::{CollectError, Collection, Outcome, Source};
+use crate::bundle::manifest::Severity;
 use crate::config::{CredentialRef, Environment};
 
 /// Settings of a `postgres` collector. The server is the site's (`[postgres]`, `PRESERVE_POSTGRES_URL`).
@@ -265,29 +266,25 @@ impl Source for PostgresSource {
             }
         }
         for r in reports.iter().filter(|r| r["name"] == "pg_dump" && r.get("skipped").is_some()) {
-            out.findings.push(crate::bundle::manifest::Finding {
-                collector: cx.name.clone(),
-                code: "postgres.pg_dump_skipped".into(),
-                severity: crate::bundle::manifest::Severity::Warning,
-                summary: format!(
+            out.findings.push(cx.finding(
+                "postgres.pg_dump_skipped",
+                Severity::Warning,
+                format!(
                     "pg_dump was asked for and skipped: {}; the CSV tables are complete",
                     r["skipped"].as_str().unwrap_or("?")
                 ),
-                details: Default::default(),
-            });
+            ));
         }
         for r in reports.iter().filter(|r| r["rls_zero_rows"] == true) {
-            out.findings.push(crate::bundle::manifest::Finding {
-                collector: cx.name.clone(),
-                code: "postgres.rls_zero_rows".into(),
-                severity: crate::bundle::manifest::Severity::Warning,
-                summary: format!(
+            out.findings.push(cx.finding(
+                "postgres.rls_zero_rows",
+                Severity::Warning,
+                format!(
                     "{}: row-level security applies to this role and 0 rows were read; the table may not be empty \
                      (for Caracal set `settings = {{ \"caracal.zone_id\" = \"*\" }}`)",
                     r["name"].as_str().unwrap_or("?")
                 ),
-                details: Default::default(),
-            });
+            ));
         }
         out.detail("exports", &reports);
         Ok(out)

@@ -128,12 +128,12 @@ impl Tls {
             .map_err(|e| format!("TLS: {e}"))?;
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = match (self.mode, &self.root_cert) {
-            (Mode::Disable | Mode::Prefer, _) | (Mode::Require, None) => Arc::new(Unchecked(algorithms)),
+            (Mode::Disable | Mode::Prefer, _) | (Mode::Require, None) => Arc::new(Lenient { chain: None, algorithms }),
             (mode, Some(root)) => {
                 let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root)?), provider)
                     .build()
                     .map_err(|e| format!("TLS: {e}"))?;
-                if mode == Mode::VerifyFull { inner } else { Arc::new(ChainOnly { inner, algorithms }) }
+                if mode == Mode::VerifyFull { inner } else { Arc::new(Lenient { chain: Some(inner), algorithms }) }
             }
             (_, None) => unreachable!("split() requires sslrootcert for verify-ca and verify-full"),
         };
@@ -158,55 +158,17 @@ fn roots(root: &str) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-fn signature_checks() -> Vec<SignatureScheme> {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
-}
-
-/// `prefer` / `require` without a CA: encrypted, but whoever answers is accepted (libpq's behaviour). The
-/// handshake's signatures are still checked.
+/// The server checks libpq makes short of `verify-full`: `chain = None` accepts whoever answers (`prefer`,
+/// `require` without a CA: encrypted, unauthenticated, as libpq does); `chain = Some` requires the chain to lead to
+/// the CA but does not compare the certificate's name with the host (`verify-ca`). Handshake signatures are always
+/// checked.
 #[derive(Debug)]
-struct Unchecked(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signature_checks()
-    }
-}
-
-/// `verify-ca`: the chain must lead to the CA; the name in the certificate is not compared with the host.
-#[derive(Debug)]
-struct ChainOnly {
-    inner: Arc<WebPkiServerVerifier>,
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -215,7 +177,8 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -239,7 +202,7 @@ impl ServerCertVerifier for ChainOnly {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        signature_checks()
+        self.algorithms.supported_schemes()
     }
 }
 
