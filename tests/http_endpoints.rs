@@ -119,6 +119,8 @@ fn every_instance_is_read_with_status_headers_body_and_no_secret() {
         assert!(explain.contains("sess_visible_01"), "evidence ids stay visible");
         assert!(!folder.join("missing.body").exists());
     }
+    let alerts = std::fs::read_to_string(bag.join("data/context/alerts.json")).unwrap();
+    assert!(alerts.contains("CaracalGatewayRevocationSnapshotStale") && alerts.contains("req-42"), "{alerts}");
     let skipped = c["details"]["requests"].as_array().unwrap().iter().find(|r| r["name"] == "missing").unwrap();
     assert!(skipped["skipped"].as_str().unwrap().contains("agent_session_id"), "{skipped}");
     let slow = c["details"]["requests"].as_array().unwrap().iter().find(|r| r["name"] == "slow").unwrap();

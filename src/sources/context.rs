@@ -45,6 +45,12 @@ impl Source for ContextSource {
         });
         let text = serde_json::to_string_pretty(&context).map_err(|e| CollectError::Failed(e.to_string()))?;
         cx.write_small("context.json", "application/json", text.as_bytes())?;
+        // The alert(s) that triggered the snapshot, as received (redacted), an artifact of their own.
+        let alerts = &cx.plan_summary["trigger"]["alerts"];
+        if alerts.as_array().is_some_and(|a| !a.is_empty()) {
+            let text = serde_json::to_string_pretty(alerts).map_err(|e| CollectError::Failed(e.to_string()))?;
+            cx.write_small("alerts.json", "application/json", text.as_bytes())?;
+        }
 
         if let (Some(path), Some(text)) = (&env.config_file, &env.config_text) {
             let mut a = cx.artifact("preserve.toml", "application/toml")?;
