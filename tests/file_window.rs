@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::{io::Write, path::Path};
+use std::{io::Write, path::Path, process::Command};
 
 use jiff::Timestamp;
 use support::*;
@@ -282,4 +282,49 @@ fn caps_keep_the_newest_data_and_say_so() {
         .unwrap();
     assert_eq!(newest["truncated"], true);
     assert!(collector_text(&bag, "budget").contains("line-0999"));
+}
+
+/// Replay files are evidence whatever their age: every one is kept, with its line count and its mtime (how old the
+/// backlog is), as the `audit-replay-files` collector does.
+#[test]
+fn replay_files_are_inventoried_with_mtimes_and_line_counts() {
+    let ws = Workspace::new();
+    let replay = ws.path().join("audit-replay");
+    ws.write(
+        "audit-replay/sts-1764370000.ndjson",
+        "{\"event_id\":\"e1\"}\n{\"event_id\":\"e2\"}\n{\"event_id\":\"e3\"}\n",
+    );
+    ws.write("audit-replay/gw-1764370500.ndjson", "{\"event_id\":\"e4\"}\n");
+    for (f, when) in
+        [("sts-1764370000.ndjson", "2026-11-01 03:00:00Z"), ("gw-1764370500.ndjson", "2026-11-28 09:30:00Z")]
+    {
+        assert!(Command::new("touch").args(["-d", when]).arg(replay.join(f)).status().unwrap().success());
+    }
+    let dir = collectors_dir(
+        &ws,
+        "r.toml",
+        &format!(
+            "[[collector]]\nname = \"replay\"\nkind = \"file\"\npaths = [\"{}/*.ndjson\"]\nwindow = false\n",
+            replay.display()
+        ),
+    );
+    let out = run(ws.preserve().args(["snapshot", "-q", "-c", "replay", "--since", "1h", "--collectors"]).arg(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    let m = ws.side_manifest();
+    let c = collector(&m, "replay");
+    let records: Vec<(String, u64)> = c["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["path"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), a["records"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        records.contains(&("sts-1764370000.ndjson".into(), 3)) && records.contains(&("gw-1764370500.ndjson".into(), 1)),
+        "{records:?}"
+    );
+    let files = c["details"]["files"].as_array().unwrap();
+    let mtime =
+        |name: &str| files.iter().find(|f| f["path"].as_str().unwrap().ends_with(name)).unwrap()["mtime"].clone();
+    assert_eq!(mtime("sts-1764370000.ndjson"), "2026-11-01T03:00:00Z");
+    assert_eq!(mtime("gw-1764370500.ndjson"), "2026-11-28T09:30:00Z");
 }

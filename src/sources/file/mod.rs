@@ -115,6 +115,12 @@ impl FileSource {
         let mut budget = self.max_bytes.map_or(u64::MAX, |b| b.as_u64());
         let mut skipped_by_time = Vec::new();
         let mut dropped_by_cap = Vec::new();
+        // Every file found, with its size and mtime as they were before reading (replay files: how old the backlog is).
+        let inventory: Vec<serde_json::Value> = inputs
+            .iter()
+            .map(|i| serde_json::json!({ "path": cx.redact_str(&i.path.display().to_string()), "bytes": i.size, "mtime": i.mtime }))
+            .collect();
+        out.detail("files", &inventory);
         for input in inputs {
             if cx.is_cancelled() {
                 return Err(CollectError::Cancelled);
