@@ -167,6 +167,7 @@ fn the_incident_profiles_cover_their_rows_of_the_runbook() {
             assert!(answers.iter().any(|x| x == a), "{name} does not answer {a}: {answers:?}");
         }
         assert!(collectors.iter().all(|c| all.contains(c)), "full is the union: {name}");
+        assert_eq!(collectors[0], "alertmanager-alerts", "alert context first, it is the most volatile: {name}");
     }
 }
 

@@ -21,6 +21,8 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("api", "http://127.0.0.1:3000"),
     ("coordinator", "http://127.0.0.1:4000"),
     ("web", "http://127.0.0.1:3001"),
+    // Not Caracal's: the operator's Alertmanager, for the alert context (caracal.md §3, §7.1).
+    ("alertmanager", "http://127.0.0.1:9093"),
 ];
 
 /// `preserve.toml` as written by the operator. Every field is optional; the defaults match a Caracal Compose host.
@@ -88,6 +90,7 @@ pub struct ServicesConfig {
     pub api: Option<Vec<String>>,
     pub coordinator: Option<Vec<String>>,
     pub web: Option<Vec<String>>,
+    pub alertmanager: Option<Vec<String>>,
 }
 
 impl ServicesConfig {
@@ -99,6 +102,7 @@ impl ServicesConfig {
             "api" => self.api.as_ref(),
             "coordinator" => self.coordinator.as_ref(),
             "web" => self.web.as_ref(),
+            "alertmanager" => self.alertmanager.as_ref(),
             _ => None,
         }
     }

@@ -34,7 +34,8 @@ const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cooki
 #[serde(deny_unknown_fields)]
 pub struct HttpSource {
     /// Whose instances to ask: a service of the site's `[services]` (`sts`, `gateway`, `audit`, `api`,
-    /// `coordinator`, `web`; `PRESERVE_<SVC>_URLS`). Each instance is captured separately.
+    /// `coordinator`, `web`, and the operator's `alertmanager`; `PRESERVE_<SVC>_URLS`). Each instance is captured
+    /// separately.
     pub service: Option<String>,
     /// Or base URLs given here.
     #[serde(default)]
@@ -125,7 +126,9 @@ impl Source for HttpSource {
         if let Some(s) = &self.service
             && !crate::config::SERVICES.iter().any(|(n, _)| n == s)
         {
-            return Err(format!("service `{s}`: expected one of sts, gateway, audit, api, coordinator, web"));
+            return Err(format!(
+                "service `{s}`: expected one of sts, gateway, audit, api, coordinator, web, alertmanager"
+            ));
         }
         let mut names = std::collections::BTreeSet::new();
         for r in &self.requests {
