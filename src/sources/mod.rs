@@ -62,6 +62,12 @@ impl Outcome {
     pub fn detail(&mut self, key: &str, value: impl serde::Serialize) {
         self.details.insert(key.to_string(), serde_json::to_value(value).unwrap_or(serde_json::Value::Null));
     }
+    /// Takes in what a part of the collector found on its own (warnings, findings, details).
+    pub fn absorb(&mut self, other: Outcome) {
+        self.warnings.extend(other.warnings);
+        self.findings.extend(other.findings);
+        self.details.extend(other.details);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -75,24 +75,26 @@ fn key(cx: &Collection) -> Result<Option<Vec<u8>>, String> {
 pub async fn verify(
     cx: &Collection,
     client: &Client,
+    key: Option<&[u8]>,
     audit_in_export: bool,
     out: &mut Outcome,
 ) -> Result<(), CollectError> {
-    let key = key_or_warn(cx, out);
     if !audit_in_export {
-        verify_ledger(cx, client, &AUDIT, key.as_deref(), out).await?;
+        verify_ledger(cx, client, &AUDIT, key, out).await?;
     }
     let admin = client
         .query_one("SELECT to_regclass('public.admin_audit_events') IS NOT NULL", &[])
         .await
         .map_err(|e| CollectError::Failed(format!("looking for admin_audit_events: {}", sql::describe_error(&e))))?;
     if admin.get::<_, bool>(0) {
-        verify_ledger(cx, client, &ADMIN, key.as_deref(), out).await?;
+        verify_ledger(cx, client, &ADMIN, key, out).await?;
     }
     Ok(())
 }
 
-fn key_or_warn(cx: &Collection, out: &mut Outcome) -> Option<Vec<u8>> {
+/// The HMAC key for `chain_hmac`, resolved once per collector for every ledger it checks; a key that cannot be used
+/// is a warning, and the chains are then checked without it.
+pub fn hmac_key(cx: &Collection, out: &mut Outcome) -> Option<Vec<u8>> {
     match key(cx) {
         Ok(k) => k,
         Err(e) => {
@@ -280,8 +282,7 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(cx: &Collection, out: &mut Outcome) -> Result<Self, CollectError> {
-        let key = key_or_warn(cx, out);
+    pub fn new(cx: &Collection, key: Option<Vec<u8>>) -> Result<Self, CollectError> {
         Ok(Self {
             check: LedgerCheck::new(cx, &AUDIT, key)?,
             failed: None,

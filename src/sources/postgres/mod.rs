@@ -176,7 +176,8 @@ impl Source for PostgresSource {
         let params = self.params(&cx);
         // The audit chain is verified from the audit_events export itself when that table is exported whole.
         let tapped = self.verify_audit_chain && self.tables.iter().any(is_whole_audit_ledger);
-        let tap_found = Arc::new(Mutex::new(Outcome::default()));
+        let hmac_key = if self.verify_audit_chain { chain::hmac_key(&cx, &mut out) } else { None };
+        let chain_tap = Arc::new(ChainTap { key: hmac_key.clone(), found: Mutex::default() });
         let (tables, missing) = expand_tables(&leader, &self.tables).await.map_err(failed("listing tables"))?;
         for m in missing {
             out.warn(m);
@@ -190,8 +191,8 @@ impl Source for PostgresSource {
         let queue = Arc::new(Mutex::new(jobs));
         let results = Arc::new(Mutex::new(Vec::new()));
         let workers = (0..self.workers.min(queue.lock().map(|q| q.len()).unwrap_or(1)).max(1)).map(|_| {
-            let (queue, results, snapshot, params, cx, tap_found) =
-                (queue.clone(), results.clone(), snapshot.clone(), params.clone(), cx.clone(), tap_found.clone());
+            let (queue, results, snapshot, params, cx, chain_tap) =
+                (queue.clone(), results.clone(), snapshot.clone(), params.clone(), cx.clone(), chain_tap.clone());
             let session = &session;
             async move {
                 let client = session(Some(snapshot)).await?;
@@ -202,7 +203,7 @@ impl Source for PostgresSource {
                         return Err(CollectError::Cancelled);
                     }
                     let tap = match &job {
-                        Job::Table(t) if tapped && is_whole_audit_ledger(t) => Some(&*tap_found),
+                        Job::Table(t) if tapped && is_whole_audit_ledger(t) => Some(&*chain_tap),
                         _ => None,
                     };
                     let report = export_job(&cx, &client, &job, &params, tap).await;
@@ -234,7 +235,7 @@ impl Source for PostgresSource {
             if self.verify_audit_chain {
                 let checked = async {
                     let client = session(Some(snapshot.clone())).await?;
-                    chain::verify(&cx, &client, tapped, &mut found).await?;
+                    chain::verify(&cx, &client, hmac_key.as_deref(), tapped, &mut found).await?;
                     let _ = client.batch_execute("COMMIT").await;
                     Ok::<(), CollectError>(())
                 };
@@ -245,13 +246,9 @@ impl Source for PostgresSource {
             found
         };
         let (ended, found, dumped) = tokio::join!(futures::future::join_all(workers), verification, dumped);
-        let tapped_found = std::mem::take(&mut *tap_found.lock().unwrap_or_else(|p| p.into_inner()));
-        out.warnings.extend(tapped_found.warnings);
-        out.findings.extend(tapped_found.findings);
-        out.details.extend(tapped_found.details);
-        out.warnings.extend(found.warnings);
-        out.findings.extend(found.findings);
-        out.details.extend(found.details);
+        let tapped_found = std::mem::take(&mut *chain_tap.found.lock().unwrap_or_else(|p| p.into_inner()));
+        out.absorb(tapped_found);
+        out.absorb(found);
         let _ = leader.batch_execute("COMMIT").await;
         if let Some(e) = ended.into_iter().find_map(Result::err) {
             return Err(e);
@@ -416,6 +413,13 @@ async fn expand_tables(
     Ok((out, missing))
 }
 
+/// What the export of `audit_events` needs to verify the chain as it streams: the HMAC key, and where its findings
+/// go (the worker that exports the table is not the one that reports).
+struct ChainTap {
+    key: Option<Vec<u8>>,
+    found: Mutex<Outcome>,
+}
+
 /// `public.audit_events` exported whole (no filter, no hashed column excluded): its export can verify the chain.
 fn is_whole_audit_ledger(t: &TableSpec) -> bool {
     sql::split_name(&t.table) == ("public".to_string(), "audit_events".to_string())
@@ -434,7 +438,7 @@ async fn export_job(
     client: &Client,
     job: &Job,
     params: &BTreeMap<String, String>,
-    tap: Option<&Mutex<Outcome>>,
+    tap: Option<&ChainTap>,
 ) -> serde_json::Value {
     let name = match job {
         Job::Table(t) => t.table.clone(),
@@ -466,7 +470,7 @@ async fn export_table(
     client: &Client,
     t: &TableSpec,
     params: &BTreeMap<String, String>,
-    tap: Option<&Mutex<Outcome>>,
+    tap: Option<&ChainTap>,
     report: &mut serde_json::Value,
 ) -> Result<(), String> {
     let (schema, table) = sql::split_name(&t.table);
@@ -531,11 +535,11 @@ async fn export_table(
         match chain::COLUMNS.iter().find(|c| !kept.iter().any(|k| k == *c)) {
             Some(missing) => {
                 let why = format!("audit_events has no column {missing}: the audit chain cannot be verified");
-                shared.lock().unwrap_or_else(|p| p.into_inner()).warn(why);
+                shared.found.lock().unwrap_or_else(|p| p.into_inner()).warn(why);
             }
             None => {
                 query.push_str(" ORDER BY \"zone_id\" DESC, \"chain_seq\"");
-                tapping = Some(chain::Tap::new(cx, &mut found).map_err(|e| e.to_string())?);
+                tapping = Some(chain::Tap::new(cx, shared.key.clone()).map_err(|e| e.to_string())?);
             }
         }
     }
@@ -547,13 +551,11 @@ async fn export_table(
             Ok(()) => t.finish(cx, &mut found).map_err(|e| e.to_string()),
             Err(e) => Err(format!("the export stopped ({e})")),
         };
-        let mut shared = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = shared.found.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = verified {
             shared.warn(format!("audit chain not verified: {e}"));
         }
-        shared.warnings.extend(found.warnings);
-        shared.findings.extend(found.findings);
-        shared.details.extend(found.details);
+        shared.absorb(found);
     }
     exported?;
     // Row-level security that applies to us and let nothing through: most likely a missing `caracal.zone_id`,
