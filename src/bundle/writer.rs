@@ -55,17 +55,6 @@ pub fn bundle_paths(out_dir: &Path, bundle_id: &str) -> (PathBuf, PathBuf, PathB
     )
 }
 
-/// Writes the archive for `manifest` (whose collectors already list every artifact) from the staged artifacts, in
-/// one go. A snapshot uses [`ArchiveStream`] instead, to compress while it collects.
-pub fn write_bundle(
-    opts: &ArchiveOptions,
-    manifest: &Manifest,
-    artifacts: &[StagedArtifact],
-) -> Result<WrittenBundle, WriteError> {
-    let mtime = manifest.created_at.as_second().max(0) as u64;
-    ArchiveStream::start(opts, &manifest.bundle_id, mtime)?.finish(manifest, artifacts)
-}
-
 /// Builds the `.tar.zst` as a sequence of zstd frames: tar headers, padding and tag files are compressed here in
 /// small frames; each artifact's content is the frame staged while it was collected, copied as it is. Decompressed
 /// end to end (zstd decodes concatenated frames as one stream) it is one ordinary tar.

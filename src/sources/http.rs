@@ -3,7 +3,13 @@
 //! status: a 503 from `/ready` is evidence. Endpoints that change state or reveal secrets are refused, even when
 //! configured (caracal.md §4.3).
 
-use std::{collections::BTreeMap, io::Write, path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, LazyLock},
+    time::Instant,
+};
 
 use async_trait::async_trait;
 use bytesize::ByteSize;
@@ -86,7 +92,9 @@ impl HttpSource {
 /// Why a path may not be requested, if it may not.
 pub fn refused(path: &str) -> Option<&'static str> {
     let path = path.split('?').next().unwrap_or(path).to_ascii_lowercase();
-    REFUSED.iter().find(|(re, _)| regex::Regex::new(re).is_ok_and(|r| r.is_match(&path))).map(|(_, why)| *why)
+    static COMPILED: LazyLock<Vec<(regex::Regex, &'static str)>> =
+        LazyLock::new(|| REFUSED.iter().map(|(re, why)| (regex::Regex::new(re).expect("valid regex"), *why)).collect());
+    COMPILED.iter().find(|(re, _)| re.is_match(&path)).map(|(_, why)| *why)
 }
 
 /// What stays as it is in a path segment (RFC 3986 unreserved); everything else is percent-encoded.
@@ -95,9 +103,10 @@ const UNRESERVED: &percent_encoding::AsciiSet =
 
 /// `{label}` placeholders filled from the alert's labels, percent-encoded; `Err` names the first missing label.
 fn fill(path: &str, labels: &BTreeMap<String, String>) -> Result<String, String> {
-    let re = regex::Regex::new(r"\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("valid regex");
+    static PLACEHOLDER: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("valid regex"));
     let mut missing = None;
-    let out = re.replace_all(path, |c: &regex::Captures| match labels.get(&c[1]) {
+    let out = PLACEHOLDER.replace_all(path, |c: &regex::Captures| match labels.get(&c[1]) {
         Some(v) => percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string(),
         None => {
             missing.get_or_insert_with(|| c[1].to_string());
