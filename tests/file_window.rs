@@ -308,7 +308,7 @@ fn replay_files_are_inventoried_with_mtimes_and_line_counts() {
             replay.display()
         ),
     );
-    let out = run(ws.preserve().args(["snapshot", "-q", "-c", "replay", "--since", "1h", "--collectors"]).arg(&dir));
+    let out = run(ws.snapshot(&dir).args(["-c", "replay", "--since", "1h"]));
     assert_eq!(out.status.code(), Some(0));
     let m = ws.side_manifest();
     let c = collector(&m, "replay");

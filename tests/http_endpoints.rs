@@ -88,13 +88,7 @@ fn every_instance_is_read_with_status_headers_body_and_no_secret() {
         "alert.json",
         r#"{"status":"firing","labels":{"alertname":"CaracalGatewayRevocationSnapshotStale","zone_id":"z-7","request_id":"req-42"},"annotations":{},"startsAt":"2026-11-29T06:00:00Z"}"#,
     );
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "gw", "--alert"])
-        .arg(&alert)
-        .arg("--collectors")
-        .arg(&dir)
-        .env("TEST_METRICS_BEARER", TOKEN));
+    let out = run(ws.snapshot(&dir).args(["-c", "gw", "--alert"]).arg(&alert).env("TEST_METRICS_BEARER", TOKEN));
     assert_eq!(out.status.code(), Some(3), "the endpoint that never answers makes the collector partial");
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     let m = manifest(&bag);
@@ -154,7 +148,7 @@ fn endpoints_with_side_effects_and_other_methods_are_config_errors() {
             "bad.toml",
             &format!("[[collector]]\nname = \"bad\"\nkind = \"http\"\nservice = \"api\"\nrequests = [{request}]\n"),
         );
-        let out = run(ws.preserve().args(["snapshot", "-q", "-c", "context", "--collectors"]).arg(&dir));
+        let out = run(ws.snapshot(&dir).args(["-c", "context"]));
         assert_eq!(out.status.code(), Some(2), "{request}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("bad.toml") && err.contains(says), "{err}");

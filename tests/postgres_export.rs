@@ -86,11 +86,7 @@ fn caracal_tables_export_exactly_and_reimport_identically() {
     let ws = Workspace::new();
     let pg = server(&ws);
     let dir = collectors_dir(&ws, "pg.toml", COLLECTORS);
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    let out = run(ws.snapshot(&dir).args(["-c", "pg"]).env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
     assert_eq!(out.status.code(), Some(0));
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     let tables = bag.join("data/pg/tables");
@@ -233,11 +229,7 @@ fn every_table_reflects_the_same_instant_while_writers_commit() {
         "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 3\ntables = [{ table = \"event_outbox\" }, { table = \"sessions\" }, { table = \"delegation_edges\" }]\npg_dump = {}\n",
     );
     std::thread::sleep(Duration::from_millis(300));
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    let out = run(ws.snapshot(&dir).args(["-c", "pg"]).env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let committed = writer.join().unwrap();
@@ -286,11 +278,9 @@ fn read_only_role_exports_everything_and_writes_nothing() {
     let cfg = ws.write("site.toml", format!("[postgres]\nurl = \"postgres://evidence@127.0.0.1:{}/caracal\"\npassword = \"env:PRESERVE_TEST_PG_PASSWORD\"\n", pg.port));
     let dir = collectors_dir(&ws, "pg.toml", COLLECTORS);
     let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pg", "--config"])
+        .snapshot(&dir)
+        .args(["-c", "pg", "--config"])
         .arg(&cfg)
-        .arg("--collectors")
-        .arg(&dir)
         .env("PRESERVE_TEST_PG_PASSWORD", "ro-pg-pass-77"));
     assert_eq!(out.status.code(), Some(0), "complete under pg_read_all_data");
     assert_eq!(before, counters(), "no row inserted, updated or deleted");
@@ -309,11 +299,9 @@ fn read_only_role_exports_everything_and_writes_nothing() {
         "[[collector]]\nname = \"norls\"\nkind = \"postgres\"\ntables = [{ table = \"audit_events\" }, { table = \"zones\" }]\n",
     );
     let out = run(ws2
-        .preserve()
-        .args(["snapshot", "-q", "-c", "norls", "--config"])
+        .snapshot(&dir)
+        .args(["-c", "norls", "--config"])
         .arg(&cfg)
-        .arg("--collectors")
-        .arg(&dir)
         .env("PRESERVE_TEST_PG_PASSWORD", "ro-pg-pass-77"));
     assert_eq!(out.status.code(), Some(0));
     let m = ws2.side_manifest();
@@ -334,11 +322,7 @@ fn a_statement_timeout_costs_only_its_query() {
          tables = [{ table = \"zones\" }]\n\
          queries = [{ name = \"slow\", sql = \"SELECT pg_sleep(30) AS never\" }, { name = \"after\", sql = \"SELECT 42 AS answer\" }]\n",
     );
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    let out = run(ws.snapshot(&dir).args(["-c", "pg"]).env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let m = ws.side_manifest();
     let c = collector(&m, "pg");
@@ -379,11 +363,9 @@ fn alert_label_values_are_bound_never_executed() {
     let snapshot = |zone: &str, out: &str| {
         let a = alert(zone);
         let o = run(ws
-            .preserve()
-            .args(["snapshot", "-q", "-c", "pgf", "--since", "2026-11-01T00:00:00Z", "--out", out, "--alert"])
+            .snapshot(&dir)
+            .args(["-c", "pgf", "--since", "2026-11-01T00:00:00Z", "--out", out, "--alert"])
             .arg(&a)
-            .arg("--collectors")
-            .arg(&dir)
             .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
         assert_eq!(o.status.code(), Some(0));
         let b = std::fs::read_dir(out)
@@ -419,11 +401,7 @@ fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
         "d.toml",
         "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nworkers = 1\ntables = [{ table = \"zones\" }, { table = \"admin_tokens\" }, { table = \"policy_set_versions\" }]\n\n[[collector]]\nname = \"pgbig\"\nkind = \"postgres\"\ntables = [{ table = \"big_ledger\" }]\n",
     );
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_POSTGRES_URL", pg.url("limited", "caracal")));
+    let out = run(ws.snapshot(&dir).args(["-c", "pg"]).env("PRESERVE_POSTGRES_URL", pg.url("limited", "caracal")));
     assert_eq!(out.status.code(), Some(3));
     let m = ws.side_manifest();
     let c = collector(&m, "pg");
@@ -440,9 +418,8 @@ fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
     // The server stops in the middle of a COPY.
     let ws2 = Workspace::new();
     let mut child = ws2
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pgbig", "-c", "context", "--collectors"])
-        .arg(&dir)
+        .snapshot(&dir)
+        .args(["-c", "pgbig", "-c", "context"])
         .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal"))
         .spawn()
         .unwrap();
@@ -521,9 +498,8 @@ fn chain_snapshot(ws: &Workspace, pg: &PgServer, out: &str) -> (serde_json::Valu
     // `ledger` verifies the chain from its export of the table; `ledger-only` exports nothing and reads the chain
     // with its own query. Both must find the same.
     let o = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "ledger", "-c", "ledger-only", "--out", out, "--collectors"])
-        .arg(&dir)
+        .snapshot(&dir)
+        .args(["-c", "ledger", "-c", "ledger-only", "--out", out])
         .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "ledger"))
         .env("AUDIT_HMAC_KEY", HMAC_KEY));
     assert_eq!(o.status.code(), Some(0));
@@ -659,11 +635,7 @@ fn tls_modes_check_the_server_as_libpq_would() {
     let snapshot = |query: &str| {
         let w = Workspace::new();
         let url = format!("{}?{query}", pg.url("postgres", "caracal"));
-        let out = run(w
-            .preserve()
-            .args(["snapshot", "-q", "-c", "pg", "--collectors"])
-            .arg(&dir)
-            .env("PRESERVE_POSTGRES_URL", url));
+        let out = run(w.snapshot(&dir).args(["-c", "pg"]).env("PRESERVE_POSTGRES_URL", url));
         let m = w.side_manifest();
         let c = collector(&m, "pg").clone();
         (out.status.code(), c)
@@ -721,11 +693,9 @@ fn pg_dump_restores_with_known_secrets_masked_and_says_when_it_cannot_run() {
         ),
     );
     let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pgd", "-c", "pgold", "--config"])
+        .snapshot(&dir)
+        .args(["-c", "pgd", "-c", "pgold", "--config"])
         .arg(&cfg)
-        .arg("--collectors")
-        .arg(&dir)
         .env("PRESERVE_TEST_PG_PASSWORD", "dump-pass-4242"));
     assert_eq!(out.status.code(), Some(0), "a skipped dump is a finding, not a failure");
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
@@ -770,11 +740,7 @@ fn table_patterns_and_per_partition_exports_cover_every_row() {
         "[[collector]]\nname = \"pg\"\nkind = \"postgres\"\nsettings = { \"caracal.zone_id\" = \"*\" }\n\
          tables = [{ table = \"public.policy_set_*\" }, { table = \"audit_events\", partitions = \"each\" }, { table = \"nothing_*\" }]\n",
     );
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "pg", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
+    let out = run(ws.snapshot(&dir).args(["-c", "pg"]).env("PRESERVE_POSTGRES_URL", pg.url("postgres", "caracal")));
     assert_eq!(out.status.code(), Some(3), "a pattern that matches nothing is reported");
     let m = ws.side_manifest();
     let c = collector(&m, "pg");

@@ -65,11 +65,7 @@ fn a_three_master_cluster_is_exported_completely() {
         "r.toml",
         "[[collector]]\nname = \"rc\"\nkind = \"redis\"\nstreams = [\"caracal.*\"]\nkeys = [{ pattern = \"audit:jti:*\" }]\n",
     );
-    let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "rc", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_REDIS_URL", format!("redis://{}/0", addrs[1])));
+    let out = run(ws.snapshot(&dir).args(["-c", "rc"]).env("PRESERVE_REDIS_URL", format!("redis://{}/0", addrs[1])));
     assert_eq!(out.status.code(), Some(0));
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     let m = manifest(&bag);

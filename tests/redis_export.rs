@@ -215,11 +215,7 @@ fn read_jsonl(p: &Path) -> Vec<Json> {
 }
 
 fn snapshot(ws: &Workspace, dir: &Path, url: &str) -> std::process::Output {
-    run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "redis-evidence", "--collectors"])
-        .arg(dir)
-        .env("PRESERVE_REDIS_URL", url))
+    run(ws.snapshot(dir).args(["-c", "redis-evidence"]).env("PRESERVE_REDIS_URL", url))
 }
 
 #[test]
@@ -544,11 +540,9 @@ fn full_export_under_a_read_only_acl_user_changes_nothing_and_sends_no_write() {
     let cfg = ws.write("site.toml", format!("[redis]\nurl = \"redis://127.0.0.1:{}/0\"\nusername = \"preserve\"\npassword = \"env:PRESERVE_TEST_REDIS_PASSWORD\"\n", r.port));
     let dir = collectors(&ws, "");
     let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "redis-evidence", "--config"])
+        .snapshot(&dir)
+        .args(["-c", "redis-evidence", "--config"])
         .arg(&cfg)
-        .arg("--collectors")
-        .arg(&dir)
         .env("PRESERVE_TEST_REDIS_PASSWORD", "ro-pass-4c1f"));
     assert_eq!(out.status.code(), Some(0), "the full export works under the read-only user");
 
@@ -611,9 +605,8 @@ fn server_killed_mid_export_gives_a_partial_bundle_that_verifies() {
     big_stream(&r, 120_000);
     let dir = collectors(&ws, "page = 200");
     let mut child = ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "redis-evidence", "--collector", "context", "--collectors"])
-        .arg(&dir)
+        .snapshot(&dir)
+        .args(["-c", "redis-evidence", "--collector", "context"])
         .env("PRESERVE_REDIS_URL", r.url())
         .spawn()
         .unwrap();
@@ -651,13 +644,8 @@ fn a_dropped_connection_is_resumed_once_from_the_last_exported_id() {
     let r = RedisServer::start(&ws.path().join("redis"), &[]);
     big_stream(&r, 120_000);
     let dir = collectors(&ws, "page = 200");
-    let mut child = ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "redis-evidence", "--collectors"])
-        .arg(&dir)
-        .env("PRESERVE_REDIS_URL", r.url())
-        .spawn()
-        .unwrap();
+    let mut child =
+        ws.snapshot(&dir).args(["-c", "redis-evidence"]).env("PRESERVE_REDIS_URL", r.url()).spawn().unwrap();
     ws.wait_for_staged("redis-evidence/streams/caracal.audit.events.dlq/entries.jsonl", 32 << 10, &mut child);
     r.cli(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).unwrap();
     let status = child.wait().unwrap();
@@ -680,9 +668,8 @@ fn refused_connection_and_bad_password_fail_the_collector_not_the_bundle() {
     let dir = collectors(&ws, "");
     let closed = support::redis::free_port();
     let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "redis-evidence", "-c", "context", "--collectors"])
-        .arg(&dir)
+        .snapshot(&dir)
+        .args(["-c", "redis-evidence", "-c", "context"])
         .env("PRESERVE_REDIS_URL", format!("redis://127.0.0.1:{closed}/0")));
     assert_eq!(out.status.code(), Some(3));
     let m = ws.side_manifest();
@@ -694,9 +681,8 @@ fn refused_connection_and_bad_password_fail_the_collector_not_the_bundle() {
     let r = RedisServer::start(&ws.path().join("redis"), &["--requirepass", "right-pass-1234"]);
     let dir = collectors(&ws, "");
     let out = run(ws
-        .preserve()
-        .args(["snapshot", "-q", "-c", "redis-evidence", "--collectors"])
-        .arg(&dir)
+        .snapshot(&dir)
+        .args(["-c", "redis-evidence"])
         .env("PRESERVE_REDIS_URL", format!("redis://:wrong-pass-5678@127.0.0.1:{}/0", r.port)));
     assert_eq!(out.status.code(), Some(3));
     let m = ws.side_manifest();

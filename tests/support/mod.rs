@@ -54,6 +54,14 @@ impl Workspace {
         c
     }
 
+    /// `preserve snapshot -q --collectors DIR`: a quiet snapshot with the test's own collectors; the caller adds
+    /// which collectors (`-c`) and anything else.
+    pub fn snapshot(&self, collectors: &Path) -> Command {
+        let mut c = self.preserve();
+        c.args(["snapshot", "-q", "--collectors"]).arg(collectors);
+        c
+    }
+
     /// The bundles (`.tar.zst`) in the output directory.
     pub fn bundles(&self) -> Vec<PathBuf> {
         let Ok(rd) = std::fs::read_dir(self.out()) else { return Vec::new() };
