@@ -179,32 +179,43 @@ impl Redactor {
 
     /// Masks secrets in place with `*`, keeping every length: for binary artifacts whose framing counts bytes
     /// (a `pg_dump` custom archive), where a shorter or longer replacement would corrupt the file. The same rules
-    /// as [`Redactor::redact`]; returns how many values were masked.
-    pub fn mask(&self, buf: &mut [u8], tally: &Tally) -> usize {
-        let mut ranges = Vec::new();
+    /// as [`Redactor::redact`], known values first; only secrets that start before `until` are masked (a stream
+    /// masks the part it writes now, and leaves a secret that starts in its kept tail for the next pass). Returns
+    /// how many were masked.
+    pub fn mask(&self, buf: &mut [u8], until: usize, tally: &Tally) -> usize {
+        let mut masked = 0;
+        let mut fill = |buf: &mut [u8], ranges: Vec<std::ops::Range<usize>>| {
+            masked += ranges.len();
+            ranges.into_iter().for_each(|r| buf[r].fill(b'*'));
+        };
         if let Some(ac) = &self.values {
-            for m in ac.find_iter(&*buf) {
-                let (rule, fp) = &self.value_rules[m.pattern().as_usize()];
-                tally.add(rule, Some(fp));
-                ranges.push(m.range());
-            }
+            let found: Vec<_> = ac
+                .find_iter(&*buf)
+                .filter(|m| m.start() < until)
+                .map(|m| {
+                    let (rule, fp) = &self.value_rules[m.pattern().as_usize()];
+                    tally.add(rule, Some(fp));
+                    m.range()
+                })
+                .collect();
+            fill(buf, found);
         }
         if self.prefilter.iter().any(|f| f.find(buf).is_some()) {
             for p in &self.patterns {
-                for caps in p.regex.captures_iter(buf) {
-                    if let Some(secret) = caps.get(p.secret_group)
-                        && !buf[secret.range()].iter().all(|b| *b == b'*')
-                    {
+                let found: Vec<_> = p
+                    .regex
+                    .captures_iter(buf)
+                    .filter_map(|caps| caps.get(p.secret_group))
+                    .filter(|m| m.start() < until && !m.as_bytes().iter().all(|b| *b == b'*'))
+                    .map(|m| {
                         tally.add(p.rule, None);
-                        ranges.push(secret.range());
-                    }
-                }
+                        m.range()
+                    })
+                    .collect();
+                fill(buf, found);
             }
         }
-        for r in &ranges {
-            buf[r.clone()].fill(b'*');
-        }
-        ranges.len()
+        masked
     }
 
     pub fn redact_str(&self, input: &str, tally: &Tally) -> String {
@@ -265,10 +276,14 @@ mod tests {
         let t = Tally::default();
         let mut buf = b"\x00\x07pw=s3cr3t-value; url=postgres://u:hunter2x@db/x\n\xff".to_vec();
         let len = buf.len();
-        assert_eq!(redactor().mask(&mut buf, &t), 2);
+        assert_eq!(redactor().mask(&mut buf, len, &t), 2);
         assert_eq!(buf.len(), len);
         assert_eq!(&buf[..], b"\x00\x07pw=************; url=postgres://u:********@db/x\n\xff");
-        assert_eq!(redactor().mask(&mut buf, &t), 0, "masked text is not masked twice");
+        assert_eq!(redactor().mask(&mut buf, len, &t), 0, "masked text is not masked twice");
+        // A secret that starts after `until` is left for the next pass; one that starts before is masked whole.
+        let mut buf = b"key s3cr3t-value tail s3cr3t-value".to_vec();
+        assert_eq!(redactor().mask(&mut buf, 8, &t), 1);
+        assert_eq!(&buf[..], b"key ************ tail s3cr3t-value");
     }
 
     #[test]

@@ -166,7 +166,8 @@ async fn dump(
     let path = format!("pg_dump/{}.dump", super::sql::file_name(t.database));
     let mut artifact = cx.artifact(&path, "application/vnd.postgresql.custom-dump").map_err(|e| e.to_string())?;
     // Secrets are masked a line at a time (COPY data inside the archive is line-based), so a value is never split
-    // between two passes; a line longer than 8 MiB is masked in pieces that overlap by 64 KiB.
+    // between two passes. A line longer than 8 MiB is written in pieces that keep its last 64 KiB back: a secret
+    // starting before the cut is masked whole, one starting after it waits for the next piece.
     let (mut pending, mut buf) = (Vec::with_capacity(1 << 20), vec![0u8; 1 << 18]);
     let mut masked = 0;
     loop {
@@ -183,11 +184,12 @@ async fn dump(
             None if pending.len() > 8 << 20 => pending.len() - (64 << 10),
             None => continue,
         };
-        masked += cx.redactor().mask(&mut pending[..cut], cx.tally());
+        masked += cx.redactor().mask(&mut pending, cut, cx.tally());
         artifact.write_all(&pending[..cut]).map_err(|e| e.to_string())?;
         pending.drain(..cut);
     }
-    masked += cx.redactor().mask(&mut pending, cx.tally());
+    let all = pending.len();
+    masked += cx.redactor().mask(&mut pending, all, cx.tally());
     artifact.write_all(&pending).map_err(|e| e.to_string())?;
     let status = child.wait().await.map_err(|e| format!("waiting for pg_dump: {e}"))?;
     let stderr = errors.await.unwrap_or_default();
