@@ -1,7 +1,8 @@
 //! Artifacts as they are collected. Every artifact is streamed to a staging file and hashed (SHA-256) and counted
-//! as it is written, never read back to hash. The staged file is already a zstd frame of the artifact: compression
-//! happens while collecting, and the archive is then assembled from these frames without compressing again. A collector that is cut off (timeout, signal) has its open
-//! artifacts *sealed*: what it wrote so far is kept and hashed exactly, and any later write fails.
+//! as it is written, never read back to hash. The staged file is already zstd frames of the artifact: compression
+//! happens while collecting, and the archive is then assembled from these frames without compressing again. A
+//! collector that is cut off (timeout, signal) has its open artifacts *sealed*: what it wrote so far is kept and
+//! hashed exactly, and any later write fails.
 
 use std::{
     fs::File,
@@ -298,7 +299,6 @@ impl Cell {
     fn seal(&self, cut_off: Option<&str>) -> bool {
         let mut s = lock(&self.state);
         let Some(mut out) = s.out.take() else { return false };
-        let failed_before = s.error.is_some();
         if let Err(e) = out.flush() {
             s.error = Some(format!("write failed: {e}"));
         }
@@ -309,7 +309,8 @@ impl Cell {
         // After a failed flush the buffer's rest is dropped: the hash covers exactly what the compressor took.
         let (file, _unwritten) = out.into_parts();
         let (hasher, bytes) = (file.hasher.clone(), file.bytes);
-        let write_failed = failed_before || s.error.as_deref().is_some_and(|e| e.starts_with("write failed"));
+        // Only a failed write sets an error before this point, and a failed flush just above.
+        let write_failed = s.error.as_deref().is_some_and(|e| e.starts_with("write failed"));
         let sealed = match file.finish() {
             Ok(stored) if !write_failed => (hex::encode(hasher.finalize()), bytes, stored),
             result => {
