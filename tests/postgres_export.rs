@@ -429,7 +429,7 @@ fn denied_table_fails_alone_and_a_stopped_server_leaves_a_partial_bundle() {
     assert_eq!(run(ws2.preserve().arg("verify").arg(ws2.only_bundle())).status.code(), Some(0));
     let m = ws2.side_manifest();
     let c = collector(&m, "pgbig");
-    assert!(c["status"] == "partial" || c["status"] == "failed", "{c}");
+    assert_eq!(c["status"], "partial", "the rows exported so far are kept: {c}");
     let a = c["artifacts"]
         .as_array()
         .unwrap()
