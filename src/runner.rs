@@ -144,6 +144,18 @@ async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline
     };
     // Whatever is still open was cut off: keep it, hashed as written, and say so.
     rc.staging.seal_collector(&c.name, error.as_deref().unwrap_or("the collector returned without closing it"));
+    // An artifact that held a known secret was dropped: the collector failed, whatever it reported.
+    let leaks = rc.staging.leaks(&c.name);
+    let (status, error) = if leaks.is_empty() {
+        (status, error)
+    } else {
+        let mut why = leaks.join("; ");
+        // The collector's own error is usually the dropped artifact's failed write, said already.
+        if let Some(e) = error.filter(|e| !e.contains("held a known secret")) {
+            why = format!("{why}; {e}");
+        }
+        (CollectorStatus::Failed, Some(why))
+    };
     // Everything that reaches the manifest passes the redactor, like the artifacts did.
     let (details, mut findings) = outcome.map(|o| (o.details, o.findings)).unwrap_or_default();
     let mut details = serde_json::Value::Object(details);

@@ -46,6 +46,9 @@ pub struct Plan {
     pub window: Window,
     pub trigger: Trigger,
     pub labels: BTreeMap<String, String>,
+    /// The salt of this bundle's redaction markers: chosen with the plan, so the collectors' descriptions shown
+    /// by `--dry-run` and recorded in the manifest carry the same markers as the artifacts.
+    pub redaction_salt: [u8; 16],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +143,8 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
     }
     let profiles = req.profiles.clone();
     let profile_label = if profiles.is_empty() { "custom".to_string() } else { profiles.join("+") };
+    // Shown by --dry-run before secrets are resolved: at least URL passwords and tokens are hidden.
+    let describer = crate::redact::Redactor::new(env.env_secrets.clone());
     let collectors = chosen
         .into_iter()
         .map(|c| PlannedCollector {
@@ -147,9 +152,7 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
             kind: c.kind.clone(),
             source: c.source.clone(),
             timeout: c.timeout.unwrap_or(env.collector_timeout).unsigned_abs(),
-            // Shown by --dry-run before secrets are resolved: at least URL passwords and tokens are hidden.
-            describe: crate::redact::Redactor::new(env.env_secrets.clone())
-                .redact_str(&c.source.describe(env), &crate::redact::Tally::default()),
+            describe: describer.redact_str(&c.source.describe(env), &crate::redact::Tally::default()),
             origin: Some(c.origin.clone()),
         })
         .collect();
@@ -158,7 +161,8 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
         alerts: req.alerts.clone(),
         redactions: Vec::new(),
     };
-    Ok(Plan { profile_label, profiles, collectors, window: Window { since, until }, trigger, labels })
+    let redaction_salt = describer.salt();
+    Ok(Plan { profile_label, profiles, collectors, window: Window { since, until }, trigger, labels, redaction_salt })
 }
 
 impl Plan {
@@ -268,7 +272,10 @@ pub async fn execute(
     let archive = writer::ArchiveStream::start(&opts, &bundle_id, created_at.as_second().max(0) as u64)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     staging.on_seal(archive.sender());
-    let redactor = Arc::new(Redactor::new(secrets.values));
+    let redactor = Arc::new(Redactor::with_salt(secrets.values, plan.redaction_salt));
+    if let Some(known) = redactor.known() {
+        staging.guard(known);
+    }
     for w in &secrets.warnings {
         progress.note(w);
     }
@@ -324,6 +331,7 @@ pub async fn execute(
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         trigger,
         window: WindowRecord { since: plan.window.since, until: plan.window.until },
+        redaction: bundle::manifest::RedactionScheme::new(rc.redactor.salt_hex()),
         collectors: records,
         findings,
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },

@@ -103,7 +103,7 @@ fn every_instance_is_read_with_status_headers_body_and_no_secret() {
             serde_json::from_str(&std::fs::read_to_string(folder.join("ready.response.json")).unwrap()).unwrap();
         assert_eq!(ready["status"], 503, "a failing /ready is evidence: {ready}");
         assert!(ready["elapsed_ms"].is_u64());
-        assert_eq!(ready["headers"]["set-cookie"], "[REDACTED]");
+        assert_eq!(ready["headers"]["set-cookie"], marker(&m, "session=cookie-canary-55d1; HttpOnly"));
         let body = std::fs::read_to_string(folder.join("ready.body")).unwrap();
         assert!(body.contains("revocation_snapshot_stale") && body.contains(replica), "each instance separately");
         let metrics = std::fs::read_to_string(folder.join("metrics.body")).unwrap();

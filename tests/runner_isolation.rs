@@ -87,6 +87,7 @@ async fn a_panicking_collector_is_recorded_and_the_bundle_still_verifies() {
             redactions: vec![],
         },
         labels: Default::default(),
+        redaction_salt: [0; 16],
     };
     let outcome = snapshot::execute(plan, Arc::new(env), Default::default(), &Stop::default(), &Progress::new(true))
         .await

@@ -17,6 +17,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use super::manifest::ArtifactRecord;
+use crate::redact::{Known, guard::LeakWatch};
 
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -58,6 +59,8 @@ pub struct Staging {
     level: i32,
     on_seal: Arc<OnSeal>,
     cells: Mutex<Vec<Arc<Cell>>>,
+    /// The run's known secret values: every artifact is watched for them as it is written.
+    known: OnceLock<Arc<Known>>,
     /// Per collector: why it is being stopped, once it is (timeout, signal).
     stops: Mutex<std::collections::HashMap<String, Arc<OnceLock<String>>>>,
 }
@@ -69,7 +72,7 @@ struct Cell {
     bag_path: String,
     staged: PathBuf,
     media_type: String,
-    /// Set when the collector is being stopped; an artifact dropped unfinished then says why.
+    /// Set when the collector is being stopped; an artifact closed unfinished then says why.
     stop: Arc<OnceLock<String>>,
     on_seal: Arc<OnSeal>,
     state: Mutex<CellState>,
@@ -97,6 +100,8 @@ struct CellState {
     truncated: bool,
     source: Option<String>,
     error: Option<String>,
+    /// Set when the artifact was found to hold a known secret: it was removed and is never archived.
+    leaked: Option<String>,
 }
 
 /// Above this size an artifact's compression moves to a zstd worker thread of its own (a second frame), so that a
@@ -113,6 +118,7 @@ struct HashingFile {
     background: bool,
     hasher: Sha256,
     bytes: u64,
+    watch: Option<LeakWatch>,
 }
 
 impl HashingFile {
@@ -160,6 +166,9 @@ impl Write for HashingFile {
             self.go_background()?;
         }
         let n = self.encoder_mut()?.write(buf)?;
+        if let Some(w) = &mut self.watch {
+            w.scan(&buf[..n]);
+        }
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
@@ -191,8 +200,28 @@ impl Staging {
             level,
             on_seal: Arc::default(),
             cells: Mutex::new(Vec::new()),
+            known: OnceLock::new(),
             stops: Mutex::default(),
         }))
+    }
+
+    /// Watches every artifact opened from now on for these secret values (once; later calls are ignored).
+    pub fn guard(&self, known: Arc<Known>) {
+        let _ = self.known.set(known);
+    }
+
+    /// Why artifacts of `collector` were dropped: each held a known secret.
+    pub fn leaks(&self, collector: &str) -> Vec<String> {
+        lock(&self.cells)
+            .iter()
+            .filter(|c| c.collector == collector)
+            .filter_map(|c| {
+                lock(&c.state)
+                    .leaked
+                    .as_ref()
+                    .map(|why| format!("{} held a known secret, {why}; it was dropped", c.bag_path))
+            })
+            .collect()
     }
 
     /// Registers the function told of each artifact as it is sealed (once; later calls are ignored).
@@ -236,13 +265,21 @@ impl Staging {
             state: Mutex::new(CellState {
                 out: Some(BufWriter::with_capacity(
                     WRITE_BUFFER,
-                    HashingFile { file, level: self.level, background: false, hasher: Sha256::new(), bytes: 0 },
+                    HashingFile {
+                        file,
+                        level: self.level,
+                        background: false,
+                        hasher: Sha256::new(),
+                        bytes: 0,
+                        watch: self.known.get().map(|k| LeakWatch::new(k.clone())),
+                    },
                 )),
                 sealed: None,
                 records: None,
                 truncated: false,
                 source: None,
                 error: None,
+                leaked: None,
             }),
         });
         cells.push(cell.clone());
@@ -262,16 +299,19 @@ impl Staging {
         cells.iter().filter(|c| c.seal(Some(&reason))).count()
     }
 
-    /// All artifacts, sealed, sorted by their path in the bag.
+    /// All artifacts, sealed, sorted by their path in the bag; those dropped for a leak are left out.
     pub fn finish(&self) -> Vec<StagedArtifact> {
         let cells = lock(&self.cells).clone();
         let mut out: Vec<_> = cells
             .iter()
-            .map(|c| {
+            .filter_map(|c| {
                 c.seal(Some("cut off: still open when the bundle was written"));
                 let s = lock(&c.state);
+                if s.leaked.is_some() {
+                    return None;
+                }
                 let (sha256, bytes, stored) = s.sealed.clone().unwrap_or_default();
-                StagedArtifact {
+                Some(StagedArtifact {
                     collector: c.collector.clone(),
                     staged: c.staged.clone(),
                     stored,
@@ -285,7 +325,7 @@ impl Staging {
                         source: s.source.clone(),
                         error: s.error.clone(),
                     },
-                }
+                })
             })
             .collect();
         out.sort_by(|a, b| a.record.path.cmp(&b.record.path));
@@ -309,6 +349,15 @@ impl Cell {
         // After a failed flush the buffer's rest is dropped: the hash covers exactly what the compressor took.
         let (file, _unwritten) = out.into_parts();
         let (hasher, bytes) = (file.hasher.clone(), file.bytes);
+        if let Some(found) = file.watch.as_ref().and_then(|w| w.found()) {
+            // Redaction missed a secret: the artifact is removed, not archived, and its collector will fail.
+            s.leaked = Some(found.to_string());
+            s.error = Some(format!("held a known secret, {found}; dropped"));
+            s.sealed = Some((hex::encode(Sha256::digest(b"")), 0, 0));
+            drop(file);
+            let _ = std::fs::remove_file(&self.staged);
+            return true;
+        }
         // Only a failed write sets an error before this point, and a failed flush just above.
         let write_failed = s.error.as_deref().is_some_and(|e| e.starts_with("write failed"));
         let sealed = match file.finish() {

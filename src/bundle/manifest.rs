@@ -23,9 +23,32 @@ pub struct Manifest {
     pub host: String,
     pub trigger: Trigger,
     pub window: WindowRecord,
+    /// How secrets were replaced: the marker and the salt of its fingerprints.
+    #[serde(default)]
+    pub redaction: RedactionScheme,
     pub collectors: Vec<CollectorRecord>,
     pub findings: Vec<Finding>,
     pub status: BundleStatus,
+}
+
+/// The bundle's redaction marker. Every redacted secret reads `[REDACTED:<fingerprint>]`, the fingerprint being
+/// HMAC-SHA256 keyed by `salt` (hex-decoded) over the secret, first 16 hex: equal markers are equal secrets, and a
+/// candidate value can be checked against a marker by whoever holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactionScheme {
+    pub marker: String,
+    pub fingerprint: String,
+    pub salt: String,
+}
+
+impl RedactionScheme {
+    pub fn new(salt_hex: String) -> Self {
+        Self {
+            marker: "[REDACTED:<fingerprint>]".into(),
+            fingerprint: "hex(HMAC-SHA256(key = hex-decoded salt, message = secret))[..16]".into(),
+            salt: salt_hex,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,7 +157,7 @@ pub struct ArtifactRecord {
 pub struct RedactionRecord {
     pub rule: String,
     pub count: u64,
-    /// Keyed fingerprints of the redacted values: HMAC-SHA256(value, "preserve/fingerprint/v1"), first 16 hex.
+    /// Fingerprints of the redacted values, as in their markers (see [`RedactionScheme`]); at most 32 per rule.
     pub fingerprints: Vec<String>,
 }
 

@@ -1,46 +1,63 @@
-//! The redaction engine: removes secrets from every text artifact before it is written. Two kinds of rules:
-//! known secret *values* (every credential the site config references, Caracal's secret files, secrets passed in
-//! environment variables), matched exactly; and *patterns* for credentials nobody told us about (passwords in URLs,
-//! bearer tokens, JWTs). The manifest records rule, count and a keyed fingerprint per redaction, never the value.
+//! The redaction engine: removes secrets from every text artifact before it is written. Three kinds of rules, in
+//! this order: known secret *values* (every credential the run resolved, Caracal's secret files, secrets passed in
+//! environment variables), matched exactly; *value patterns* for credentials nobody told us about (bearer tokens,
+//! JWTs, cloud and chat tokens, PEM private keys, passwords in URLs); and *key-name* rules applied to the structure
+//! of JSON, YAML, TOML, env and `key=value` text (Caracal's list of secret key names, minus the evidence ids).
+//!
+//! Each secret becomes a marker `[REDACTED:<fingerprint>]`, the fingerprint being HMAC-SHA256 keyed by a random
+//! salt made for this bundle (recorded in its manifest), first 16 hex: the same secret on two services shows the
+//! same marker, and anyone holding a candidate value can check it, while the bundle alone does not reveal it.
+//! [`guard`] then checks every written byte for known values, as a last line.
+
+pub mod guard;
+pub mod rules;
+mod structured;
 
 use std::{
     borrow::Cow,
     collections::{BTreeMap, BTreeSet},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use hmac::{KeyInit, Mac};
-use regex::bytes::Regex;
 
 use crate::{bundle::manifest::RedactionRecord, config::Secret};
+pub use structured::{Format, TextRedactor};
 
-/// What replaces a redacted value.
-pub const MARK: &str = "[REDACTED]";
+/// How every marker starts; a value that already holds one is not redacted again.
+pub const MARK_PREFIX: &str = "[REDACTED:";
 /// At most this many distinct fingerprints are recorded per rule.
 const MAX_FINGERPRINTS: usize = 32;
 /// Values shorter than this are not matched: they would mangle ordinary text (and are not credentials).
 pub const MIN_SECRET_LEN: usize = 4;
+/// Length of the per-bundle salt, in bytes.
+pub const SALT_LEN: usize = 16;
 
-struct Pattern {
-    rule: &'static str,
-    regex: Regex,
-    /// The capture group holding the secret; the rest of the match is kept.
-    secret_group: usize,
+/// The known secret values of a run, found with one automaton; shared with the leak [`guard`].
+pub struct Known {
+    pub(crate) ac: AhoCorasick,
+    /// Per value: its rule (where it came from) and its marker.
+    pub(crate) rules: Vec<(String, String)>,
+    /// Per value: its length, to carry enough of one write into the next for a value that straddles them.
+    pub(crate) longest: usize,
 }
 
 pub struct Redactor {
-    values: Option<AhoCorasick>,
-    /// For each value pattern: rule name and fingerprint.
-    value_rules: Vec<(String, String)>,
-    /// Cheap SIMD substring scans that must hit before any pattern can: `://`, `eyJ`, `earer`/`EARER` (bearer).
-    prefilter: Vec<memchr::memmem::Finder<'static>>,
-    patterns: Vec<Pattern>,
+    salt: [u8; SALT_LEN],
+    known: Option<Arc<Known>>,
+    structured: structured::Rules,
+}
+
+impl std::fmt::Debug for Known {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Known").field("values", &self.rules.len()).finish()
+    }
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor").field("values", &self.value_rules.len()).finish()
+        f.debug_struct("Redactor").field("values", &self.known.as_ref().map_or(0, |k| k.rules.len())).finish()
     }
 }
 
@@ -51,14 +68,12 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&self, rule: &str, fingerprint: Option<&str>) {
+    fn add(&self, rule: &str, fingerprint: &str) {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let entry = rules.entry(rule.to_string()).or_default();
         entry.0 += 1;
-        if let Some(fp) = fingerprint
-            && entry.1.len() < MAX_FINGERPRINTS
-        {
-            entry.1.insert(fp.to_string());
+        if entry.1.len() < MAX_FINGERPRINTS {
+            entry.1.insert(fingerprint.to_string());
         }
     }
 
@@ -81,139 +96,125 @@ impl Tally {
     }
 }
 
-/// Keyed fingerprint of a secret: HMAC-SHA256 keyed by the value over a fixed label, first 16 hex digits. It proves
-/// which secret was present to someone who holds it, and reveals nothing to anyone else.
-pub fn fingerprint(value: &[u8]) -> String {
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(value).expect("HMAC takes keys of any length");
-    mac.update(b"preserve/fingerprint/v1");
-    hex::encode(&mac.finalize().into_bytes()[..8])
-}
-
 impl Redactor {
-    /// Builds a redactor for the given secret values (label, value). Labels name the rule, e.g. `credential env:X`.
+    /// A redactor for the given secret values (label, value) with a fresh random salt. Labels name the rule,
+    /// e.g. `credential env:X`.
     pub fn new(secrets: Vec<(String, Secret)>) -> Self {
+        let mut salt = [0u8; SALT_LEN];
+        // Without an OS random source the salt falls back to the clock: fingerprints stay consistent within the
+        // bundle, which is what markers need; only their resistance to precomputed guesses is weaker.
+        if getrandom::fill(&mut salt).is_err() {
+            let now = jiff::Timestamp::now().as_nanosecond().to_le_bytes();
+            salt.copy_from_slice(&now[..SALT_LEN]);
+        }
+        Self::with_salt(secrets, salt)
+    }
+
+    pub fn with_salt(secrets: Vec<(String, Secret)>, salt: [u8; SALT_LEN]) -> Self {
         let mut seen = BTreeSet::new();
         let mut values = Vec::new();
-        let mut value_rules = Vec::new();
+        let mut rules = Vec::new();
         for (label, secret) in secrets {
             let v = secret.expose();
             if v.len() < MIN_SECRET_LEN || !seen.insert(v.to_string()) {
                 continue;
             }
-            value_rules.push((label, fingerprint(v.as_bytes())));
+            rules.push((label, marker_with(&salt, v.as_bytes())));
             values.push(v.to_string());
         }
-        let values = (!values.is_empty()).then(|| {
-            AhoCorasickBuilder::new()
+        let known = (!values.is_empty()).then(|| {
+            let ac = AhoCorasickBuilder::new()
                 .match_kind(MatchKind::LeftmostLongest)
                 .build(&values)
-                .expect("literal patterns always build")
+                .expect("literal patterns always build");
+            Arc::new(Known { ac, rules, longest: values.iter().map(String::len).max().unwrap_or(0) })
         });
-        let prefilter =
-            ["://", "eyJ", "earer", "EARER"].iter().map(|n| memchr::memmem::Finder::new(n).into_owned()).collect();
-        let patterns = vec![
-            Pattern {
-                rule: "url-password",
-                regex: Regex::new(r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>]*:([^\s@/"'<>]+)@"#).expect("valid regex"),
-                secret_group: 1,
-            },
-            Pattern {
-                rule: "bearer-token",
-                regex: Regex::new(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)").expect("valid regex"),
-                secret_group: 1,
-            },
-            Pattern {
-                rule: "jwt",
-                regex: Regex::new(r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)")
-                    .expect("valid regex"),
-                secret_group: 1,
-            },
-        ];
-        Self { values, value_rules, prefilter, patterns }
+        Self { salt, known, structured: structured::Rules::new() }
     }
 
-    /// Redacts `input`, counting into `tally`. Borrowed when nothing matched, which is the common case.
+    pub fn salt(&self) -> [u8; SALT_LEN] {
+        self.salt
+    }
+
+    /// The salt of this bundle's fingerprints, hex; recorded in the manifest so a fingerprint can be checked.
+    pub fn salt_hex(&self) -> String {
+        hex::encode(self.salt)
+    }
+
+    /// The keyed fingerprint of a secret: HMAC-SHA256(salt, value), first 16 hex digits.
+    pub fn fingerprint(&self, value: &[u8]) -> String {
+        fingerprint_with(&self.salt, value)
+    }
+
+    /// The marker that replaces `value`.
+    pub fn marker(&self, value: &[u8]) -> String {
+        marker_with(&self.salt, value)
+    }
+
+    /// The known values, for the leak guard; `None` when the run knows no secret.
+    pub fn known(&self) -> Option<Arc<Known>> {
+        self.known.clone()
+    }
+
+    /// Redacts a whole text of no particular format (a message, a small report).
     pub fn redact<'a>(&self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
-        let mut text = Cow::Borrowed(input);
-        if let Some(ac) = &self.values
-            && ac.is_match(input)
-        {
-            let mut out = Vec::with_capacity(input.len());
-            let mut last = 0;
-            for m in ac.find_iter(input) {
-                out.extend_from_slice(&input[last..m.start()]);
-                out.extend_from_slice(MARK.as_bytes());
-                let (rule, fp) = &self.value_rules[m.pattern().as_usize()];
-                tally.add(rule, Some(fp));
-                last = m.end();
-            }
-            out.extend_from_slice(&input[last..]);
-            text = Cow::Owned(out);
+        self.redact_as(input, Format::Text, tally)
+    }
+
+    /// Redacts a whole text in `format`, line by line (a PEM key or a YAML block spans lines). Borrowed when
+    /// nothing matched, which is the common case.
+    pub fn redact_as<'a>(&self, input: &'a [u8], format: Format, tally: &Tally) -> Cow<'a, [u8]> {
+        self.text(format).lines(input, tally)
+    }
+
+    /// A line-by-line redactor for one artifact in `format`.
+    pub fn text(&self, format: Format) -> TextRedactor<'_> {
+        TextRedactor::new(self, format)
+    }
+
+    /// Replaces known secret values only: for data that is evidence as it is (Redis entries, Postgres rows, whose
+    /// signatures and hashes must not be taken for credentials), where only the run's own secrets are removed.
+    pub fn redact_known<'a>(&self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
+        let Some(known) = &self.known else { return Cow::Borrowed(input) };
+        if !known.ac.is_match(input) {
+            return Cow::Borrowed(input);
         }
-        if !self.prefilter.iter().any(|f| f.find(text.as_ref()).is_some()) {
-            return text;
+        let mut out = Vec::with_capacity(input.len() + 32);
+        let mut last = 0;
+        for m in known.ac.find_iter(input) {
+            out.extend_from_slice(&input[last..m.start()]);
+            let (rule, marker) = &known.rules[m.pattern().as_usize()];
+            out.extend_from_slice(marker.as_bytes());
+            tally.add(rule, fingerprint_of_marker(marker));
+            last = m.end();
         }
-        for p in &self.patterns {
-            if !p.regex.is_match(&text) {
-                continue;
-            }
-            let mut out = Vec::with_capacity(text.len());
-            let mut last = 0;
-            for caps in p.regex.captures_iter(&text) {
-                let Some(secret) = caps.get(p.secret_group) else { continue };
-                if secret.as_bytes() == MARK.as_bytes() {
-                    continue;
-                }
-                out.extend_from_slice(&text[last..secret.start()]);
-                out.extend_from_slice(MARK.as_bytes());
-                // No fingerprint for a pattern hit: it may be a weak password, which a fingerprint would let
-                // anyone test guesses against. Known values are fingerprinted; they are the site's own keys.
-                tally.add(p.rule, None);
-                last = secret.end();
-            }
-            out.extend_from_slice(&text[last..]);
-            text = Cow::Owned(out);
-        }
-        text
+        out.extend_from_slice(&input[last..]);
+        Cow::Owned(out)
     }
 
     /// Masks secrets in place with `*`, keeping every length: for binary artifacts whose framing counts bytes
-    /// (a `pg_dump` custom archive), where a shorter or longer replacement would corrupt the file. The same rules
-    /// as [`Redactor::redact`], known values first; only secrets that start before `until` are masked (a stream
-    /// masks the part it writes now, and leaves a secret that starts in its kept tail for the next pass). Returns
-    /// how many were masked.
+    /// (a `pg_dump` custom archive), where a marker would corrupt the file. Known values and value patterns apply
+    /// (no key rules: there is no text structure to read); only secrets that start before `until` are masked (a
+    /// stream masks the part it writes now, and leaves a secret that starts in its kept tail for the next pass).
+    /// Returns how many were masked.
     pub fn mask(&self, buf: &mut [u8], until: usize, tally: &Tally) -> usize {
         let mut masked = 0;
-        let mut fill = |buf: &mut [u8], ranges: Vec<std::ops::Range<usize>>| {
-            masked += ranges.len();
-            ranges.into_iter().for_each(|r| buf[r].fill(b'*'));
-        };
-        if let Some(ac) = &self.values {
-            let found: Vec<_> = ac
-                .find_iter(&*buf)
-                .filter(|m| m.start() < until)
-                .map(|m| {
-                    let (rule, fp) = &self.value_rules[m.pattern().as_usize()];
-                    tally.add(rule, Some(fp));
-                    m.range()
-                })
-                .collect();
-            fill(buf, found);
-        }
-        if self.prefilter.iter().any(|f| f.find(buf).is_some()) {
-            for p in &self.patterns {
-                let found: Vec<_> = p
-                    .regex
-                    .captures_iter(buf)
-                    .filter_map(|caps| caps.get(p.secret_group))
-                    .filter(|m| m.start() < until && !m.as_bytes().iter().all(|b| *b == b'*'))
-                    .map(|m| {
-                        tally.add(p.rule, None);
-                        m.range()
-                    })
-                    .collect();
-                fill(buf, found);
+        if let Some(known) = &self.known {
+            let found: Vec<_> = known.ac.find_iter(&*buf).filter(|m| m.start() < until).collect();
+            for m in found {
+                let (rule, marker) = &known.rules[m.pattern().as_usize()];
+                tally.add(rule, fingerprint_of_marker(marker));
+                buf[m.range()].fill(b'*');
+                masked += 1;
             }
+        }
+        for (rule, range) in self.structured.pattern_hits(buf) {
+            if range.start >= until || buf[range.clone()].iter().all(|b| *b == b'*') {
+                continue;
+            }
+            tally.add(rule, &self.fingerprint(&buf[range.clone()]));
+            buf[range].fill(b'*');
+            masked += 1;
         }
         masked
     }
@@ -221,9 +222,35 @@ impl Redactor {
     pub fn redact_str(&self, input: &str, tally: &Tally) -> String {
         String::from_utf8_lossy(&self.redact(input.as_bytes(), tally)).into_owned()
     }
+
+    /// Replaces `value` by its marker, counted under `rule`.
+    pub fn replace(&self, value: &[u8], rule: &str, tally: &Tally) -> String {
+        let marker = self.marker(value);
+        tally.add(rule, fingerprint_of_marker(&marker));
+        marker
+    }
 }
 
-/// Redacts every string inside a JSON value in place (manifest fields, details).
+fn fingerprint_with(salt: &[u8], value: &[u8]) -> String {
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes keys of any length");
+    mac.update(value);
+    hex::encode(&mac.finalize().into_bytes()[..8])
+}
+
+fn marker_with(salt: &[u8], value: &[u8]) -> String {
+    format!("{MARK_PREFIX}{}]", fingerprint_with(salt, value))
+}
+
+fn fingerprint_of_marker(marker: &str) -> &str {
+    &marker[MARK_PREFIX.len()..marker.len() - 1]
+}
+
+fn holds_marker(v: &[u8]) -> bool {
+    memchr::memmem::find(v, MARK_PREFIX.as_bytes()).is_some()
+}
+
+/// Redacts a parsed JSON value in place (manifest fields, details, alerts): every string through the text rules,
+/// and string values under secret keys whole.
 pub fn redact_json(value: &mut serde_json::Value, redactor: &Redactor, tally: &Tally) {
     match value {
         serde_json::Value::String(s) => {
@@ -232,7 +259,20 @@ pub fn redact_json(value: &mut serde_json::Value, redactor: &Redactor, tally: &T
             }
         }
         serde_json::Value::Array(a) => a.iter_mut().for_each(|v| redact_json(v, redactor, tally)),
-        serde_json::Value::Object(m) => m.values_mut().for_each(|v| redact_json(v, redactor, tally)),
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                match v {
+                    serde_json::Value::String(s)
+                        if rules::is_secret_key(k.as_bytes())
+                            && !rules::is_harmless_value(s.as_bytes())
+                            && !holds_marker(s.as_bytes()) =>
+                    {
+                        *s = redactor.replace(s.as_bytes(), "key-name", tally);
+                    }
+                    _ => redact_json(v, redactor, tally),
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -242,54 +282,155 @@ mod tests {
     use super::*;
 
     fn redactor() -> Redactor {
-        Redactor::new(vec![("credential env:X".into(), Secret::new("s3cr3t-value"))])
+        Redactor::with_salt(vec![("credential env:X".into(), Secret::new("s3cr3t-value"))], [7; SALT_LEN])
+    }
+
+    fn text(r: &Redactor, input: &str, format: Format) -> String {
+        String::from_utf8(r.redact_as(input.as_bytes(), format, &Tally::default()).into_owned()).unwrap()
     }
 
     #[test]
-    fn known_values_are_replaced_and_counted_with_fingerprint() {
+    fn known_values_become_markers_with_a_salted_fingerprint() {
+        let r = redactor();
         let t = Tally::default();
-        let out = redactor().redact(b"a s3cr3t-value b s3cr3t-value", &t);
-        assert_eq!(out.as_ref(), b"a [REDACTED] b [REDACTED]");
-        let r = t.records();
-        assert_eq!(r[0].rule, "credential env:X");
-        assert_eq!(r[0].count, 2);
-        assert_eq!(r[0].fingerprints, vec![fingerprint(b"s3cr3t-value")]);
-        assert!(!r[0].fingerprints[0].contains("s3cr3t"));
+        let out = r.redact(b"a s3cr3t-value b s3cr3t-value", &t);
+        let m = r.marker(b"s3cr3t-value");
+        assert_eq!(out.as_ref(), format!("a {m} b {m}").as_bytes());
+        assert_eq!(m.len(), MARK_PREFIX.len() + 16 + 1);
+        let rec = &t.records()[0];
+        assert_eq!((rec.rule.as_str(), rec.count), ("credential env:X", 2));
+        assert_eq!(rec.fingerprints, vec![r.fingerprint(b"s3cr3t-value")]);
+        // Another bundle, another salt: the same secret is not linkable across bundles by its marker alone.
+        let other = Redactor::with_salt(vec![], [8; SALT_LEN]);
+        assert_ne!(other.fingerprint(b"s3cr3t-value"), r.fingerprint(b"s3cr3t-value"));
     }
 
     #[test]
-    fn patterns_catch_unknown_credentials_but_keep_evidence_ids() {
-        let t = Tally::default();
-        let line = br#"{"msg":"connect","url":"postgres://audit:pw123456@db:5432/caracal","auth":"Bearer abcdefgh12345678","session_id":"sess_01","request_id":"req-1"}"#;
-        let out = String::from_utf8(redactor().redact(line, &t).into_owned()).unwrap();
-        assert!(out.contains("postgres://audit:[REDACTED]@db:5432/caracal"), "{out}");
-        assert!(out.contains("Bearer [REDACTED]"), "{out}");
-        assert!(out.contains(r#""session_id":"sess_01""#) && out.contains("req-1"), "{out}");
-        let url_rule = t.records().into_iter().find(|r| r.rule == "url-password").unwrap();
-        assert!(url_rule.fingerprints.is_empty(), "no fingerprint of a possibly weak, unknown password");
-        let jwt = b"token eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig-part_1 end";
-        assert_eq!(redactor().redact(jwt, &t).as_ref(), b"token [REDACTED] end");
+    fn the_same_unknown_secret_gets_the_same_marker_whichever_rule_found_it() {
+        let r = redactor();
+        let tok = "abcdefgh12345678zz";
+        let log = text(&r, &format!("GET / Authorization: Bearer {tok}\n"), Format::Text);
+        let json = text(&r, &format!("{{\"access_token\":\"{tok}\",\"session_id\":\"sess_1\"}}\n"), Format::Json);
+        let m = r.marker(tok.as_bytes());
+        assert!(log.contains(&format!("Bearer {m}")), "{log}");
+        assert!(json.contains(&format!("\"access_token\":\"{m}\"")) && json.contains("\"sess_1\""), "{json}");
+    }
+
+    #[test]
+    fn value_patterns_catch_credentials_by_shape() {
+        let r = redactor();
+        for (input, secret) in [
+            ("dsn postgres://audit:pw123456@db:5432/caracal", "pw123456"),
+            ("key AKIAIOSFODNN7EXAMPLE used", "AKIAIOSFODNN7EXAMPLE"),
+            ("g AIzaSyA-1234567890abcdefghijklmnopqrstu x", "AIzaSyA-1234567890abcdefghijklmnopqrstu"),
+            ("gh ghp_0123456789abcdefghijklmnopqrstuvwxyzAB", "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"),
+            ("slack xoxb-1234567890-abcdefghij", "xoxb-1234567890-abcdefghij"),
+            (
+                "t eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig-part_1 end",
+                "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig-part_1",
+            ),
+        ] {
+            let out = text(&r, input, Format::Text);
+            assert!(!out.contains(secret) && out.contains(&r.marker(secret.as_bytes())), "{input} -> {out}");
+        }
+    }
+
+    #[test]
+    fn pem_private_keys_are_removed_on_one_line_or_many() {
+        let r = redactor();
+        let one = text(
+            &r,
+            r#"{"key":"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n"}"#,
+            Format::Json,
+        );
+        assert!(!one.contains("MHcCAQEE"), "{one}");
+        let many = text(
+            &r,
+            "cert: ok\n-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\nhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\nafter\n",
+            Format::Text,
+        );
+        assert!(!many.contains("MIIEvQ") && !many.contains("hkiG9w"), "{many}");
+        assert!(many.contains("-----END PRIVATE KEY-----\nafter\n") && many.starts_with("cert: ok\n"), "{many}");
+        // A certificate is public: kept.
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgI\n-----END CERTIFICATE-----\n";
+        assert_eq!(text(&r, cert, Format::Text), cert);
+    }
+
+    #[test]
+    fn key_rules_follow_the_structure_of_each_format() {
+        let r = redactor();
+        let yaml = "services:\n  sts:\n    environment:\n      STS_ADMIN_TOKEN: t0ken-value-1\n      LOG_LEVEL: info\n      POSTGRES_PASSWORD_FILE: /run/secrets/postgresPassword\n      - CARACAL_ADMIN_TOKEN=adm1n-value\n    secrets:\n      - postgresPassword\nsecrets:\n  postgresPassword:\n    file: ./secrets/postgresPassword\nauth:\n  privateKey: |\n    line-one-secret\n    line-two-secret\n  issuer: https://sts\n";
+        let out = text(&r, yaml, Format::Yaml);
+        for gone in ["t0ken-value-1", "adm1n-value", "line-one-secret", "line-two-secret"] {
+            assert!(!out.contains(gone), "{gone} in\n{out}");
+        }
+        for kept in [
+            "LOG_LEVEL: info",
+            "/run/secrets/postgresPassword",
+            "- postgresPassword",
+            "file: ./secrets/postgresPassword",
+            "issuer: https://sts",
+        ] {
+            assert!(out.contains(kept), "{kept} lost in\n{out}");
+        }
+        let env = "# caracal.env\nexport AUDIT_HMAC_KEY=\"0a1b2c3d4e5f\"\nCARACAL_LOG_LEVEL=debug\nMETRICS_BEARER='m3trics'\n";
+        let out = text(&r, env, Format::Env);
+        assert!(!out.contains("0a1b2c3d4e5f") && !out.contains("m3trics") && out.contains("LOG_LEVEL=debug"), "{out}");
+        let toml =
+            "[redis]\npassword = \"env:REDIS_PASSWORD\"\ntoken = \"inline-t0ken\"\nurl = \"redis://cache:6379\"\n";
+        let out = text(&r, toml, Format::Toml);
+        assert!(out.contains("env:REDIS_PASSWORD") && !out.contains("inline-t0ken") && out.contains("redis://cache"));
+        let logfmt = "level=warn msg=\"auth failed\" client_secret=cl1ent-s3c session_id=sess_9 token_count=3\n";
+        let out = text(&r, logfmt, Format::Text);
+        assert!(!out.contains("cl1ent-s3c") && out.contains("session_id=sess_9") && out.contains("token_count=3"));
+        let url = "GET /cb?code=x&state=y&access_token=acc3ss-t0k&zone_id=z1 HTTP/1.1\n";
+        let out = text(&r, url, Format::Text);
+        assert!(!out.contains("acc3ss-t0k") && out.contains("zone_id=z1") && out.contains("state=y"), "{out}");
+    }
+
+    #[test]
+    fn docker_json_file_lines_are_redacted_inside_the_log_field() {
+        let r = redactor();
+        let inner = r#"{"level":"info","password":"hunter2hunter2","agent_session_id":"as_1"}"#;
+        let line = serde_json::json!({"log": format!("{inner}\n"), "stream": "stdout", "time": "2026-11-29T01:00:00Z"});
+        let out = text(&r, &format!("{line}\n"), Format::DockerJson);
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let log = back["log"].as_str().unwrap();
+        assert!(!log.contains("hunter2") && log.contains(r#""agent_session_id":"as_1""#), "{log}");
+        assert_eq!(back["time"], "2026-11-29T01:00:00Z");
     }
 
     #[test]
     fn masking_keeps_every_length() {
         let t = Tally::default();
+        let r = redactor();
         let mut buf = b"\x00\x07pw=s3cr3t-value; url=postgres://u:hunter2x@db/x\n\xff".to_vec();
         let len = buf.len();
-        assert_eq!(redactor().mask(&mut buf, len, &t), 2);
-        assert_eq!(buf.len(), len);
+        assert_eq!(r.mask(&mut buf, len, &t), 2);
         assert_eq!(&buf[..], b"\x00\x07pw=************; url=postgres://u:********@db/x\n\xff");
-        assert_eq!(redactor().mask(&mut buf, len, &t), 0, "masked text is not masked twice");
-        // A secret that starts after `until` is left for the next pass; one that starts before is masked whole.
+        assert_eq!(r.mask(&mut buf, len, &t), 0, "masked text is not masked twice");
         let mut buf = b"key s3cr3t-value tail s3cr3t-value".to_vec();
-        assert_eq!(redactor().mask(&mut buf, 8, &t), 1);
+        assert_eq!(r.mask(&mut buf, 8, &t), 1);
         assert_eq!(&buf[..], b"key ************ tail s3cr3t-value");
     }
 
     #[test]
-    fn untouched_text_is_borrowed() {
+    fn untouched_text_is_borrowed_and_markers_are_not_redacted_again() {
+        let r = redactor();
         let t = Tally::default();
-        assert!(matches!(redactor().redact(b"plain line", &t), Cow::Borrowed(_)));
+        assert!(matches!(r.redact(b"plain line\nanother\n", &t), Cow::Borrowed(_)));
         assert!(t.records().is_empty());
+        let once = text(&r, "password=s3cr3t-value\n", Format::Env);
+        assert_eq!(text(&r, &once, Format::Env), once);
+    }
+
+    #[test]
+    fn json_values_under_secret_keys_are_replaced() {
+        let r = redactor();
+        let t = Tally::default();
+        let mut v = serde_json::json!({"annotations": {"token": "abc123456", "session_id": "s1", "count": 3}});
+        redact_json(&mut v, &r, &t);
+        assert_eq!(v["annotations"]["token"], r.marker(b"abc123456"));
+        assert_eq!(v["annotations"]["session_id"], "s1");
     }
 }

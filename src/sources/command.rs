@@ -13,6 +13,7 @@ use super::{CollectError, Collection, Outcome, Source};
 use crate::{
     bundle::artifact::ArtifactWriter,
     config::{CredentialRef, Environment},
+    redact::Format,
 };
 
 /// Settings of a `command` collector.
@@ -94,13 +95,18 @@ impl Source for CommandSource {
         let mut child = cmd.spawn().map_err(|e| CollectError::Failed(format!("cannot start `{}`: {e}", argv[0])))?;
         let group = ProcessGroup(child.id());
         let cap = self.max_output_bytes.map_or(u64::MAX, |b| b.as_u64());
-        let stdout = cx.artifact(&self.stdout, "text/plain")?;
+        // The output is redacted as what its name says it is: `compose-config.yaml` by YAML key rules.
+        let media = super::file::media_type(&self.stdout);
+        let stdout = cx.artifact(&self.stdout, media)?;
         let stderr = cx.artifact("stderr.txt", "text/plain")?;
         let out_pipe = child.stdout.take();
         let err_pipe = child.stderr.take();
 
         let run = async {
-            let (a, b) = tokio::join!(pump(out_pipe, stdout, cap, &cx), pump(err_pipe, stderr, cap, &cx));
+            let (a, b) = tokio::join!(
+                pump(out_pipe, stdout, cap, &cx, Format::of(&self.stdout, media)),
+                pump(err_pipe, stderr, cap, &cx, Format::Text)
+            );
             a?;
             b?;
             child.wait().await.map_err(CollectError::io("waiting for the command"))
@@ -165,8 +171,10 @@ async fn pump(
     mut artifact: ArtifactWriter,
     cap: u64,
     cx: &Collection,
+    format: Format,
 ) -> Result<(), CollectError> {
     let Some(pipe) = pipe else { return Ok(()) };
+    let mut redactor = cx.text_redactor(format);
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
     let mut line = Vec::new();
     let mut written = 0u64;
@@ -184,7 +192,7 @@ async fn pump(
             artifact.set_truncated();
             continue;
         }
-        let clean = cx.redactor().redact(&line, cx.tally());
+        let clean = redactor.line(&line, cx.tally());
         let take = (clean.len() as u64).min(cap - written) as usize;
         artifact.write_all(&clean[..take]).map_err(CollectError::io("writing command output"))?;
         written += take as u64;

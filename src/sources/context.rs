@@ -5,6 +5,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use std::io::Write;
+
 use super::{CollectError, Collection, Outcome, Source};
 use crate::config::Environment;
 
@@ -55,9 +57,8 @@ impl Source for ContextSource {
         if let (Some(path), Some(text)) = (&env.config_file, &env.config_text) {
             let mut a = cx.artifact("preserve.toml", "application/toml")?;
             a.set_source(cx.redact_str(&path.display().to_string()));
-            for line in text.split_inclusive('\n') {
-                cx.write_redacted(&mut a, line.as_bytes()).map_err(CollectError::io("writing preserve.toml"))?;
-            }
+            let clean = cx.text_redactor(crate::redact::Format::Toml).lines(text.as_bytes(), cx.tally()).into_owned();
+            a.write_all(&clean).map_err(CollectError::io("writing preserve.toml"))?;
             a.finish().map_err(CollectError::io("writing preserve.toml"))?;
         }
         Ok(Outcome::default())

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{CollectError, Collection, Outcome, Source};
-use crate::config::{CredentialRef, Environment};
+use crate::{
+    config::{CredentialRef, Environment},
+    redact::Format,
+};
 
 /// Requests that change Caracal's state or reveal secrets: never sent, and a configuration error when asked for.
 const REFUSED: &[(&str, &str)] = &[
@@ -275,6 +278,10 @@ async fn fetch(
         let media = if kind.is_empty() { "application/octet-stream".to_string() } else { kind };
         let mut artifact = cx.artifact(&format!("{instance}/{name}.body"), &media).map_err(|e| e.to_string())?;
         artifact.set_source(cx.redact_str(&shown));
+        let mut redactor = cx.text_redactor(Format::of(name, &media));
+        let mut write = |artifact: &mut crate::bundle::artifact::ArtifactWriter, lines: &[u8]| {
+            artifact.write_all(&redactor.lines(lines, cx.tally()))
+        };
         let mut body = resp.bytes_stream();
         let (mut pending, mut total, mut cut) = (Vec::new(), 0u64, false);
         while let Some(chunk) = body.next().await {
@@ -282,7 +289,7 @@ async fn fetch(
                 Ok(c) => c,
                 Err(e) => {
                     let why = format!("body interrupted after {total} bytes: {}", describe(&e));
-                    let _ = cx.write_redacted(&mut artifact, &pending);
+                    let _ = write(&mut artifact, &pending);
                     artifact.abandon(&why);
                     return Err(why);
                 }
@@ -298,11 +305,11 @@ async fn fetch(
             // Redact whole lines, so no secret is split between two passes (bodies without newlines are
             // redacted whole, up to `max_body`).
             if let Some(i) = memchr::memrchr(b'\n', &pending) {
-                cx.write_redacted(&mut artifact, &pending[..=i]).map_err(|e| e.to_string())?;
+                write(&mut artifact, &pending[..=i]).map_err(|e| e.to_string())?;
                 pending.drain(..=i);
             }
         }
-        cx.write_redacted(&mut artifact, &pending).map_err(|e| e.to_string())?;
+        write(&mut artifact, &pending).map_err(|e| e.to_string())?;
         if cut {
             artifact.set_truncated();
             rec["truncated"] = json!(format!("body cut at max_body ({max_body} bytes)"));
@@ -328,9 +335,8 @@ fn headers(cx: &Collection, h: &reqwest::header::HeaderMap) -> serde_json::Value
     let mut out = serde_json::Map::new();
     for (k, v) in h {
         let name = k.as_str().to_string();
-        let value = if SECRET_HEADERS.contains(&name.as_str()) {
-            cx.tally().add_rule("header", 1);
-            crate::redact::MARK.to_string()
+        let value = if SECRET_HEADERS.contains(&name.as_str()) || crate::redact::rules::is_secret_key(name.as_bytes()) {
+            cx.redactor().replace(v.as_bytes(), "header", cx.tally())
         } else {
             cx.redact_str(&String::from_utf8_lossy(v.as_bytes()))
         };

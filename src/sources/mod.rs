@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bundle::artifact::{ArtifactError, ArtifactWriter, Counters, Staging},
     config::Environment,
-    redact::{Redactor, Tally},
+    redact::{Format, Redactor, Tally, TextRedactor},
     time::Window,
 };
 
@@ -144,18 +144,33 @@ impl Collection {
         &self.tally
     }
 
-    /// Redacts `text` and writes it to `out`; returns the bytes written.
+    /// Redacts `text` (whole lines of no particular format) and writes it to `out`; returns the bytes written.
     pub fn write_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
         let clean = self.redactor.redact(text, &self.tally);
         out.write_all(&clean)?;
         Ok(clean.len())
     }
 
-    /// Writes a small text artifact (metadata, a report) in one go, redacted.
+    /// Writes `text` with the run's known secret values replaced, and nothing else: for data that is evidence
+    /// as it is (Redis entries, Postgres rows), where signatures and hashes must not be taken for credentials.
+    pub fn write_known_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
+        let clean = self.redactor.redact_known(text, &self.tally);
+        out.write_all(&clean)?;
+        Ok(clean.len())
+    }
+
+    /// A line-by-line redactor for one artifact in `format` (see [`Format::of`]); its lines are counted here.
+    pub fn text_redactor(&self, format: Format) -> TextRedactor<'_> {
+        self.redactor.text(format)
+    }
+
+    /// Writes a small text artifact (metadata, a report, a config file) in one go, redacted in the format its
+    /// name and media type say.
     pub fn write_small(&self, relative: &str, media_type: &str, text: &[u8]) -> Result<(), CollectError> {
         let io = CollectError::io(format!("writing {relative}"));
         let mut a = self.artifact(relative, media_type)?;
-        match self.write_redacted(&mut a, text) {
+        let clean = self.redactor.redact_as(text, Format::of(relative, media_type), &self.tally);
+        match a.write_all(&clean) {
             Ok(_) => a.finish().map_err(io),
             Err(e) => Err(io(e)),
         }

@@ -168,6 +168,16 @@ pub fn manifest(bag_or_side: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// The marker that replaces `secret` in the bundle whose manifest is `m`: `[REDACTED:<fingerprint>]`, the
+/// fingerprint computed here from the manifest's salt, as a reader of the bundle would.
+pub fn marker(m: &serde_json::Value, secret: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let salt = hex::decode(m["redaction"]["salt"].as_str().expect("manifest records the salt")).unwrap();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&salt).unwrap();
+    mac.update(secret.as_bytes());
+    format!("[REDACTED:{}]", hex::encode(&mac.finalize().into_bytes()[..8]))
+}
+
 pub fn collector<'a>(manifest: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     manifest["collectors"]
         .as_array()

@@ -221,22 +221,23 @@ impl FileSource {
         let filter = || LineFilter::new(window, self.format, &self.time_field);
         let open = || open_reader(input).map_err(CollectError::io(shown.clone()));
 
+        let relative =
+            if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
+        let format = crate::redact::Format::of(&relative, media_type(&relative));
         // Only when the output might exceed the cap do we pay for a counting pass.
         let mut skip = 0u64;
         if cap != u64::MAX && (input.gz || input.size > cap) {
             // Counted with a scratch tally: the redactions are recorded once, by the writing pass.
             let scratch = crate::redact::Tally::default();
-            let total = for_each_kept_line(open()?, filter(), cx, &scratch, |_| Ok(()))
+            let total = for_each_kept_line(open()?, filter(), cx, format, &scratch, |_| Ok(()))
                 .map_err(CollectError::io(shown.clone()))?;
             skip = total.saturating_sub(cap);
         }
-        let relative =
-            if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
         let mut artifact = unique_artifact(cx, &relative)?;
         artifact.set_source(cx.redact_str(&shown));
         let mut skipped = 0u64;
         let mut lines = 0u64;
-        let result = for_each_kept_line(open()?, filter(), cx, cx.tally(), |line| {
+        let result = for_each_kept_line(open()?, filter(), cx, format, cx.tally(), |line| {
             if skipped < skip {
                 skipped += line.len() as u64;
                 return Ok(());
@@ -291,9 +292,11 @@ fn for_each_kept_line(
     mut reader: Box<dyn BufRead + Send>,
     mut filter: LineFilter,
     cx: &Collection,
+    format: crate::redact::Format,
     tally: &crate::redact::Tally,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<u64> {
+    let mut redactor = cx.text_redactor(format);
     let mut line = Vec::with_capacity(8 * 1024);
     let mut total = 0u64;
     let mut n = 0u64;
@@ -309,13 +312,14 @@ fn for_each_kept_line(
         if !filter.keep(&line) {
             continue;
         }
-        let clean = cx.redactor().redact(&line, tally);
+        let clean = redactor.line(&line, tally);
         total += clean.len() as u64;
         sink(&clean)?;
     }
 }
 
-fn media_type(path: &str) -> &'static str {
+/// The media type of an artifact named `path`.
+pub(crate) fn media_type(path: &str) -> &'static str {
     if path.contains("-json.log") || path.ends_with(".jsonl") || path.ends_with(".ndjson") {
         "application/x-ndjson"
     } else if path.ends_with(".json") {

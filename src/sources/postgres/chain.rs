@@ -14,7 +14,6 @@ use crate::{
     bundle::artifact::ArtifactWriter,
     bundle::manifest::{Finding, Severity},
     config::KeySource,
-    redact::fingerprint,
     sources::{CollectError, Collection, Outcome},
 };
 
@@ -204,7 +203,7 @@ impl LedgerCheck {
         a.finish().map_err(io)?;
 
         let hmac_note = match &key {
-            Some(k) => json!({ "checked": true, "key_fingerprint": fingerprint(k) }),
+            Some(k) => json!({ "checked": true, "key_fingerprint": cx.redactor().fingerprint(k.as_ref()) }),
             None => json!({ "checked": false, "reason": "no AUDIT_HMAC_KEY given" }),
         };
         let caveat = if ledger.recompute { String::new() } else { format!("; {ADMIN_CAVEAT}") };

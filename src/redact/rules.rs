@@ -1,0 +1,176 @@
+//! What counts as a secret: key names (Caracal's own list, matched as its logger does, by case-insensitive
+//! substring), the evidence ids that must survive although a substring rule would catch them, and value patterns
+//! for credentials whatever key holds them.
+
+use regex::bytes::Regex;
+
+/// Caracal's `SecretKeys` list (packages/core/go/logging/redact.go) plus names of its own secrets it would miss: a key whose
+/// name contains one of these, ignoring case, `_` and `-`, holds a secret. `apikey` catches `apiKey`/`api_key`.
+const SECRET_KEY_PARTS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "session",
+    "assertion",
+    "authorization",
+    "cookie",
+    "hmac",
+    "signature",
+    "credential",
+    // Caracal's `METRICS_BEARER`.
+    "bearer",
+];
+
+/// Evidence ids: never redacted, though "session" would match them. Compared with the key normalized (lower case,
+/// no `_`/`-`): `session_id`, `sessionId`, `agent_session_id`, `source_session_id`, ... all end in `sessionid`.
+const EVIDENCE_ID_SUFFIXES: &[&str] = &["sessionid", "sessionids", "delegationedgeid", "requestid", "zoneid"];
+
+/// Keys naming where a secret is, not the secret: `POSTGRES_PASSWORD_FILE`, `secret_path`, `token_dir`. Caracal's
+/// `NAME_FILE` variables hold paths that are evidence of how a service was wired.
+const LOCATION_SUFFIXES: &[&str] = &["file", "path", "dir"];
+
+fn normalized(key: &[u8]) -> String {
+    key.iter().filter(|b| !matches!(b, b'_' | b'-')).map(|b| b.to_ascii_lowercase() as char).collect()
+}
+
+/// Whether a value under `key` must be redacted.
+pub fn is_secret_key(key: &[u8]) -> bool {
+    if key.is_empty() || key.len() > 128 {
+        return false;
+    }
+    let k = normalized(key);
+    SECRET_KEY_PARTS.iter().any(|p| k.contains(p))
+        && !EVIDENCE_ID_SUFFIXES.iter().any(|s| k.ends_with(s))
+        && !LOCATION_SUFFIXES.iter().any(|s| k.ends_with(s))
+}
+
+/// Values kept even under a secret key: nothing (`""`), numbers and booleans (`token_count=5`, `session_ttl: 3600`
+/// are evidence, and no credential is a short number), and references to a secret rather than its value
+/// (`POSTGRES_PASSWORD: ${POSTGRES_PASSWORD}`, `password = "env:REDIS_PASSWORD"`).
+pub fn is_harmless_value(v: &[u8]) -> bool {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() <= 1 {
+        return true;
+    }
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    if digits.len() <= 9 && digits.iter().all(|b| b.is_ascii_digit() || *b == b'.') {
+        return true;
+    }
+    let lower = v.to_ascii_lowercase();
+    if matches!(&lower[..], b"true" | b"false" | b"null" | b"none" | b"yes" | b"no" | b"on" | b"off" | b"~") {
+        return true;
+    }
+    // preserve's own credential references (`password = "env:REDIS_PASSWORD"`) name a secret, never hold one.
+    if (v.starts_with(b"env:") || v.starts_with(b"file:")) && !v.contains(&b' ') {
+        return true;
+    }
+    (v.starts_with(b"${") && v.ends_with(b"}") && !v[2..v.len() - 1].contains(&b'}'))
+        || (v.len() > 1 && v[0] == b'$' && v[1..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_'))
+}
+
+/// A value pattern: a credential recognised by its shape, whatever holds it.
+pub struct Pattern {
+    pub rule: &'static str,
+    pub regex: Regex,
+    /// The capture group holding the secret; the rest of the match is kept.
+    pub group: usize,
+}
+
+/// Literal fragments one of which every pattern match contains: lines with none of them skip the regexes.
+pub const PATTERN_ANCHORS: &[&str] = &[
+    "://",
+    "eyJ",
+    "earer",
+    "EARER",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "PRIVATE KEY",
+];
+
+pub fn patterns() -> Vec<Pattern> {
+    let p = |rule, re: &str, group| Pattern { rule, regex: Regex::new(re).expect("valid regex"), group };
+    vec![
+        // A whole PEM private key on one line: a JSON string or an escaped log field holds its newlines as `\n`.
+        p("private-key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(.+?)-----END [A-Z0-9 ]*PRIVATE KEY-----", 1),
+        p("url-password", r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>\\]*:([^\s@/"'<>\\]+)@"#, 1),
+        p("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1),
+        p("jwt", r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", 1),
+        p("aws-access-key", r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", 1),
+        p("google-api-key", r"\b(AIza[0-9A-Za-z_\-]{35})", 1),
+        p("github-token", r"\b(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})", 1),
+        p("slack-token", r"\b(xox[abposr]-[A-Za-z0-9-]{10,})", 1),
+    ]
+}
+
+/// The first line of a PEM private key whose body follows on the next lines, and its last line.
+pub fn pem_begin() -> Regex {
+    Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----").expect("valid regex")
+}
+pub fn pem_end() -> Regex {
+    Regex::new(r"-----END [A-Z0-9 ]*PRIVATE KEY-----").expect("valid regex")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caracal_secret_keys_match_in_every_spelling_but_evidence_ids_do_not() {
+        for k in [
+            "password",
+            "POSTGRES_PASSWORD",
+            "postgresPassword",
+            "client_secret",
+            "clientSecret",
+            "access_token",
+            "X-Api-Key",
+            "apiKey",
+            "private_key",
+            "Authorization",
+            "set-cookie",
+            "AUDIT_HMAC_KEY",
+            "ingest_signature",
+            "session",
+            "assertion",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(is_secret_key(k.as_bytes()), "{k}");
+        }
+        for k in [
+            "session_id",
+            "agent_session_id",
+            "sessionId",
+            "source_session_id",
+            "delegation_edge_id",
+            "request_id",
+            "zone_id",
+            "POSTGRES_PASSWORD_FILE",
+            "msg",
+            "level",
+            "user",
+        ] {
+            assert!(!is_secret_key(k.as_bytes()), "{k}");
+        }
+    }
+
+    #[test]
+    fn numbers_booleans_and_variable_references_are_kept() {
+        for v in ["", "5", "3600", "true", "off", "${POSTGRES_PASSWORD}", "$TOKEN", "env:X", "file:/run/secrets/x"] {
+            assert!(is_harmless_value(v.as_bytes()), "{v}");
+        }
+        for v in ["hunter2", "0123456789abcdef", "${A}x", "s3cr3t"] {
+            assert!(!is_harmless_value(v.as_bytes()), "{v}");
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Redaction of one text artifact, line by line: known values, value patterns, then the key-name rules read from
+//! the structure of the line's format. Streaming, so a state carries across lines: inside a PEM key, inside a
+//! YAML block scalar under a secret key. Lines without any sign of a secret (the common case) cost one scan.
+
+use std::{borrow::Cow, ops::Range};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::Regex;
+
+use super::{Redactor, Tally, holds_marker, rules};
+
+/// How to read an artifact's lines for key-name rules. Known values and value patterns apply to every format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Free text: `"key":"value"` pairs and `key=value` pairs (logfmt, query strings) wherever they appear.
+    Text,
+    /// JSON or JSON Lines: as text (string pairs are found at any depth, pretty-printed or not).
+    Json,
+    /// YAML: also `key: value` lines and block scalars (`key: |`) under a secret key.
+    Yaml,
+    /// TOML: also `key = "value"` with spaces.
+    Toml,
+    /// Shell env files: also `KEY = value`, `export KEY=value`.
+    Env,
+    /// Docker json-file log lines: the `log` field is the service's own line, redacted as JSON text.
+    DockerJson,
+}
+
+impl Format {
+    /// The format of an artifact, from its name and media type.
+    pub fn of(path: &str, media_type: &str) -> Self {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if path.contains("-json.log") {
+            Self::DockerJson
+        } else if name.ends_with(".env") || name.starts_with(".env") || name == "env" || media_type == "text/x-env" {
+            Self::Env
+        } else if media_type.contains("yaml") || name.ends_with(".yml") || name.ends_with(".yaml") {
+            Self::Yaml
+        } else if media_type.contains("toml") || name.ends_with(".toml") {
+            Self::Toml
+        } else if media_type.contains("json") || name.ends_with(".json") || name.ends_with(".jsonl") {
+            Self::Json
+        } else {
+            Self::Text
+        }
+    }
+}
+
+/// The compiled rules, built once per redactor.
+pub(super) struct Rules {
+    /// Fragments one of which any pattern or key rule needs: a secret key name part or a pattern anchor.
+    prefilter: AhoCorasick,
+    patterns: Vec<rules::Pattern>,
+    pem_begin: Regex,
+    pem_end: Regex,
+    /// `key=value`, the key after a delimiter; logfmt, query strings, env lines, Compose `- KEY=value`.
+    pair: Regex,
+    /// `key = value` with spaces: TOML and env files.
+    spaced_pair: Regex,
+    /// `key: value` of a YAML line (also `- key: value`).
+    yaml: Regex,
+}
+
+impl Rules {
+    pub(super) fn new() -> Self {
+        // Key parts as they appear in raw text (with their separators), for the prefilter only.
+        let raw_parts = [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "apikey",
+            "api_key",
+            "api-key",
+            "privatekey",
+            "private_key",
+            "private-key",
+            "session",
+            "assertion",
+            "authorization",
+            "cookie",
+            "hmac",
+            "signature",
+            "credential",
+        ];
+        let prefilter = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(raw_parts.iter().chain(rules::PATTERN_ANCHORS))
+            .expect("literal patterns always build");
+        let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,"'<>)}\]\\]+)"#;
+        Self {
+            prefilter,
+            patterns: rules::patterns(),
+            pem_begin: rules::pem_begin(),
+            pem_end: rules::pem_end(),
+            pair: Regex::new(&format!(
+                r#"(?:^|[\s?&;,({{\["'])(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})={value}"#
+            ))
+            .expect("valid regex"),
+            spaced_pair: Regex::new(&format!(
+                r#"^\s*(?:export\s+)?["']?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})["']?\s*=\s*{value}"#
+            ))
+            .expect("valid regex"),
+            yaml: Regex::new(
+                r#"^(\s*(?:-\s+)?)("[^"]*"|'[^']*'|[^\s#"'\-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*?))?\s*$"#,
+            )
+            .expect("valid regex"),
+        }
+    }
+
+    /// Every value-pattern hit in `text`: rule and the secret's range.
+    pub(super) fn pattern_hits(&self, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
+        if !self.prefilter.is_match(text) {
+            return Vec::new();
+        }
+        let mut hits = Vec::new();
+        for p in &self.patterns {
+            for caps in p.regex.captures_iter(text) {
+                if let Some(m) = caps.get(p.group)
+                    && !holds_marker(m.as_bytes())
+                {
+                    hits.push((p.rule, m.range()));
+                }
+            }
+        }
+        hits
+    }
+}
+
+/// The line-by-line redactor of one artifact.
+pub struct TextRedactor<'r> {
+    r: &'r Redactor,
+    format: Format,
+    /// Inside a PEM private key that began on an earlier line.
+    in_pem: bool,
+    /// Inside a YAML block scalar under a secret key: the indentation of that key.
+    yaml_block: Option<usize>,
+    /// For Docker logs: the redactor of the services' own lines, which keeps its own state.
+    inner: Option<Box<TextRedactor<'r>>>,
+}
+
+impl<'r> TextRedactor<'r> {
+    pub(super) fn new(r: &'r Redactor, format: Format) -> Self {
+        Self { r, format, in_pem: false, yaml_block: None, inner: None }
+    }
+
+    /// Redacts whole lines (a body, a file's text); borrowed when nothing matched.
+    pub fn lines<'a>(&mut self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut start = 0;
+        for line in input.split_inclusive(|b| *b == b'\n') {
+            let clean = self.line(line, tally);
+            match (&mut out, clean) {
+                (None, Cow::Borrowed(_)) => {}
+                (None, Cow::Owned(c)) => {
+                    let mut o = Vec::with_capacity(input.len() + 64);
+                    o.extend_from_slice(&input[..start]);
+                    o.extend_from_slice(&c);
+                    out = Some(o);
+                }
+                (Some(o), c) => o.extend_from_slice(&c),
+            }
+            start += line.len();
+        }
+        out.map_or(Cow::Borrowed(input), Cow::Owned)
+    }
+
+    /// Redacts one line (with or without its line end).
+    pub fn line<'a>(&mut self, line: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
+        if self.format == Format::DockerJson
+            && let Some(clean) = self.docker_line(line, tally)
+        {
+            return Cow::Owned(clean);
+        }
+        let text = self.r.redact_known(line, tally);
+        let (body_len, end) = {
+            let (body, end) = split_line_end(&text);
+            (body.len(), end)
+        };
+        let edits = self.edits(&text[..body_len]);
+        self.apply(text, body_len, end, edits, tally)
+    }
+
+    /// The ranges of `body` (a line without its end) to redact, and by which rule; moves the multi-line state.
+    fn edits(&mut self, body: &[u8]) -> Vec<(Range<usize>, &'static str)> {
+        let mut edits: Vec<(Range<usize>, &'static str)> = Vec::new();
+        if self.in_pem {
+            match self.r.structured.pem_end.find(body) {
+                Some(m) => {
+                    self.in_pem = false;
+                    edits.push((0..m.start(), "private-key"));
+                }
+                None => edits.push((0..body.len(), "private-key")),
+            }
+            return edits;
+        }
+        if let Some(indent) = self.yaml_block {
+            let own = body.iter().take_while(|b| **b == b' ').count();
+            if body.trim_ascii().is_empty() {
+                return edits;
+            }
+            if own > indent {
+                edits.push((own..body.len(), "key-name"));
+                return edits;
+            }
+            self.yaml_block = None;
+        }
+        let rules = &self.r.structured;
+        if !rules.prefilter.is_match(body) {
+            return edits;
+        }
+        for (rule, range) in rules.pattern_hits(body) {
+            edits.push((range, rule));
+        }
+        if let Some(b) = rules.pem_begin.find(body)
+            && !rules.pem_end.is_match(&body[b.end()..])
+        {
+            self.in_pem = true;
+            edits.push((b.end()..body.len(), "private-key"));
+        }
+        json_pairs(body, |r| edits.push((r, "key-name")));
+        if memchr::memchr(b'=', body).is_some() {
+            // `key = value` with spaces is read only where the format has it: in prose it is not a pair.
+            let spaced = matches!(self.format, Format::Toml | Format::Env).then_some(&rules.spaced_pair);
+            for re in std::iter::once(&rules.pair).chain(spaced) {
+                for c in re.captures_iter(body) {
+                    if let (Some(k), Some(v)) = (c.get(1), c.get(2))
+                        && rules::is_secret_key(k.as_bytes())
+                    {
+                        edits.push((unquoted(body, v.range()), "key-name"));
+                    }
+                }
+            }
+        }
+        if self.format == Format::Yaml
+            && let Some(c) = rules.yaml.captures(body)
+            && let Some(k) = c.get(2)
+            && rules::is_secret_key(unquote(k.as_bytes()))
+        {
+            match c.get(3) {
+                Some(v) if matches!(v.as_bytes()[0], b'|' | b'>') => self.yaml_block = Some(k.start()),
+                Some(v) if !matches!(v.as_bytes()[0], b'{' | b'[' | b'&' | b'*' | b'!' | b'#') => {
+                    edits.push((yaml_scalar(body, v.range()), "key-name"));
+                }
+                _ => {}
+            }
+        }
+        edits
+    }
+
+    /// A Docker json-file line: its `log` field redacted as the service's own JSON line, the line re-encoded only
+    /// when something was redacted. `None` when the line is not such a record (it is then redacted as JSON text).
+    fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Vec<u8>> {
+        // Cheap test first: most lines hold nothing to redact.
+        let known = self.r.known.as_ref().is_some_and(|k| k.ac.is_match(line));
+        if !known && !self.r.structured.prefilter.is_match(line) && !self.in_inner_state() {
+            return None;
+        }
+        let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
+        let serde_json::Value::String(log) = record.get("log")? else { return None };
+        let inner = self.inner.get_or_insert_with(|| Box::new(TextRedactor::new(self.r, Format::Json)));
+        let Cow::Owned(clean) = inner.line(log.as_bytes(), tally) else {
+            // Nothing in the service's line; the wrapper's other fields still pass the text rules.
+            return Some(self.plain_json(line, tally));
+        };
+        record.insert("log".into(), serde_json::Value::String(String::from_utf8_lossy(&clean).into_owned()));
+        let mut out = serde_json::to_vec(&record).ok()?;
+        let mut rest = serde_json::Value::Object(record);
+        super::redact_json(&mut rest, self.r, tally);
+        if let Ok(v) = serde_json::to_vec(&rest) {
+            out = v;
+        }
+        if line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        Some(out)
+    }
+
+    fn in_inner_state(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.in_pem || i.yaml_block.is_some())
+    }
+
+    fn plain_json(&mut self, line: &[u8], tally: &Tally) -> Vec<u8> {
+        let saved = std::mem::replace(&mut self.format, Format::Json);
+        let out = self.line(line, tally).into_owned();
+        self.format = saved;
+        out
+    }
+
+    /// Replaces the edited ranges of the body (overlaps merged) by markers of what they held.
+    fn apply<'a>(
+        &self,
+        text: Cow<'a, [u8]>,
+        body_len: usize,
+        end: usize,
+        mut edits: Vec<(Range<usize>, &'static str)>,
+        tally: &Tally,
+    ) -> Cow<'a, [u8]> {
+        edits.retain(|(r, _)| r.start < r.end && r.end <= body_len);
+        // A value rule's finding inside a key's value wins: `"authorization":"Bearer X"` keeps `Bearer` and marks
+        // X as it is marked wherever else it appears.
+        let found: Vec<Range<usize>> =
+            edits.iter().filter(|(_, rule)| *rule != "key-name").map(|(r, _)| r.clone()).collect();
+        edits.retain(|(r, rule)| *rule != "key-name" || !found.iter().any(|f| f.start < r.end && r.start < f.end));
+        if edits.is_empty() {
+            return text;
+        }
+        edits.sort_by_key(|(r, _)| (r.start, std::cmp::Reverse(r.end)));
+        let mut out = Vec::with_capacity(text.len() + 32 * edits.len());
+        let mut last = 0;
+        for (r, rule) in edits {
+            if r.start < last {
+                continue; // inside an edit already made
+            }
+            let value = &text[r.clone()];
+            if holds_marker(value) || rules::is_harmless_value(value) && rule == "key-name" {
+                continue;
+            }
+            out.extend_from_slice(&text[last..r.start]);
+            out.extend_from_slice(self.r.replace(value, rule, tally).as_bytes());
+            last = r.end;
+        }
+        if last == 0 && out.is_empty() {
+            return text;
+        }
+        out.extend_from_slice(&text[last..body_len]);
+        out.extend_from_slice(&text[body_len..body_len + end]);
+        Cow::Owned(out)
+    }
+}
+
+/// The line without its `\n` or `\r\n`, and the length of that ending.
+fn split_line_end(line: &[u8]) -> (&[u8], usize) {
+    let end = if line.ends_with(b"\r\n") {
+        2
+    } else if line.ends_with(b"\n") {
+        1
+    } else {
+        0
+    };
+    (&line[..line.len() - end], end)
+}
+
+/// Calls `f` with the range of every JSON string value whose key is a secret, at any depth: the line is read as
+/// a sequence of strings, each either a key (a `:` follows) or not. Non-string values are never secrets here.
+fn json_pairs(line: &[u8], mut f: impl FnMut(Range<usize>)) {
+    let mut i = 0;
+    while let Some(q) = memchr::memchr(b'"', &line[i..]) {
+        let key_start = i + q + 1;
+        let Some(key_end) = string_end(line, key_start) else { return };
+        let mut j = skip_ws(line, key_end + 1);
+        if line.get(j) == Some(&b':') {
+            j = skip_ws(line, j + 1);
+            if line.get(j) == Some(&b'"') {
+                let Some(value_end) = string_end(line, j + 1) else { return };
+                if rules::is_secret_key(&line[key_start..key_end]) {
+                    f(j + 1..value_end);
+                }
+                i = value_end + 1;
+                continue;
+            }
+        }
+        i = key_end + 1;
+    }
+}
+
+/// The index of the quote closing a JSON string whose content starts at `start`.
+fn string_end(line: &[u8], start: usize) -> Option<usize> {
+    let mut k = start;
+    while k < line.len() {
+        match line[k] {
+            b'\\' => k += 2,
+            b'"' => return Some(k),
+            _ => k += 1,
+        }
+    }
+    None
+}
+
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+        i += 1;
+    }
+    i
+}
+
+/// A quoted value's content range (the quotes stay).
+fn unquoted(text: &[u8], r: Range<usize>) -> Range<usize> {
+    let v = &text[r.clone()];
+    if v.len() >= 2 && (v[0] == b'"' || v[0] == b'\'') && v[v.len() - 1] == v[0] { r.start + 1..r.end - 1 } else { r }
+}
+
+fn unquote(k: &[u8]) -> &[u8] {
+    if k.len() >= 2 && (k[0] == b'"' || k[0] == b'\'') { &k[1..k.len() - 1] } else { k }
+}
+
+/// A YAML scalar's range: inside its quotes, or up to a ` #` comment.
+fn yaml_scalar(text: &[u8], r: Range<usize>) -> Range<usize> {
+    let v = &text[r.clone()];
+    if matches!(v[0], b'"' | b'\'')
+        && let Some(close) = v[1..].iter().position(|b| *b == v[0])
+    {
+        return r.start + 1..r.start + 1 + close;
+    }
+    match memchr::memmem::find(v, b" #") {
+        Some(c) => r.start..r.start + c,
+        None => r,
+    }
+}
