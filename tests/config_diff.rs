@@ -299,3 +299,35 @@ fn files_and_command_together_or_neither_are_config_errors() {
         assert!(!ws.out().exists(), "nothing may be written on a config error");
     }
 }
+
+#[test]
+fn a_previous_bundle_that_does_not_match_its_manifest_is_not_trusted_as_baseline() {
+    let ws = Workspace::new();
+    let home = ws.path().join("caracal-home");
+    ws.write("caracal-home/compose.yml", "services: {}\n");
+    let dir = collectors_dir(
+        &ws,
+        "c.toml",
+        "[[collector]]\nname = \"compose\"\nkind = \"config_diff\"\nfiles = [\"${caracal_home}/compose.yml\"]\n",
+    );
+    assert_eq!(run(ws.snapshot(&dir).args(["-c", "compose"]).env("CARACAL_HOME", &home)).status.code(), Some(0));
+    // Someone edits the record of the earlier bundle (or its archive): it no longer proves what was there.
+    let side = ws.only_bundle().to_string_lossy().replace(".tar.zst", ".manifest.json");
+    let text = std::fs::read_to_string(&side).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let recorded = item(collector(&m, "compose"), "compose.yml")["current_sha256"].as_str().unwrap().to_string();
+    std::fs::write(&side, text.replace(&recorded, &"0".repeat(64))).unwrap();
+
+    let out = run(ws.snapshot(&dir).args(["-c", "compose"]).env("CARACAL_HOME", &home));
+    assert_eq!(out.status.code(), Some(3), "partial: the baseline could not be trusted");
+    let newest = ws
+        .bundles()
+        .into_iter()
+        .map(|b| manifest(&std::path::PathBuf::from(b.to_string_lossy().replace(".tar.zst", ".manifest.json"))))
+        .find(|m| m["status"] == "partial")
+        .unwrap();
+    let c = collector(&newest, "compose");
+    assert!(c["error"].as_str().unwrap().contains("does not match the hash its manifest records"), "{c}");
+    assert_eq!(item(c, "compose.yml")["differs"], serde_json::Value::Null);
+    assert_eq!(item(c, "compose.yml")["baseline_sha256"], serde_json::Value::Null);
+}

@@ -255,6 +255,8 @@ impl ConfigDiffSource {
             write_side(cx, "stderr.txt", &shown, &err)?;
         }
         let name = self.stdout.clone().unwrap_or_else(|| "output.txt".into());
+        // As the artifact will be named, so the next run finds it under the same name.
+        let name = crate::bundle::artifact::safe_relative(&name).unwrap_or(name);
         if !status.success() {
             // What it printed is kept for the record, but is no configuration to compare.
             if !stdout.bytes.is_empty() {

@@ -158,3 +158,43 @@ impl Previous {
         Ok(found)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(dir: &Path, id: &str, at: &str, status: &str, archive: bool) {
+        let m = serde_json::json!({
+            "bundle_id": id, "created_at": at, "format": "preserve-bundle/1",
+            "collectors": [{ "name": "cfg", "kind": "config_diff", "status": status, "artifacts": [
+                { "path": "data/cfg/current/compose.yml", "sha256": "ab", "bytes": 1, "truncated": false },
+                { "path": "data/cfg/compose.yml.diff", "sha256": "cd", "bytes": 0, "truncated": false },
+            ]}],
+        });
+        std::fs::write(dir.join(format!("{id}.manifest.json")), m.to_string()).unwrap();
+        if archive {
+            std::fs::write(dir.join(format!("{id}.tar.zst")), b"").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_newest_finished_bundle_where_the_collector_did_not_fail_is_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        side(d, "preserve-full-20261101T000000Z-00000001", "2026-11-01T00:00:00Z", "ok", true);
+        side(d, "preserve-full-20261102T000000Z-00000002", "2026-11-02T00:00:00Z", "partial", true);
+        side(d, "preserve-full-20261103T000000Z-00000003", "2026-11-03T00:00:00Z", "failed", true);
+        side(d, "preserve-full-20261104T000000Z-00000004", "2026-11-04T00:00:00Z", "ok", false);
+        side(d, "preserve-full-20261106T000000Z-00000006", "2026-11-06T00:00:00Z", "ok", true);
+        std::fs::write(d.join("preserve-x.manifest.json"), b"not json").unwrap();
+        let before: Timestamp = "2026-11-05T00:00:00Z".parse().unwrap();
+        let p = find(d, "cfg", before).unwrap().expect("a baseline");
+        assert_eq!(
+            p.bundle_id, "preserve-full-20261102T000000Z-00000002",
+            "failed, unfinished and later ones are passed over"
+        );
+        assert_eq!(p.items.keys().collect::<Vec<_>>(), ["compose.yml"], "only the current side is a baseline");
+        assert!(find(d, "other", before).unwrap().is_none());
+        assert!(find(&d.join("nowhere"), "cfg", before).unwrap().is_none());
+    }
+}
