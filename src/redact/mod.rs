@@ -45,6 +45,8 @@ pub struct Known {
 
 pub struct Redactor {
     salt: [u8; SALT_LEN],
+    /// The known values as given, to build the same redactor under another salt.
+    secrets: Vec<(String, Secret)>,
     known: Option<Arc<Known>>,
     structured: structured::Rules,
 }
@@ -114,13 +116,15 @@ impl Redactor {
         let mut seen = BTreeSet::new();
         let mut values = Vec::new();
         let mut rules = Vec::new();
+        let mut kept = Vec::new();
         for (label, secret) in secrets {
             let v = secret.expose();
             if v.len() < MIN_SECRET_LEN || !seen.insert(v.to_string()) {
                 continue;
             }
-            rules.push((label, marker_with(&salt, v.as_bytes())));
+            rules.push((label.clone(), marker_with(&salt, v.as_bytes())));
             values.push(v.to_string());
+            kept.push((label, secret));
         }
         let known = (!values.is_empty()).then(|| {
             let ac = AhoCorasickBuilder::new()
@@ -129,7 +133,13 @@ impl Redactor {
                 .expect("literal patterns always build");
             Arc::new(Known { ac, rules, longest: values.iter().map(String::len).max().unwrap_or(0) })
         });
-        Self { salt, known, structured: structured::Rules::new() }
+        Self { salt, secrets: kept, known, structured: structured::Rules::new() }
+    }
+
+    /// The same rules under another bundle's salt: text redacted by it carries that bundle's markers, so it can be
+    /// compared with that bundle's redacted text (an unchanged secret, an unchanged marker).
+    pub fn resalted(&self, salt: [u8; SALT_LEN]) -> Self {
+        Self::with_salt(self.secrets.clone(), salt)
     }
 
     pub fn salt(&self) -> [u8; SALT_LEN] {

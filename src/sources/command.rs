@@ -77,49 +77,22 @@ impl Source for CommandSource {
     }
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
-        let argv: Vec<String> =
-            self.argv.iter().map(|a| cx.env.expand(a)).collect::<Result<_, _>>().map_err(CollectError::Failed)?;
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.process_group(0).kill_on_drop(true);
-        cmd.env_clear();
-        cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| inherited(k, &self.inherit_env))));
-        cmd.envs(&self.env);
-        for (name, reference) in &self.env_credentials {
-            let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
-            cmd.env(name, secret.expose());
-        }
-        if let Some(cwd) = &self.cwd {
-            cmd.current_dir(cx.env.expand(cwd).map_err(CollectError::Failed)?);
-        }
-        let mut child = cmd.spawn().map_err(|e| CollectError::Failed(format!("cannot start `{}`: {e}", argv[0])))?;
-        let group = ProcessGroup(child.id());
+        let mut running = self.invocation().start(&cx)?;
         let cap = self.max_output_bytes.map_or(u64::MAX, |b| b.as_u64());
         // The output is redacted as what its name says it is: `compose-config.yaml` by YAML key rules.
         let media = super::file::media_type(&self.stdout);
         let stdout = cx.artifact(&self.stdout, media)?;
         let stderr = cx.artifact("stderr.txt", "text/plain")?;
-        let out_pipe = child.stdout.take();
-        let err_pipe = child.stderr.take();
-
-        let run = async {
+        let (out_pipe, err_pipe) = (running.stdout.take(), running.stderr.take());
+        let drain = async {
             let (a, b) = tokio::join!(
                 pump(out_pipe, stdout, cap, &cx, Format::of(&self.stdout, media)),
                 pump(err_pipe, stderr, cap, &cx, Format::Text)
             );
-            a?;
-            b?;
-            child.wait().await.map_err(CollectError::io("waiting for the command"))
+            a.and(b)
         };
-        let status = tokio::select! {
-            status = run => status?,
-            _ = cx.cancelled() => {
-                group.kill();
-                return Err(CollectError::Cancelled);
-            }
-        };
-        // Reaped: the group id may be reused from now on, so it must not be signalled any more.
-        group.disarm();
+        let argv = running.argv.clone();
+        let status = running.wait(&cx, drain).await?;
 
         let mut out = Outcome::default();
         out.detail("argv", cx.redact_str(&argv.join(" ")));
@@ -136,6 +109,109 @@ impl Source for CommandSource {
     }
 }
 
+impl CommandSource {
+    fn invocation(&self) -> Invocation<'_> {
+        Invocation {
+            argv: &self.argv,
+            env: &self.env,
+            inherit_env: &self.inherit_env,
+            env_credentials: &self.env_credentials,
+            cwd: self.cwd.as_deref(),
+        }
+    }
+}
+
+/// A program to run the way every kind runs one: argv without a shell, `${var}` expanded, stdin closed, a clean
+/// environment (see [`inherited`]), in a process group of its own that is killed whole if the collection stops.
+pub(crate) struct Invocation<'a> {
+    pub argv: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub inherit_env: &'a [String],
+    pub env_credentials: &'a BTreeMap<String, CredentialRef>,
+    pub cwd: Option<&'a str>,
+}
+
+/// Why a program did not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// The program could not be executed (not installed, not executable).
+    #[error("cannot start `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    /// Its arguments or credentials could not be resolved.
+    #[error(transparent)]
+    Setup(#[from] CollectError),
+}
+
+impl From<StartError> for CollectError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Setup(c) => c,
+            spawn => CollectError::Failed(spawn.to_string()),
+        }
+    }
+}
+
+/// A started program. Take its output pipes, then [`Running::wait`] while draining them.
+pub(crate) struct Running {
+    /// The arguments as run (`${var}` expanded); may hold secrets, so redact before recording.
+    pub argv: Vec<String>,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    pub stderr: Option<tokio::process::ChildStderr>,
+    child: tokio::process::Child,
+    group: ProcessGroup,
+}
+
+impl Invocation<'_> {
+    pub(crate) fn start(&self, cx: &Collection) -> Result<Running, StartError> {
+        let argv: Vec<String> =
+            self.argv.iter().map(|a| cx.env.expand(a)).collect::<Result<_, _>>().map_err(CollectError::Failed)?;
+        let program = argv.first().ok_or_else(|| CollectError::Failed("argv is empty".into()))?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.process_group(0).kill_on_drop(true);
+        cmd.env_clear();
+        cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| inherited(k, self.inherit_env))));
+        cmd.envs(self.env);
+        for (name, reference) in self.env_credentials {
+            let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
+            cmd.env(name, secret.expose());
+        }
+        if let Some(cwd) = self.cwd {
+            cmd.current_dir(cx.env.expand(cwd).map_err(CollectError::Failed)?);
+        }
+        let mut child = cmd.spawn().map_err(|source| StartError::Spawn { program: program.clone(), source })?;
+        let group = ProcessGroup(child.id());
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        Ok(Running { argv, stdout, stderr, child, group })
+    }
+}
+
+impl Running {
+    /// Runs `drain` (which consumes the output pipes) and waits for the program to exit. On cancellation the whole
+    /// process group is killed and `Cancelled` returned.
+    pub(crate) async fn wait(
+        self,
+        cx: &Collection,
+        drain: impl std::future::Future<Output = Result<(), CollectError>>,
+    ) -> Result<std::process::ExitStatus, CollectError> {
+        let Running { mut child, mut group, .. } = self;
+        let run = async {
+            drain.await?;
+            child.wait().await.map_err(CollectError::io("waiting for the command"))
+        };
+        let status = tokio::select! {
+            status = run => status?,
+            _ = cx.cancelled() => {
+                group.kill();
+                return Err(CollectError::Cancelled);
+            }
+        };
+        // Reaped: the group id may be reused from now on, so it must not be signalled any more.
+        group.disarm();
+        Ok(status)
+    }
+}
+
 /// Whether a variable of preserve's environment is passed to commands.
 fn inherited(name: &str, extra: &[String]) -> bool {
     const BASIC: [&str; 9] = ["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR", "KUBECONFIG", "TERM"];
@@ -147,7 +223,7 @@ fn inherited(name: &str, extra: &[String]) -> bool {
 struct ProcessGroup(Option<u32>);
 
 impl ProcessGroup {
-    fn disarm(mut self) {
+    fn disarm(&mut self) {
         self.0 = None;
     }
 

@@ -3,6 +3,7 @@
 //! about tar, zstd or BagIt: it writes artifacts through [`Collection::artifact`], which hashes and counts.
 
 pub mod command;
+pub mod config_diff;
 pub mod context;
 pub mod file;
 pub mod http;
@@ -232,6 +233,11 @@ pub static KINDS: &[Kind] = &[
         name: "postgres",
         summary: "Postgres tables and queries from one exported snapshot, streamed COPY to CSV, DDL; read-only",
         parse: parse_as::<postgres::PostgresSource>,
+    },
+    Kind {
+        name: "config_diff",
+        summary: "configuration (files or a program's output) against a baseline or the previous bundle: both sides redacted, unified diff",
+        parse: parse_as::<config_diff::ConfigDiffSource>,
     },
     Kind {
         name: "context",

@@ -1,0 +1,569 @@
+//! The `config_diff` source kind: configuration as it is now (files, or a program's output such as
+//! `helm get values --all`) against a baseline (known-good copies, or the same collector's current side in the
+//! previous bundle). Both sides are written redacted, with a unified diff of the *redacted* texts, so no secret can
+//! reach the diff; the manifest records both sides' hashes and whether they differ.
+
+mod previous;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{
+    CollectError, Collection, Outcome, Source,
+    command::{Invocation, StartError},
+};
+use crate::{
+    bundle::manifest::Severity,
+    config::{CredentialRef, Environment},
+    redact::Format,
+};
+
+/// Each side of one item is read up to this many bytes (configuration is small); beyond it, it is marked truncated.
+const MAX_SIDE: usize = 8 << 20;
+/// What is kept of a program's stderr.
+const MAX_STDERR: usize = 1 << 20;
+/// How long the diff of one item may search for a minimal edit script before settling for a coarser (still
+/// correct) one.
+const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const PREVIOUS: &str = "previous";
+
+/// Settings of a `config_diff` collector. The current side comes from `files` or from `command`, never both.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDiffSource {
+    /// Paths or glob patterns of configuration files, `${var}` expanded (e.g. `"${caracal_home}/compose.yml"`). Each
+    /// file is one item, named by its file name.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// A program and its arguments whose stdout is the configuration (e.g. `["helm", "get", "values", "caracal",
+    /// "-n", "caracal", "--all"]`), `${var}` expanded, run without a shell like the `command` kind.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// With `command`: the item's name, i.e. the file name its output is stored under (default `output.txt`).
+    pub stdout: Option<String>,
+    /// With `command`: names of preserve's own environment variables to pass on (see the `command` kind).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
+    /// With `command`: environment variables whose values are credentials, by reference (`env:NAME` / `file:PATH`).
+    #[serde(default)]
+    pub env_credentials: BTreeMap<String, CredentialRef>,
+    /// What the current side is compared with: `previous` (this collector's current side in the newest earlier
+    /// bundle of the output directory; the default), a file, or a directory of known-good copies matched by file
+    /// name. Paths are `${var}` expanded.
+    #[serde(default = "previous")]
+    pub baseline: String,
+    /// Whether a file pattern matching nothing, or a program that is not installed, makes the collector `partial`
+    /// or `failed` (default true). With false it is only noted, as an `info` finding.
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn previous() -> String {
+    PREVIOUS.into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// One side of one item, as read (before redaction).
+#[derive(Debug)]
+pub struct Text {
+    pub bytes: Vec<u8>,
+    pub truncated: bool,
+}
+
+/// The current sides as read: (name, where from, text) per item, problems met, and the names of files that
+/// exist but could not be read (not to be mistaken for removed ones).
+#[derive(Debug, Default)]
+struct Current {
+    items: Vec<(String, String, Text)>,
+    warnings: Vec<String>,
+    unreadable: BTreeSet<String>,
+}
+
+/// One configuration item: what it is now and what it is compared with.
+#[derive(Debug)]
+struct Item {
+    name: String,
+    /// Where the current side was read (a path, the command line).
+    source: Option<String>,
+    /// `None`: the item is in the baseline only (the file is gone).
+    current: Option<Text>,
+    baseline: Result<(String, Text), String>,
+}
+
+#[async_trait]
+impl Source for ConfigDiffSource {
+    fn check(&self, env: &Environment) -> Result<(), String> {
+        match (self.files.is_empty(), self.command.is_empty()) {
+            (false, false) => {
+                return Err("`files` and `command` are both given: the current side comes from one of them".into());
+            }
+            (true, true) => {
+                return Err("needs `files` (paths or globs of the configuration) or `command` (a program whose \
+                            output is the configuration)"
+                    .into());
+            }
+            _ => {}
+        }
+        for p in &self.files {
+            let expanded = env.expand(p).map_err(|e| format!("files: {e}"))?;
+            glob::Pattern::new(&expanded).map_err(|e| format!("files: `{expanded}` is not a valid glob: {e}"))?;
+        }
+        for a in &self.command {
+            env.expand(a).map_err(|e| format!("command: {e}"))?;
+        }
+        if !self.files.is_empty() {
+            let with_command = [
+                ("stdout", self.stdout.is_some()),
+                ("inherit_env", !self.inherit_env.is_empty()),
+                ("env_credentials", !self.env_credentials.is_empty()),
+            ];
+            if let Some((key, _)) = with_command.iter().find(|(_, set)| *set) {
+                return Err(format!("{key}: only applies with `command`"));
+            }
+        }
+        if let Some(s) = &self.stdout {
+            crate::bundle::artifact::safe_relative(s).map_err(|e| format!("stdout: {e}"))?;
+        }
+        if self.baseline != PREVIOUS {
+            env.expand(&self.baseline).map_err(|e| format!("baseline: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn credentials(&self, _env: &Environment) -> Vec<(String, CredentialRef)> {
+        self.env_credentials.iter().map(|(k, r)| (format!("env_credentials.{k}"), r.clone())).collect()
+    }
+
+    fn describe(&self, env: &Environment) -> String {
+        let expand = |s: &String| env.expand(s).unwrap_or_else(|_| s.clone());
+        let current = if self.command.is_empty() {
+            self.files.iter().map(expand).collect::<Vec<_>>().join(" ")
+        } else {
+            self.command.iter().map(expand).collect::<Vec<_>>().join(" ")
+        };
+        let baseline = if self.baseline == PREVIOUS { "the previous bundle".into() } else { expand(&self.baseline) };
+        format!("{current} against {baseline}")
+    }
+
+    async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
+        let mut out = Outcome::default();
+        let current = if self.command.is_empty() {
+            let spec = self.clone();
+            let cx = cx.clone();
+            blocking(move || Ok(spec.read_files(&cx))).await?
+        } else {
+            match self.run_command(&cx).await? {
+                Some(item) => Current { items: vec![item], ..Default::default() },
+                None => {
+                    let program = self.command.first().map(String::as_str).unwrap_or_default();
+                    let f = cx.finding(
+                        "config.unavailable",
+                        Severity::Info,
+                        format!("`{program}` is not installed here; nothing to compare (required = false)"),
+                    );
+                    out.findings.push(f);
+                    return Ok(out);
+                }
+            }
+        };
+        let spec = self.clone();
+        blocking(move || spec.compare(&cx, current, out)).await
+    }
+}
+
+/// Runs blocking file work (reading, hashing, writing artifacts) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CollectError> + Send + 'static,
+) -> Result<T, CollectError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| CollectError::Failed(format!("config reader stopped: {e}")))?
+}
+
+impl ConfigDiffSource {
+    /// The current sides of `files`.
+    fn read_files(&self, cx: &Collection) -> Current {
+        let mut current = Current::default();
+        let mut paths = BTreeSet::new();
+        for pattern in &self.files {
+            let Ok(pattern) = cx.env.expand(pattern) else { continue };
+            let mut matched = 0;
+            for path in glob::glob(&pattern).into_iter().flatten().filter_map(Result::ok) {
+                // Only regular files: a FIFO or device would block or never end.
+                if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    matched += 1;
+                    paths.insert(path);
+                }
+            }
+            if matched == 0 && self.required {
+                current.warnings.push(format!("no file matched `{pattern}`"));
+            }
+        }
+        for path in &paths {
+            let name = item_name(path, &paths);
+            match read_capped(std::fs::File::open(path)) {
+                Ok(text) => current.items.push((name, path.display().to_string(), text)),
+                Err(e) => {
+                    current.warnings.push(format!("{}: {e}", path.display()));
+                    current.unreadable.insert(name);
+                }
+            }
+        }
+        current
+    }
+
+    /// Runs `command`; its stdout is the one current item. `None` when the program is not installed and not
+    /// required. A program that fails fails the collector, with what it wrote kept.
+    async fn run_command(&self, cx: &Collection) -> Result<Option<(String, String, Text)>, CollectError> {
+        let no_env = BTreeMap::new();
+        let invocation = Invocation {
+            argv: &self.command,
+            env: &no_env,
+            inherit_env: &self.inherit_env,
+            env_credentials: &self.env_credentials,
+            cwd: None,
+        };
+        let mut running = match invocation.start(cx) {
+            Ok(r) => r,
+            Err(StartError::Spawn { source, .. })
+                if !self.required && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (out_pipe, err_pipe) = (running.stdout.take(), running.stderr.take());
+        let (mut stdout, mut stderr) = (None, None);
+        let drain = async {
+            let (o, e) = tokio::join!(capture(out_pipe, MAX_SIDE), capture(err_pipe, MAX_STDERR));
+            stdout = Some(o?);
+            stderr = Some(e?);
+            Ok(())
+        };
+        let argv = running.argv.clone();
+        let status = running.wait(cx, drain).await?;
+        let (stdout, stderr) = (stdout.unwrap_or(Text { bytes: Vec::new(), truncated: false }), stderr);
+        let shown = cx.redact_str(&argv.join(" "));
+        if let Some(err) = stderr.filter(|e| !e.bytes.is_empty()) {
+            write_side(cx, "stderr.txt", &shown, &err)?;
+        }
+        let name = self.stdout.clone().unwrap_or_else(|| "output.txt".into());
+        // As the artifact will be named, so the next run finds it under the same name.
+        let name = crate::bundle::artifact::safe_relative(&name).unwrap_or(name);
+        if !status.success() {
+            // What it printed is kept for the record, but is no configuration to compare.
+            if !stdout.bytes.is_empty() {
+                write_side(cx, "stdout.txt", &shown, &stdout)?;
+            }
+            let how = status.code().map_or("was killed by a signal".into(), |c| format!("exited with status {c}"));
+            return Err(CollectError::Failed(format!("`{}` {how}", argv[0])));
+        }
+        Ok(Some((name, shown, stdout)))
+    }
+
+    /// Pairs the current items with their baselines, writes every side and diff, and records the result.
+    fn compare(&self, cx: &Collection, current: Current, mut out: Outcome) -> Result<Outcome, CollectError> {
+        current.warnings.into_iter().for_each(|w| out.warn(w));
+        let mut items: Vec<Item> = current
+            .items
+            .into_iter()
+            .map(|(name, source, text)| Item {
+                name,
+                source: Some(source),
+                current: Some(text),
+                baseline: Err(String::new()),
+            })
+            .collect();
+        // Sides from an earlier bundle carry that bundle's markers: the current side is compared redacted under
+        // the same salt, so an unchanged secret is no change, and a rotated one shows as a changed marker.
+        let mut other_salt = None;
+        if self.baseline == PREVIOUS {
+            other_salt = self.pair_with_previous(cx, &mut items, &current.unreadable, &mut out)?;
+        } else {
+            let path = PathBuf::from(cx.env.expand(&self.baseline).map_err(CollectError::Failed)?);
+            pair_with_path(&path, &mut items, &mut out)?;
+        }
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let compare_with = other_salt.filter(|s| *s != cx.redactor().salt()).map(|s| cx.redactor().resalted(s));
+        let mut records = Vec::new();
+        let (mut changed, mut unmatched) = (Vec::new(), Vec::new());
+        for item in &items {
+            if cx.is_cancelled() {
+                return Err(CollectError::Cancelled);
+            }
+            let record = write_item(cx, item, compare_with.as_ref())?;
+            match record["differs"].as_bool() {
+                Some(true) => changed.push(item.name.clone()),
+                Some(false) => {}
+                None => unmatched.push(item.name.clone()),
+            }
+            records.push(record);
+        }
+        out.detail("items", records);
+        if !changed.is_empty() {
+            let origins: BTreeSet<&str> =
+                items.iter().filter_map(|i| i.baseline.as_ref().ok()).map(|b| &*b.0).collect();
+            let mut f = cx.finding(
+                "config.changed",
+                Severity::Info,
+                format!("configuration differs from its baseline: {}", changed.join(", ")),
+            );
+            f.details.insert("files".into(), changed.into());
+            f.details.insert("baseline".into(), origins.into_iter().collect::<Vec<_>>().into());
+            out.findings.push(f);
+        }
+        if !unmatched.is_empty() {
+            let why: BTreeSet<&str> =
+                items.iter().filter_map(|i| i.baseline.as_ref().err()).map(String::as_str).collect();
+            let why = why.into_iter().collect::<Vec<_>>().join("; ");
+            let mut f = cx.finding(
+                "config.no_baseline",
+                Severity::Info,
+                format!("no baseline to compare {} with: {why}", unmatched.join(", ")),
+            );
+            f.details.insert("files".into(), unmatched.into());
+            out.findings.push(f);
+        }
+        Ok(out)
+    }
+
+    /// Baselines from the newest earlier bundle. An item only that bundle has (a file since removed) joins the
+    /// list, so a deletion shows as a change. Returns the salt of that bundle's markers, when it records one.
+    fn pair_with_previous(
+        &self,
+        cx: &Collection,
+        items: &mut Vec<Item>,
+        unreadable: &BTreeSet<String>,
+        out: &mut Outcome,
+    ) -> Result<Option<[u8; crate::redact::SALT_LEN]>, CollectError> {
+        let out_dir = &cx.env.out_dir;
+        let found = previous::find(out_dir, &cx.name, jiff::Timestamp::now())
+            .map_err(CollectError::io(format!("looking for earlier bundles in {}", out_dir.display())))?;
+        let Some(prev) = found else {
+            let why = format!("no earlier bundle in {} holds collector `{}`", out_dir.display(), cx.name);
+            items.iter_mut().for_each(|i| i.baseline = Err(why.clone()));
+            out.detail("previous_bundle", serde_json::Value::Null);
+            return Ok(None);
+        };
+        out.detail("previous_bundle", &prev.bundle_id);
+        let mut sides = prev
+            .read(&cx.name, MAX_SIDE, || cx.is_cancelled())
+            .map_err(CollectError::io(format!("reading {}", prev.bundle_id)))?;
+        if self.command.is_empty() {
+            // Files that vanished since (one that exists but could not be read was warned of instead).
+            for name in prev.items.keys() {
+                if !items.iter().any(|i| &i.name == name) && !unreadable.contains(name) {
+                    items.push(Item { name: name.clone(), source: None, current: None, baseline: Err(String::new()) });
+                }
+            }
+        }
+        for item in items.iter_mut() {
+            item.baseline = match sides.remove(&item.name) {
+                Some(Ok(text)) => Ok((prev.bundle_id.clone(), text)),
+                Some(Err(why)) => {
+                    out.warn(why.clone());
+                    Err(why)
+                }
+                None => Err(format!("{} has no {}", prev.bundle_id, item.name)),
+            };
+        }
+        Ok(prev.salt)
+    }
+}
+
+/// Baselines from a file (the only item's) or a directory of known-good copies (by item name, then file name).
+fn pair_with_path(path: &Path, items: &mut [Item], out: &mut Outcome) -> Result<(), CollectError> {
+    let shown = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            let why = format!("baseline {shown}: {e}");
+            out.warn(why.clone());
+            items.iter_mut().for_each(|i| i.baseline = Err(why.clone()));
+            return Ok(());
+        }
+    };
+    if !meta.is_dir() && items.len() > 1 {
+        return Err(CollectError::Failed(format!(
+            "baseline {shown} is one file but {} files were read: give a directory of known-good copies",
+            items.len()
+        )));
+    }
+    for item in items.iter_mut() {
+        let candidates = if meta.is_dir() {
+            let base = Path::new(&item.name).file_name().map(|n| path.join(n));
+            [Some(path.join(&item.name)), base]
+        } else {
+            [Some(path.to_path_buf()), None]
+        };
+        let Some(file) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
+            item.baseline = Err(format!("no {} in {shown}", item.name));
+            continue;
+        };
+        item.baseline = match read_capped(std::fs::File::open(&file)) {
+            Ok(text) => Ok((file.display().to_string(), text)),
+            Err(e) => {
+                let why = format!("{}: {e}", file.display());
+                out.warn(why.clone());
+                Err(why)
+            }
+        };
+    }
+    Ok(())
+}
+
+/// The one place this kind redacts: a whole side at once, in the format its name says (YAML, env, TOML, JSON), so
+/// the same secret gets the same marker on both sides. Everything written or diffed passes here first.
+fn redacted(cx: &Collection, name: &str, raw: &[u8]) -> Vec<u8> {
+    cx.redactor().redact_as(raw, Format::of(name, media_type(name)), cx.tally()).into_owned()
+}
+
+/// Writes `current/<name>`, `baseline/<name>` and `<name>.diff` as far as they exist; returns the item's record
+/// for the manifest.
+/// `compare_with` redacts the current side again, under the baseline's salt, for the comparison.
+fn write_item(
+    cx: &Collection,
+    item: &Item,
+    compare_with: Option<&crate::redact::Redactor>,
+) -> Result<serde_json::Value, CollectError> {
+    let current = match &item.current {
+        Some(text) => {
+            let clean = redacted(cx, &item.name, &text.bytes);
+            let source = item.source.as_deref().map(|s| cx.redact_str(s)).unwrap_or_default();
+            write_artifact(cx, &format!("current/{}", item.name), &source, &clean, text.truncated)?;
+            Some(clean)
+        }
+        None => None,
+    };
+    let mut record = serde_json::json!({
+        "name": item.name,
+        "source": item.source.as_deref().map(|s| cx.redact_str(s)),
+        "current_sha256": current.as_deref().map(sha256),
+        "truncated": item.current.as_ref().is_some_and(|t| t.truncated),
+    });
+    let (origin, text) = match &item.baseline {
+        Ok(b) => b,
+        Err(why) => {
+            record["baseline"] = serde_json::Value::Null;
+            record["baseline_sha256"] = serde_json::Value::Null;
+            record["differs"] = serde_json::Value::Null;
+            record["no_baseline"] = why.clone().into();
+            return Ok(record);
+        }
+    };
+    // A previous bundle's side is already redacted; redacting it again changes nothing but is harmless.
+    let baseline = redacted(cx, &item.name, &text.bytes);
+    write_artifact(cx, &format!("baseline/{}", item.name), origin, &baseline, text.truncated)?;
+    let resalted = match (compare_with, &item.current) {
+        (Some(r), Some(text)) => {
+            let format = Format::of(&item.name, media_type(&item.name));
+            Some(r.redact_as(&text.bytes, format, &crate::redact::Tally::default()).into_owned())
+        }
+        _ => None,
+    };
+    let now = resalted.as_deref().or(current.as_deref()).unwrap_or_default();
+    let diff = unified_diff(&item.name, origin, &baseline, now, item.current.is_some());
+    let mut a = cx.artifact(&format!("{}.diff", item.name), "text/x-diff")?;
+    a.add_records(diff.lines().count() as u64);
+    a.write_all(diff.as_bytes()).map_err(CollectError::io(format!("writing {}.diff", item.name)))?;
+    a.finish().map_err(CollectError::io(format!("writing {}.diff", item.name)))?;
+    record["baseline"] = origin.clone().into();
+    record["baseline_sha256"] = sha256(&baseline).into();
+    record["baseline_truncated"] = text.truncated.into();
+    record["differs"] = (item.current.is_none() || now != &baseline[..]).into();
+    Ok(record)
+}
+
+/// The unified diff from the baseline to the current side (both already redacted); empty when they are equal.
+fn unified_diff(name: &str, origin: &str, baseline: &[u8], current: &[u8], exists: bool) -> String {
+    let (old, new) = (String::from_utf8_lossy(baseline), String::from_utf8_lossy(current));
+    let diff = similar::TextDiff::configure().timeout(DIFF_TIMEOUT).diff_lines(&*old, &*new);
+    let now = if exists { format!("current/{name}") } else { "/dev/null".to_string() };
+    diff.unified_diff().header(&format!("baseline/{name}\t({origin})"), &now).to_string()
+}
+
+/// Writes a side that is already redacted.
+fn write_artifact(
+    cx: &Collection,
+    relative: &str,
+    source: &str,
+    clean: &[u8],
+    truncated: bool,
+) -> Result<(), CollectError> {
+    let io = CollectError::io(format!("writing {relative}"));
+    let mut a = cx.artifact(relative, media_type(relative))?;
+    a.set_source(source);
+    if truncated {
+        a.set_truncated();
+    }
+    a.add_records(clean.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64);
+    match a.write_all(clean) {
+        Ok(()) => a.finish().map_err(io),
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Writes a program's output that is not a side (stderr, the stdout of a failed run), redacted.
+fn write_side(cx: &Collection, relative: &str, source: &str, text: &Text) -> Result<(), CollectError> {
+    let clean = redacted(cx, relative, &text.bytes);
+    write_artifact(cx, relative, source, &clean, text.truncated)
+}
+
+/// An item's name: its file name, or its whole path (without the leading `/`) when two files share a file name.
+fn item_name(path: &Path, all: &BTreeSet<PathBuf>) -> String {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let shared = all.iter().filter(|p| p.file_name() == path.file_name()).count() > 1;
+    let name = if shared || file_name.is_empty() {
+        path.to_string_lossy().trim_start_matches('/').to_string()
+    } else {
+        file_name
+    };
+    // As the artifact will be named, so the next run finds it under the same name.
+    crate::bundle::artifact::safe_relative(&name).unwrap_or(name)
+}
+
+fn read_capped(file: std::io::Result<std::fs::File>) -> std::io::Result<Text> {
+    let mut bytes = Vec::new();
+    file?.take(MAX_SIDE as u64 + 1).read_to_end(&mut bytes)?;
+    let truncated = bytes.len() > MAX_SIDE;
+    bytes.truncate(MAX_SIDE);
+    Ok(Text { bytes, truncated })
+}
+
+/// Reads a program's output into memory up to `cap` bytes, draining the rest so it never blocks on a full pipe.
+async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Result<Text, CollectError> {
+    let mut text = Text { bytes: Vec::new(), truncated: false };
+    let Some(mut pipe) = pipe else { return Ok(text) };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = pipe.read(&mut buf).await.map_err(CollectError::io("reading command output"))?;
+        if n == 0 {
+            return Ok(text);
+        }
+        let room = cap.saturating_sub(text.bytes.len());
+        text.truncated |= n > room;
+        text.bytes.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn media_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("yml" | "yaml") => "application/yaml",
+        Some("json") => "application/json",
+        Some("toml") => "application/toml",
+        _ => "text/plain",
+    }
+}

@@ -1,0 +1,211 @@
+//! The `previous` baseline: the same collector's current side in the newest earlier bundle of the output directory.
+//! Bundles are found by their side manifests (`<id>.manifest.json`, small) and the artifacts read by streaming the
+//! archive once, stopping as soon as every wanted file was seen; each is checked against its recorded hash.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, Read},
+    path::{Path, PathBuf},
+};
+
+use jiff::Timestamp;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::Text;
+use crate::bundle::manifest::CollectorStatus;
+
+/// Only what is needed of a side manifest, so bundles written by other versions still serve as baselines.
+#[derive(Deserialize)]
+struct SideManifest {
+    bundle_id: String,
+    created_at: Timestamp,
+    collectors: Vec<SideCollector>,
+    /// Absent in bundles written before markers carried fingerprints.
+    #[serde(default)]
+    redaction: Option<SideRedaction>,
+}
+
+#[derive(Deserialize)]
+struct SideRedaction {
+    salt: String,
+}
+
+#[derive(Deserialize)]
+struct SideCollector {
+    name: String,
+    kind: String,
+    status: CollectorStatus,
+    #[serde(default)]
+    artifacts: Vec<SideArtifact>,
+}
+
+#[derive(Deserialize)]
+struct SideArtifact {
+    path: String,
+    sha256: String,
+    #[serde(default)]
+    truncated: bool,
+}
+
+/// An earlier bundle holding this collector's current side.
+#[derive(Debug)]
+pub struct Previous {
+    pub bundle_id: String,
+    archive: PathBuf,
+    /// Item name -> the sha256 recorded for `current/<name>`.
+    pub items: BTreeMap<String, String>,
+    /// Item names whose recorded current side was truncated.
+    truncated: Vec<String>,
+    /// The salt of that bundle's redaction markers.
+    pub salt: Option<[u8; crate::redact::SALT_LEN]>,
+}
+
+/// The newest finished bundle in `out_dir` created before `before` in which `collector` (a `config_diff` collector
+/// that did not fail) wrote a current side. Unreadable or foreign files are passed over.
+pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Option<Previous>> {
+    let entries = match std::fs::read_dir(out_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let prefix = format!("data/{collector}/current/");
+    let mut best: Option<(Timestamp, Previous)> = None;
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = file_name.strip_prefix("preserve-").and_then(|_| file_name.strip_suffix(".manifest.json"))
+        else {
+            continue;
+        };
+        // The archive is renamed into place last: without it the bundle is unfinished (or was removed).
+        let archive = out_dir.join(format!("{id}.tar.zst"));
+        if !archive.is_file() {
+            continue;
+        }
+        let Some(m) = std::fs::read(entry.path()).ok().and_then(|b| serde_json::from_slice::<SideManifest>(&b).ok())
+        else {
+            continue;
+        };
+        if m.bundle_id != id || m.created_at >= before || best.as_ref().is_some_and(|(t, _)| *t >= m.created_at) {
+            continue;
+        }
+        let Some(c) = m
+            .collectors
+            .iter()
+            .find(|c| c.name == collector && c.kind == "config_diff" && c.status != CollectorStatus::Failed)
+        else {
+            continue;
+        };
+        let mut items = BTreeMap::new();
+        let mut truncated = Vec::new();
+        for a in &c.artifacts {
+            if let Some(name) = a.path.strip_prefix(&prefix) {
+                items.insert(name.to_string(), a.sha256.clone());
+                if a.truncated {
+                    truncated.push(name.to_string());
+                }
+            }
+        }
+        if !items.is_empty() {
+            let salt = m.redaction.and_then(|r| hex::decode(r.salt).ok()).and_then(|s| s.try_into().ok());
+            best = Some((m.created_at, Previous { bundle_id: m.bundle_id, archive, items, truncated, salt }));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+impl Previous {
+    /// Reads the current sides of `collector` from the archive, each at most `cap` bytes. An item whose bytes do
+    /// not match the recorded hash, or that is missing from the archive, comes back as an error naming why.
+    pub fn read(
+        &self,
+        collector: &str,
+        cap: usize,
+        cancelled: impl Fn() -> bool,
+    ) -> io::Result<BTreeMap<String, Result<Text, String>>> {
+        let decoder = zstd::stream::read::Decoder::new(File::open(&self.archive)?)?;
+        let mut archive = tar::Archive::new(decoder);
+        let prefix = format!("{}/data/{collector}/current/", self.bundle_id);
+        let mut found = BTreeMap::new();
+        for entry in archive.entries()? {
+            if cancelled() {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "collection stopped"));
+            }
+            let mut entry = entry?;
+            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let Some(name) = path.strip_prefix(&prefix) else { continue };
+            let Some(want) = self.items.get(name) else { continue };
+            let name = name.to_string();
+            let mut bytes = Vec::new();
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = entry.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                let room = cap.saturating_sub(bytes.len());
+                bytes.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let got = hex::encode(hasher.finalize());
+            let text = if got == *want {
+                let truncated = bytes.len() as u64 != entry.size() || self.truncated.contains(&name);
+                Ok(Text { bytes, truncated })
+            } else {
+                Err(format!("current/{name} in {} does not match the hash its manifest records", self.bundle_id))
+            };
+            found.insert(name, text);
+            if found.len() == self.items.len() {
+                break;
+            }
+        }
+        for name in self.items.keys() {
+            found
+                .entry(name.clone())
+                .or_insert_with(|| Err(format!("current/{name} is listed but missing in {}", self.bundle_id)));
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(dir: &Path, id: &str, at: &str, status: &str, archive: bool) {
+        let m = serde_json::json!({
+            "bundle_id": id, "created_at": at, "format": "preserve-bundle/1",
+            "collectors": [{ "name": "cfg", "kind": "config_diff", "status": status, "artifacts": [
+                { "path": "data/cfg/current/compose.yml", "sha256": "ab", "bytes": 1, "truncated": false },
+                { "path": "data/cfg/compose.yml.diff", "sha256": "cd", "bytes": 0, "truncated": false },
+            ]}],
+        });
+        std::fs::write(dir.join(format!("{id}.manifest.json")), m.to_string()).unwrap();
+        if archive {
+            std::fs::write(dir.join(format!("{id}.tar.zst")), b"").unwrap();
+        }
+    }
+
+    #[test]
+    fn the_newest_finished_bundle_where_the_collector_did_not_fail_is_chosen() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        side(d, "preserve-full-20261101T000000Z-00000001", "2026-11-01T00:00:00Z", "ok", true);
+        side(d, "preserve-full-20261102T000000Z-00000002", "2026-11-02T00:00:00Z", "partial", true);
+        side(d, "preserve-full-20261103T000000Z-00000003", "2026-11-03T00:00:00Z", "failed", true);
+        side(d, "preserve-full-20261104T000000Z-00000004", "2026-11-04T00:00:00Z", "ok", false);
+        side(d, "preserve-full-20261106T000000Z-00000006", "2026-11-06T00:00:00Z", "ok", true);
+        std::fs::write(d.join("preserve-x.manifest.json"), b"not json").unwrap();
+        let before: Timestamp = "2026-11-05T00:00:00Z".parse().unwrap();
+        let p = find(d, "cfg", before).unwrap().expect("a baseline");
+        assert_eq!(
+            p.bundle_id, "preserve-full-20261102T000000Z-00000002",
+            "failed, unfinished and later ones are passed over"
+        );
+        assert_eq!(p.items.keys().collect::<Vec<_>>(), ["compose.yml"], "only the current side is a baseline");
+        assert!(find(d, "other", before).unwrap().is_none());
+        assert!(find(&d.join("nowhere"), "cfg", before).unwrap().is_none());
+    }
+}
