@@ -224,7 +224,17 @@ fn tampered_rego_a_forged_manifest_and_a_missing_policy_version_are_findings() {
              INSERT INTO policy_set_versions (id, policy_set_id, version, manifest_json, manifest_sha256)
                SELECT 'psv-d1', 'ps-d', 1, m::jsonb, encode(sha256(convert_to(m, 'UTF8')), 'hex')
                FROM (VALUES ('[{{\"policy_version_id\":\"pv-d-1\"}},{{\"policy_version_id\":\"pv-gone\"}}]')) t(m);
-             INSERT INTO policy_set_bindings (zone_id, policy_set_id, active_version_id) VALUES ('z-d', 'ps-d', 'psv-d1');"
+             INSERT INTO policy_set_bindings (zone_id, policy_set_id, active_version_id) VALUES ('z-d', 'ps-d', 'psv-d1');
+             INSERT INTO zones VALUES ('z-g', 'Zone G', 'zone-g');
+             INSERT INTO policies (id, zone_id, name) VALUES ('pol-g', 'z-g', 'generated');
+             INSERT INTO policy_versions (id, policy_id, version, content, content_sha256)
+               SELECT 'pv-g-1', 'pol-g', 1, c, encode(sha256(convert_to(c, 'UTF8')), 'hex')
+               FROM (SELECT 'package caracal.authz' || repeat(E'\\n# generated rule', 300000) AS c) t;
+             INSERT INTO policy_sets (id, zone_id, name) VALUES ('ps-g', 'z-g', 'G');
+             INSERT INTO policy_set_versions (id, policy_set_id, version, manifest_json, manifest_sha256)
+               SELECT 'psv-g1', 'ps-g', 1, m::jsonb, encode(sha256(convert_to(m, 'UTF8')), 'hex')
+               FROM (VALUES ('[{{\"policy_version_id\":\"pv-g-1\"}}]')) t(m);
+             INSERT INTO policy_set_bindings (zone_id, policy_set_id, active_version_id) VALUES ('z-g', 'ps-g', 'psv-g1');"
         ),
     );
     let dir = collectors_dir(&ws, "pg.toml", COLLECTOR);
@@ -266,8 +276,27 @@ fn tampered_rego_a_forged_manifest_and_a_missing_policy_version_are_findings() {
     assert!(forged["summary"].as_str().unwrap().contains("zone z-f, policy set ps-f"), "{forged}");
     assert!(findings.iter().all(|f| f["code"] != "policy_set.ok"));
 
+    // A policy over the 4 MiB cap: its file is cut and says so, its hash still covers all of it.
+    let g = read_json(&bag.join("data/pg/policy-sets/z-g/ps-g.json"));
+    let big = &g["active"]["policies"][0];
+    assert_eq!(
+        (big["truncated"].as_bool(), big["computed_by"].as_str(), big["ok"].as_bool()),
+        (Some(true), Some("server"), Some(true)),
+        "{big}"
+    );
+    assert!(big["bytes"].as_u64().unwrap() > 4 << 20);
+    let file = bag.join("data/pg/policy-sets/z-g/ps-g/active/pv-g-1.rego");
+    assert_eq!(std::fs::metadata(file).unwrap().len(), 4 << 20);
+
     let c = collector(&m, "pg");
     assert_eq!(c["status"], "ok");
+    let a = c["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == "data/pg/policy-sets/z-g/ps-g/active/pv-g-1.rego")
+        .unwrap();
+    assert_eq!(a["truncated"], true);
     assert_eq!(summary_counts(c, "z-b"), (0, 1));
     assert_eq!(summary_counts(c, "z-d"), (1, 0));
     assert_eq!(summary(c, "z-f")["manifest_mismatches"], 1);

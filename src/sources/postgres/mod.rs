@@ -141,6 +141,7 @@ impl Source for PostgresSource {
     fn describe(&self, env: &Environment) -> String {
         let names: Vec<&str> =
             self.tables.iter().map(|t| t.table.as_str()).chain(self.queries.iter().map(|q| q.name.as_str())).collect();
+        let names: Vec<&str> = names.into_iter().chain(self.policy_sets.then_some("policy-sets")).collect();
         format!("{} {}", env.postgres.display, names.join(","))
     }
 
