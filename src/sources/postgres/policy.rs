@@ -119,8 +119,7 @@ pub async fn collect(cx: &Collection, client: &Client, out: &mut Outcome) -> Res
         ));
     }
     let mut summaries = Vec::new();
-    let mut problems = 0usize;
-    let mut checked = 0usize;
+    let (mut checked, mut unread) = (0usize, 0usize);
     for b in &bindings {
         if cx.is_cancelled() {
             return Err(CollectError::Cancelled);
@@ -132,21 +131,22 @@ pub async fn collect(cx: &Collection, client: &Client, out: &mut Outcome) -> Res
             row: serde_json::from_str(b.get::<_, &str>(3)).unwrap_or(Value::Null),
         };
         let _ = client.batch_execute("SAVEPOINT preserve_policy").await;
-        let before = out.findings.len();
         match one_binding(cx, client, &catalog, &binding, out).await {
             Ok((summary, n)) => {
                 let _ = client.batch_execute("RELEASE SAVEPOINT preserve_policy").await;
                 checked += n;
-                problems += out.findings.len() - before;
                 summaries.push(summary);
             }
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK TO SAVEPOINT preserve_policy").await;
                 out.warn(format!("policy set {} of zone {}: {e}", binding.policy_set_id, binding.zone_id));
+                unread += 1;
             }
         }
     }
-    if problems == 0 && !summaries.is_empty() {
+    // Clean only when every binding was read and none made a finding (a failed one may have made some first).
+    let problems = out.findings.iter().any(|f| f.code.starts_with("policy_set."));
+    if !problems && unread == 0 && !summaries.is_empty() {
         out.findings.push(cx.finding(
             "policy_set.ok",
             Severity::Info,
