@@ -5,6 +5,8 @@
 
 mod chain;
 mod dump;
+mod policy;
+mod policy_manifest;
 mod sql;
 mod tls;
 
@@ -49,6 +51,12 @@ pub struct PostgresSource {
     /// given). Results go to `findings` and `analysis/`.
     #[serde(default)]
     pub verify_audit_chain: bool,
+    /// Collect Caracal's policy sets as evidence over the same snapshot: for every binding in
+    /// `public.policy_set_bindings`, the active `policy_set_versions` row and the one before it, their manifests
+    /// with `manifest_sha256` checked, every referenced `policy_versions` content with `content_sha256` recomputed,
+    /// and a unified diff between the two, under `policy-sets/`. A mismatch or a missing reference is a finding.
+    #[serde(default)]
+    pub policy_sets: bool,
     /// Also run `pg_dump --format=custom` in the same snapshot, as `pg_dump/<database>.dump`. Off by default: a
     /// dump holds every column the role can read, secret hashes included (masked only where they equal a known
     /// secret or match a pattern), so `exclude_table_data` should name the tables that hold them.
@@ -105,8 +113,8 @@ enum Job {
 #[async_trait]
 impl Source for PostgresSource {
     fn check(&self, _env: &Environment) -> Result<(), String> {
-        if self.tables.is_empty() && self.queries.is_empty() && !self.verify_audit_chain {
-            return Err("a postgres collector needs `tables` or `queries`".into());
+        if self.tables.is_empty() && self.queries.is_empty() && !self.verify_audit_chain && !self.policy_sets {
+            return Err("a postgres collector needs `tables`, `queries`, `verify_audit_chain` or `policy_sets`".into());
         }
         if self.workers == 0 {
             return Err("workers: must be at least 1".into());
@@ -133,6 +141,7 @@ impl Source for PostgresSource {
     fn describe(&self, env: &Environment) -> String {
         let names: Vec<&str> =
             self.tables.iter().map(|t| t.table.as_str()).chain(self.queries.iter().map(|q| q.name.as_str())).collect();
+        let names: Vec<&str> = names.into_iter().chain(self.policy_sets.then_some("policy-sets")).collect();
         format!("{} {}", env.postgres.display, names.join(","))
     }
 
@@ -245,10 +254,28 @@ impl Source for PostgresSource {
             }
             found
         };
-        let (ended, found, dumped) = tokio::join!(futures::future::join_all(workers), verification, dumped);
+        // Policy sets, on a connection of their own, in the same snapshot.
+        let policy_sets = async {
+            let mut found = Outcome::default();
+            if self.policy_sets {
+                let read = async {
+                    let client = session(Some(snapshot.clone())).await?;
+                    policy::collect(&cx, &client, &mut found).await?;
+                    let _ = client.batch_execute("COMMIT").await;
+                    Ok::<(), CollectError>(())
+                };
+                if let Err(e) = read.await {
+                    found.warn(e.to_string());
+                }
+            }
+            found
+        };
+        let (ended, found, dumped, policies) =
+            tokio::join!(futures::future::join_all(workers), verification, dumped, policy_sets);
         let tapped_found = std::mem::take(&mut *chain_tap.found.lock().unwrap_or_else(|p| p.into_inner()));
         out.absorb(tapped_found);
         out.absorb(found);
+        out.absorb(policies);
         let _ = leader.batch_execute("COMMIT").await;
         if let Some(e) = ended.into_iter().find_map(Result::err) {
             return Err(e);
@@ -560,22 +587,29 @@ async fn export_table(
     exported?;
     // Row-level security that applies to us and let nothing through: most likely a missing `caracal.zone_id`,
     // not an empty table. Say so, or the bundle would look like evidence of absence.
-    if report["rows"] == 0 {
-        let rls = client
-            .query_one(
-                "SELECT c.relrowsecurity AND (c.relforcerowsecurity OR pg_get_userbyid(c.relowner) <> current_user)                  AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                &[&schema, &table],
-            )
-            .await
-            .map_err(|e| sql::describe_error(&e))?;
-        if rls.get::<_, Option<bool>>(0) == Some(true) {
-            report["rls_zero_rows"] = json!(true);
-        }
+    if report["rows"] == 0 && rls_hides_rows(client, &schema, &table).await.map_err(|e| sql::describe_error(&e))? {
+        report["rls_zero_rows"] = json!(true);
     }
     Ok(())
 }
 
-/// `COPY (query) TO STDOUT` as CSV with a header, streamed into an artifact, with the run's known secret values replaced (rows are evidence: no pattern rules).
+/// Whether row-level security on `schema.table` applies to the session's role (not its owner, or forced; no
+/// bypass): then 0 rows read most likely means a missing `caracal.zone_id`, not an empty table.
+async fn rls_hides_rows(client: &Client, schema: &str, table: &str) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT c.relrowsecurity AND (c.relforcerowsecurity OR pg_get_userbyid(c.relowner) <> current_user) \
+             AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &table],
+        )
+        .await?
+        .get::<_, Option<bool>>(0)
+        == Some(true))
+}
+
+/// `COPY (query) TO STDOUT` as CSV with a header, streamed into an artifact, with the run's known secret values
+/// replaced (rows are evidence: no pattern rules).
 async fn copy_csv(
     cx: &Collection,
     client: &Client,
