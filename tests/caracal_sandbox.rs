@@ -46,298 +46,104 @@ const fn without(
 }
 
 /// design.md's table, row by row, as artifacts.
+#[rustfmt::skip]
 const AUDIT_TAMPER: &[Item] = &[
-    item(
-        "all audit_events with chain fields",
-        "postgres-audit/tables/public.audit_events.csv",
-        &[
-            "content_sha256",
-            "prev_content_sha256",
-            "chain_hmac",
-            "chain_seq",
-            "evt-alpha-0001",
-            "evt-beta-0020",
-            "evt-sys-0006",
-            "{tampered_event}",
-        ],
-    ),
-    item(
-        "every partition",
-        "postgres-audit/queries/audit_events_partitions.csv",
-        &["audit_events_default", "{partition_old}", "{partition_now}"],
-    ),
-    item(
-        "every zone's chain re-verified",
-        "postgres-audit/analysis/audit_chain_zones.json",
-        &["zone-alpha", "zone-beta", "caracal-sys-00"],
-    ),
-    item(
-        "the tampered row found",
-        "postgres-audit/analysis/audit_chain_problems.jsonl",
-        &["{tampered_event}", "content_mismatch"],
-    ),
-    item(
-        "audit_ingest_alerts",
-        "postgres-audit/tables/public.audit_ingest_alerts.csv",
-        &["content_mismatch_on_replay", "{tampered_event}"],
-    ),
+    item("all audit_events with chain fields", "postgres-audit/tables/public.audit_events.csv",
+        &["content_sha256", "prev_content_sha256", "chain_hmac", "chain_seq", "evt-alpha-0001", "evt-beta-0020", "evt-sys-0006", "{tampered_event}"]),
+    item("every partition", "postgres-audit/queries/audit_events_partitions.csv", &["audit_events_default", "{partition_old}", "{partition_now}"]),
+    item("every zone's chain re-verified", "postgres-audit/analysis/audit_chain_zones.json", &["zone-alpha", "zone-beta", "caracal-sys-00"]),
+    item("the tampered row found", "postgres-audit/analysis/audit_chain_problems.jsonl", &["{tampered_event}", "content_mismatch"]),
+    item("audit_ingest_alerts", "postgres-audit/tables/public.audit_ingest_alerts.csv", &["content_mismatch_on_replay", "{tampered_event}"]),
     item("audit_chain_rehash (§7)", "postgres-audit/tables/public.audit_chain_rehash.csv", &["completed_at", "\n1,"]),
     item("audit_retention", "postgres-audit/tables/public.audit_retention.csv", &["retention_days", "365"]),
-    item(
-        "admin_audit_events, incl. PUT /v1/audit-retention (§7)",
-        "postgres-audit/tables/public.admin_audit_events.csv",
-        &["/v1/audit-retention", "PUT", "policy_set.activate"],
-    ),
+    item("admin_audit_events, incl. PUT /v1/audit-retention (§7)", "postgres-audit/tables/public.admin_audit_events.csv", &["/v1/audit-retention", "PUT", "policy_set.activate"]),
     item("admin audit chain checked", "postgres-audit/analysis/admin_audit_chain_zones.json", &["zone-alpha"]),
-    item(
-        "Audit logs with tamper: lines (§7)",
-        "audit-logs/audit/caracal-audit-1/*-json.log",
-        &["tamper: content hash mismatch", "{tampered_event}", "tamper sweep complete"],
-    ),
-    item(
-        "audit DLQ, whole",
-        "redis-dlq/streams/caracal.audit.events.dlq/entries.jsonl",
-        &["{dlq_id_0}", "{dlq_id_1}", "{dlq_id_2}", "{dlq_id_3}", "tamper_on_replay"],
-    ),
-    per_instance(
-        "Audit /metrics, per-replica tamper counters (§7)",
-        "audit-http/*/metrics.body",
-        1,
-        &["caracal_audit_tamper_mismatch_total{instance=\"caracal-audit-1\"} 1"],
-    ),
-    per_instance(
-        "Audit /metrics sent with the metrics bearer",
-        "audit-http/*/metrics.response.json",
-        1,
-        &["\"status\": 200"],
-    ),
+    item("Audit logs with tamper: lines (§7)", "audit-logs/audit/caracal-audit-1/*-json.log", &["tamper: content hash mismatch", "{tampered_event}", "tamper sweep complete"]),
+    item("audit DLQ, whole", "redis-dlq/streams/caracal.audit.events.dlq/entries.jsonl", &["{dlq_id_0}", "{dlq_id_1}", "{dlq_id_2}", "{dlq_id_3}", "tamper_on_replay"]),
+    per_instance("Audit /metrics, per-replica tamper counters (§7)", "audit-http/*/metrics.body", 1, &["caracal_audit_tamper_mismatch_total{instance=\"caracal-audit-1\"} 1"]),
+    per_instance("Audit /metrics sent with the metrics bearer", "audit-http/*/metrics.response.json", 1, &["\"status\": 200"]),
     item("the operator's alerts", "alertmanager-alerts/*/alerts.body", &["CaracalAuditTamperDetected"]),
 ];
 
+#[rustfmt::skip]
 const REVOCATION_STALE: &[Item] = &[
-    item(
-        "XINFO of caracal.sessions.revoke with every group",
-        "redis-streams/streams/caracal.sessions.revoke/xinfo.json",
-        &[
-            "gateway-revocation:caracal-gateway-7d9f-0",
-            "gateway-revocation:caracal-gateway-7d9f-1",
-            "gateway-revocation:caracal-gateway-5c2a-0",
-            "sts-revocation",
-            "\"lag\"",
-        ],
-    ),
-    item(
-        "pending entries of a Gateway pod's group",
-        "redis-streams/streams/caracal.sessions.revoke/pending/gateway-revocation:caracal-gateway-7d9f-0.jsonl",
-        &["{revoke_pending_id}", "gateway-caracal-gateway-7d9f-0-1"],
-    ),
-    item(
-        "caracal.sessions.revoke.dead",
-        "redis-dlq/streams/caracal.sessions.revoke.dead/entries.jsonl",
-        &["{revoke_dead_id}", "context deadline exceeded"],
-    ),
-    without(
-        "revoked authority records the snapshot loads",
-        "postgres-revocation/tables/public.authority_records.csv",
-        &["ar-revoked-01"],
-        &["ar-revoked-old", "ar-active-01"],
-    ),
-    without(
-        "terminated sessions the snapshot loads",
-        "postgres-revocation/tables/public.sessions.csv",
-        &["as-terminated-01"],
-        &["as-terminated-old", "as-active-01"],
-    ),
-    without(
-        "revoked delegations the snapshot loads",
-        "postgres-revocation/tables/public.delegation_edges.csv",
-        &["de-revoked-01"],
-        &["de-revoked-old", "de-active-01"],
-    ),
-    per_instance(
-        "Gateway /metrics per instance",
-        "gateway-http/*/metrics.body",
-        2,
-        &[
-            "caracal_gateway_revocation_snapshot_fresh",
-            "caracal_gateway_revocation_propagation_seconds",
-            "caracal_gateway_revocation_reload_errors_total",
-        ],
-    ),
+    item("XINFO of caracal.sessions.revoke with every group", "redis-streams/streams/caracal.sessions.revoke/xinfo.json",
+        &["gateway-revocation:caracal-gateway-7d9f-0", "gateway-revocation:caracal-gateway-7d9f-1", "gateway-revocation:caracal-gateway-5c2a-0", "sts-revocation", "\"lag\""]),
+    item("pending entries of a Gateway pod's group", "redis-streams/streams/caracal.sessions.revoke/pending/gateway-revocation:caracal-gateway-7d9f-0.jsonl",
+        &["{revoke_pending_id}", "gateway-caracal-gateway-7d9f-0-1"]),
+    item("caracal.sessions.revoke.dead", "redis-dlq/streams/caracal.sessions.revoke.dead/entries.jsonl", &["{revoke_dead_id}", "context deadline exceeded"]),
+    without("revoked authority records the snapshot loads", "postgres-revocation/tables/public.authority_records.csv", &["ar-revoked-01"], &["ar-revoked-old", "ar-active-01"]),
+    without("terminated sessions the snapshot loads", "postgres-revocation/tables/public.sessions.csv", &["as-terminated-01"], &["as-terminated-old", "as-active-01"]),
+    without("revoked delegations the snapshot loads", "postgres-revocation/tables/public.delegation_edges.csv", &["de-revoked-01"], &["de-revoked-old", "de-active-01"]),
+    per_instance("Gateway /metrics per instance", "gateway-http/*/metrics.body", 2,
+        &["caracal_gateway_revocation_snapshot_fresh", "caracal_gateway_revocation_propagation_seconds", "caracal_gateway_revocation_reload_errors_total"]),
     per_instance("Gateway /ready per instance", "gateway-http/*/ready.body", 2, &["revocation_snapshot_stale"]),
     item("Gateway logs", "gateway-logs/gateway/caracal-gateway-1/*-json.log", &["revocation snapshot reload failed"]),
 ];
 
+#[rustfmt::skip]
 const STS_CIRCUIT_OPEN: &[Item] = &[
     per_instance("Gateway /ready per instance", "gateway-http/*/ready.body", 2, &["\"ready\":false"]),
-    per_instance(
-        "Gateway /metrics: STS circuit (§7)",
-        "gateway-http/*/metrics.body",
-        2,
-        &[
-            "caracal_gateway_sts_circuit_state",
-            "caracal_gateway_sts_exchange_errors_total",
-            "caracal_gateway_sts_exchange_latency_ms",
-        ],
-    ),
+    per_instance("Gateway /metrics: STS circuit (§7)", "gateway-http/*/metrics.body", 2,
+        &["caracal_gateway_sts_circuit_state", "caracal_gateway_sts_exchange_errors_total", "caracal_gateway_sts_exchange_latency_ms"]),
     per_instance("STS /ready with its reason", "sts-http/*/ready.body", 1, &["redis_nonce_store_degraded"]),
     per_instance("STS /metrics", "sts-http/*/metrics.body", 1, &["caracal_sts_gateway_exchange_total"]),
     per_instance("STS JWKS", "sts-http/*/jwks.body", 1, &["\"kty\":\"EC\""]),
     item("STS logs", "sts-logs/sts/caracal-sts-1/*-json.log", &["gateway exchange rejected: nonce replay"]),
     item("Gateway logs", "gateway-logs/gateway/caracal-gateway-1/*-json.log", &["sts circuit open"]),
-    // The count itself is checked against the manifest below (`gw_nonces_counted`).
+    // The count itself is checked against the manifest (`gw_nonces_counted` in check_bundle).
     item("caracal:sts:gw-nonce:* counted", "redis-keys/keys/summary.json", &["caracal:sts:gw-nonce:*"]),
 ];
 
+#[rustfmt::skip]
 const AUDIT_DLQ: &[Item] = &[
-    item(
-        "the full caracal.audit.events.dlq",
-        "redis-dlq/streams/caracal.audit.events.dlq/entries.jsonl",
-        &[
-            "{dlq_id_0}",
-            "{dlq_id_3}",
-            "hmac_verify_failed",
-            "json_parse_error",
-            "transient_exceeded_max_deliveries",
-            "src_data",
-            "received_at",
-        ],
-    ),
-    item(
-        "every *.dead stream: revocations",
-        "redis-dlq/streams/caracal.sessions.revoke.dead/entries.jsonl",
-        &["{revoke_dead_id}"],
-    ),
-    item(
-        "every *.dead stream: policy invalidations",
-        "redis-dlq/streams/caracal.policy.invalidate.dead/entries.jsonl",
-        &["{policy_dead_id}", "rego_parse_error"],
-    ),
-    item(
-        "XPENDING of audit-ingestor",
-        "redis-streams/streams/caracal.audit.events/pending/audit-ingestor.jsonl",
-        &["{audit_pending_id}", "audit-worker-0"],
-    ),
+    item("the full caracal.audit.events.dlq", "redis-dlq/streams/caracal.audit.events.dlq/entries.jsonl",
+        &["{dlq_id_0}", "{dlq_id_3}", "hmac_verify_failed", "json_parse_error", "transient_exceeded_max_deliveries", "src_data", "received_at"]),
+    item("every *.dead stream: revocations", "redis-dlq/streams/caracal.sessions.revoke.dead/entries.jsonl", &["{revoke_dead_id}"]),
+    item("every *.dead stream: policy invalidations", "redis-dlq/streams/caracal.policy.invalidate.dead/entries.jsonl", &["{policy_dead_id}", "rego_parse_error"]),
+    item("XPENDING of audit-ingestor", "redis-streams/streams/caracal.audit.events/pending/audit-ingestor.jsonl", &["{audit_pending_id}", "audit-worker-0"]),
     item("replay files", "audit-replay-files/*pending-4127-*.ndjson", &["evt-replay-00", "evt-replay-02"]),
     item("replay files, every producer", "audit-replay-files/*pending-5310-*.ndjson", &["evt-replay-gw-00"]),
-    item(
-        "Audit logs: event sent to DLQ (§7)",
-        "audit-logs/audit/caracal-audit-1/*-json.log",
-        &["event sent to DLQ", "evt-dlq-00"],
-    ),
-    without(
-        "outbox dead rows",
-        "postgres-outbox/tables/public.event_outbox.csv",
-        &["ob-audit-dead-01", "infinity"],
-        &["ob-policy-01"],
-    ),
-    without(
-        "Coordinator outbox dead rows",
-        "postgres-outbox/tables/public.caracal_outbox.csv",
-        &["cob-dead-01"],
-        &["cob-published-01"],
-    ),
-    item(
-        "the Audit DLQ view, with the admin token",
-        "audit-admin-http/*/dlq.body",
-        &["{dlq_id_0}", "transient_exceeded_max_deliveries"],
-    ),
+    item("Audit logs: event sent to DLQ (§7)", "audit-logs/audit/caracal-audit-1/*-json.log", &["event sent to DLQ", "evt-dlq-00"]),
+    without("outbox dead rows", "postgres-outbox/tables/public.event_outbox.csv", &["ob-audit-dead-01", "infinity"], &["ob-policy-01"]),
+    without("Coordinator outbox dead rows", "postgres-outbox/tables/public.caracal_outbox.csv", &["cob-dead-01"], &["cob-published-01"]),
+    item("the Audit DLQ view, with the admin token", "audit-admin-http/*/dlq.body", &["{dlq_id_0}", "transient_exceeded_max_deliveries"]),
     per_instance("producers' audit metrics (§7)", "sts-http/*/metrics.body", 1, &["caracal_sts_audit_replay_files"]),
 ];
 
+#[rustfmt::skip]
 const SECRET_EXPOSURE: &[Item] = &[
-    without(
-        "credential_revealed audit events",
-        "postgres-secret-exposure/tables/public.audit_events.csv",
-        &["credential_revealed", "evt-alpha-0043"],
-        &["token.exchange"],
-    ),
-    without(
-        "admin audit with secret rotation",
-        "postgres-secret-exposure/tables/public.admin_audit_events.csv",
-        &["secret_rotation", "adm-alpha-3"],
-        &["policy_set.activate"],
-    ),
-    without(
-        "admin_tokens without hashes",
-        "postgres-secret-exposure/tables/public.admin_tokens.csv",
-        &["adm-tok-ci", "adm-tok-oncall", "last_used_at", "revoked_at"],
-        &["token_sha256", "token_hash", "argon2id", "\\x"],
-    ),
-    without(
-        "authority records created since (§7)",
-        "postgres-secret-exposure/tables/public.authority_records.csv",
-        &["ar-active-01", "ar-revoked-01"],
-        &["ar-revoked-old"],
-    ),
+    without("credential_revealed audit events", "postgres-secret-exposure/tables/public.audit_events.csv", &["credential_revealed", "evt-alpha-0043"], &["token.exchange"]),
+    without("admin audit with secret rotation", "postgres-secret-exposure/tables/public.admin_audit_events.csv", &["secret_rotation", "adm-alpha-3"], &["policy_set.activate"]),
+    without("admin_tokens without hashes", "postgres-secret-exposure/tables/public.admin_tokens.csv",
+        &["adm-tok-ci", "adm-tok-oncall", "last_used_at", "revoked_at"], &["token_sha256", "token_hash", "argon2id", "\\x"]),
+    without("authority records created since (§7)", "postgres-secret-exposure/tables/public.authority_records.csv", &["ar-active-01", "ar-revoked-01"], &["ar-revoked-old"]),
     item("api:admin_auth_fail:*", "redis-keys/keys/api:admin_auth_fail:*.jsonl", &["{admin_auth_fail_key}"]),
     item("audit:jti:*", "redis-keys/keys/audit:jti:*.jsonl", &["audit:jti:{jti}", "app-billing|"]),
-    // Its redactions, with fingerprints, are checked against the manifest below (`compose_config_fingerprinted`).
+    // Its redactions, with fingerprints, are checked against the manifest (`compose_config_fingerprinted`).
     item("redacted config", "compose-config/*compose.yml", &["AUDIT_ADMIN_TOKEN", "ghcr.io/garudex-labs/caracal-go"]),
     item("API logs", "api-logs/api/caracal-api-1/*-json.log", &["admin auth failed", "203.0.113.9"]),
 ];
 
+#[rustfmt::skip]
 const BAD_POLICY_ALLOW: &[Item] = &[
-    item(
-        "policy_set_bindings",
-        "postgres-policy/tables/public.policy_set_bindings.csv",
-        &["zone-alpha,ps-main,psv-main-2"],
-    ),
-    item(
-        "policy_set_versions with manifests",
-        "postgres-policy/tables/public.policy_set_versions.csv",
-        &["psv-main-1", "psv-main-2", "manifest_sha256", "pv-allow-2"],
-    ),
-    item(
-        "referenced policy_versions content",
-        "postgres-policy/tables/public.policy_versions.csv",
-        &["pv-allow-2", "pv-base-1", "startswith(input.scope", "{pv_allow_2_sha256}"],
-    ),
-    without(
-        "audit rows for the incident's request",
-        "postgres-request/tables/public.audit_events.csv",
-        &[
-            "{incident_request}",
-            "evt-alpha-0041",
-            "evt-alpha-0042",
-            "psv-main-2",
-            "manifest-sha-v2",
-            "determining_policies_json",
-        ],
-        &["req-alpha-0040"],
-    ),
-    without(
-        "event_outbox rows for caracal.policy.invalidate",
-        "postgres-policy/tables/public.event_outbox.csv",
-        &["ob-policy-00", "ob-policy-01", "psv-main-2"],
-        &["ob-revoke-01"],
-    ),
-    without(
-        "admin audit of policy routes",
-        "postgres-policy-admin/tables/public.admin_audit_events.csv",
-        &["/v1/zones/zone-alpha/policy-sets/ps-main/activate", "/v1/zones/zone-alpha/policies/pol-allow/versions"],
-        &["/v1/audit-retention", "rotate-secret"],
-    ),
+    item("policy_set_bindings", "postgres-policy/tables/public.policy_set_bindings.csv", &["zone-alpha,ps-main,psv-main-2"]),
+    item("policy_set_versions with manifests", "postgres-policy/tables/public.policy_set_versions.csv", &["psv-main-1", "psv-main-2", "manifest_sha256", "pv-allow-2"]),
+    item("referenced policy_versions content", "postgres-policy/tables/public.policy_versions.csv",
+        &["pv-allow-2", "pv-base-1", "startswith(input.scope", "{pv_allow_2_sha256}"]),
+    without("audit rows for the incident's request", "postgres-request/tables/public.audit_events.csv",
+        &["{incident_request}", "evt-alpha-0041", "evt-alpha-0042", "psv-main-2", "manifest-sha-v2", "determining_policies_json"], &["req-alpha-0040"]),
+    without("event_outbox rows for caracal.policy.invalidate", "postgres-policy/tables/public.event_outbox.csv", &["ob-policy-00", "ob-policy-01", "psv-main-2"], &["ob-revoke-01"]),
+    without("admin audit of policy routes", "postgres-policy-admin/tables/public.admin_audit_events.csv",
+        &["/v1/zones/zone-alpha/policy-sets/ps-main/activate", "/v1/zones/zone-alpha/policies/pol-allow/versions"], &["/v1/audit-retention", "rotate-secret"]),
     item("STS logs", "sts-logs/sts/caracal-sts-1/*-json.log", &["opa policy set loaded", "psv-main-2"]),
-    item(
-        "explain of the request (§7)",
-        "console-explain/*/explain.body",
-        &["{incident_request}", "final_decision", "policy_input"],
-    ),
-    item(
-        "activation status of the policy set (§7)",
-        "console-explain/*/activation_status.body",
-        &["psv-main-2", "ob-policy-01"],
-    ),
-    per_instance(
-        "STS policy age metric (§7)",
-        "sts-http/*/metrics.body",
-        1,
-        &["caracal_sts_opa_max_policy_age_seconds"],
-    ),
+    item("explain of the request (§7)", "console-explain/*/explain.body", &["{incident_request}", "final_decision", "policy_input"]),
+    item("activation status of the policy set (§7)", "console-explain/*/activation_status.body", &["psv-main-2", "ob-policy-01"]),
+    per_instance("STS policy age metric (§7)", "sts-http/*/metrics.body", 1, &["caracal_sts_opa_max_policy_age_seconds"]),
 ];
 
 /// What `full` adds to the union: every other collector preserve has.
+#[rustfmt::skip]
 const FULL_EXTRAS: &[Item] = &[
     per_instance("Coordinator /stats with its token", "coordinator-http/*/stats.body", 1, &["outbox_rows_dead"]),
     per_instance("API /metrics", "api-http/*/metrics.body", 1, &["caracal_api_outbox_dead"]),
