@@ -25,6 +25,9 @@ pub const SERVICES: &[(&str, &str)] = &[
     ("alertmanager", "http://127.0.0.1:9093"),
 ];
 
+/// Caracal's default `AUDIT_REPLAY_DIR` in the STS and Gateway containers.
+pub const DEFAULT_REPLAY_DIR: &str = "/var/lib/caracal/audit-replay";
+
 /// `preserve.toml` as written by the operator. Every field is optional; the defaults match a Caracal Compose host.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +313,9 @@ impl Environment {
         for (k, v) in [("caracal_home", &caracal_home), ("docker_dir", &docker_dir), ("out_dir", &out_dir)] {
             vars.entry(k.to_string()).or_insert_with(|| v.display().to_string());
         }
+        // Where STS and Gateway persist audit batches (AUDIT_REPLAY_DIR, caracal.md §6.2); a host that mounts the
+        // replay volumes elsewhere sets `[vars] replay_dir`.
+        vars.entry("replay_dir".to_string()).or_insert_with(|| DEFAULT_REPLAY_DIR.to_string());
 
         let collector_timeout = c.run.collector_timeout.unwrap_or(SignedDuration::from_mins(2));
         let run_timeout = c.run.timeout.unwrap_or(SignedDuration::from_mins(10));
@@ -467,6 +473,7 @@ mod tests {
         assert_eq!(e.services["gateway"], vec!["http://127.0.0.1:8081"]);
         assert_eq!(e.out_dir, PathBuf::from("evidence"));
         assert_eq!(e.listen, "0.0.0.0:9731");
+        assert_eq!(e.expand("${replay_dir}/*.ndjson").unwrap(), "/var/lib/caracal/audit-replay/*.ndjson");
     }
 
     #[test]
