@@ -16,7 +16,10 @@ use support::{collector, files_below, manifest, postgres, redis, unpack};
 #[path = "support/sandbox.rs"]
 mod sandbox;
 
-use sandbox::{GATEWAY_PODS, GW_NONCES, Sandbox};
+use sandbox::{
+    GATEWAY_PODS, GW_NONCES, Sandbox,
+    http::{CANARY_BEARER, CANARY_URL_PASSWORD},
+};
 
 /// One thing a profile must capture: files below `data/` matching `path` (a glob; `*` crosses folders), `count` of
 /// them (0: at least one), each non-empty, holding every `has` and none of `lacks`. `{name}` is a sandbox fact.
@@ -120,8 +123,11 @@ const SECRET_EXPOSURE: &[Item] = &[
     without("authority records created since (§7)", "postgres-secret-exposure/tables/public.authority_records.csv", &["ar-active-01", "ar-revoked-01"], &["ar-revoked-old"]),
     item("api:admin_auth_fail:*", "redis-keys/keys/api:admin_auth_fail:*.jsonl", &["{admin_auth_fail_key}"]),
     item("audit:jti:*", "redis-keys/keys/audit:jti:*.jsonl", &["audit:jti:{jti}", "app-billing|"]),
-    // Its redactions, with fingerprints, are checked against the manifest (`compose_config_fingerprinted`).
-    item("redacted config", "compose-config/*compose.yml", &["AUDIT_ADMIN_TOKEN", "ghcr.io/garudex-labs/caracal-go"]),
+    // Its redactions, with fingerprints, are checked against the manifest (`compose_config_fingerprinted`), and the
+    // diff against the previous bundle in `check_config_diff`.
+    item("redacted config: compose.yml", "compose-config/current/compose.yml",
+        &["AUDIT_ADMIN_TOKEN: \"[REDACTED:", "STS_ADMIN_TOKEN: \"[REDACTED:", "METRICS_BEARER_FILE: /run/secrets/metricsBearer", "ghcr.io/garudex-labs/caracal-go"]),
+    item("redacted config: caracal.env", "compose-config/current/caracal.env", &["AUDIT_ADMIN_TOKEN=[REDACTED:", "REDIS_MAXMEMORY=512mb"]),
     item("API logs", "api-logs/api/caracal-api-1/*-json.log", &["admin auth failed", "203.0.113.9"]),
 ];
 
@@ -131,6 +137,13 @@ const BAD_POLICY_ALLOW: &[Item] = &[
     item("policy_set_versions with manifests", "postgres-policy/tables/public.policy_set_versions.csv", &["psv-main-1", "psv-main-2", "manifest_sha256", "pv-allow-2"]),
     item("referenced policy_versions content", "postgres-policy/tables/public.policy_versions.csv",
         &["pv-allow-2", "pv-base-1", "startswith(input.scope", "{pv_allow_2_sha256}"]),
+    item("per zone: active and previous policy-set version, manifests, every referenced policy's hash checked",
+        "postgres-policy/policy-sets/zone-alpha/ps-main.json",
+        &["psv-main-2", "psv-main-1", "pv-allow-2", "pv-base-1", "{pv_allow_2_sha256}", "\"ok\": true"]),
+    without("no policy's hash is wrong", "postgres-policy/policy-sets/zone-alpha/ps-main.json", &["pv-allow-2"], &["\"ok\": false"]),
+    item("the active version's Rego", "postgres-policy/policy-sets/zone-alpha/ps-main/active/pv-allow-2.rego", &["startswith(input.scope, \"billing:\")"]),
+    item("the diff from the previous version", "postgres-policy/policy-sets/zone-alpha/ps-main.diff",
+        &["psv-main-1", "psv-main-2", "+allow if startswith(input.scope, \"billing:\")"]),
     without("audit rows for the incident's request", "postgres-request/tables/public.audit_events.csv",
         &["{incident_request}", "evt-alpha-0041", "evt-alpha-0042", "psv-main-2", "manifest-sha-v2", "determining_policies_json"], &["req-alpha-0040"]),
     without("event_outbox rows for caracal.policy.invalidate", "postgres-policy/tables/public.event_outbox.csv", &["ob-policy-00", "ob-policy-01", "psv-main-2"], &["ob-revoke-01"]),
@@ -154,19 +167,6 @@ const FULL_EXTRAS: &[Item] = &[
     item("Redis logs", "redis-logs/redis/*-json.log", &["Background saving"]),
     item("pg_stat_activity", "postgres-activity/queries/pg_stat_activity.csv", &["preserve"]),
     item("the host's processes", "host-processes/stdout.txt", &["PID"]),
-];
-
-/// Items not checked yet: the code that produces them is being written (issue 5).
-const TODO: &[(&str, &str)] = &[
-    (
-        "bad-policy-allow, full",
-        "typed policy-set artifact `postgres-policy/policy-sets/...` (manifest resolved to policy versions, with its diff)",
-    ),
-    ("secret-exposure, full", "`config_diff` of the compose config against the previous bundle"),
-    (
-        "all",
-        "redaction markers with a fingerprint (checked here only as: no secret value anywhere, redactions recorded with fingerprints)",
-    ),
 ];
 
 /// Which alert each profile's run is triggered by (labels feed the request-filtered collectors).
@@ -217,7 +217,8 @@ fn preserve_snapshot(sb: &Sandbox) -> Command {
 /// Runs the profile, verifies the bundle, unpacks it; returns the bag and the problems found so far.
 fn snapshot(sb: &Sandbox, profile: &str) -> (PathBuf, Vec<String>) {
     let mut problems = Vec::new();
-    let out = sb.root.join("evidence").join(profile);
+    // One evidence directory, as an operator keeps: `full` finds secret-exposure's bundle as its config baseline.
+    let out = sb.root.join("evidence");
     let mut cmd = preserve_snapshot(sb);
     cmd.args(["-q", "--profile", profile, "--out"]).arg(&out);
     if let Some(a) = alert_for(profile) {
@@ -304,9 +305,11 @@ fn check_bundle(sb: &Sandbox, profile: &str, bag: &Path) -> Vec<String> {
             problems.push(format!("{profile}: the alert {name} is not recorded (context/alerts.json, trigger.kind)"));
         }
     }
-    // No secret value anywhere: payload, manifest, tag files.
+    // No secret value anywhere: payload, manifest, tag files; neither those preserve knows (secrets/) nor the
+    // canaries it does not, nor the token Compose holds only inline.
+    let canaries = [("canary bearer", CANARY_BEARER.to_string()), ("canary URL password", CANARY_URL_PASSWORD.into())];
     for (path, bytes) in files_below(bag) {
-        for (name, value) in &sb.secrets {
+        for (name, value) in sb.secrets.iter().map(|(n, v)| (*n, v.clone())).chain(canaries.clone()) {
             if memchr::memmem::find(&bytes, value.as_bytes()).is_some() {
                 problems.push(format!("{profile}: secret {name} leaked into {}", path.display()));
             }
@@ -342,6 +345,63 @@ fn check_bundle(sb: &Sandbox, profile: &str, bag: &Path) -> Vec<String> {
                 "{profile}: compose_config_fingerprinted: the compose file's secrets are not recorded with fingerprints"
             ));
         }
+    }
+    problems
+}
+
+/// One unknown bearer token, logged by the STS (JSON field) and the Gateway (message text) and echoed by the console:
+/// one marker in all three, so the responder sees it was the same token; the ids around it stay readable.
+fn check_canaries(bag: &Path) -> Vec<String> {
+    let m = manifest(bag);
+    let mark = support::marker(&m, CANARY_BEARER);
+    let text = |glob: &str| -> String {
+        let pattern = glob::Pattern::new(glob).unwrap();
+        let data = bag.join("data");
+        files_below(&data)
+            .into_iter()
+            .filter(|(p, _)| pattern.matches(&p.strip_prefix(&data).unwrap().to_string_lossy()))
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+            .collect()
+    };
+    let mut problems = Vec::new();
+    for (what, glob, id) in [
+        ("STS log", "sts-logs/*-json.log", "ar-revoked-01"),
+        ("Gateway log", "gateway-logs/*-json.log", "as-incident-01"),
+        ("console explain", "console-explain/*/explain.body", "ar-revoked-01"),
+    ] {
+        let t = text(glob);
+        if !t.contains(&mark) {
+            problems.push(format!("canary: the {what} does not show the bearer token as {mark}"));
+        }
+        if !t.contains(id) {
+            problems.push(format!("canary: the {what} lost the evidence id {id}"));
+        }
+    }
+    let explain = text("console-explain/*/explain.body");
+    if !explain.contains(&format!("https://preserve:{}@hooks.example", support::marker(&m, CANARY_URL_PASSWORD))) {
+        problems.push(format!("canary: the password in the response's URL is not marked: {explain}"));
+    }
+    problems
+}
+
+/// `full` runs after secret-exposure into the same directory, and after someone turned on debug logging: the
+/// Compose config is diffed against secret-exposure's bundle, the change shows, the unchanged secrets do not.
+fn check_config_diff(bag: &Path) -> Vec<String> {
+    let m = manifest(bag);
+    let c = collector(&m, "compose-config");
+    let items = c["details"]["items"].as_array().cloned().unwrap_or_default();
+    let item = |name: &str| items.iter().find(|i| i["name"] == name).cloned().unwrap_or_default();
+    let mut problems = Vec::new();
+    let env = item("caracal.env");
+    if env["differs"] != true || !env["baseline"].as_str().is_some_and(|b| b.starts_with("preserve-secret-exposure-")) {
+        problems.push(format!("config: caracal.env should differ from secret-exposure's bundle: {env}"));
+    }
+    if item("compose.yml")["differs"] != false {
+        problems.push(format!("config: compose.yml did not change: {}", item("compose.yml")));
+    }
+    let diff = std::fs::read_to_string(bag.join("data/compose-config/caracal.env.diff")).unwrap_or_default();
+    if !diff.contains("-CARACAL_LOG_LEVEL=info\n+CARACAL_LOG_LEVEL=debug\n") || diff.contains("+AUDIT_ADMIN_TOKEN") {
+        problems.push(format!("config: the diff should show the log level change alone:\n{diff}"));
     }
     problems
 }
@@ -392,16 +452,21 @@ fn every_profile_captures_its_row_of_the_runbook_from_a_caracal_sandbox() {
         "bad-policy-allow",
         "full",
     ] {
+        if profile == "full" {
+            // Someone turned on debug logging since the last snapshot.
+            let env = sb.caracal_home.join("caracal.env");
+            let text = std::fs::read_to_string(&env).unwrap();
+            std::fs::write(&env, text.replace("CARACAL_LOG_LEVEL=info", "CARACAL_LOG_LEVEL=debug")).unwrap();
+        }
         let (bag, mut p) = snapshot(&sb, profile);
         p.extend(check_items(&sb, profile, &bag, &rows(profile)));
         p.extend(check_bundle(&sb, profile, &bag));
         if profile == "full" {
             p.extend(check_alert_filters(&sb, &bag));
+            p.extend(check_canaries(&bag));
+            p.extend(check_config_diff(&bag));
         }
         problems.extend(p);
-    }
-    for (profiles, what) in TODO {
-        eprintln!("TODO, not checked yet ({profiles}): {what}");
     }
     eprintln!("all profiles in {:?}", started.elapsed());
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));

@@ -174,11 +174,20 @@ required = false
 name = "helm-fails"
 kind = "config_diff"
 command = ["cat", "{p}/no-such-release.yaml"]
+
+[[collector]]
+name = "no-compose-plugin"
+kind = "config_diff"
+command = ["cat", "{p}/values.yaml"]
+available_if = ["sh", "-c", "exit 125"]
+required = false
 "#
         ),
     );
-    let out =
-        run(ws.snapshot(&dir).args(["-c", "helm-values", "-c", "no-helm", "-c", "optional-helm", "-c", "helm-fails"]));
+    let out = run(ws
+        .snapshot(&dir)
+        .args(["-c", "helm-values", "-c", "no-helm", "-c", "optional-helm", "-c", "helm-fails"])
+        .args(["-c", "no-compose-plugin"]));
     assert_eq!(out.status.code(), Some(3), "a missing or failing program makes the bundle partial");
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
     let m = manifest(&bag);
@@ -199,6 +208,13 @@ command = ["cat", "{p}/no-such-release.yaml"]
     let optional = collector(&m, "optional-helm");
     assert_eq!(optional["status"], "ok");
     assert_eq!(findings(&m, "optional-helm", "config.unavailable").len(), 1, "{m}");
+
+    // `docker` without its Compose plugin: the probe says the command cannot run here, so it is not run.
+    let probed = collector(&m, "no-compose-plugin");
+    assert_eq!(probed["status"], "ok", "{probed}");
+    let f = findings(&m, "no-compose-plugin", "config.unavailable");
+    assert!(f.len() == 1 && f[0]["summary"].as_str().unwrap().contains("exit 125` says `cat` cannot run here"), "{m}");
+    assert!(!bag.join("data/no-compose-plugin/current").exists());
 
     let fails = collector(&m, "helm-fails");
     assert_eq!(fails["status"], "failed");

@@ -25,6 +25,10 @@ pub struct Tokens {
 /// The incident the stand-ins describe, shared with the database and Redis fixtures.
 pub const ZONE: &str = "zone-alpha";
 pub const INCIDENT_REQUEST: &str = "req-incident-7f3a";
+/// Credentials preserve is never told of, leaked where services leak them: a bearer token the STS and the Gateway
+/// both log and the console echoes, and a password in a webhook URL of a response. Redaction rules must catch them.
+pub const CANARY_BEARER: &str = "canary-bearer-3f9a7c2e1d5b";
+pub const CANARY_URL_PASSWORD: &str = "canary-hook-pw-81f4";
 
 fn bearer_ok(h: &HeaderMap, token: &str) -> bool {
     h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {token}"))
@@ -197,7 +201,10 @@ pub fn api(t: &Tokens) -> Router {
                 guarded(&h, &a1, Json(json!({
                     "request_id": request, "zone_id": zone, "final_decision": "allow", "denied": [],
                     "events": [{ "event_id": "evt-alpha-0041", "decision": "allow", "policy_set_version_id": "psv-main-2",
-                                 "determining_policies": ["pv-allow-2"], "policy_input": { "scope": "billing:export" } }]
+                                 "determining_policies": ["pv-allow-2"], "policy_input": { "scope": "billing:export",
+                                 "headers": { "authorization": format!("Bearer {CANARY_BEARER}") } } }],
+                    "notify": format!("https://preserve:{CANARY_URL_PASSWORD}@hooks.example/caracal"),
+                    "session_id": "ar-revoked-01"
                 })))
             }),
         )

@@ -20,7 +20,7 @@ use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
 use super::{postgres::PgServer, redis::RedisServer};
-use http::{INCIDENT_REQUEST, ZONE};
+use http::{CANARY_BEARER, INCIDENT_REQUEST, ZONE};
 
 /// Caracal's generated secrets (caracal.md §5.3), plus the two admin tokens Helm adds and preserve's collectors use.
 const SECRET_NAMES: &[&str] = &[
@@ -44,6 +44,9 @@ const SECRET_NAMES: &[&str] = &[
     "auditAdminToken",
     "stsAdminToken",
 ];
+/// Secrets a Compose install holds only inline, in `compose.yml` (caracal.md §5.3): no file in `secrets/` names
+/// them, so preserve is not told of them and must find them by their key.
+const INLINE_ONLY: &[&str] = &["stsAdminToken"];
 
 /// Gateway pods, as their revocation consumer groups and `/ready` bodies name them.
 pub const GATEWAY_PODS: [&str; 2] = ["caracal-gateway-7d9f-0", "caracal-gateway-7d9f-1"];
@@ -393,7 +396,7 @@ fn load_redis(r: &RedisServer, password: &str, facts: &mut BTreeMap<&'static str
 
 /// `$CARACAL_HOME` as Caracal's engine installs it (caracal.md §5.2–5.3).
 fn write_caracal_home(home: &Path, secrets: &BTreeMap<&'static str, String>, redis_port: u16, pg_port: u16) {
-    for (name, value) in secrets {
+    for (name, value) in secrets.iter().filter(|(n, _)| !INLINE_ONLY.contains(n)) {
         write(&home.join("secrets").join(name), value);
     }
     let pg_url = |user: &str, pw: &str| format!("postgres://{user}:{}@127.0.0.1:{pg_port}/caracal", secrets[pw]);
@@ -478,6 +481,12 @@ fn write_docker_logs(dir: &Path) {
                 ),
                 z(
                     "sts",
+                    "warn",
+                    "exchange request refused",
+                    json!({ "authorization": format!("Bearer {CANARY_BEARER}"), "session_id": "ar-revoked-01" }),
+                ),
+                z(
+                    "sts",
                     "info",
                     "token exchange",
                     json!({ "request_id": INCIDENT_REQUEST, "zone_id": ZONE, "decision": "allow" }),
@@ -494,6 +503,12 @@ fn write_docker_logs(dir: &Path) {
                     json!({ "error": "pq: canceling statement due to statement timeout" }),
                 ),
                 z("gateway", "warn", "sts circuit open", json!({ "state": "open", "consecutive_failures": 5 })),
+                z(
+                    "gateway",
+                    "warn",
+                    &format!("sts exchange failed for Authorization: Bearer {CANARY_BEARER}"),
+                    json!({ "agent_session_id": "as-incident-01" }),
+                ),
                 z(
                     "gateway",
                     "warn",

@@ -60,10 +60,16 @@ pub struct ConfigDiffSource {
     /// name. Paths are `${var}` expanded.
     #[serde(default = "previous")]
     pub baseline: String,
-    /// Whether a file pattern matching nothing, or a program that is not installed, makes the collector `partial`
-    /// or `failed` (default true). With false it is only noted, as an `info` finding.
+    /// Whether a file pattern matching nothing, or a program that is not installed (or that `available_if` says
+    /// cannot run here), makes the collector `partial` or `failed` (default true). With false it is only noted, as an
+    /// `info` finding.
     #[serde(default = "yes")]
     pub required: bool,
+    /// With `command`: a program and arguments that tell whether `command` can run on this host at all, e.g.
+    /// `["docker", "compose", "version"]` where `docker` may be installed without Compose. It runs first; when it
+    /// cannot start or exits non-zero, the program counts as not installed.
+    #[serde(default)]
+    pub available_if: Vec<String>,
 }
 
 fn previous() -> String {
@@ -125,6 +131,7 @@ impl Source for ConfigDiffSource {
             let with_command = [
                 ("stdout", self.stdout.is_some()),
                 ("inherit_env", !self.inherit_env.is_empty()),
+                ("available_if", !self.available_if.is_empty()),
                 ("env_credentials", !self.env_credentials.is_empty()),
             ];
             if let Some((key, _)) = with_command.iter().find(|(_, set)| *set) {
@@ -163,13 +170,12 @@ impl Source for ConfigDiffSource {
             blocking(move || Ok(spec.read_files(&cx))).await?
         } else {
             match self.run_command(&cx).await? {
-                Some(item) => Current { items: vec![item], ..Default::default() },
-                None => {
-                    let program = self.command.first().map(String::as_str).unwrap_or_default();
+                Ok(item) => Current { items: vec![item], ..Default::default() },
+                Err(why) => {
                     let f = cx.finding(
                         "config.unavailable",
                         Severity::Info,
-                        format!("`{program}` is not installed here; nothing to compare (required = false)"),
+                        format!("{why}; nothing to compare (required = false)"),
                     );
                     out.findings.push(f);
                     return Ok(out);
@@ -220,23 +226,42 @@ impl ConfigDiffSource {
         current
     }
 
-    /// Runs `command`; its stdout is the one current item. `None` when the program is not installed and not
-    /// required. A program that fails fails the collector, with what it wrote kept.
-    async fn run_command(&self, cx: &Collection) -> Result<Option<(String, String, Text)>, CollectError> {
+    /// Runs `command`; its stdout is the one current item. `Err(why)` when the program is not installed (or
+    /// `available_if` says it cannot run here) and not required. A program that fails fails the collector, with
+    /// what it wrote kept.
+    async fn run_command(&self, cx: &Collection) -> Result<Result<(String, String, Text), String>, CollectError> {
         let no_env = BTreeMap::new();
-        let invocation = Invocation {
-            argv: &self.command,
+        let invocation = |argv| Invocation {
+            argv,
             env: &no_env,
             inherit_env: &self.inherit_env,
             env_credentials: &self.env_credentials,
             cwd: None,
         };
-        let mut running = match invocation.start(cx) {
+        if !self.available_if.is_empty() {
+            let probe = match invocation(&self.available_if).start(cx) {
+                Ok(mut r) => {
+                    let (o, e) = (r.stdout.take(), r.stderr.take());
+                    let drain = async {
+                        let (a, b) = tokio::join!(capture(o, 64 << 10), capture(e, 64 << 10));
+                        a.and(b).map(|_| ())
+                    };
+                    r.wait(cx, drain).await?.success()
+                }
+                Err(StartError::Spawn { .. }) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !probe {
+                let why = format!("`{}` says `{}` cannot run here", self.available_if.join(" "), self.command[0]);
+                return if self.required { Err(CollectError::Failed(why)) } else { Ok(Err(why)) };
+            }
+        }
+        let mut running = match invocation(&self.command).start(cx) {
             Ok(r) => r,
             Err(StartError::Spawn { source, .. })
                 if !self.required && source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Ok(None);
+                return Ok(Err(format!("`{}` is not installed here", self.command[0])));
             }
             Err(e) => return Err(e.into()),
         };
@@ -266,7 +291,7 @@ impl ConfigDiffSource {
             let how = status.code().map_or("was killed by a signal".into(), |c| format!("exited with status {c}"));
             return Err(CollectError::Failed(format!("`{}` {how}", argv[0])));
         }
-        Ok(Some((name, shown, stdout)))
+        Ok(Ok((name, shown, stdout)))
     }
 
     /// Pairs the current items with their baselines, writes every side and diff, and records the result.
