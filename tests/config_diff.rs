@@ -308,15 +308,7 @@ baseline = "{p}/known-good/caracal.env"
     let out = run(ws.snapshot(&dir).args(["-c", "env-files", "-c", "env-command"]).env("CARACAL_HOME", &home));
     assert_eq!(out.status.code(), Some(0));
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
-    let mut everything = files_below(&bag);
-    everything.extend(files_below(&ws.out()));
-    everything.push(("stdout".into(), out.stdout.clone()));
-    everything.push(("stderr".into(), out.stderr.clone()));
-    for secret in [DB_PASSWORD, SMTP_PASSWORD] {
-        for (path, content) in &everything {
-            assert!(!String::from_utf8_lossy(content).contains(secret), "{secret} leaked into {}", path.display());
-        }
-    }
+    assert_no_secret_anywhere(&ws, &bag, &out, &[DB_PASSWORD, SMTP_PASSWORD]);
     let m = manifest(&bag);
     for name in ["env-files", "env-command"] {
         let c = collector(&m, name);

@@ -24,6 +24,19 @@ const SECRET_KEY_PARTS: &[&str] = &[
     "bearer",
 ];
 
+/// The fragments a secret key shows in raw text, separators included (`api_key` normalizes to `apikey`): a line
+/// holding none of them has no secret key.
+pub fn raw_key_fragments() -> impl Iterator<Item = &'static str> {
+    SECRET_KEY_PARTS
+        .iter()
+        .flat_map(|p| match *p {
+            "apikey" => &["apikey", "api_key", "api-key"][..],
+            "privatekey" => &["privatekey", "private_key", "private-key"][..],
+            _ => std::slice::from_ref(p),
+        })
+        .copied()
+}
+
 /// Evidence ids: never redacted, though "session" would match them. Compared with the key normalized (lower case,
 /// no `_`/`-`): `session_id`, `sessionId`, `agent_session_id`, `source_session_id`, ... all end in `sessionid`.
 const EVIDENCE_ID_SUFFIXES: &[&str] = &["sessionid", "sessionids", "delegationedgeid", "requestid", "zoneid"];

@@ -63,30 +63,10 @@ pub(super) struct Rules {
 
 impl Rules {
     pub(super) fn new() -> Self {
-        // Key parts as they appear in raw text (with their separators), for the prefilter only.
-        let raw_parts = [
-            "password",
-            "passwd",
-            "secret",
-            "token",
-            "apikey",
-            "api_key",
-            "api-key",
-            "privatekey",
-            "private_key",
-            "private-key",
-            "session",
-            "assertion",
-            "authorization",
-            "cookie",
-            "hmac",
-            "signature",
-            "credential",
-        ];
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
-            .build(raw_parts.iter().chain(rules::PATTERN_ANCHORS))
+            .build(rules::raw_key_fragments().chain(rules::PATTERN_ANCHORS.iter().copied()))
             .expect("literal patterns always build");
         let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,"'<>)}\]\\]+)"#;
         Self {

@@ -154,6 +154,25 @@ pub fn files_below(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Asserts that no secret is anywhere a run left something: the unpacked bag, every file of the output directory
+/// (the archive decompressed too: compressed bytes would hide a secret from a plain search), the run's stdout and
+/// stderr.
+pub fn assert_no_secret_anywhere(ws: &Workspace, bag: &Path, run: &Output, secrets: &[&str]) {
+    let mut everything = files_below(bag);
+    everything.extend(files_below(&ws.out()));
+    for bundle in ws.bundles() {
+        let raw = Command::new("zstd").arg("-dc").arg(&bundle).output().expect("zstd must be installed");
+        everything.push((bundle.with_extension("decompressed"), raw.stdout));
+    }
+    everything.push(("stdout".into(), run.stdout.clone()));
+    everything.push(("stderr".into(), run.stderr.clone()));
+    for secret in secrets {
+        for (path, content) in &everything {
+            assert!(!String::from_utf8_lossy(content).contains(secret), "{secret} leaked into {}", path.display());
+        }
+    }
+}
+
 /// All payload text of a bag's collector folder, concatenated.
 pub fn collector_text(bag: &Path, collector: &str) -> String {
     files_below(&bag.join("data").join(collector))

@@ -414,13 +414,8 @@ async fn read_references(
             missing: false,
             bytes,
             content_sha256_stored: stored,
-            content_sha256_computed: None,
-            computed_by: None,
-            ok: false,
-            truncated: false,
-            redacted: false,
-            file: None,
             row,
+            ..PolicyRef::missing(id)
         };
         let content = read_content(client, catalog, id).await?;
         r.content_sha256_computed = Some(content.sha256.clone());
@@ -443,6 +438,7 @@ async fn read_references(
 }
 
 impl PolicyRef {
+    /// A referenced id with no row; also what a found one starts from.
     fn missing(id: &str) -> Self {
         Self {
             policy_version_id: id.to_string(),
