@@ -460,16 +460,8 @@ SELECT 'evt-' || z || '-' || s, 'z' || z, 'token.exchange', CASE WHEN s % 5 = 0 
   jsonb_build_object('agent_session_id', 'as_' || s, 'note', 'ünï "q"'),
   timestamptz '2026-11-29 01:00:00.123456+00' + (s || ' seconds')::interval, s
 FROM generate_series(1, 3) z, generate_series(1, 30) s;
-UPDATE audit_events SET content_sha256 = encode(sha256(convert_to(
-  id || chr(31) || zone_id || chr(31) || event_type || chr(31) || coalesce(request_id, '') || chr(31) ||
-  coalesce(decision, '') || chr(31) || coalesce(policy_set_id, '') || chr(31) || coalesce(policy_set_version_id, '') || chr(31) ||
-  coalesce(manifest_sha, '') || chr(31) || coalesce(evaluation_status, '') || chr(31) ||
-  coalesce(determining_policies_json::text, 'null') || chr(31) || coalesce(diagnostics_json::text, 'null') || chr(31) ||
-  coalesce(metadata_json::text, 'null') || chr(31) || ((extract(epoch FROM occurred_at) * 1000000)::bigint * 1000)::text,
-  'UTF8')), 'hex');
-UPDATE audit_events a SET prev_content_sha256 = p.prev
-  FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM audit_events) p WHERE p.id = a.id;
-UPDATE audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'), decode('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex'), 'sha256'), 'hex');
+SELECT fixture_audit_content();
+SELECT fixture_chain_links('audit_events', '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff');
 CREATE TABLE admin_audit_events (
   id text PRIMARY KEY, request_id text, actor_id text, action text, method text, path text, zone_id text,
   status_code int, payload_json jsonb, occurred_at timestamptz NOT NULL, content_sha256 text, prev_content_sha256 text,
@@ -481,9 +473,7 @@ SELECT 'adm-' || coalesce(z, 'g') || '-' || s, 'req-a' || s, 'admin-1', 'policy_
   '/v1/zones/z1/policy-sets/ps-1/activate', z, 200, jsonb_build_object('change_kind', 'activate', 'secret_rotated', false),
   timestamptz '2026-11-29 02:00:00+00' + (s || ' seconds')::interval, md5(coalesce(z, 'g') || s) || md5(s::text), s
 FROM (VALUES (NULL), ('z1')) v(z), generate_series(1, 12) s;
-UPDATE admin_audit_events a SET prev_content_sha256 = p.prev
-  FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM admin_audit_events) p WHERE p.id = a.id;
-UPDATE admin_audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'), decode('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex'), 'sha256'), 'hex');
+SELECT fixture_chain_links('admin_audit_events', '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff');
 "#;
 
 const HMAC_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -544,6 +534,7 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
     let ws = Workspace::new();
     let pg = PgServer::start(&ws.path().join("pg"));
     pg.psql("postgres", "CREATE DATABASE ledger");
+    pg.psql("ledger", include_str!("support/audit_chain.sql"));
     pg.psql("ledger", LEDGER);
 
     let (m, problems) = chain_snapshot(&ws, &pg, &ws.path().join("clean").to_string_lossy());

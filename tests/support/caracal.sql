@@ -63,20 +63,10 @@ VALUES
    NULL, NULL, '{"application_id": "app-billing", "actor_id": "admin-oncall"}',
    now() - interval '10 minutes', 43);
 
--- The chain, with Caracal's formula: content over 12 fields each ended by 0x1F, then UnixNano; prev = previous
--- row's content; HMAC over "content|prev" with the audit key.
-UPDATE audit_events SET content_sha256 = encode(sha256(convert_to(
-  id || chr(31) || zone_id || chr(31) || event_type || chr(31) || coalesce(request_id, '') || chr(31) ||
-  coalesce(decision, '') || chr(31) || coalesce(policy_set_id, '') || chr(31) || coalesce(policy_set_version_id, '') || chr(31) ||
-  coalesce(manifest_sha, '') || chr(31) || coalesce(evaluation_status, '') || chr(31) ||
-  coalesce(determining_policies_json::text, 'null') || chr(31) || coalesce(diagnostics_json::text, 'null') || chr(31) ||
-  coalesce(metadata_json::text, 'null') || chr(31) || ((extract(epoch FROM occurred_at) * 1000000)::bigint * 1000)::text,
-  'UTF8')), 'hex'),
-  ingest_signature = encode(hmac(convert_to(id, 'UTF8'), 'producer-sig', 'sha256'), 'hex');
-UPDATE audit_events a SET prev_content_sha256 = p.prev
-  FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM audit_events) p WHERE p.id = a.id;
-UPDATE audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'),
-  decode('{{AUDIT_HMAC_KEY}}', 'hex'), 'sha256'), 'hex');
+-- The chain, with Caracal's formula (audit_chain.sql), keyed by the audit HMAC key; producers sign each event.
+SELECT fixture_audit_content();
+SELECT fixture_chain_links('audit_events', '{{AUDIT_HMAC_KEY}}');
+UPDATE audit_events SET ingest_signature = encode(hmac(convert_to(id, 'UTF8'), 'producer-sig', 'sha256'), 'hex');
 -- The tampering CaracalAuditTamperDetected fires for: a denied request rewritten to allow.
 UPDATE audit_events SET decision = 'allow' WHERE id = 'evt-beta-0008';
 
@@ -124,10 +114,7 @@ VALUES
    '/v1/admin-tokens', NULL, 'admin_token', 'adm-tok-ci', 201,
    '{"change_kind": "create", "changed_fields": ["name", "scope"]}', now() - interval '90 minutes', 2);
 UPDATE admin_audit_events SET content_sha256 = encode(sha256(convert_to(id || chr(31) || coalesce(request_id, '') || chr(31) || path, 'UTF8')), 'hex');
-UPDATE admin_audit_events a SET prev_content_sha256 = p.prev
-  FROM (SELECT id, lag(content_sha256) OVER (PARTITION BY zone_id ORDER BY chain_seq) AS prev FROM admin_audit_events) p WHERE p.id = a.id;
-UPDATE admin_audit_events SET chain_hmac = encode(hmac(convert_to(content_sha256 || '|' || coalesce(prev_content_sha256, ''), 'UTF8'),
-  decode('{{AUDIT_HMAC_KEY}}', 'hex'), 'sha256'), 'hex');
+SELECT fixture_chain_links('admin_audit_events', '{{AUDIT_HMAC_KEY}}');
 
 -- Policy: immutable versions, a manifest per set version naming policy versions, one active set per zone.
 CREATE TABLE policies (id text PRIMARY KEY, zone_id text NOT NULL, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
