@@ -202,6 +202,36 @@ impl Redactor {
         Cow::Owned(out)
     }
 
+    /// Redacts data that is evidence as it is (Redis entries, Postgres rows, stored Rego): the run's known values,
+    /// and the two shapes that are credentials whatever table holds them, a URL's password and the password of a SQL
+    /// statement (`pg_stat_activity` showing `ALTER ROLE … PASSWORD '…'`). No key rules and no token patterns: a
+    /// signature, a hash or an HMAC in a row is what the responder must see.
+    pub fn redact_data<'a>(&self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
+        let text = self.redact_known(input, tally);
+        let mut hits: Vec<_> = self
+            .structured
+            .pattern_hits(&text)
+            .into_iter()
+            .filter(|(rule, _)| matches!(*rule, "url-password" | "sql-password"))
+            .collect();
+        hits.sort_by_key(|(_, r)| r.start);
+        if hits.is_empty() {
+            return text;
+        }
+        let mut out = Vec::with_capacity(text.len() + 32 * hits.len());
+        let mut last = 0;
+        for (rule, r) in hits {
+            if r.start < last {
+                continue;
+            }
+            out.extend_from_slice(&text[last..r.start]);
+            out.extend_from_slice(self.replace(&text[r.clone()], rule, tally).as_bytes());
+            last = r.end;
+        }
+        out.extend_from_slice(&text[last..]);
+        Cow::Owned(out)
+    }
+
     /// Masks secrets in place with `*`, keeping every length: for binary artifacts whose framing counts bytes
     /// (a `pg_dump` custom archive), where a marker would corrupt the file. Known values and value patterns apply
     /// (no key rules: there is no text structure to read); only secrets that start before `until` are masked (a
@@ -396,6 +426,76 @@ mod tests {
         let url = "GET /cb?code=x&state=y&access_token=acc3ss-t0k&zone_id=z1 HTTP/1.1\n";
         let out = text(&r, url, Format::Text);
         assert!(!out.contains("acc3ss-t0k") && out.contains("zone_id=z1") && out.contains("state=y"), "{out}");
+    }
+
+    #[test]
+    fn kubernetes_env_lists_flow_mappings_anchors_and_trailing_blanks_in_yaml() {
+        let r = redactor();
+        let yaml = "extraEnv:\n  - name: CARACAL_VAULT_TOKEN\n    value: hvs.CAESIvault-0001\n  - name: LOG_LEVEL\n    value: debug\n  - name: GOOGLE_CLIENT_SECRET\n    valueFrom:\n      secretKeyRef: {name: caracal-runtime, key: googleClientSecret}\nsecrets: \ndb: {user: caracal, password: fl0w-secret}\nredis:\n  password: &pw anch0r-secret\n  token: !!str t4gged-secret\n";
+        let out = text(&r, yaml, Format::Yaml);
+        for gone in ["hvs.CAESIvault-0001", "fl0w-secret", "anch0r-secret", "t4gged-secret"] {
+            assert!(!out.contains(gone), "{gone} in\n{out}");
+        }
+        for kept in
+            ["value: debug", "valueFrom:", "name: caracal-runtime", "secrets: \n", "user: caracal", "&pw ", "!!str "]
+        {
+            assert!(out.contains(kept), "{kept} lost in\n{out}");
+        }
+    }
+
+    #[test]
+    fn a_message_naming_a_pem_header_does_not_swallow_the_lines_after_it() {
+        let r = redactor();
+        let log =
+            "failed to load key: expected \"-----BEGIN PRIVATE KEY-----\" header\nnext line stays\nand this one\n";
+        assert_eq!(text(&r, log, Format::Text), log);
+        // In Docker logs a key printed line by line is removed from the service's lines, and every record stays
+        // a whole JSON record.
+        let lines = ["-----BEGIN RSA PRIVATE KEY-----", "MIIEowIBAAKCAQEA7", "-----END RSA PRIVATE KEY-----", "after"];
+        let docker: String = lines
+            .iter()
+            .map(|l| serde_json::json!({"log": format!("{l}\n"), "stream": "stderr", "time": "t"}).to_string() + "\n")
+            .collect();
+        let out = text(&r, &docker, Format::DockerJson);
+        assert!(!out.contains("MIIEowIBAAKCAQEA7"), "{out}");
+        for line in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("each record stays JSON");
+            assert_eq!(v["time"], "t");
+        }
+        assert!(out.contains("after"), "{out}");
+    }
+
+    #[test]
+    fn env_values_run_to_the_end_of_the_line_and_flags_and_nested_json_are_read() {
+        let r = redactor();
+        let out = text(&r, "SMTP_PASSWORD=correct horse battery # rotated\nMODE=x y\n", Format::Env);
+        assert!(!out.contains("correct") && !out.contains("battery") && out.contains("# rotated"), "{out}");
+        assert!(out.contains("MODE=x y"), "{out}");
+        let argv = "caracal-cli --password=arg-s3cret --zone zone-a --token=tok-s3cret\n";
+        let out = text(&r, argv, Format::Text);
+        assert!(!out.contains("arg-s3cret") && !out.contains("tok-s3cret") && out.contains("--zone zone-a"), "{out}");
+        let nested = r#"{"msg":"upstream","body":"{\"client_secret\":\"nested-s3cret\",\"session_id\":\"s-1\"}"}"#;
+        let out = text(&r, nested, Format::Json);
+        assert!(!out.contains("nested-s3cret") && out.contains(r#"\"session_id\":\"s-1\""#), "{out}");
+        let basic = "proxy sent Authorization: Basic dXNlcjpodW50ZXIy\n";
+        assert!(!text(&r, basic, Format::Text).contains("dXNlcjpodW50ZXIy"));
+    }
+
+    #[test]
+    fn the_ledgers_digests_and_words_about_secrets_are_kept() {
+        let r = redactor();
+        let row = r#"{"ChainHMAC":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","IngestSignature":"c2ln","token_type":"Bearer","session_status":"revoked","token_expires_at":"2026-11-29T10:00:00Z"}"#;
+        assert_eq!(text(&r, row, Format::Json), row);
+    }
+
+    #[test]
+    fn data_keeps_its_signatures_but_not_passwords() {
+        let r = redactor();
+        let t = Tally::default();
+        let row = b"42,ALTER ROLE caracalapi PASSWORD 'r0tated-pw',https://hook:h00k-pw@example/x,sig=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc,s3cr3t-value\n";
+        let out = String::from_utf8(r.redact_data(row, &t).into_owned()).unwrap();
+        assert!(!out.contains("r0tated-pw") && !out.contains("h00k-pw") && !out.contains("s3cr3t-value"), "{out}");
+        assert!(out.contains("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc"), "a token in a row is evidence: {out}");
     }
 
     #[test]

@@ -41,9 +41,25 @@ pub fn raw_key_fragments() -> impl Iterator<Item = &'static str> {
 /// no `_`/`-`): `session_id`, `sessionId`, `agent_session_id`, `source_session_id`, ... all end in `sessionid`.
 const EVIDENCE_ID_SUFFIXES: &[&str] = &["sessionid", "sessionids", "delegationedgeid", "requestid", "zoneid"];
 
-/// Keys naming where a secret is, not the secret: `POSTGRES_PASSWORD_FILE`, `secret_path`, `token_dir`. Caracal's
-/// `NAME_FILE` variables hold paths that are evidence of how a service was wired.
-const LOCATION_SUFFIXES: &[&str] = &["file", "path", "dir"];
+/// Keys that name something *about* a secret, not the secret (compared normalized, by suffix): where it is
+/// (`POSTGRES_PASSWORD_FILE`, `secret_path`: Caracal's `NAME_FILE` variables are evidence of how a service was
+/// wired), what kind or state it is in (`token_type`, `session_status`, `token_count`, `session_ttl_seconds`,
+/// `token_expires_at`), and the audit ledger's own digests (`chain_hmac`, `ingest_signature`, as rows and as the
+/// Audit API's `ChainHMAC`): a MAC over evidence is evidence.
+const DESCRIPTIVE_SUFFIXES: &[&str] = &[
+    "file",
+    "path",
+    "dir",
+    "type",
+    "status",
+    "state",
+    "count",
+    "total",
+    "seconds",
+    "at",
+    "chainhmac",
+    "ingestsignature",
+];
 
 fn normalized(key: &[u8]) -> String {
     key.iter().filter(|b| !matches!(b, b'_' | b'-')).map(|b| b.to_ascii_lowercase() as char).collect()
@@ -57,7 +73,7 @@ pub fn is_secret_key(key: &[u8]) -> bool {
     let k = normalized(key);
     SECRET_KEY_PARTS.iter().any(|p| k.contains(p))
         && !EVIDENCE_ID_SUFFIXES.iter().any(|s| k.ends_with(s))
-        && !LOCATION_SUFFIXES.iter().any(|s| k.ends_with(s))
+        && !DESCRIPTIVE_SUFFIXES.iter().any(|s| k.ends_with(s))
 }
 
 /// Values kept even under a secret key: nothing (`""`), numbers and booleans (`token_count=5`, `session_ttl: 3600`
@@ -80,8 +96,12 @@ pub fn is_harmless_value(v: &[u8]) -> bool {
     if (v.starts_with(b"env:") || v.starts_with(b"file:")) && !v.contains(&b' ') {
         return true;
     }
+    // `$NAME` only in the shape of an environment variable: `$Hunter2023` is a password.
     (v.starts_with(b"${") && v.ends_with(b"}") && !v[2..v.len() - 1].contains(&b'}'))
-        || (v.len() > 1 && v[0] == b'$' && v[1..].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_'))
+        || (v.len() > 1
+            && v[0] == b'$'
+            && !v[1].is_ascii_digit()
+            && v[1..].iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_'))
 }
 
 /// A value pattern: a credential recognised by its shape, whatever holds it.
@@ -93,11 +113,13 @@ pub struct Pattern {
 }
 
 /// Literal fragments one of which every pattern match contains: lines with none of them skip the regexes.
+/// Matched ignoring ASCII case.
 pub const PATTERN_ANCHORS: &[&str] = &[
     "://",
     "eyJ",
-    "earer",
-    "EARER",
+    "bearer",
+    "basic",
+    "password",
     "AKIA",
     "ASIA",
     "AIza",
@@ -118,6 +140,10 @@ pub fn patterns() -> Vec<Pattern> {
         p("private-key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(.+?)-----END [A-Z0-9 ]*PRIVATE KEY-----", 1),
         p("url-password", r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>\\]*:([^\s@/"'<>\\]+)@"#, 1),
         p("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1),
+        // Basic credentials only where they are an Authorization value: "basic" alone is a common word.
+        p("basic-auth", r#"(?i)\bauthorization["']?\s*[:=]\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})"#, 1),
+        // `ALTER ROLE … PASSWORD '…'`, `CREATE USER … WITH PASSWORD '…'`, as `pg_stat_activity` shows statements.
+        p("sql-password", r"(?i)\bpassword\s+'((?:[^']|'')+)'", 1),
         p("jwt", r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", 1),
         p("aws-access-key", r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", 1),
         p("google-api-key", r"\b(AIza[0-9A-Za-z_\-]{35})", 1),
@@ -153,7 +179,7 @@ mod tests {
             "Authorization",
             "set-cookie",
             "AUDIT_HMAC_KEY",
-            "ingest_signature",
+            "signature",
             "session",
             "assertion",
             "AWS_SECRET_ACCESS_KEY",
@@ -169,6 +195,12 @@ mod tests {
             "request_id",
             "zone_id",
             "POSTGRES_PASSWORD_FILE",
+            "token_type",
+            "session_status",
+            "token_expires_at",
+            "chain_hmac",
+            "ChainHMAC",
+            "ingest_signature",
             "msg",
             "level",
             "user",
@@ -182,7 +214,7 @@ mod tests {
         for v in ["", "5", "3600", "true", "off", "${POSTGRES_PASSWORD}", "$TOKEN", "env:X", "file:/run/secrets/x"] {
             assert!(is_harmless_value(v.as_bytes()), "{v}");
         }
-        for v in ["hunter2", "0123456789abcdef", "${A}x", "s3cr3t"] {
+        for v in ["hunter2", "0123456789abcdef", "${A}x", "s3cr3t", "$Hunter2023"] {
             assert!(!is_harmless_value(v.as_bytes()), "{v}");
         }
     }

@@ -48,50 +48,58 @@ impl Format {
 
 /// The compiled rules, built once per redactor.
 pub(super) struct Rules {
-    /// Fragments one of which any pattern or key rule needs: a secret key name part or a pattern anchor.
-    prefilter: AhoCorasick,
+    /// Fragments one of which every value pattern needs (case-insensitive): lines without any skip the regexes.
+    anchors: AhoCorasick,
+    /// Fragments of secret key names as they appear in raw text: lines without any skip the key rules.
+    keys: AhoCorasick,
     patterns: Vec<rules::Pattern>,
     pem_begin: Regex,
     pem_end: Regex,
-    /// `key=value`, the key after a delimiter; logfmt, query strings, env lines, Compose `- KEY=value`.
+    /// `key=value`, the key after a delimiter (and `--flag=value`); logfmt, query strings, env lines, Compose's
+    /// `- KEY=value`.
     pair: Regex,
     /// `key = value` with spaces: TOML and env files.
     spaced_pair: Regex,
+    /// `\"key\":\"value\"`: a JSON document logged inside a JSON string (a request body in a log field).
+    escaped_json_pair: Regex,
     /// `key: value` of a YAML line (also `- key: value`).
     yaml: Regex,
+    /// `key: value` inside a YAML flow mapping `{a: 1, password: x}`.
+    yaml_flow_pair: Regex,
 }
 
 impl Rules {
     pub(super) fn new() -> Self {
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(rules::raw_key_fragments().chain(rules::PATTERN_ANCHORS.iter().copied()))
-            .expect("literal patterns always build");
+        let automaton = |fragments: Vec<&str>| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(fragments)
+                .expect("literal patterns always build")
+        };
+        let regex = |re: &str| Regex::new(re).expect("valid regex");
         let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,"'<>)}\]\\]+)"#;
         Self {
-            prefilter,
+            anchors: automaton(rules::PATTERN_ANCHORS.to_vec()),
+            keys: automaton(rules::raw_key_fragments().collect()),
             patterns: rules::patterns(),
             pem_begin: rules::pem_begin(),
             pem_end: rules::pem_end(),
-            pair: Regex::new(&format!(
-                r#"(?:^|[\s?&;,({{\["'])(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})={value}"#
-            ))
-            .expect("valid regex"),
-            spaced_pair: Regex::new(&format!(
+            pair: regex(&format!(
+                r#"(?:^|[\s?&;,({{\["'])-{{0,2}}(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})={value}"#
+            )),
+            spaced_pair: regex(&format!(
                 r#"^\s*(?:export\s+)?["']?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})["']?\s*=\s*{value}"#
-            ))
-            .expect("valid regex"),
-            yaml: Regex::new(
-                r#"^(\s*(?:-\s+)?)("[^"]*"|'[^']*'|[^\s#"'\-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*?))?\s*$"#,
-            )
-            .expect("valid regex"),
+            )),
+            escaped_json_pair: regex(r#"\\"([A-Za-z0-9_.\-]{1,128})\\"\s*:\s*\\"([^"\\]*)\\""#),
+            yaml: regex(r#"^(\s*(?:-\s+)?)("[^"]*"|'[^']*'|[^\s#"'\-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*?))?\s*$"#),
+            yaml_flow_pair: regex(r#"([A-Za-z_][A-Za-z0-9_.\-]*)\s*:\s*("[^"]*"|'[^']*'|[^,}\s][^,}]*)"#),
         }
     }
 
     /// Every value-pattern hit in `text`: rule and the secret's range.
     pub(super) fn pattern_hits(&self, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
-        if !self.prefilter.is_match(text) {
+        if !self.anchors.is_match(text) {
             return Vec::new();
         }
         let mut hits = Vec::new();
@@ -116,13 +124,16 @@ pub struct TextRedactor<'r> {
     in_pem: bool,
     /// Inside a YAML block scalar under a secret key: the indentation of that key.
     yaml_block: Option<usize>,
+    /// A YAML `name:` naming a secret (`- name: CARACAL_VAULT_TOKEN`, Kubernetes' env lists) was just read, at this
+    /// column: the `value:` beside it is the secret.
+    yaml_secret_name: Option<usize>,
     /// For Docker logs: the redactor of the services' own lines, which keeps its own state.
     inner: Option<Box<TextRedactor<'r>>>,
 }
 
 impl<'r> TextRedactor<'r> {
     pub(super) fn new(r: &'r Redactor, format: Format) -> Self {
-        Self { r, format, in_pem: false, yaml_block: None, inner: None }
+        Self { r, format, in_pem: false, yaml_block: None, yaml_secret_name: None, inner: None }
     }
 
     /// Redacts whole lines (a body, a file's text); borrowed when nothing matched.
@@ -165,15 +176,19 @@ impl<'r> TextRedactor<'r> {
     /// The ranges of `body` (a line without its end) to redact, and by which rule; moves the multi-line state.
     fn edits(&mut self, body: &[u8]) -> Vec<(Range<usize>, &'static str)> {
         let mut edits: Vec<(Range<usize>, &'static str)> = Vec::new();
+        let rules = &self.r.structured;
         if self.in_pem {
-            match self.r.structured.pem_end.find(body) {
-                Some(m) => {
-                    self.in_pem = false;
-                    edits.push((0..m.start(), "private-key"));
-                }
-                None => edits.push((0..body.len(), "private-key")),
+            if let Some(m) = rules.pem_end.find(body) {
+                self.in_pem = false;
+                edits.push((0..m.start(), "private-key"));
+                return edits;
             }
-            return edits;
+            if is_pem_body(body) {
+                edits.push((0..body.len(), "private-key"));
+                return edits;
+            }
+            // Not a key's line after all (a message that merely named the header): read it as any other.
+            self.in_pem = false;
         }
         if let Some(indent) = self.yaml_block {
             let own = body.iter().take_while(|b| **b == b' ').count();
@@ -186,21 +201,29 @@ impl<'r> TextRedactor<'r> {
             }
             self.yaml_block = None;
         }
-        let rules = &self.r.structured;
-        if !rules.prefilter.is_match(body) {
-            return edits;
+        if rules.anchors.is_match(body) {
+            edits.extend(rules.pattern_hits(body).into_iter().map(|(rule, range)| (range, rule)));
+            // A key's body follows on the next lines only when its header ends the line.
+            if let Some(b) = rules.pem_begin.find(body)
+                && body[b.end()..].trim_ascii().is_empty()
+            {
+                self.in_pem = true;
+            }
         }
-        for (rule, range) in rules.pattern_hits(body) {
-            edits.push((range, rule));
+        let keyed = rules.keys.is_match(body);
+        if keyed {
+            json_pairs(body, |r| edits.push((r, "key-name")));
+            if memchr::memmem::find(body, b"\\\"").is_some() {
+                for c in rules.escaped_json_pair.captures_iter(body) {
+                    if let (Some(k), Some(v)) = (c.get(1), c.get(2))
+                        && rules::is_secret_key(k.as_bytes())
+                    {
+                        edits.push((v.range(), "key-name"));
+                    }
+                }
+            }
         }
-        if let Some(b) = rules.pem_begin.find(body)
-            && !rules.pem_end.is_match(&body[b.end()..])
-        {
-            self.in_pem = true;
-            edits.push((b.end()..body.len(), "private-key"));
-        }
-        json_pairs(body, |r| edits.push((r, "key-name")));
-        if memchr::memchr(b'=', body).is_some() {
+        if keyed && memchr::memchr(b'=', body).is_some() {
             // `key = value` with spaces is read only where the format has it: in prose it is not a pair.
             let spaced = matches!(self.format, Format::Toml | Format::Env).then_some(&rules.spaced_pair);
             for re in std::iter::once(&rules.pair).chain(spaced) {
@@ -208,25 +231,77 @@ impl<'r> TextRedactor<'r> {
                     if let (Some(k), Some(v)) = (c.get(1), c.get(2))
                         && rules::is_secret_key(k.as_bytes())
                     {
-                        edits.push((unquoted(body, v.range()), "key-name"));
+                        let range = unquoted(body, v.range());
+                        // An env file's unquoted value is the rest of the line (Compose's `--env-file` reads
+                        // `PASSWORD=correct horse battery` as one value), up to a ` #` comment.
+                        let range = if self.format == Format::Env && range == v.range() {
+                            range.start..rest_of_line(body, range.start)
+                        } else {
+                            range
+                        };
+                        edits.push((range, "key-name"));
                     }
                 }
             }
         }
-        if self.format == Format::Yaml
-            && let Some(c) = rules.yaml.captures(body)
-            && let Some(k) = c.get(2)
-            && rules::is_secret_key(unquote(k.as_bytes()))
-        {
-            match c.get(3) {
-                Some(v) if matches!(v.as_bytes()[0], b'|' | b'>') => self.yaml_block = Some(k.start()),
-                Some(v) if !matches!(v.as_bytes()[0], b'{' | b'[' | b'&' | b'*' | b'!' | b'#') => {
-                    edits.push((yaml_scalar(body, v.range()), "key-name"));
-                }
-                _ => {}
-            }
+        if self.format == Format::Yaml {
+            self.yaml_edits(body, keyed, &mut edits);
         }
         edits
+    }
+
+    /// YAML's key rules: `key: value`, a block scalar under a secret key, a flow mapping, and Kubernetes'
+    /// `- name: SECRET_NAME` / `value: …` pairs.
+    fn yaml_edits(&mut self, body: &[u8], keyed: bool, edits: &mut Vec<(Range<usize>, &'static str)>) {
+        let rules = &self.r.structured;
+        let Some(c) = rules.yaml.captures(body) else { return };
+        let Some(k) = c.get(2) else { return };
+        let key = unquote(k.as_bytes());
+        let value = c.get(3).filter(|v| !v.as_bytes().is_empty());
+        let named_secret = self.yaml_secret_name.take();
+        if key == b"value" && named_secret == Some(k.start()) {
+            if let Some(v) = value {
+                edits.push((yaml_scalar(body, v.range()), "key-name"));
+            }
+            return;
+        }
+        if key == b"name"
+            && let Some(v) = value
+            && rules::is_secret_key(unquote(&body[yaml_scalar(body, v.range())]))
+        {
+            self.yaml_secret_name = Some(k.start());
+            return;
+        }
+        let Some(v) = value else { return };
+        if v.as_bytes()[0] == b'{' {
+            // A flow mapping: its own pairs, whatever the key holding it.
+            for p in rules.yaml_flow_pair.captures_iter(v.as_bytes()) {
+                if let (Some(pk), Some(pv)) = (p.get(1), p.get(2))
+                    && rules::is_secret_key(pk.as_bytes())
+                {
+                    let r = unquoted(v.as_bytes(), pv.range());
+                    edits.push((v.start() + r.start..v.start() + r.end, "key-name"));
+                }
+            }
+            return;
+        }
+        if !keyed || !rules::is_secret_key(key) {
+            return;
+        }
+        match v.as_bytes()[0] {
+            b'|' | b'>' => self.yaml_block = Some(k.start()),
+            b'[' | b'*' | b'#' => {} // a list is read by its items; an alias is a reference; a comment nothing
+            b'&' | b'!' => {
+                // An anchor or a tag, then the value: `password: &pw hunter2`, `token: !!str abc`.
+                let after = v.as_bytes().iter().position(u8::is_ascii_whitespace);
+                if let Some(sp) = after {
+                    let start = v.start() + sp + 1;
+                    let scalar = yaml_scalar(body, start..v.end());
+                    edits.push((scalar, "key-name"));
+                }
+            }
+            _ => edits.push((yaml_scalar(body, v.range()), "key-name")),
+        }
     }
 
     /// A Docker json-file line: its `log` field redacted as the service's own JSON line, the line re-encoded only
@@ -234,7 +309,8 @@ impl<'r> TextRedactor<'r> {
     fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Vec<u8>> {
         // Cheap test first: most lines hold nothing to redact.
         let known = self.r.known.as_ref().is_some_and(|k| k.ac.is_match(line));
-        if !known && !self.r.structured.prefilter.is_match(line) && !self.in_inner_state() {
+        let rules = &self.r.structured;
+        if !known && !rules.anchors.is_match(line) && !rules.keys.is_match(line) && !self.in_inner_state() {
             return None;
         }
         let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
@@ -258,14 +334,13 @@ impl<'r> TextRedactor<'r> {
     }
 
     fn in_inner_state(&self) -> bool {
-        self.inner.as_ref().is_some_and(|i| i.in_pem || i.yaml_block.is_some())
+        self.inner.as_ref().is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some())
     }
 
-    fn plain_json(&mut self, line: &[u8], tally: &Tally) -> Vec<u8> {
-        let saved = std::mem::replace(&mut self.format, Format::Json);
-        let out = self.line(line, tally).into_owned();
-        self.format = saved;
-        out
+    /// The wrapper line read as one JSON line by a redactor of its own: a multi-line state belongs to the
+    /// service's lines (`inner`), never to the wrapper, which is one complete record.
+    fn plain_json(&self, line: &[u8], tally: &Tally) -> Vec<u8> {
+        TextRedactor::new(self.r, Format::Json).line(line, tally).into_owned()
     }
 
     /// Replaces the edited ranges of the body (overlaps merged) by markers of what they held.
@@ -308,6 +383,22 @@ impl<'r> TextRedactor<'r> {
         out.extend_from_slice(&text[body_len..body_len + end]);
         Cow::Owned(out)
     }
+}
+
+/// Whether a line can be part of a PEM body: base64, blank, or an encapsulated header (`Proc-Type: 4,ENCRYPTED`).
+fn is_pem_body(body: &[u8]) -> bool {
+    let t = body.trim_ascii();
+    t.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        || (t.first().is_some_and(u8::is_ascii_alphabetic)
+            && memchr::memmem::find(t, b": ")
+                .is_some_and(|i| t[..i].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')))
+}
+
+/// Where an unquoted env value that starts at `start` ends: the line's end, before a ` #` comment and trailing
+/// blanks.
+fn rest_of_line(body: &[u8], start: usize) -> usize {
+    let end = memchr::memmem::find(&body[start..], b" #").map_or(body.len(), |i| start + i);
+    start + body[start..end].trim_ascii_end().len()
 }
 
 /// The line without its `\n` or `\r\n`, and the length of that ending.

@@ -152,10 +152,10 @@ impl Collection {
         Ok(clean.len())
     }
 
-    /// Writes `text` with the run's known secret values replaced, and nothing else: for data that is evidence
-    /// as it is (Redis entries, Postgres rows), where signatures and hashes must not be taken for credentials.
-    pub fn write_known_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
-        let clean = self.redactor.redact_known(text, &self.tally);
+    /// Writes data that is evidence as it is (Redis entries, Postgres rows), redacted by
+    /// [`Redactor::redact_data`]: known values and credential-only shapes, never signatures or hashes.
+    pub fn write_data_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
+        let clean = self.redactor.redact_data(text, &self.tally);
         out.write_all(&clean)?;
         Ok(clean.len())
     }

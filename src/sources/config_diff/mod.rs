@@ -286,7 +286,9 @@ impl ConfigDiffSource {
         if !status.success() {
             // What it printed is kept for the record, but is no configuration to compare.
             if !stdout.bytes.is_empty() {
-                write_side(cx, "stdout.txt", &shown, &stdout)?;
+                // Redacted as what it was meant to be (YAML for `docker compose config`), whatever it is named.
+                let clean = cx.redactor().redact_as(&stdout.bytes, Format::of(&name, media_type(&name)), cx.tally());
+                write_artifact(cx, "stdout.txt", &shown, &clean, stdout.truncated)?;
             }
             let how = status.code().map_or("was killed by a signal".into(), |c| format!("exited with status {c}"));
             return Err(CollectError::Failed(format!("`{}` {how}", argv[0])));
@@ -504,6 +506,11 @@ fn write_item(
     record["baseline"] = origin.clone().into();
     record["baseline_sha256"] = sha256(&baseline).into();
     record["baseline_truncated"] = text.truncated.into();
+    // The salt the baseline's and the diff's markers were made with, when not this bundle's: a reader checks a
+    // candidate secret against those markers with it.
+    if let Some(r) = compare_with {
+        record["markers_salt"] = r.salt_hex().into();
+    }
     record["differs"] = (item.current.is_none() || now != &baseline[..]).into();
     Ok(record)
 }

@@ -631,7 +631,7 @@ async fn copy_csv(
     let (mut messages, mut counted) = (0u64, 0u64);
     let rows = |messages: u64| messages.saturating_sub(1);
     let mut write = |pending: &mut Vec<u8>, messages: u64, artifact: &mut crate::bundle::artifact::ArtifactWriter| {
-        let r = cx.write_known_redacted(artifact, pending);
+        let r = cx.write_data_redacted(artifact, pending);
         pending.clear();
         artifact.add_records(rows(messages) - counted);
         counted = rows(messages);

@@ -76,6 +76,9 @@ pub struct ManifestHash {
     /// Which form matched: `compact`, `stored_text`, or none.
     pub matched: Option<&'static str>,
     pub ok: bool,
+    /// Whether the compact form is surely the text Caracal hashed: an array of one-key objects (no key order to
+    /// lose). A mismatch of another shape may only be jsonb's reordering.
+    pub reproducible: bool,
 }
 
 /// Checks `stored` against both forms of the manifest: `parsed`, re-serialized compactly (for Caracal's
@@ -91,7 +94,10 @@ pub fn manifest_hash(parsed: Option<&Value>, text: &str, stored: Option<&str>) -
         Some(w) if *w == computed_stored_text => Some("stored_text"),
         _ => None,
     };
-    ManifestHash { stored: want, computed, computed_stored_text, matched, ok: matched.is_some() }
+    let reproducible = parsed.and_then(Value::as_array).is_some_and(|a| {
+        a.iter().all(|e| e.as_object().is_some_and(|o| o.len() == 1 && o.values().all(|v| !v.is_object())))
+    });
+    ManifestHash { stored: want, computed, computed_stored_text, matched, ok: matched.is_some(), reproducible }
 }
 
 #[cfg(test)]

@@ -85,7 +85,7 @@ pub async fn export_family(
             line.clear();
             serde_json::to_writer(&mut line, &j).map_err(|e| CollectError::Failed(e.to_string()))?;
             line.push(b'\n');
-            cx.write_known_redacted(out, &line)
+            cx.write_data_redacted(out, &line)
                 .map_err(|e| CollectError::Io { context: "writing keys".into(), source: e })?;
             out.add_records(1);
             report.exported += 1;

@@ -94,7 +94,7 @@ impl Source for RedisSource {
             Some(r) => match r.resolve() {
                 Ok(p) => Some(p),
                 Err(_) if cx.env.redis.password_is_default => {
-                    out.detail("password", format!("none: Caracal's default secret {r} is absent"));
+                    out.detail("auth", format!("none: Caracal's default secret {r} is absent"));
                     None
                 }
                 Err(e) => return Err(CollectError::Failed(format!("redis.password: {e}"))),

@@ -201,7 +201,7 @@ async fn export_entries(
                     .map_err(|e| CollectError::Failed(e.to_string()))?;
                 buf.push(b'\n');
             }
-            cx.write_known_redacted(out, &buf).map_err(io("entries.jsonl"))?;
+            cx.write_data_redacted(out, &buf).map_err(io("entries.jsonl"))?;
             out.add_records(entries.len() as u64);
             Ok(())
         };
