@@ -134,6 +134,97 @@ fn every_instance_is_read_with_status_headers_body_and_no_secret() {
     );
 }
 
+/// Serves `router` over TLS with the PEM certificate and key on a free local port; returns the base URL.
+fn serve_tls(router: Router, cert: &str, key: &str) -> String {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake: nothing to serve.
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+    });
+    format!("https://{addr}")
+}
+
+#[test]
+fn https_instances_are_trusted_through_the_sites_own_ca_and_only_through_it() {
+    let ws = Workspace::new();
+    // Caracal behind TLS with the site's own CA: the certificate names the address preserve connects to.
+    let (ca, cert, key) = certificates(&["127.0.0.1"]);
+    let url = serve_tls(gateway("gw-tls"), &cert, &key);
+    let ca_file = ws.write("site-ca.pem", &ca);
+    let not_a_ca = ws.write("not-a-ca.pem", "just text\n");
+    let collector_with = |name: &str, ca: Option<&std::path::Path>| {
+        let ca = ca.map(|p| format!("ca_file = \"{}\"\n", p.display())).unwrap_or_default();
+        format!(
+            "[[collector]]\nname = \"{name}\"\nkind = \"http\"\nurls = [\"{url}\"]\n{ca}bearer = \"env:TEST_METRICS_BEARER\"\n\
+             requests = [\n  {{ name = \"ready\", path = \"/ready\", auth = false }},\n  {{ name = \"metrics\", path = \"/metrics\" }},\n]\n\n"
+        )
+    };
+    let dir = collectors_dir(
+        &ws,
+        "tls.toml",
+        &(collector_with("with-ca", Some(&ca_file))
+            + &collector_with("system-roots", None)
+            + &collector_with("bad-ca", Some(&not_a_ca))),
+    );
+    let out = run(ws
+        .snapshot(&dir)
+        .args(["-c", "with-ca", "-c", "system-roots", "-c", "bad-ca"])
+        .env("TEST_METRICS_BEARER", TOKEN));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let m = manifest(&bag);
+
+    let trusted = collector(&m, "with-ca");
+    assert_eq!(trusted["status"], "ok", "{trusted}");
+    let folder = bag.join(format!("data/with-ca/{}", url.trim_start_matches("https://").replace(':', "_")));
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("ready.response.json")).unwrap()).unwrap();
+    assert_eq!(ready["status"], 503, "{ready}");
+    assert!(
+        std::fs::read_to_string(folder.join("metrics.body")).unwrap().contains("gw-tls"),
+        "the bearer went over TLS"
+    );
+
+    // Without the site's CA the certificate is not trusted: each request says so, nothing is read.
+    let untrusted = collector(&m, "system-roots");
+    assert_eq!(untrusted["status"], "partial", "{untrusted}");
+    for r in untrusted["details"]["requests"].as_array().unwrap() {
+        let e = r["error"].as_str().unwrap_or_default().to_ascii_lowercase();
+        assert!(e.contains("certificate") || e.contains("issuer"), "{r}");
+        assert!(r.get("status").is_none_or(|s| s.is_null()), "{r}");
+    }
+    let bad = collector(&m, "bad-ca");
+    assert_eq!(bad["status"], "failed", "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("no certificate in it"), "{bad}");
+}
+
 #[test]
 fn endpoints_with_side_effects_and_other_methods_are_config_errors() {
     for (request, says) in [

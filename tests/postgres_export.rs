@@ -591,20 +591,6 @@ fn audit_chain_verification_finds_exactly_the_planted_tampering() {
     assert!(codes.contains(&"admin_audit.chain.chain_break") && codes.contains(&"admin_audit.chain.hmac_mismatch"));
 }
 
-/// A CA and a server certificate for `names`, signed by it: (CA PEM, certificate PEM, key PEM).
-fn certificates(names: &[&str]) -> (String, String, String) {
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("preserve test CA for {}", names[0]));
-    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[test]
 fn tls_modes_check_the_server_as_libpq_would() {
     let ws = Workspace::new();

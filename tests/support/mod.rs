@@ -211,3 +211,17 @@ pub fn collectors_dir(ws: &Workspace, name: &str, toml: &str) -> PathBuf {
     ws.write(&format!("collectors.d/{name}"), toml);
     ws.path().join("collectors.d")
 }
+
+/// A CA and a server certificate for `names`, signed by it: (CA PEM, certificate PEM, key PEM).
+pub fn certificates(names: &[&str]) -> (String, String, String) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("preserve test CA for {}", names[0]));
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
