@@ -10,6 +10,7 @@ use preserve::{
     config::{Catalog, Environment, ProcessEnv},
     progress::Progress,
     runner::Stop,
+    serve,
     snapshot::{self, Request},
     sources,
 };
@@ -60,6 +61,26 @@ enum Command {
         /// Print the manifest as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
+    #[command(after_help = "Examples:\n  \
+        PRESERVE_SERVE_TOKEN=file:/run/secrets/preserve-token preserve serve --config /etc/preserve/preserve.toml\n  \
+        preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n\n\
+        Endpoints: POST /alertmanager (webhook v4, `Authorization: Bearer <token>`), GET /healthz, GET /readyz,\n\
+        GET /metrics (Prometheus), GET /snapshots (recent snapshots and their bundles). Rules, cooldown, queue,\n\
+        concurrency, retention and the shutdown grace period are in the site config's [serve] (docs/sidecar.md).\n\
+        For a one-shot Kubernetes Job instead: preserve snapshot --profile P --alert alert.json\n\n\
+        Exit codes: 0 stopped by SIGTERM/SIGINT with every snapshot written, 1 cannot listen or the grace period\n\
+        ended with a snapshot unfinished, 2 configuration error (no token, bad rule).")]
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on (overrides the config and $PRESERVE_LISTEN; default 0.0.0.0:9731).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Output directory for bundles (overrides the config and $PRESERVE_OUT).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// List the collectors and profiles available.
     #[command(after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json")]
@@ -128,6 +149,7 @@ fn main() -> ExitCode {
         Command::Verify { bundle, json } => verify_cmd(&bundle, json),
         Command::Inspect { bundle, json } => inspect_cmd(&bundle, json),
         Command::List { config, json } => list_cmd(&config, json),
+        Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
     };
     ExitCode::from(code)
 }
@@ -237,6 +259,34 @@ async fn watch_signals(stop: Stop) {
     };
     eprintln!("preserve: {name} received: stopping collection and writing what was collected");
     stop.stop(format!("{name} received"));
+}
+
+fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) -> u8 {
+    let (mut env, catalog) = match load(config) {
+        Ok(x) => x,
+        Err(e) => return fail(2, &e),
+    };
+    if let Some(l) = listen {
+        env.listen = l;
+    }
+    if let Some(o) = out {
+        env.out_dir = o;
+    }
+    let sidecar = match serve::Sidecar::new(env, catalog) {
+        Ok(s) => s,
+        Err(e) => return fail(e.exit_code(), &e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(sidecar.run());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => fail(e.exit_code(), &e.to_string()),
+    }
 }
 
 fn print_plan(plan: &snapshot::Plan) {
