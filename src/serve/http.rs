@@ -11,11 +11,15 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::scheduler::Scheduler;
 use crate::{alert::WebhookPayload, config::Secret};
+
+/// How much of an oversize body is read (and thrown away) before answering 413; past it the connection is closed.
+const DRAIN_LIMIT: usize = 16 << 20;
 
 /// Seconds Alertmanager (or anyone) is asked to wait before retrying a refused webhook.
 const RETRY_AFTER_SECONDS: u32 = 30;
@@ -81,20 +85,13 @@ async fn alertmanager(State(app): State<App>, req: Request) -> Response {
     }
     let too_large = || format!("the body is larger than the limit of {} bytes (serve.body_limit)", app.body_limit);
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.body_limit as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large());
     }
-    let bytes = match axum::body::to_bytes(Body::new(body), app.body_limit).await {
-        Ok(b) => b,
-        Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-            return if over {
-                refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large())
-            } else {
-                refuse(&app, StatusCode::BAD_REQUEST, format!("cannot read the body: {e}"))
-            };
-        }
+    let bytes = match read_limited(body, app.body_limit).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large()),
+        Err(e) => return refuse(&app, StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
     };
     let payload = match parse(&bytes) {
         Ok(p) => p,
@@ -112,6 +109,25 @@ async fn alertmanager(State(app): State<App>, req: Request) -> Response {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
     }
     r
+}
+
+/// Reads the body, keeping at most `limit` bytes; `None` when it is larger. An oversize body is still read to its
+/// end (discarded, up to [`DRAIN_LIMIT`]) so that a client still sending it gets the 413, not a reset connection.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Error> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT.max(limit) {
+            break;
+        } else {
+            kept = Vec::new();
+        }
+    }
+    Ok((seen <= limit).then_some(kept))
 }
 
 /// An Alertmanager webhook payload of version 4, or the reason it is not one.
