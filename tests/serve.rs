@@ -373,3 +373,32 @@ fn sigterm_mid_snapshot_finalizes_a_partial_bundle_within_the_grace_period() {
     assert!(collector_text(&bag, "slow").contains("begun"), "what was collected before the signal is kept");
     assert_eq!(trigger_fingerprints(&m), ["f1"]);
 }
+
+#[test]
+fn serve_refuses_to_start_without_a_token_or_with_a_rule_it_cannot_follow() {
+    let ws = Workspace::new();
+    let out = run(ws.preserve().args(["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no bearer token"), "an open webhook would let anyone fill the disk");
+
+    // Each error points at the line of the file that holds the mistake.
+    for (rule, says, at) in [
+        (
+            "profile = \"audit-tampr\"\nmatchers = ['alertname=\"X\"']",
+            "unknown profile `audit-tampr`",
+            "preserve.toml:5:",
+        ),
+        ("profile = \"audit-tamper\"\nmatchers = ['alertname=~\"(\"']", "invalid regex", "preserve.toml:6:"),
+        ("profile = \"audit-tamper\"\nmatchers = ['alertname']", "expected one of", "preserve.toml:6:"),
+    ] {
+        let config = ws.write("preserve.toml", format!("[serve]\nqueue = 4\n\n[[serve.rules]]\n{rule}\n"));
+        let out = run(ws
+            .preserve()
+            .env("PRESERVE_SERVE_TOKEN", "x")
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config));
+        assert_eq!(out.status.code(), Some(2), "{rule}");
+        let err = stderr(&out);
+        assert!(err.contains(says) && err.contains(at), "{rule}: {err}");
+    }
+}

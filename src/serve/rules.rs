@@ -110,9 +110,11 @@ impl Rules {
     pub fn load(env: &Environment, catalog: &Catalog) -> Result<Self, ConfigError> {
         let file = env.config_file.clone().unwrap_or_else(|| "<defaults>".into());
         let text = env.config_text.as_deref().unwrap_or("");
+        // Points at the value in the file, whichever TOML quotes it is written in.
         let at = |needle: &str, msg: String| {
-            let quoted = format!("\"{needle}\"");
-            let span = text.find(&quoted).map(|i| i..i + quoted.len());
+            let span = [format!("\"{needle}\""), format!("'{needle}'")]
+                .iter()
+                .find_map(|q| text.find(q.as_str()).map(|i| i..i + q.len()));
             ConfigError::at(&file, text, span, msg)
         };
         let mut rules = Vec::new();
