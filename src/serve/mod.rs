@@ -26,6 +26,8 @@ pub enum ServeError {
     NoToken,
     #[error("serve.token: {0}")]
     Token(#[from] CredentialError),
+    #[error("cannot start the snapshot runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
 }
@@ -34,7 +36,7 @@ impl ServeError {
     /// `2` for what the operator must fix in the configuration, `1` otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Listen { .. } => 1,
+            Self::Listen { .. } | Self::Runtime(_) => 1,
             _ => 2,
         }
     }
@@ -44,6 +46,20 @@ impl ServeError {
 pub struct Sidecar {
     scheduler: Arc<Scheduler>,
     token: Secret,
+    /// Snapshots run here, apart from the runtime that answers HTTP (see [`Scheduler::new`]).
+    snapshots: SnapshotRuntime,
+}
+
+/// Shuts the snapshot runtime down without waiting when the sidecar ends, however it ends: dropping a runtime
+/// inside another one panics, and abandoned blocking reads of a cut-off collector must not hold the process open.
+struct SnapshotRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for SnapshotRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Sidecar {
@@ -54,7 +70,13 @@ impl Sidecar {
             Some(KeySource::Reference(r)) => r.resolve()?,
         };
         let rules = Rules::load(&env, &catalog)?;
-        Ok(Self { scheduler: Scheduler::new(Arc::new(env), Arc::new(catalog), rules), token })
+        let snapshots = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("preserve-snapshot")
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        let scheduler = Scheduler::new(Arc::new(env), Arc::new(catalog), rules, snapshots.handle().clone());
+        Ok(Self { scheduler, token, snapshots: SnapshotRuntime(Some(snapshots)) })
     }
 
     /// Listens until SIGTERM or SIGINT, then shuts down within the grace period. Returns whether every running
@@ -99,6 +121,7 @@ impl Sidecar {
         if !in_time {
             eprintln!("preserve serve: the grace period ended with snapshots still being written");
         }
+        drop(self.snapshots);
         Ok(in_time)
     }
 }

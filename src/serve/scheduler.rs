@@ -13,7 +13,7 @@ use std::{
 use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use tokio::{runtime::Handle, sync::Notify};
 
 use super::{metrics::Metrics, metrics::ProfileLabels, metrics::SnapshotLabels, retention, rules::Rules};
 use crate::{
@@ -115,6 +115,7 @@ pub struct Scheduler {
     /// Stops every running snapshot (shutdown past half the grace period).
     pub stop: Stop,
     progress: Progress,
+    snapshots: Handle,
 }
 
 /// The fingerprint Alertmanager gives an alert; for an alert without one, a hash of its labels.
@@ -138,8 +139,11 @@ fn summary(a: &Alert) -> AlertSummary {
 }
 
 impl Scheduler {
-    pub fn new(env: Arc<Environment>, catalog: Arc<Catalog>, rules: Rules) -> Arc<Self> {
+    /// `snapshots` is where snapshots run: a runtime of their own, so that a collector busy redacting on a worker
+    /// thread never delays the answer to a webhook.
+    pub fn new(env: Arc<Environment>, catalog: Arc<Catalog>, rules: Rules, snapshots: Handle) -> Arc<Self> {
         Arc::new(Self {
+            snapshots,
             env,
             catalog,
             rules,
@@ -310,7 +314,7 @@ impl Scheduler {
                 starting
             };
             for (q, late) in starting {
-                tokio::spawn(self.clone().run(q, late));
+                self.snapshots.spawn(self.clone().run(q, late));
             }
             self.wake.notified().await;
         }
