@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
 # python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql,
-# Alertmanager for the sidecar's end-to-end test), then runs every test with cargo-nextest (cargo test if absent). Tests start their own servers.
+# Alertmanager for the sidecar's end-to-end test), then runs every test with cargo-nextest (cargo test if absent).
+# Tests start their own servers.
 # Usage: scripts/test.sh [extra nextest/cargo-test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
