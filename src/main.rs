@@ -64,14 +64,15 @@ enum Command {
     },
     /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
     #[command(after_help = "Examples:\n  \
-        PRESERVE_SERVE_TOKEN=file:/run/secrets/preserve-token preserve serve --config /etc/preserve/preserve.toml\n  \
+        PRESERVE_SERVE_TOKEN=file:/etc/preserve/serve-token preserve serve --config preserve.toml\n  \
         preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n\n\
-        Endpoints: POST /alertmanager (webhook v4, `Authorization: Bearer <token>`), GET /healthz, GET /readyz,\n\
-        GET /metrics (Prometheus), GET /snapshots (recent snapshots and their bundles). Rules, cooldown, queue,\n\
-        concurrency, retention and the shutdown grace period are in the site config's [serve] (docs/sidecar.md).\n\
-        For a one-shot Kubernetes Job instead: preserve snapshot --profile P --alert alert.json\n\n\
-        Exit codes: 0 stopped by SIGTERM/SIGINT with every snapshot written, 1 cannot listen or the grace period\n\
-        ended with a snapshot unfinished, 2 configuration error (no token, bad rule).")]
+        Endpoints: POST /alertmanager (webhook v4, Authorization: Bearer <token>),\n\
+        GET /healthz, /readyz, /metrics (Prometheus), /snapshots (recent snapshots).\n\
+        Rules, cooldown, queue, concurrency, retention and the shutdown grace period are\n\
+        in the site config's [serve] (docs/sidecar.md). One-shot Kubernetes Job instead:\n\
+        preserve snapshot --profile P --alert alert.json\n\n\
+        Exit codes: 0 stopped by SIGTERM/SIGINT with every snapshot written, 1 cannot listen\n\
+        or the grace period ended first, 2 configuration error (no token, bad rule).")]
     Serve {
         #[command(flatten)]
         config: ConfigArgs,

@@ -68,7 +68,7 @@ fn json_summary_inspect_and_list() {
 #[test]
 fn help_teaches_with_examples() {
     let ws = Workspace::new();
-    for cmd in ["snapshot", "verify", "inspect", "list"] {
+    for cmd in ["snapshot", "verify", "inspect", "list", "serve"] {
         let out = run(ws.preserve().args([cmd, "--help"]));
         assert_eq!(out.status.code(), Some(0));
         let help = stdout(&out);
