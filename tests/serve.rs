@@ -280,6 +280,44 @@ async fn rules_route_by_labels_resolved_alerts_are_ignored_and_a_full_queue_answ
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_during_a_snapshot_joins_it_and_the_same_alert_firing_again_takes_a_new_one() {
+    let ws = Workspace::new();
+    let dir = slow_profiles(&ws, 2);
+    let sidecar = Sidecar::start(&ws, &dir, "");
+    let c = client();
+    let zone1 = alert("CaracalAuditTamperDetected", "a1", &[("zone_id", "z1")]);
+    let (_, b) = post(&c, &sidecar.url, &webhook(serde_json::json!([zone1]))).await;
+    assert_eq!(b["alerts"][0]["disposition"], "queued");
+    let first = b["snapshots"][0].as_str().unwrap().to_string();
+    sidecar.wait_for_line("collector slow: started", Duration::from_secs(10));
+
+    // While it runs: a second zone's tamper alert joins it; Alertmanager's repeat of the first is answered by it.
+    let zone2 = alert("CaracalAuditTamperDetected", "a2", &[("zone_id", "z2")]);
+    let (_, b) = post(&c, &sidecar.url, &webhook(serde_json::json!([zone2, zone1]))).await;
+    assert_eq!(b["alerts"][0]["disposition"], "attached", "{b}");
+    assert_eq!(b["alerts"][1]["disposition"], "deduplicated", "{b}");
+    assert_eq!(b["snapshots"], serde_json::json!([first]));
+    let bundle = ws.out().join(format!("{first}.tar.zst"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !side_manifest_path(&bundle).exists() {
+        assert!(Instant::now() < deadline, "the snapshot did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(trigger_fingerprints(&side_manifest(&bundle)), ["a1", "a2"], "the joined alert is in its trigger");
+
+    // The first alert resolves and fires again an hour later: a new incident, a new snapshot.
+    let mut again = zone1.clone();
+    again["startsAt"] = "2026-11-29T02:00:00Z".into();
+    let (_, b) = post(&c, &sidecar.url, &webhook(serde_json::json!([again]))).await;
+    assert_eq!(b["alerts"][0]["disposition"], "queued", "{b}");
+    assert_ne!(b["snapshots"][0], first.as_str());
+    let listed = get_json(&c, &format!("{}/snapshots", sidecar.url)).await;
+    assert_eq!(listed["snapshots"][1]["id"], first.as_str());
+    assert_eq!(listed["snapshots"][1]["status"], "complete");
+    assert_eq!(listed["snapshots"][1]["alerts"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_and_never_touches_the_bundle_being_written() {
     let ws = Workspace::new();
     let dir = slow_profiles(&ws, 2);
