@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
-# python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql),
-# then runs every test with cargo-nextest (cargo test if absent). Tests start their own servers.
+# python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql,
+# Alertmanager for the sidecar's end-to-end test), then runs every test with cargo-nextest (cargo test if absent).
+# Tests start their own servers.
 # Usage: scripts/test.sh [extra nextest/cargo-test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ have redis-cli || missing+=(redis-tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
 have psql || missing+=(postgresql-client)
 have runuser || missing+=(util-linux)
+have prometheus-alertmanager || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -q

@@ -10,6 +10,7 @@ pub mod config;
 pub mod progress;
 pub mod redact;
 pub mod runner;
+pub mod serve;
 pub mod snapshot;
 pub mod sources;
 pub mod time;

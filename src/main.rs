@@ -10,6 +10,7 @@ use preserve::{
     config::{Catalog, Environment, ProcessEnv},
     progress::Progress,
     runner::Stop,
+    serve,
     snapshot::{self, Request},
     sources,
 };
@@ -60,6 +61,27 @@ enum Command {
         /// Print the manifest as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
+    #[command(after_help = "Examples:\n  \
+        PRESERVE_SERVE_TOKEN=file:/etc/preserve/serve-token preserve serve --config preserve.toml\n  \
+        preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n\n\
+        Endpoints: POST /alertmanager (webhook v4, Authorization: Bearer <token>),\n\
+        GET /healthz, /readyz, /metrics (Prometheus), /snapshots (recent snapshots).\n\
+        Rules, cooldown, queue, concurrency, retention and the shutdown grace period are\n\
+        in the site config's [serve] (docs/sidecar.md). One-shot Kubernetes Job instead:\n\
+        preserve snapshot --profile P --alert alert.json\n\n\
+        Exit codes: 0 stopped by SIGTERM/SIGINT with every snapshot written, 1 cannot listen\n\
+        or the grace period ended first, 2 configuration error (no token, bad rule).")]
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on (overrides the config and $PRESERVE_LISTEN; default 0.0.0.0:9731).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Output directory for bundles (overrides the config and $PRESERVE_OUT).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// List the collectors and profiles available.
     #[command(after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json")]
@@ -128,6 +150,7 @@ fn main() -> ExitCode {
         Command::Verify { bundle, json } => verify_cmd(&bundle, json),
         Command::Inspect { bundle, json } => inspect_cmd(&bundle, json),
         Command::List { config, json } => list_cmd(&config, json),
+        Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
     };
     ExitCode::from(code)
 }
@@ -237,6 +260,34 @@ async fn watch_signals(stop: Stop) {
     };
     eprintln!("preserve: {name} received: stopping collection and writing what was collected");
     stop.stop(format!("{name} received"));
+}
+
+fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) -> u8 {
+    let (mut env, catalog) = match load(config) {
+        Ok(x) => x,
+        Err(e) => return fail(2, &e),
+    };
+    if let Some(l) = listen {
+        env.listen = l;
+    }
+    if let Some(o) = out {
+        env.out_dir = o;
+    }
+    let sidecar = match serve::Sidecar::new(env, catalog) {
+        Ok(s) => s,
+        Err(e) => return fail(e.exit_code(), &e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(sidecar.run());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => fail(e.exit_code(), &e.to_string()),
+    }
 }
 
 fn print_plan(plan: &snapshot::Plan) {

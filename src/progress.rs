@@ -35,6 +35,11 @@ impl Progress {
         Self { mode }
     }
 
+    /// Plain log lines whatever stderr is: the sidecar's snapshots run side by side, where live bars would mix.
+    pub fn lines() -> Self {
+        Self { mode: Mode::Lines }
+    }
+
     pub fn started(&self, name: &str, counters: Arc<Counters>) {
         match &self.mode {
             Mode::Quiet => {}

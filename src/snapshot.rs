@@ -49,6 +49,38 @@ pub struct Plan {
     /// The salt of this bundle's redaction markers: chosen with the plan, so the collectors' descriptions shown
     /// by `--dry-run` and recorded in the manifest carry the same markers as the artifacts.
     pub redaction_salt: [u8; 16],
+    /// The bundle id, when the caller chose it before the run (the sidecar answers an alert with it at once);
+    /// otherwise it is made when the run starts.
+    pub bundle_id: Option<String>,
+    /// Alerts that arrive while this snapshot runs; they join the manifest's trigger.
+    pub late_alerts: LateAlerts,
+}
+
+/// Alerts attached to a running snapshot (the sidecar's answer to an alert storm: one snapshot, every alert in
+/// its trigger). Open until the manifest is written; after that an alert is refused and needs a snapshot of
+/// its own.
+#[derive(Debug, Clone)]
+pub struct LateAlerts(Arc<std::sync::Mutex<Option<Vec<Alert>>>>);
+
+impl Default for LateAlerts {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(Vec::new()))))
+    }
+}
+
+impl LateAlerts {
+    /// Attaches `alert`; `false` when the snapshot is already writing its manifest.
+    pub fn attach(&self, alert: &Alert) -> bool {
+        match self.0.lock() {
+            Ok(mut g) => g.as_mut().map(|v| v.push(alert.clone())).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// Closes the list and returns what was attached.
+    pub fn close(&self) -> Vec<Alert> {
+        self.0.lock().map(|mut g| g.take().unwrap_or_default()).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +194,17 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
         redactions: Vec::new(),
     };
     let redaction_salt = describer.salt();
-    Ok(Plan { profile_label, profiles, collectors, window: Window { since, until }, trigger, labels, redaction_salt })
+    Ok(Plan {
+        profile_label,
+        profiles,
+        collectors,
+        window: Window { since, until },
+        trigger,
+        labels,
+        redaction_salt,
+        bundle_id: None,
+        late_alerts: LateAlerts::default(),
+    })
 }
 
 impl Plan {
@@ -261,7 +303,7 @@ pub async fn execute(
     progress: &Progress,
 ) -> Result<Outcome, SnapshotError> {
     let created_at = Timestamp::now();
-    let bundle_id = bundle::bundle_id(&plan.profile_label, created_at);
+    let bundle_id = plan.bundle_id.clone().unwrap_or_else(|| bundle::bundle_id(&plan.profile_label, created_at));
     let staging_dir = env.out_dir.join(format!(".{bundle_id}.staging"));
     let staging = Staging::create(staging_dir.clone(), env.zstd_level)
         .map_err(|source| SnapshotError::Staging { path: staging_dir.clone(), source })?;
@@ -316,6 +358,7 @@ pub async fn execute(
     // Alerts come from outside: their annotations and URLs may carry credentials too.
     let trigger_tally = crate::redact::Tally::default();
     let mut trigger = plan.trigger.clone();
+    trigger.alerts.extend(plan.late_alerts.close());
     let mut alerts = serde_json::to_value(&trigger.alerts).unwrap_or_default();
     crate::redact::redact_json(&mut alerts, &rc.redactor, &trigger_tally);
     trigger.alerts = serde_json::from_value(alerts).unwrap_or_default();

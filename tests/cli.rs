@@ -68,7 +68,7 @@ fn json_summary_inspect_and_list() {
 #[test]
 fn help_teaches_with_examples() {
     let ws = Workspace::new();
-    for cmd in ["snapshot", "verify", "inspect", "list"] {
+    for cmd in ["snapshot", "verify", "inspect", "list", "serve"] {
         let out = run(ws.preserve().args([cmd, "--help"]));
         assert_eq!(out.status.code(), Some(0));
         let help = stdout(&out);
@@ -174,8 +174,8 @@ fn the_incident_profiles_cover_their_rows_of_the_runbook() {
 #[test]
 fn the_documented_site_configs_load() {
     let ws = Workspace::new();
-    for f in ["preserve.compose.toml", "preserve.kubernetes.toml"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples").join(f);
+    for f in ["docs/examples/preserve.compose.toml", "deploy/kubernetes/preserve.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
         let out =
             run(ws.preserve().args(["snapshot", "--profile", "full", "--dry-run", "--json", "--config"]).arg(&path));
         assert_eq!(out.status.code(), Some(0), "{f}: {}", String::from_utf8_lossy(&out.stderr));

@@ -88,6 +88,8 @@ async fn a_panicking_collector_is_recorded_and_the_bundle_still_verifies() {
         },
         labels: Default::default(),
         redaction_salt: [0; 16],
+        bundle_id: None,
+        late_alerts: Default::default(),
     };
     let outcome = snapshot::execute(plan, Arc::new(env), Default::default(), &Stop::default(), &Progress::new(true))
         .await

@@ -10,6 +10,6 @@ pub use catalog::{Catalog, CollectorDef, Origin, ProfileDef};
 pub use credential::{CredentialError, CredentialRef, Secret};
 pub use location::ConfigError;
 pub use site::{
-    Endpoint, EnvSource, Environment, KeySource, ProcessEnv, SERVICES, SiteConfig, expand_vars, strip_userinfo,
-    url_password,
+    Endpoint, EnvSource, Environment, KeySource, ProcessEnv, Retention, RuleConfig, SERVICES, ServeSettings,
+    SiteConfig, expand_vars, strip_userinfo, url_password,
 };

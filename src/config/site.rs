@@ -8,6 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use bytesize::ByteSize;
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +126,95 @@ pub struct ServeConfig {
     pub listen: Option<String>,
     /// Bearer token Alertmanager must send (env `PRESERVE_SERVE_TOKEN`).
     pub token: Option<CredentialRef>,
+    /// Rules mapping alerts to profiles, tried in order before the profiles' own `alerts` lists; the first rule
+    /// that matches an alert decides its profile.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Whether the profiles' `alerts` lists (collectors/profiles.toml) apply after `rules` (default true).
+    pub default_rules: Option<bool>,
+    /// A repeat of the same alert (profile, fingerprint, startsAt) within this time takes no new snapshot
+    /// (default 30m).
+    pub cooldown: Option<SignedDuration>,
+    /// Snapshots that may wait for their turn; beyond that a webhook is answered 503 (default 8).
+    pub queue: Option<usize>,
+    /// Snapshots that may run at the same time, each of a different profile (default 1).
+    pub concurrency: Option<usize>,
+    /// Largest webhook body accepted; larger ones are answered 413 (default 1 MiB).
+    pub body_limit: Option<ByteSize>,
+    /// After SIGTERM: how long running snapshots get before the process exits; they are stopped and written as
+    /// partial bundles half-way through it (default 25s, inside Kubernetes' default 30s).
+    pub grace: Option<SignedDuration>,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// One alert-to-profile rule of `[[serve.rules]]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The profile to run when the rule matches.
+    pub profile: String,
+    /// Alertmanager matchers over the alert's labels, all of which must hold: `name="value"`, `name!="value"`,
+    /// `name=~"regex"`, `name!~"regex"` (regexes anchored at both ends, as in Alertmanager).
+    pub matchers: Vec<String>,
+}
+
+/// How many bundles `preserve serve` keeps in the output directory (`[serve.retention]`).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Most bundles kept (default 50); the oldest go first.
+    pub max_bundles: Option<usize>,
+    /// Most bytes of bundles kept (default 10 GiB).
+    pub max_bytes: Option<ByteSize>,
+    /// A bundle younger than this is never deleted, whatever the limits (default 1h): nobody has copied it yet.
+    pub min_age: Option<SignedDuration>,
+}
+
+/// `[serve]` after defaults.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub rules: Vec<RuleConfig>,
+    pub default_rules: bool,
+    pub cooldown: SignedDuration,
+    pub queue: usize,
+    pub concurrency: usize,
+    pub body_limit: u64,
+    pub grace: SignedDuration,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_bundles: usize,
+    pub max_bytes: u64,
+    pub min_age: SignedDuration,
+}
+
+impl ServeSettings {
+    fn resolve(c: ServeConfig) -> Result<Self, String> {
+        let s = Self {
+            rules: c.rules,
+            default_rules: c.default_rules.unwrap_or(true),
+            cooldown: c.cooldown.unwrap_or(SignedDuration::from_mins(30)),
+            queue: c.queue.unwrap_or(8),
+            concurrency: c.concurrency.unwrap_or(1),
+            body_limit: c.body_limit.map_or(1 << 20, |b| b.as_u64()),
+            grace: c.grace.unwrap_or(SignedDuration::from_secs(25)),
+            retention: Retention {
+                max_bundles: c.retention.max_bundles.unwrap_or(50),
+                max_bytes: c.retention.max_bytes.map_or(10 << 30, |b| b.as_u64()),
+                min_age: c.retention.min_age.unwrap_or(SignedDuration::from_hours(1)),
+            },
+        };
+        if s.concurrency == 0 || s.queue == 0 || s.body_limit == 0 {
+            return Err("serve.concurrency, serve.queue and serve.body_limit must be at least 1".into());
+        }
+        if s.cooldown.is_negative() || s.grace.is_negative() || s.retention.min_age.is_negative() {
+            return Err("serve.cooldown, serve.grace and serve.retention.min_age must not be negative".into());
+        }
+        Ok(s)
+    }
 }
 
 /// A Redis or Postgres endpoint after defaults and environment. `url` may carry credentials (from an environment
@@ -182,6 +272,7 @@ pub struct Environment {
     pub audit_hmac_key: Option<KeySource>,
     pub listen: String,
     pub serve_token: Option<KeySource>,
+    pub serve: ServeSettings,
     /// Credential references whose values the redactor must know before anything is collected, with the
     /// setting that names each (`redis.password`, `redact_secrets[0]`, ...).
     pub redact_refs: Vec<(String, CredentialRef)>,
@@ -220,7 +311,7 @@ impl Environment {
     }
 
     fn resolve(
-        c: SiteConfig,
+        mut c: SiteConfig,
         file: PathBuf,
         config_file: Option<PathBuf>,
         config_text: Option<String>,
@@ -296,7 +387,7 @@ impl Environment {
                     Some(KeySource::Value(Secret::new(v)))
                 }
             },
-            None => c.serve.token.map(KeySource::Reference),
+            None => c.serve.token.take().map(KeySource::Reference),
         };
 
         let mut redact_refs: Vec<(String, CredentialRef)> =
@@ -317,6 +408,8 @@ impl Environment {
         // replay volumes elsewhere sets `[vars] replay_dir`.
         vars.entry("replay_dir".to_string()).or_insert_with(|| DEFAULT_REPLAY_DIR.to_string());
 
+        let listen = env.var("PRESERVE_LISTEN").or(c.serve.listen.take());
+        let serve = ServeSettings::resolve(std::mem::take(&mut c.serve)).map_err(err)?;
         let collector_timeout = c.run.collector_timeout.unwrap_or(SignedDuration::from_mins(2));
         let run_timeout = c.run.timeout.unwrap_or(SignedDuration::from_mins(10));
         if collector_timeout <= SignedDuration::ZERO || run_timeout <= SignedDuration::ZERO {
@@ -338,8 +431,9 @@ impl Environment {
             postgres,
             services,
             audit_hmac_key,
-            listen: env.var("PRESERVE_LISTEN").or(c.serve.listen).unwrap_or_else(|| "0.0.0.0:9731".into()),
+            listen: listen.unwrap_or_else(|| "0.0.0.0:9731".into()),
             serve_token,
+            serve,
             redact_refs,
             env_secrets,
         })

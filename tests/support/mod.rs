@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod redis;
+pub mod serve;
 
 use std::{
     path::{Path, PathBuf},

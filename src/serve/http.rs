@@ -1,0 +1,201 @@
+//! The sidecar's HTTP interface: the Alertmanager webhook (bearer token, JSON, size limit, version 4) and the
+//! endpoints for probes, Prometheus and people. The webhook only routes alerts; it never waits for a snapshot.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::scheduler::Scheduler;
+use crate::{alert::WebhookPayload, config::Secret};
+
+/// How much of an oversize body is read (and thrown away) before answering 413; past it the connection is closed.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// Seconds Alertmanager (or anyone) is asked to wait before retrying a refused webhook.
+const RETRY_AFTER_SECONDS: u32 = 30;
+
+#[derive(Clone)]
+struct App {
+    scheduler: Arc<Scheduler>,
+    /// SHA-256 of the expected token: comparing digests in constant time hides the token's length as well.
+    token_digest: [u8; 32],
+    body_limit: usize,
+}
+
+pub fn router(scheduler: Arc<Scheduler>, token: &Secret) -> Router {
+    let app = App {
+        body_limit: usize::try_from(scheduler.env.serve.body_limit).unwrap_or(usize::MAX),
+        token_digest: Sha256::digest(token.expose().as_bytes()).into(),
+        scheduler,
+    };
+    Router::new()
+        .route("/alertmanager", post(alertmanager))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/snapshots", get(snapshots))
+        .with_state(app)
+}
+
+fn refuse(app: &App, code: StatusCode, reason: impl Into<String>) -> Response {
+    app.scheduler.metrics.webhook(code.as_u16());
+    let mut r = (code, Json(serde_json::json!({ "error": reason.into() }))).into_response();
+    if code == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some((scheme, token)) = value.split_once(' ') else { return false };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    digest.ct_eq(&app.token_digest).into()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|essence| essence.eq_ignore_ascii_case("application/json"))
+}
+
+/// Checks in the order a caller can fix them: who you are (401), what you send (415, 413), what it says (400).
+async fn alertmanager(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if !authorized(&app, &parts.headers) {
+        return refuse(&app, StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    if !is_json(&parts.headers) {
+        return refuse(&app, StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json");
+    }
+    let too_large = || format!("the body is larger than the limit of {} bytes (serve.body_limit)", app.body_limit);
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+        return refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large());
+    }
+    let bytes = match read_limited(body, app.body_limit).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large()),
+        Err(e) => return refuse(&app, StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+    };
+    let payload = match parse(&bytes) {
+        Ok(p) => p,
+        Err(reason) => return refuse(&app, StatusCode::BAD_REQUEST, reason),
+    };
+    let accepted = app.scheduler.accept(payload.alerts);
+    let code = if accepted.refused.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::ACCEPTED };
+    app.scheduler.metrics.webhook(code.as_u16());
+    let mut body = serde_json::to_value(&accepted).unwrap_or_default();
+    if let Some(why) = accepted.refused {
+        body["error"] = why.into();
+    }
+    let mut r = (code, Json(body)).into_response();
+    if accepted.refused.is_some() {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    r
+}
+
+/// Reads the body, keeping at most `limit` bytes; `None` when it is larger. An oversize body is still read to its
+/// end (discarded, up to [`DRAIN_LIMIT`]) so that a client still sending it gets the 413, not a reset connection.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Option<Vec<u8>>, axum::Error> {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_LIMIT.max(limit) {
+            break;
+        } else {
+            kept = Vec::new();
+        }
+    }
+    Ok((seen <= limit).then_some(kept))
+}
+
+/// An Alertmanager webhook payload of version 4, or the reason it is not one.
+fn parse(bytes: &[u8]) -> Result<WebhookPayload, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+    match value.get("version") {
+        Some(serde_json::Value::String(v)) if v == "4" => {}
+        Some(v) => {
+            return Err(format!(
+                "webhook payload version {v}: preserve accepts Alertmanager webhook payloads of version \"4\""
+            ));
+        }
+        None => return Err("not an Alertmanager webhook payload: no `version`".into()),
+    }
+    let payload: WebhookPayload =
+        serde_json::from_value(value).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
+    if let Some(i) = payload.alerts.iter().position(|a| a.labels.is_empty()) {
+        return Err(format!("alerts[{i}] has no labels"));
+    }
+    Ok(payload)
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if !app.scheduler.accepting() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let out = app.scheduler.env.out_dir.clone();
+    let probe = out.join(format!(".preserve-ready-{}", std::process::id()));
+    let writable = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(&probe, b"")?;
+        std::fs::remove_file(&probe)
+    })
+    .await;
+    match writable {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("output directory {} is not writable: {e}\n", app.scheduler.env.out_dir.display()),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("readiness check failed: {e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let text = app.scheduler.metrics.render();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+async fn snapshots(State(app): State<App>) -> Response {
+    Json(serde_json::json!({
+        "queue_depth": app.scheduler.queue_depth(),
+        "snapshots": app.scheduler.history(),
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_version_4_payloads_with_labelled_alerts_pass() {
+        assert!(super::parse(br#"{"version":"4","alerts":[{"labels":{"alertname":"X"}}]}"#).is_ok());
+        assert!(super::parse(br#"{"version":"3","alerts":[]}"#).unwrap_err().contains("version \"3\""));
+        assert!(super::parse(br#"{"version":4,"alerts":[]}"#).unwrap_err().contains("version 4"));
+        assert!(super::parse(br#"{"alerts":[]}"#).unwrap_err().contains("no `version`"));
+        assert!(super::parse(b"{not json").unwrap_err().starts_with("malformed JSON"));
+        assert!(super::parse(br#"{"version":"4","alerts":[{"labels":{}}]}"#).unwrap_err().contains("alerts[0]"));
+        assert!(super::parse(br#"{"version":"4"}"#).unwrap_err().contains("alerts"));
+    }
+}

@@ -1,0 +1,452 @@
+//! From alerts to snapshots under an alert storm: each firing alert is routed to a profile, a repeat within the
+//! cooldown is dropped, an alert for a profile already queued or running joins that snapshot, and only then does a
+//! new snapshot wait in a bounded queue. At most one snapshot per profile runs at a time, and at most
+//! `concurrency` in all. Every run is kept in a short history for `GET /snapshots`.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::{runtime::Handle, sync::Notify};
+
+use super::{metrics::Metrics, metrics::ProfileLabels, metrics::SnapshotLabels, retention, rules::Rules};
+use crate::{
+    alert::Alert,
+    bundle::{self, manifest::TriggerKind},
+    config::{Catalog, Environment},
+    progress::Progress,
+    runner::Stop,
+    snapshot::{self, LateAlerts, Request},
+};
+
+/// Runs kept for `GET /snapshots`.
+const HISTORY: usize = 200;
+
+/// What happened to one alert of a webhook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disposition {
+    pub alertname: Option<String>,
+    pub fingerprint: String,
+    /// `queued` (a new snapshot), `attached` (joined a queued or running one), `deduplicated`, `ignored`,
+    /// `rejected` (queue full).
+    pub disposition: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to one webhook.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// The snapshots the alerts went to (new, joined, or answered before within the cooldown).
+    pub snapshots: Vec<String>,
+    pub alerts: Vec<Disposition>,
+    /// Some alert needed a new snapshot and the queue was full (or the sidecar is shutting down).
+    #[serde(skip)]
+    pub refused: Option<&'static str>,
+}
+
+/// An alert as recorded in the history.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertSummary {
+    pub alertname: Option<String>,
+    pub fingerprint: String,
+    pub starts_at: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// One snapshot of the sidecar, as `GET /snapshots` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub profile: String,
+    /// `queued`, `running`, `complete`, `partial`, `failed` (no bundle), `cancelled` (shut down while queued).
+    pub status: &'static str,
+    pub alerts: Vec<AlertSummary>,
+    pub queued_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub bundle: Option<PathBuf>,
+    pub sha256: Option<String>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+}
+
+struct Queued {
+    id: String,
+    profile: String,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    /// Profile -> (snapshot id, where late alerts go).
+    running: HashMap<String, (String, LateAlerts)>,
+    /// Alerts answered within the cooldown: key -> (first seen, snapshot id); `seen_order` ages them out.
+    seen: HashMap<(String, String, String), (Instant, String)>,
+    seen_order: VecDeque<(Instant, (String, String, String))>,
+    history: VecDeque<RunRecord>,
+    accepting: bool,
+}
+
+impl State {
+    fn record(&mut self, id: &str) -> Option<&mut RunRecord> {
+        self.history.iter_mut().rev().find(|r| r.id == id)
+    }
+}
+
+pub struct Scheduler {
+    pub env: Arc<Environment>,
+    catalog: Arc<Catalog>,
+    pub rules: Rules,
+    pub metrics: Metrics,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Stops every running snapshot (shutdown past half the grace period).
+    pub stop: Stop,
+    progress: Progress,
+    snapshots: Handle,
+}
+
+/// The fingerprint Alertmanager gives an alert; for an alert without one, a hash of its labels.
+fn fingerprint(a: &Alert) -> String {
+    match &a.fingerprint {
+        Some(f) if !f.is_empty() => f.clone(),
+        _ => {
+            let labels = serde_json::to_vec(&a.labels).unwrap_or_default();
+            hex::encode(&Sha256::digest(&labels)[..8])
+        }
+    }
+}
+
+fn summary(a: &Alert) -> AlertSummary {
+    AlertSummary {
+        alertname: a.name().map(String::from),
+        fingerprint: fingerprint(a),
+        starts_at: a.starts_at.clone(),
+        labels: a.labels.clone(),
+    }
+}
+
+impl Scheduler {
+    /// `snapshots` is where snapshots run: a runtime of their own, so that a collector busy redacting on a worker
+    /// thread never delays the answer to a webhook.
+    pub fn new(env: Arc<Environment>, catalog: Arc<Catalog>, rules: Rules, snapshots: Handle) -> Arc<Self> {
+        Arc::new(Self {
+            snapshots,
+            env,
+            catalog,
+            rules,
+            metrics: Metrics::default(),
+            state: Mutex::new(State { accepting: true, ..State::default() }),
+            wake: Notify::new(),
+            stop: Stop::default(),
+            progress: Progress::lines(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update is a single step): carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Routes the alerts of one webhook. Never waits for a snapshot.
+    pub fn accept(&self, alerts: Vec<Alert>) -> Accepted {
+        let cooldown = self.env.serve.cooldown.unsigned_abs();
+        let now = Instant::now();
+        let mut st = self.state();
+        while let Some((at, _)) = st.seen_order.front()
+            && now.duration_since(*at) >= cooldown
+        {
+            if let Some((_, key)) = st.seen_order.pop_front() {
+                st.seen.remove(&key);
+            }
+        }
+        let mut out = Accepted { snapshots: Vec::new(), alerts: Vec::new(), refused: None };
+        for alert in alerts {
+            self.metrics.alerts_received.inc();
+            let mut d = Disposition {
+                alertname: alert.name().map(String::from),
+                fingerprint: fingerprint(&alert),
+                disposition: "ignored",
+                profile: None,
+                snapshot: None,
+                reason: None,
+            };
+            if alert.status.as_deref() == Some("resolved") {
+                self.metrics.ignored("resolved");
+                d.reason = Some("resolved".into());
+                eprintln!(
+                    "preserve serve: alert {} resolved: recorded, no snapshot",
+                    d.alertname.as_deref().unwrap_or("?")
+                );
+                out.alerts.push(d);
+                continue;
+            }
+            let Some(rule) = self.rules.route(&alert) else {
+                self.metrics.ignored("no_rule");
+                d.reason = Some("no rule matches it".into());
+                out.alerts.push(d);
+                continue;
+            };
+            let profile = rule.profile.clone();
+            d.profile = Some(profile.clone());
+            let key = (profile.clone(), d.fingerprint.clone(), alert.starts_at.clone().unwrap_or_default());
+            if let Some((_, id)) = st.seen.get(&key) {
+                self.metrics.alerts_deduplicated.inc();
+                d.disposition = "deduplicated";
+                d.snapshot = Some(id.clone());
+                out.alerts.push(d);
+                continue;
+            }
+            if !st.accepting {
+                self.metrics.ignored("shutting_down");
+                d.disposition = "rejected";
+                d.reason = Some("shutting down".into());
+                out.refused = Some("shutting down");
+                out.alerts.push(d);
+                continue;
+            }
+            let rec = summary(&alert);
+            let id = if let Some((id, late)) = st.running.get(&profile)
+                && late.attach(&alert)
+            {
+                d.disposition = "attached";
+                Some(id.clone())
+            } else if let Some(q) = st.queue.iter_mut().find(|q| q.profile == profile) {
+                q.alerts.push(alert);
+                d.disposition = "attached";
+                Some(q.id.clone())
+            } else if st.queue.len() < self.env.serve.queue {
+                let id = bundle::bundle_id(&profile, Timestamp::now());
+                st.queue.push_back(Queued { id: id.clone(), profile: profile.clone(), alerts: vec![alert] });
+                st.history.push_back(RunRecord {
+                    id: id.clone(),
+                    profile: profile.clone(),
+                    status: "queued",
+                    alerts: Vec::new(),
+                    queued_at: Timestamp::now(),
+                    started_at: None,
+                    finished_at: None,
+                    bundle: None,
+                    sha256: None,
+                    bytes: None,
+                    error: None,
+                });
+                if st.history.len() > HISTORY {
+                    st.history.pop_front();
+                }
+                d.disposition = "queued";
+                eprintln!(
+                    "preserve serve: alert {} -> {profile} ({}): snapshot {id} queued",
+                    d.alertname.as_deref().unwrap_or("?"),
+                    rule.origin
+                );
+                Some(id)
+            } else {
+                None
+            };
+            let Some(id) = id else {
+                // Not remembered as seen: Alertmanager retries the webhook, and the retry must get its snapshot.
+                self.metrics.ignored("queue_full");
+                d.disposition = "rejected";
+                d.reason = Some(format!("the queue is full ({} snapshots waiting)", self.env.serve.queue));
+                out.refused = Some("the snapshot queue is full");
+                out.alerts.push(d);
+                continue;
+            };
+            if d.disposition == "attached" {
+                self.metrics.alerts_attached.inc();
+            }
+            if let Some(r) = st.record(&id) {
+                r.alerts.push(rec);
+            }
+            st.seen.insert(key.clone(), (now, id.clone()));
+            st.seen_order.push_back((now, key));
+            d.snapshot = Some(id);
+            out.alerts.push(d);
+        }
+        for d in &out.alerts {
+            if let Some(id) = &d.snapshot
+                && !out.snapshots.contains(id)
+            {
+                out.snapshots.push(id.clone());
+            }
+        }
+        self.metrics.queue_depth.set(st.queue.len() as i64);
+        drop(st);
+        self.wake.notify_one();
+        out
+    }
+
+    /// Starts queued snapshots as their turn comes; returns when shutdown has begun.
+    pub async fn dispatch(self: Arc<Self>) {
+        loop {
+            let starting = {
+                let mut st = self.state();
+                if !st.accepting {
+                    return;
+                }
+                let mut starting = Vec::new();
+                while st.running.len() < self.env.serve.concurrency {
+                    let Some(i) = st.queue.iter().position(|q| !st.running.contains_key(&q.profile)) else { break };
+                    let Some(q) = st.queue.remove(i) else { break };
+                    let late = LateAlerts::default();
+                    st.running.insert(q.profile.clone(), (q.id.clone(), late.clone()));
+                    if let Some(r) = st.record(&q.id) {
+                        r.status = "running";
+                        r.started_at = Some(Timestamp::now());
+                    }
+                    starting.push((q, late));
+                }
+                self.metrics.queue_depth.set(st.queue.len() as i64);
+                self.metrics.running.set(st.running.len() as i64);
+                starting
+            };
+            for (q, late) in starting {
+                self.snapshots.spawn(self.clone().run(q, late));
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    async fn run(self: Arc<Self>, q: Queued, late: LateAlerts) {
+        let started = Instant::now();
+        let result = self.snapshot(&q, late.clone()).await;
+        // A run that failed before writing its manifest still closes its list: later alerts get a new snapshot.
+        let stranded = late.close();
+        let elapsed = started.elapsed();
+        let labels = |result: &str| SnapshotLabels { profile: q.profile.clone(), result: result.into() };
+        let mut st = self.state();
+        st.running.remove(&q.profile);
+        let status = match &result {
+            Ok(o) => {
+                let status = o.manifest.status.as_str();
+                self.metrics.snapshots.get_or_create(&labels(status)).inc();
+                self.metrics.bytes_written.inc_by(o.bundle.bytes);
+                self.metrics.last_success.set(Timestamp::now().as_millisecond() as f64 / 1000.0);
+                eprintln!("preserve serve: snapshot {} {status}: {}", q.id, o.bundle.archive.display());
+                status
+            }
+            Err(e) => {
+                self.metrics.snapshots.get_or_create(&labels("failed")).inc();
+                eprintln!("preserve serve: snapshot {} failed: {e}", q.id);
+                "failed"
+            }
+        };
+        self.metrics
+            .duration
+            .get_or_create(&ProfileLabels { profile: q.profile.clone() })
+            .observe(elapsed.as_secs_f64());
+        if let Some(r) = st.record(&q.id) {
+            r.status = status;
+            r.finished_at = Some(Timestamp::now());
+            match &result {
+                Ok(o) => {
+                    r.bundle = Some(o.bundle.archive.clone());
+                    r.sha256 = Some(o.bundle.sha256.clone());
+                    r.bytes = Some(o.bundle.bytes);
+                }
+                Err(e) => r.error = Some(e.clone()),
+            }
+        }
+        if !stranded.is_empty() {
+            eprintln!("preserve serve: snapshot {} ended before {} late alert(s) could join it", q.id, stranded.len());
+        }
+        self.metrics.running.set(st.running.len() as i64);
+        drop(st);
+        self.prune();
+        self.wake.notify_one();
+    }
+
+    async fn snapshot(&self, q: &Queued, late: LateAlerts) -> Result<snapshot::Outcome, String> {
+        let request = Request {
+            profiles: vec![q.profile.clone()],
+            alerts: q.alerts.clone(),
+            trigger: Some(TriggerKind::Alert),
+            ..Request::default()
+        };
+        let mut plan =
+            snapshot::plan(&self.env, &self.catalog, &request, Timestamp::now()).map_err(|e| e.to_string())?;
+        plan.bundle_id = Some(q.id.clone());
+        plan.late_alerts = late;
+        let secrets = snapshot::resolve_secrets(&self.env, &plan).map_err(|e| e.to_string())?;
+        self.prune();
+        snapshot::execute(plan, self.env.clone(), secrets, &self.stop, &self.progress).await.map_err(|e| e.to_string())
+    }
+
+    /// Applies retention, sparing the bundles of running snapshots.
+    pub fn prune(&self) {
+        let in_progress: HashSet<String> = self.state().running.values().map(|(id, _)| id.clone()).collect();
+        match retention::prune(&self.env.out_dir, self.env.serve.retention, &in_progress) {
+            Ok(deleted) => {
+                for d in deleted {
+                    self.metrics.bundles_deleted.inc();
+                    eprintln!(
+                        "preserve serve: retention: deleted {} ({} bytes): {}",
+                        d.bundle.id, d.bundle.bytes, d.why
+                    );
+                }
+            }
+            Err(e) => eprintln!("preserve serve: retention: cannot list {}: {e}", self.env.out_dir.display()),
+        }
+    }
+
+    /// The history, newest first.
+    pub fn history(&self) -> Vec<RunRecord> {
+        self.state().history.iter().rev().cloned().collect()
+    }
+
+    /// Shutdown: refuse new alerts, cancel what has not started, give running snapshots until half of `grace`
+    /// to finish, then stop them (they write partial bundles) and wait for the rest of `grace`. Returns whether
+    /// every snapshot ended in time.
+    pub async fn shutdown(&self, grace: Duration, why: &str) -> bool {
+        let begun = Instant::now();
+        {
+            let mut st = self.state();
+            st.accepting = false;
+            let cancelled: Vec<Queued> = st.queue.drain(..).collect();
+            for q in cancelled {
+                eprintln!("preserve serve: {why}: snapshot {} of {} cancelled before it started", q.id, q.profile);
+                if let Some(r) = st.record(&q.id) {
+                    r.status = "cancelled";
+                    r.finished_at = Some(Timestamp::now());
+                }
+            }
+            self.metrics.queue_depth.set(0);
+        }
+        self.wake.notify_one();
+        let idle = || self.state().running.is_empty();
+        let mut stopped = false;
+        while !idle() {
+            if begun.elapsed() >= grace {
+                return false;
+            }
+            if !stopped && begun.elapsed() >= grace / 2 {
+                eprintln!("preserve serve: {why}: stopping running snapshots; they are written as partial bundles");
+                self.stop.stop(format!("{why}, grace period half over"));
+                stopped = true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        true
+    }
+
+    pub fn accepting(&self) -> bool {
+        self.state().accepting
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.state().queue.len()
+    }
+}
