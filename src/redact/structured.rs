@@ -49,7 +49,7 @@ impl Format {
 /// The compiled rules, built once per redactor.
 pub(super) struct Rules {
     /// Fragments one of which any pattern or key rule needs: a secret key name part or a pattern anchor.
-    prefilter: AhoCorasick,
+    prefilter: Prefilter,
     patterns: Vec<rules::Pattern>,
     pem_begin: Regex,
     pem_end: Regex,
@@ -83,11 +83,7 @@ impl Rules {
             "signature",
             "credential",
         ];
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(raw_parts.iter().chain(rules::PATTERN_ANCHORS))
-            .expect("literal patterns always build");
+        let prefilter = Prefilter::new(raw_parts.iter().chain(rules::PATTERN_ANCHORS));
         let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,"'<>)}\]\\]+)"#;
         Self {
             prefilter,
@@ -125,6 +121,46 @@ impl Rules {
             }
         }
         hits
+    }
+}
+
+/// Whether a text holds any of a few fragments, ignoring ASCII case: the test every line passes first.
+///
+/// The text is lowercased into a scratch buffer and searched for the lowercased fragments with Teddy (SIMD). A
+/// case-insensitive automaton allows no such prefilter: it stepped through every byte, the largest single cost of
+/// redacting logs (docs/performance.md).
+struct Prefilter {
+    teddy: Option<aho_corasick::packed::Searcher>,
+    /// Without Teddy (no SSSE3, or too many fragments): the automaton.
+    automaton: AhoCorasick,
+}
+
+impl Prefilter {
+    fn new<'a>(fragments: impl Iterator<Item = &'a &'a str>) -> Self {
+        let lower: Vec<String> = fragments.map(|f| f.to_ascii_lowercase()).collect();
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&lower)
+            .expect("literal patterns always build");
+        let teddy = aho_corasick::packed::Config::new().builder().extend(&lower).build();
+        Self { teddy, automaton }
+    }
+
+    fn is_match(&self, text: &[u8]) -> bool {
+        let Some(teddy) = &self.teddy else { return self.automaton.is_match(text) };
+        thread_local! {
+            static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LOWER.with_borrow_mut(|lower| {
+            lower.clear();
+            lower.extend(text.iter().map(u8::to_ascii_lowercase));
+            let hit = teddy.find(&lower[..]).is_some();
+            if lower.capacity() > 1 << 20 {
+                *lower = Vec::new(); // one huge line does not pin its size for the thread's life
+            }
+            hit
+        })
     }
 }
 
@@ -253,7 +289,7 @@ impl<'r> TextRedactor<'r> {
     /// when something was redacted. `None` when the line is not such a record (it is then redacted as JSON text).
     fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Vec<u8>> {
         // Cheap test first: most lines hold nothing to redact.
-        let known = self.r.known.as_ref().is_some_and(|k| k.ac.is_match(line));
+        let known = self.r.known.as_ref().is_some_and(|k| k.is_match(line));
         if !known && !self.r.structured.prefilter.is_match(line) && !self.in_inner_state() {
             return None;
         }
