@@ -524,8 +524,12 @@ fn chain_snapshot(ws: &Workspace, pg: &PgServer, out: &str) -> (serde_json::Valu
         assert_eq!(collector(&m, c)["status"], "ok", "{}", collector(&m, c));
     }
     assert_eq!(problems("ledger"), problems("ledger-only"), "the export and the query see the same chain");
-    let query = collector(&m, "ledger")["details"]["exports"][0]["query"].as_str().unwrap().to_string();
-    assert!(query.ends_with("ORDER BY \"zone_id\" DESC, \"chain_seq\""), "exported in chain order: {query}");
+    // The export is in the table's own order (no server-side sort of the ledger); where a zone's rows are not in
+    // chain order there (an UPDATEd row moves), the chain is read again in order. Either way, the same verdict.
+    let export = &collector(&m, "ledger")["details"]["exports"][0];
+    let query = export["query"].as_str().unwrap();
+    assert!(!query.contains("ORDER BY"), "exported in the table's order: {query}");
+    assert!(export["audit_chain"].as_str().unwrap().starts_with("verified from "), "{export}");
     (m, problems("ledger"))
 }
 

@@ -85,27 +85,43 @@ fn hmac_hex(key: &[u8], content: &str, prev: &str) -> [u8; 64] {
     out
 }
 
-/// Streams rows ordered by (zone_id, chain_seq) and collects problems and per-zone summaries.
+/// Checks rows zone by zone and collects problems and per-zone summaries. Each zone's rows must come in
+/// `chain_seq` order; the zones may come one after the other (`ORDER BY zone_id, chain_seq`) or interleaved (a
+/// table's physical order, which is insertion order: one pass, no server-side sort). A zone whose rows turn out not
+/// to be in order is noted ([`Verifier::in_order`]): its links must then be checked again from an ordered read.
 pub struct Verifier {
     key: Option<Vec<u8>>,
     /// Whether the content hash can be recomputed from the row (`audit_events`: yes; `admin_audit_events`: no,
     /// its hash covers JavaScript's `JSON.stringify` of a payload that `jsonb` has since reordered).
     recompute: bool,
-    zone: Option<ZoneSummary>,
+    zones: Vec<ZoneState>,
+    /// Zone id -> index in `zones`.
+    index: std::collections::HashMap<String, usize>,
+    /// The zone of the previous row: consecutive rows of one zone skip the lookup.
+    last: Option<usize>,
+    out_of_order: bool,
+}
+
+struct ZoneState {
+    summary: ZoneSummary,
     prev_content: String,
     prev_seq: Option<i64>,
-    pub zones: Vec<ZoneSummary>,
 }
 
 impl Verifier {
     pub fn new(key: Option<Vec<u8>>) -> Self {
-        Self { key, recompute: true, zone: None, prev_content: String::new(), prev_seq: None, zones: Vec::new() }
+        Self { key, recompute: true, zones: Vec::new(), index: Default::default(), last: None, out_of_order: false }
     }
 
     /// A verifier of links, `chain_seq` and `chain_hmac` only (the HMAC covers the stored hashes, so it can still
     /// be checked when the content hash cannot be recomputed).
     pub fn links_only(key: Option<Vec<u8>>) -> Self {
         Self { recompute: false, ..Self::new(key) }
+    }
+
+    /// Whether every zone's rows came in `chain_seq` order, so the links and sequence checks hold.
+    pub fn in_order(&self) -> bool {
+        !self.out_of_order
     }
 
     /// Checks one row; returns its problems (usually none).
@@ -120,18 +136,31 @@ impl Verifier {
                 detail,
             })
         };
-        let first_in_zone = self.zone.as_ref().is_none_or(|z| z.zone_id != row.zone_id);
-        if first_in_zone {
-            if let Some(mut z) = self.zone.take() {
-                z.head_content_sha256 = self.prev_content.clone();
-                self.zones.push(z);
-            }
-            self.zone = Some(ZoneSummary {
-                zone_id: row.zone_id.clone(),
-                first_seq: row.chain_seq,
-                anchor_prev: row.prev_content_sha256.clone(),
-                ..Default::default()
+        let known = match self.last {
+            Some(i) if self.zones[i].summary.zone_id == row.zone_id => Some(i),
+            _ => self.index.get(&row.zone_id).copied(),
+        };
+        let first_in_zone = known.is_none();
+        let i = known.unwrap_or_else(|| {
+            self.zones.push(ZoneState {
+                summary: ZoneSummary {
+                    zone_id: row.zone_id.clone(),
+                    first_seq: row.chain_seq,
+                    anchor_prev: row.prev_content_sha256.clone(),
+                    ..Default::default()
+                },
+                prev_content: String::new(),
+                prev_seq: None,
             });
+            self.index.insert(row.zone_id.clone(), self.zones.len() - 1);
+            self.zones.len() - 1
+        });
+        self.last = Some(i);
+        let zone = &mut self.zones[i];
+        if let (Some(s), Some(p)) = (row.chain_seq, zone.prev_seq)
+            && s < p
+        {
+            self.out_of_order = true;
         }
 
         if self.recompute {
@@ -141,16 +170,16 @@ impl Verifier {
                 problem("content_mismatch", format!("stored {} recomputed {recomputed}", row.content_sha256));
             }
         }
-        if !first_in_zone && row.prev_content_sha256 != self.prev_content {
+        if !first_in_zone && row.prev_content_sha256 != zone.prev_content {
             problem(
                 "chain_break",
                 format!(
                     "prev_content_sha256 {} but the previous row's content is {}",
-                    row.prev_content_sha256, self.prev_content
+                    row.prev_content_sha256, zone.prev_content
                 ),
             );
         }
-        match (row.chain_seq, self.prev_seq) {
+        match (row.chain_seq, zone.prev_seq) {
             (None, _) => problem("seq_null", "chain_seq is NULL".into()),
             (Some(s), Some(p)) if !first_in_zone && s == p => {
                 problem("seq_duplicate", format!("chain_seq {s} appears again"))
@@ -167,24 +196,18 @@ impl Verifier {
             }
         }
 
-        let n = problems.len() as u64;
-        if let Some(z) = self.zone.as_mut() {
-            z.rows += 1;
-            z.last_seq = row.chain_seq.or(z.last_seq);
-            z.problems += n;
-        }
-        self.prev_content.clear();
-        self.prev_content.push_str(&row.content_sha256);
-        self.prev_seq = row.chain_seq.or(self.prev_seq);
+        zone.summary.rows += 1;
+        zone.summary.last_seq = row.chain_seq.or(zone.summary.last_seq);
+        zone.summary.problems += problems.len() as u64;
+        zone.prev_content.clear();
+        zone.prev_content.push_str(&row.content_sha256);
+        zone.prev_seq = row.chain_seq.or(zone.prev_seq);
         problems
     }
 
-    pub fn finish(mut self) -> Vec<ZoneSummary> {
-        if let Some(mut z) = self.zone.take() {
-            z.head_content_sha256 = std::mem::take(&mut self.prev_content);
-            self.zones.push(z);
-        }
-        self.zones
+    /// The zones in the order first seen, each with its head.
+    pub fn finish(self) -> Vec<ZoneSummary> {
+        self.zones.into_iter().map(|z| ZoneSummary { head_content_sha256: z.prev_content, ..z.summary }).collect()
     }
 }
 
@@ -228,6 +251,24 @@ mod tests {
         assert!([&a, &b, &c].iter().all(|r| v.feed(r).is_empty()));
         let zones = v.finish();
         assert_eq!((zones[0].rows, zones[0].anchor_prev.as_str()), (3, "anchor"));
+
+        // Zones interleaved, as a table's physical order has them: the same verdicts, zone by zone.
+        let x = row("y", 7, "anchor-y");
+        let y = row("y", 8, &x.content_sha256);
+        let mut v = Verifier::new(Some(b"k".to_vec()));
+        assert!([&a, &x, &b, &y, &c].iter().all(|r| v.feed(r).is_empty()));
+        assert!(v.in_order());
+        let zones = v.finish();
+        assert_eq!(
+            zones.iter().map(|z| (z.rows, z.head_content_sha256.as_str())).collect::<Vec<_>>(),
+            [(3, c.content_sha256.as_str()), (2, y.content_sha256.as_str())]
+        );
+        // A zone's rows out of chain order: noted, so its links are checked again in order.
+        let mut v = Verifier::new(None);
+        v.feed(&a);
+        v.feed(&c);
+        v.feed(&b);
+        assert!(!v.in_order());
 
         let mut v = Verifier::new(Some(b"k".to_vec()));
         let mut tampered = b.clone();

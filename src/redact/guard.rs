@@ -26,12 +26,12 @@ impl LeakWatch {
         }
         let keep = self.known.longest.saturating_sub(1);
         let hit = if self.tail.is_empty() {
-            self.known.ac.find(buf)
+            self.known.find(buf)
         } else {
             // Only the seam needs the copy: the tail plus as much of `buf` as a value could reach into it.
             let mut seam = self.tail.clone();
             seam.extend_from_slice(&buf[..buf.len().min(keep)]);
-            self.known.ac.find(&seam[..]).or_else(|| self.known.ac.find(buf))
+            self.known.ac.find(&seam[..]).or_else(|| self.known.find(buf))
         };
         if let Some(m) = hit {
             let (rule, marker) = &self.known.rules[m.pattern().as_usize()];

@@ -34,9 +34,14 @@ pub const MIN_SECRET_LEN: usize = 4;
 /// Length of the per-bundle salt, in bytes.
 pub const SALT_LEN: usize = 16;
 
-/// The known secret values of a run, found with one automaton; shared with the leak [`guard`].
+/// The known secret values of a run, found with one searcher; shared with the leak [`guard`].
 pub struct Known {
-    pub(crate) ac: AhoCorasick,
+    /// Teddy (SIMD) for the handful of values a run knows. The automaton's own prefilter picks bytes that are rare
+    /// in prose, and hex digits are: on Caracal's hex-heavy rows and logs (hashes, ids) it stopped at nearly every
+    /// byte, and the scan of every written byte was most of an export's CPU (docs/performance.md).
+    packed: Option<aho_corasick::packed::Searcher>,
+    /// For more values than Teddy takes.
+    ac: AhoCorasick,
     /// Per value: its rule (where it came from) and its marker.
     pub(crate) rules: Vec<(String, String)>,
     /// Per value: its length, to carry enough of one write into the next for a value that straddles them.
@@ -49,6 +54,42 @@ pub struct Redactor {
     secrets: Vec<(String, Secret)>,
     known: Option<Arc<Known>>,
     structured: structured::Rules,
+}
+
+impl Known {
+    fn new(values: &[String], rules: Vec<(String, String)>) -> Self {
+        let ac = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(values)
+            .expect("literal patterns always build");
+        let packed = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostLongest)
+            .builder()
+            .extend(values)
+            .build();
+        Self { packed, ac, rules, longest: values.iter().map(String::len).max().unwrap_or(0) }
+    }
+
+    /// The leftmost-longest known value in `haystack`.
+    pub(crate) fn find(&self, haystack: &[u8]) -> Option<aho_corasick::Match> {
+        match &self.packed {
+            Some(p) => p.find(haystack),
+            None => self.ac.find(haystack),
+        }
+    }
+
+    pub(crate) fn is_match(&self, haystack: &[u8]) -> bool {
+        self.find(haystack).is_some()
+    }
+
+    /// Every known value in `haystack`, leftmost-longest, not overlapping.
+    pub(crate) fn find_iter<'h>(&'h self, haystack: &'h [u8]) -> impl Iterator<Item = aho_corasick::Match> + 'h {
+        let (packed, ac) = match &self.packed {
+            Some(p) => (Some(p.find_iter(haystack)), None),
+            None => (None, Some(self.ac.find_iter(haystack))),
+        };
+        packed.into_iter().flatten().chain(ac.into_iter().flatten())
+    }
 }
 
 impl std::fmt::Debug for Known {
@@ -126,13 +167,7 @@ impl Redactor {
             values.push(v.to_string());
             kept.push((label, secret));
         }
-        let known = (!values.is_empty()).then(|| {
-            let ac = AhoCorasickBuilder::new()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&values)
-                .expect("literal patterns always build");
-            Arc::new(Known { ac, rules, longest: values.iter().map(String::len).max().unwrap_or(0) })
-        });
+        let known = (!values.is_empty()).then(|| Arc::new(Known::new(&values, rules)));
         Self { salt, secrets: kept, known, structured: structured::Rules::new() }
     }
 
@@ -186,12 +221,12 @@ impl Redactor {
     /// signatures and hashes must not be taken for credentials), where only the run's own secrets are removed.
     pub fn redact_known<'a>(&self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
         let Some(known) = &self.known else { return Cow::Borrowed(input) };
-        if !known.ac.is_match(input) {
+        if !known.is_match(input) {
             return Cow::Borrowed(input);
         }
         let mut out = Vec::with_capacity(input.len() + 32);
         let mut last = 0;
-        for m in known.ac.find_iter(input) {
+        for m in known.find_iter(input) {
             out.extend_from_slice(&input[last..m.start()]);
             let (rule, marker) = &known.rules[m.pattern().as_usize()];
             out.extend_from_slice(marker.as_bytes());
@@ -240,7 +275,7 @@ impl Redactor {
     pub fn mask(&self, buf: &mut [u8], until: usize, tally: &Tally) -> usize {
         let mut masked = 0;
         if let Some(known) = &self.known {
-            let found: Vec<_> = known.ac.find_iter(&*buf).filter(|m| m.start() < until).collect();
+            let found: Vec<_> = known.find_iter(&*buf).filter(|m| m.start() < until).collect();
             for m in found {
                 let (rule, marker) = &known.rules[m.pattern().as_usize()];
                 tally.add(rule, fingerprint_of_marker(marker));

@@ -48,10 +48,12 @@ impl Format {
 
 /// The compiled rules, built once per redactor.
 pub(super) struct Rules {
+    /// Anchors and key fragments together: a line without any (most lines) needs no rule at all.
+    any: Prefilter,
     /// Fragments one of which every value pattern needs (case-insensitive): lines without any skip the regexes.
-    anchors: AhoCorasick,
+    anchors: Prefilter,
     /// Fragments of secret key names as they appear in raw text: lines without any skip the key rules.
-    keys: AhoCorasick,
+    keys: Prefilter,
     patterns: Vec<rules::Pattern>,
     pem_begin: Regex,
     pem_end: Regex,
@@ -70,18 +72,12 @@ pub(super) struct Rules {
 
 impl Rules {
     pub(super) fn new() -> Self {
-        let automaton = |fragments: Vec<&str>| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(fragments)
-                .expect("literal patterns always build")
-        };
         let regex = |re: &str| Regex::new(re).expect("valid regex");
         let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,"'<>)}\]\\]+)"#;
         Self {
-            anchors: automaton(rules::PATTERN_ANCHORS.to_vec()),
-            keys: automaton(rules::raw_key_fragments().collect()),
+            any: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied().chain(rules::raw_key_fragments())),
+            anchors: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied()),
+            keys: Prefilter::new(rules::raw_key_fragments()),
             patterns: rules::patterns(),
             pem_begin: rules::pem_begin(),
             pem_end: rules::pem_end(),
@@ -113,6 +109,46 @@ impl Rules {
             }
         }
         hits
+    }
+}
+
+/// Whether a text holds any of a few fragments, ignoring ASCII case: the test every line passes first.
+///
+/// The text is lowercased into a scratch buffer and searched for the lowercased fragments with Teddy (SIMD). A
+/// case-insensitive automaton allows no such prefilter: it stepped through every byte, the largest single cost of
+/// redacting logs (docs/performance.md).
+struct Prefilter {
+    teddy: Option<aho_corasick::packed::Searcher>,
+    /// Without Teddy (no SSSE3, or too many fragments): the automaton.
+    automaton: AhoCorasick,
+}
+
+impl Prefilter {
+    fn new<'a>(fragments: impl Iterator<Item = &'a str>) -> Self {
+        let lower: Vec<String> = fragments.map(|f| f.to_ascii_lowercase()).collect();
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(&lower)
+            .expect("literal patterns always build");
+        let teddy = aho_corasick::packed::Config::new().builder().extend(&lower).build();
+        Self { teddy, automaton }
+    }
+
+    fn is_match(&self, text: &[u8]) -> bool {
+        let Some(teddy) = &self.teddy else { return self.automaton.is_match(text) };
+        thread_local! {
+            static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        LOWER.with_borrow_mut(|lower| {
+            lower.clear();
+            lower.extend(text.iter().map(u8::to_ascii_lowercase));
+            let hit = teddy.find(&lower[..]).is_some();
+            if lower.capacity() > 1 << 20 {
+                *lower = Vec::new(); // one huge line does not pin its size for the thread's life
+            }
+            hit
+        })
     }
 }
 
@@ -200,6 +236,13 @@ impl<'r> TextRedactor<'r> {
                 return edits;
             }
             self.yaml_block = None;
+        }
+        // One pass decides for most lines: nothing any rule could need.
+        if !rules.any.is_match(body) {
+            if self.format == Format::Yaml && self.yaml_secret_name.is_some() {
+                self.yaml_edits(body, false, &mut edits);
+            }
+            return edits;
         }
         if rules.anchors.is_match(body) {
             edits.extend(rules.pattern_hits(body).into_iter().map(|(rule, range)| (range, rule)));
@@ -308,9 +351,9 @@ impl<'r> TextRedactor<'r> {
     /// when something was redacted. `None` when the line is not such a record (it is then redacted as JSON text).
     fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Vec<u8>> {
         // Cheap test first: most lines hold nothing to redact.
-        let known = self.r.known.as_ref().is_some_and(|k| k.ac.is_match(line));
+        let known = self.r.known.as_ref().is_some_and(|k| k.is_match(line));
         let rules = &self.r.structured;
-        if !known && !rules.anchors.is_match(line) && !rules.keys.is_match(line) && !self.in_inner_state() {
+        if !known && !rules.any.is_match(line) && !self.in_inner_state() {
             return None;
         }
         let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;

@@ -146,6 +146,21 @@ async fn verify_ledger(
     check.finish(cx, out)
 }
 
+/// The verifier's problems with one row, and `unreadable`, a problem found reading it (a value that does not parse).
+fn row_problems(verifier: &mut Verifier, row: &ChainRow, unreadable: Option<String>) -> Vec<ChainProblem> {
+    let mut problems = verifier.feed(row);
+    if let Some(detail) = unreadable {
+        problems.push(ChainProblem {
+            zone_id: row.zone_id.clone(),
+            chain_seq: row.chain_seq,
+            id: row.id.clone(),
+            check: "unreadable",
+            detail,
+        });
+    }
+    problems
+}
+
 /// One ledger's verification in progress: the verifier, the problems artifact, and counts per check.
 struct LedgerCheck {
     ledger: &'static Ledger,
@@ -166,16 +181,12 @@ impl LedgerCheck {
     /// Checks one row; `unreadable` is a problem found reading it (a value that does not parse).
     fn feed(&mut self, row: &ChainRow, unreadable: Option<String>) -> Result<(), CollectError> {
         self.checked += 1;
-        let mut problems = self.verifier.feed(row);
-        if let Some(detail) = unreadable {
-            problems.push(ChainProblem {
-                zone_id: row.zone_id.clone(),
-                chain_seq: row.chain_seq,
-                id: row.id.clone(),
-                check: "unreadable",
-                detail,
-            });
-        }
+        let problems = row_problems(&mut self.verifier, row, unreadable);
+        self.record(problems)
+    }
+
+    /// Writes problems found to the report and counts them.
+    fn record(&mut self, problems: Vec<ChainProblem>) -> Result<(), CollectError> {
         for p in problems {
             let mut line = serde_json::to_vec(&p).unwrap_or_default();
             line.push(b'\n');
@@ -266,10 +277,18 @@ pub const COLUMNS: [&str; 17] = [
 ];
 
 /// Verification of `audit_events` from the export's own CSV, one COPY message (one row) at a time: the table is
-/// then read once, not twice, and the rows verified are exactly the rows in the bundle. The export must be
-/// ordered by zone and `chain_seq`, in a session with `TimeZone = UTC` and `DateStyle = ISO`.
+/// then read once, not twice, and the rows verified are exactly the rows in the bundle. The export is in the
+/// table's own order (no server-side sort of the whole ledger): each zone's rows in chain order, as Caracal inserts
+/// them, the zones interleaved. Where that does not hold ([`Tap::finish`] says so), the links are verified again
+/// from an ordered read. The session must have `TimeZone = UTC` and `DateStyle = ISO`.
 pub struct Tap {
-    check: LedgerCheck,
+    key: Option<Vec<u8>>,
+    verifier: Verifier,
+    /// Problems, held until the end: a zone found out of order later voids its link problems.
+    held: Vec<ChainProblem>,
+    /// More problems than are held: the ordered read reports them instead.
+    overflow: bool,
+    checked: u64,
     /// Set when a row could not be checked at all (its problems artifact failed); later rows are ignored.
     failed: Option<CollectError>,
     positions: Option<[usize; 17]>,
@@ -281,9 +300,13 @@ pub struct Tap {
 }
 
 impl Tap {
-    pub fn new(cx: &Collection, key: Option<Vec<u8>>) -> Result<Self, CollectError> {
+    pub fn new(key: Option<Vec<u8>>) -> Result<Self, CollectError> {
         Ok(Self {
-            check: LedgerCheck::new(cx, &AUDIT, key)?,
+            verifier: Verifier::new(key.clone()),
+            key,
+            held: Vec::new(),
+            overflow: false,
+            checked: 0,
             failed: None,
             positions: None,
             row: ChainRow::default(),
@@ -348,18 +371,51 @@ impl Tap {
         set(&mut self.row.content_sha256, 14);
         set(&mut self.row.prev_content_sha256, 15);
         set(&mut self.row.chain_hmac, 16);
-        self.check.feed(&self.row, unreadable)
+        self.checked += 1;
+        let problems = row_problems(&mut self.verifier, &self.row, unreadable);
+        if !self.overflow {
+            self.held.extend(problems);
+            if self.held.len() > MAX_HELD {
+                self.overflow = true;
+                self.held = Vec::new();
+            }
+        }
+        Ok(())
     }
 
-    pub fn finish(self, cx: &Collection, out: &mut Outcome) -> Result<(), CollectError> {
+    /// Reports the verification: `Ok(true)` when done, `Ok(false)` when the export's order could not serve it (a
+    /// zone's rows out of chain order, or more problems than are held) and the ordered read must verify the ledger.
+    pub fn finish(self, cx: &Collection, out: &mut Outcome) -> Result<bool, CollectError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
         if self.positions.is_none() {
             return Err(CollectError::Failed("the audit_events export ended before its header".into()));
         }
-        self.check.finish(cx, out)
+        if self.overflow || !self.verifier.in_order() {
+            return Ok(false);
+        }
+        let mut check = LedgerCheck::new(cx, &AUDIT, self.key)?;
+        check.verifier = self.verifier;
+        check.checked = self.checked;
+        check.record(self.held)?;
+        check.finish(cx, out)?;
+        Ok(true)
     }
+}
+
+/// Problems the export's tap holds before it knows the ledger was read in chain order; past this, the ordered
+/// read reports them (a ledger this broken is read twice, a sound one once).
+const MAX_HELD: usize = 10_000;
+
+/// Verifies `audit_events` from an ordered read in the client's snapshot: when the export's order could not serve.
+pub async fn verify_audit_ordered(
+    cx: &Collection,
+    client: &Client,
+    key: Option<&[u8]>,
+    out: &mut Outcome,
+) -> Result<(), CollectError> {
+    verify_ledger(cx, client, &AUDIT, key, out).await
 }
 
 /// `2026-10-15 00:00:02.123456+00` (Postgres' ISO output in UTC) as Unix microseconds.

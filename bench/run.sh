@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# preserve against what an operator would use instead, side by side in one run (docs/performance.md).
+#
+# Starts a throwaway PostgreSQL and Redis, generates a Caracal-shaped dataset of the chosen scale, then, alternating
+# preserve and the baseline (and which of them goes first) for several rounds, measures these pairs:
+#   audit-tamper    `preserve snapshot --profile audit-tamper` (chain verification included) vs bench/baseline.sh
+#   postgres        preserve's export of audit_events vs `pg_dump --data-only -t 'public.audit_events*' | zstd -T2 -3`
+#   postgres+chain  the same export with verify_audit_chain = true vs the same pg_dump
+#   redis           preserve's export of the DLQ vs `redis-cli --raw XRANGE caracal.audit.events.dlq - + > file`
+#   verify          `preserve verify` of the audit-tamper bundle vs `zstd -d | tar -x` then `sha256sum -c`
+# and prints per pair the median wall time, median CPU (user+sys), peak RSS (GNU time) and the ratio preserve/baseline.
+#
+# Scale 1: 1,000,000 audit_events rows with a valid chain over 10 zones; 300,000 caracal.audit.events.dlq entries;
+# 100,000 caracal.sessions.revoke entries in 3 groups with 10,000 pending; 200 MB of Audit's Docker json-file logs.
+#
+# Usage: bench/run.sh [--scale S] [--rounds N] [--pairs a,b,...] [--json FILE]
+#   --scale S    dataset scale (default 1; the smoke test uses 0.01)
+#   --rounds N   rounds of each pair (default 5)
+#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify
+#   --json FILE  also write the figures as JSON
+# Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory).
+set -euo pipefail
+# shellcheck source=bench/common.sh
+. "$(dirname "$0")/common.sh"
+
+scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify json=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --scale) scale=$2 ;; --rounds) rounds=$2 ;; --pairs) pairs=$2 ;; --json) json=$2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift 2
+done
+want() { [[ ",$pairs," == *",$1,"* ]]; }
+n() { python3 -c "import sys; print(max(1, round(float(sys.argv[1]) * float(sys.argv[2]))))" "$1" "$scale"; }
+rows=$(n 1000000) dlq=$(n 300000) revoke=$(n 100000) pending=$(n 10000) log_bytes=$(n 200000000)
+need pg_dump postgresql-client
+need curl curl
+need tar tar
+
+preserve_bin
+work_dir
+start_postgres
+start_redis
+t0=$(date +%s)
+
+# --- The dataset ------------------------------------------------------------------------------------------------
+echo "bench: dataset at scale $scale: $rows audit_events rows, $dlq DLQ entries, $revoke revoke entries ($pending pending), $log_bytes bytes of logs" >&2
+home=$work/caracal
+mkdir -p "$home/secrets" "$work/docker" "$work/http/api/v2" "$work/c"
+hmac_key=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+redis_password=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
+printf %s "$hmac_key" > "$home/secrets/auditHmacKey"
+printf %s "$redis_password" > "$home/secrets/redisPassword"
+python3 -c 'import secrets; print(secrets.token_hex(32), end="")' > "$home/secrets/metricsBearer"
+
+psql -d postgres -c "CREATE DATABASE caracal"
+psql -d caracal -v rows="$rows" -v hmac_key="$hmac_key" -f "$bench_root/bench/dataset.sql" >/dev/null &
+pg_load=$!
+
+python3 "$bench_root/bench/dataset.py" dlq "$dlq" | redis-cli -p "$redis_port" --pipe >/dev/null
+python3 "$bench_root/bench/dataset.py" revoke "$revoke" | redis-cli -p "$redis_port" --pipe >/dev/null
+# Three groups as Caracal has them: STS's and one per Gateway pod; the pending entries delivered and never acked.
+for g in sts-revocation gateway-revocation:caracal-gateway-7d9f-0 gateway-revocation:caracal-gateway-7d9f-1; do
+  redis-cli -p "$redis_port" XGROUP CREATE caracal.sessions.revoke "$g" 0 >/dev/null
+done
+left=$pending
+for g in sts-revocation gateway-revocation:caracal-gateway-7d9f-0 gateway-revocation:caracal-gateway-7d9f-1; do
+  take=$(( (pending + 2) / 3 )); [ "$take" -le "$left" ] || take=$left
+  [ "$take" = 0 ] || redis-cli -p "$redis_port" XREADGROUP GROUP "$g" "consumer-$g" COUNT "$take" STREAMS caracal.sessions.revoke '>' >/dev/null
+  left=$((left - take))
+done
+redis-cli -p "$redis_port" CONFIG SET requirepass "$redis_password" >/dev/null
+
+python3 "$bench_root/bench/dataset.py" logs "$work/docker" "$log_bytes"
+
+# Audit's and Alertmanager's HTTP endpoints: static stand-ins (the audit-tamper profile reads them).
+printf '# HELP caracal_audit_tamper_mismatch_total Content hash mismatches.\ncaracal_audit_tamper_mismatch_total 0\n' > "$work/http/metrics"
+echo '{"tamper_mismatch_total":0}' > "$work/http/metrics.json"
+echo '{"status":"ready"}' > "$work/http/ready"
+echo '{"status":"ok"}' > "$work/http/health"
+echo '[]' > "$work/http/api/v2/alerts"; echo '[]' > "$work/http/api/v2/silences"; echo '{"cluster":{}}' > "$work/http/api/v2/status"
+http_port=$(free_port)
+python3 -m http.server "$http_port" --bind 127.0.0.1 --directory "$work/http" >/dev/null 2>&1 &
+on_exit "kill $!"
+http_url="http://127.0.0.1:$http_port"
+until curl -sf "$http_url/health" >/dev/null; do sleep 0.05; done
+
+wait "$pg_load"
+echo "bench: dataset ready in $(( $(date +%s) - t0 )) s" >&2
+
+cat > "$work/preserve.toml" <<EOF
+# The benchmark's site: throwaway servers, Docker logs and HTTP stand-ins (bench/run.sh).
+organization = "preserve benchmark"
+out_dir = "$work/out"
+caracal_home = "$home"
+docker_dir = "$work/docker"
+
+[redis]
+url = "$redis_url"
+password = "file:$home/secrets/redisPassword"
+
+[postgres]
+url = "$pg_url"
+
+[services]
+audit = ["$http_url"]
+alertmanager = ["$http_url"]
+
+[audit]
+hmac_key = "file:$home/secrets/auditHmacKey"
+EOF
+cat > "$work/c/bench.toml" <<'EOF'
+[[collector]]
+name = "bench-postgres"
+kind = "postgres"
+tables = [{ table = "public.audit_events" }]
+
+[[collector]]
+name = "bench-postgres-chain"
+kind = "postgres"
+verify_audit_chain = true
+tables = [{ table = "public.audit_events" }]
+
+[[collector]]
+name = "bench-redis-dlq"
+kind = "redis"
+streams = ["caracal.audit.events.dlq"]
+server_info = false
+window = false
+EOF
+
+# --- The rounds ---------------------------------------------------------------------------------------------------
+snap() { "$bin" snapshot -q --config "$work/preserve.toml" --out "$work/out" "$@"; }
+export PGCONNECT_TIMEOUT=10
+pg_dump_zstd() {
+  "$pgbin/pg_dump" -h 127.0.0.1 -p "$pg_port" -U postgres --data-only -t 'public.audit_events*' caracal \
+    | zstd -q -T2 -3 > "$work/dump.sql.zst"
+}
+xrange() { REDISCLI_AUTH=$redis_password redis-cli -p "$redis_port" --raw XRANGE caracal.audit.events.dlq - + > "$work/xrange.txt"; }
+baseline() {
+  rm -rf "$work/baseline"
+  REDISCLI_AUTH=$redis_password "$bench_root/bench/baseline.sh" --postgres "$pg_url" --redis "$redis_url" \
+    --docker-dir "$work/docker" --out "$work/baseline" --audit-url "$http_url" --alertmanager-url "$http_url"
+}
+unpack_check() {
+  rm -rf "$work/unpacked" && mkdir "$work/unpacked"
+  zstd -q -d -c "$bundle" | tar -x -C "$work/unpacked"
+  (cd "$work/unpacked"/*/ && sha256sum -c --quiet manifest-sha256.txt)
+}
+# Each pair is a preserve label, a preserve command, a baseline label, a baseline command.
+: > "$work/pairs.all"
+pair() {
+  local name=$1 a=$2 acmd=$3 b=$4 bcmd=$5 r=$6
+  echo "$name $a $b" >> "$work/pairs.all"
+  if [ $((r % 2)) = 1 ]; then measure "$a" bash -c "$acmd"; measure "$b" bash -c "$bcmd"
+  else measure "$b" bash -c "$bcmd"; measure "$a" bash -c "$acmd"; fi
+  rm -rf "$work/out"
+}
+export -f snap pg_dump_zstd xrange baseline unpack_check
+export bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url
+read -r _ u0 n0 s0 i0 _ < /proc/stat
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in $(seq "$rounds"); do
+  echo "bench: round $r of $rounds" >&2
+  if want audit-tamper || want verify; then
+    pair audit-tamper preserve:audit-tamper "snap --profile audit-tamper && mkdir -p '$work/keep' && mv '$work/out'/* '$work/keep/'" \
+      baseline.sh baseline "$r"
+    bundle=$(ls "$work"/keep/*.tar.zst | tail -1)
+    export bundle
+    if want verify; then
+      pair verify preserve:verify '"$bin" verify "$bundle"' 'zstd-d|tar-x+sha256sum' unpack_check "$r"
+    fi
+    for f in "$work"/keep/*; do [[ $f == "${bundle%.tar.zst}"* ]] || rm -f "$f"; done
+  fi
+  want postgres && pair postgres preserve:postgres "snap -c bench-postgres --collectors '$work/c'" 'pg_dump|zstd' pg_dump_zstd "$r"
+  want postgres+chain && pair postgres+chain preserve:postgres+chain "snap -c bench-postgres-chain --collectors '$work/c'" \
+    'pg_dump|zstd' pg_dump_zstd "$r"
+  want redis && pair redis preserve:redis-dlq "snap -c bench-redis-dlq --collectors '$work/c'" redis-cli:XRANGE xrange "$r"
+done
+read -r _ u1 n1 s1 i1 _ < /proc/stat
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+sort -u "$work/pairs.all" | sort -k1,1 -s > "$work/pairs"
+
+# The audit-tamper bundle is what it should be: complete, the chain verified with no problem, every record there.
+[ -z "${bundle:-}" ] || python3 - "$bundle" "$rows" "$dlq" <<'PY'
+import json, sys, re
+m = json.load(open(re.sub(r"\.tar\.zst$", ".manifest.json", sys.argv[1])))
+rows, dlq = int(sys.argv[2]), int(sys.argv[3])
+assert m["status"] == "complete", [(c["name"], c["status"], c.get("error")) for c in m["collectors"]]
+codes = [f["code"] for f in m["findings"]]
+assert "audit.chain.ok" in codes, codes
+records = {a["path"]: a.get("records") for c in m["collectors"] for a in c["artifacts"]}
+assert any(p.endswith("audit_events.csv") and r == rows for p, r in records.items()), records
+assert any("audit.events.dlq" in p and r == dlq for p, r in records.items()), records
+PY
+
+echo
+echo "preserve benchmark: scale $scale ($rows audit_events rows, $dlq DLQ entries, $revoke revoke entries, $((log_bytes / 1000000)) MB of logs), $rounds rounds, $(nproc) cores"
+python3 - "$u0" "$n0" "$s0" "$i0" "$u1" "$n1" "$s1" "$i1" "$load0" "$load1" <<'PY'
+import sys
+u0, n0, s0, i0, u1, n1, s1, i1 = map(int, sys.argv[1:9])
+busy = (u1 + n1 + s1) - (u0 + n0 + s0); idle = i1 - i0
+print(f"machine: load average {sys.argv[9]} before, {sys.argv[10]} after; CPU busy {100 * busy / max(1, busy + idle):.0f}% during the rounds (both sides and anything else running)")
+PY
+report "$work/pairs" "$json"
