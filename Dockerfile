@@ -15,7 +15,8 @@ RUN apt-get update \
  && install -d -o 10001 -g 10001 /evidence
 COPY --from=build /src/target/release/preserve /usr/local/bin/preserve
 USER 10001:10001
-ENV PRESERVE_OUT=/evidence PRESERVE_LISTEN=0.0.0.0:9731
+# No PRESERVE_OUT / PRESERVE_LISTEN here: the environment overrides the site config, so an image default would
+# silently win over `out_dir` and `[serve] listen` (deploy/kubernetes/preserve.toml sets both).
 VOLUME /evidence
 EXPOSE 9731
 ENTRYPOINT ["/usr/local/bin/preserve"]

@@ -450,4 +450,9 @@ fn serve_refuses_to_start_without_a_token_or_with_a_rule_it_cannot_follow() {
         let err = stderr(&out);
         assert!(err.contains(says) && err.contains(at), "{rule}: {err}");
     }
+    // No grace would lose the partial bundles a shutdown must write.
+    let config = ws.write("preserve.toml", "[serve]\ngrace = \"0s\"\n");
+    let out = run(ws.preserve().env("PRESERVE_SERVE_TOKEN", "x").args(["serve", "--config"]).arg(&config));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("serve.grace must be at least 2s"), "{}", stderr(&out));
 }

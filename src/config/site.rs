@@ -210,8 +210,14 @@ impl ServeSettings {
         if s.concurrency == 0 || s.queue == 0 || s.body_limit == 0 {
             return Err("serve.concurrency, serve.queue and serve.body_limit must be at least 1".into());
         }
-        if s.cooldown.is_negative() || s.grace.is_negative() || s.retention.min_age.is_negative() {
-            return Err("serve.cooldown, serve.grace and serve.retention.min_age must not be negative".into());
+        if s.cooldown.is_negative() || s.retention.min_age.is_negative() {
+            return Err("serve.cooldown and serve.retention.min_age must not be negative".into());
+        }
+        // Writing the partial bundle of a stopped snapshot takes a moment: no grace would lose it.
+        if s.grace < SignedDuration::from_secs(2) {
+            return Err(
+                "serve.grace must be at least 2s: stopped snapshots need time to write their partial bundles".into()
+            );
         }
         Ok(s)
     }

@@ -77,10 +77,13 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Checks in the order a caller can fix them: who you are (401), what you send (415, 413), what it says (400).
 async fn alertmanager(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    // A refused body is still read to its end (discarded, bounded), so the client gets the answer, not a reset.
     if !authorized(&app, &parts.headers) {
+        let _ = read_limited(body, 0).await;
         return refuse(&app, StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
     if !is_json(&parts.headers) {
+        let _ = read_limited(body, 0).await;
         return refuse(&app, StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json");
     }
     let too_large = || format!("the body is larger than the limit of {} bytes (serve.body_limit)", app.body_limit);

@@ -98,6 +98,13 @@ impl Sidecar {
             eprintln!("preserve serve: rule {} -> profile {}", r.origin, r.profile);
         }
         s.prune();
+        for (path, bytes) in retention::leftovers(&env.out_dir) {
+            eprintln!(
+                "preserve serve: {} ({bytes} bytes) was left by an interrupted snapshot: it may hold evidence no \
+                 bundle has; copy or remove it (retention never deletes it)",
+                path.display()
+            );
+        }
         eprintln!(
             "preserve serve: listening on http://{addr} (POST /alertmanager; bundles into {})",
             env.out_dir.display()

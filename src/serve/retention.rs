@@ -27,6 +27,34 @@ pub struct Deleted {
     pub why: String,
 }
 
+/// What interrupted runs left in `out_dir` (a staging directory, a `.partial` archive) and its size. Retention
+/// never deletes these: a staging directory holds what a killed snapshot had collected, which may be the only copy
+/// of that evidence. The sidecar names them at start so an operator can rescue or remove them.
+pub fn leftovers(out_dir: &Path) -> Vec<(PathBuf, u64)> {
+    let Ok(entries) = std::fs::read_dir(out_dir) else { return Vec::new() };
+    let mut found: Vec<(PathBuf, u64)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with(".preserve-") && name.ends_with(".staging")) || name.ends_with(".partial")
+        })
+        .map(|e| (e.path(), size_of(&e.path())))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Bytes below `path`, not following links.
+fn size_of(path: &Path) -> u64 {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            std::fs::read_dir(path).into_iter().flatten().filter_map(Result::ok).map(|e| size_of(&e.path())).sum()
+        }
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
 /// The finished bundles in `out_dir`.
 pub fn list(out_dir: &Path) -> std::io::Result<Vec<BundleFile>> {
     let mut out = Vec::new();

@@ -27,6 +27,9 @@ use crate::{
 
 /// Runs kept for `GET /snapshots`.
 const HISTORY: usize = 200;
+/// Alerts one snapshot carries at most: a flapping alert (a new `startsAt` each time) during a long snapshot must
+/// not grow memory and the manifest without bound. The rest are counted as ignored (`run_full`).
+const MAX_ALERTS_PER_RUN: usize = 1000;
 
 /// What happened to one alert of a webhook.
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +221,21 @@ impl Scheduler {
                 continue;
             }
             let rec = summary(&alert);
+            let joined = st
+                .running
+                .get(&profile)
+                .map(|(id, _)| id.clone())
+                .or_else(|| st.queue.iter().find(|q| q.profile == profile).map(|q| q.id.clone()));
+            if let Some(full) = joined.filter(|id| st.record(id).is_some_and(|r| r.alerts.len() >= MAX_ALERTS_PER_RUN))
+            {
+                self.metrics.ignored("run_full");
+                d.reason = Some(format!("snapshot {full} already carries {MAX_ALERTS_PER_RUN} alerts"));
+                d.snapshot = Some(full.clone());
+                st.seen.insert(key.clone(), (now, full));
+                st.seen_order.push_back((now, key));
+                out.alerts.push(d);
+                continue;
+            }
             let id = if let Some((id, late)) = st.running.get(&profile)
                 && late.attach(&alert)
             {
@@ -321,8 +339,20 @@ impl Scheduler {
     }
 
     async fn run(self: Arc<Self>, q: Queued, late: LateAlerts) {
+        use futures::FutureExt;
         let started = Instant::now();
-        let result = self.snapshot(&q, late.clone()).await;
+        // Whatever happens inside, the profile must leave `running`: a panic that escaped would hold it (and, with
+        // concurrency 1, every snapshot) forever.
+        let result = match std::panic::AssertUnwindSafe(self.snapshot(&q, late.clone())).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(format!(
+                "snapshot panicked: {}",
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            )),
+        };
         // A run that failed before writing its manifest still closes its list: later alerts get a new snapshot.
         let stranded = late.close();
         let elapsed = started.elapsed();
@@ -340,7 +370,14 @@ impl Scheduler {
             }
             Err(e) => {
                 self.metrics.snapshots.get_or_create(&labels("failed")).inc();
-                eprintln!("preserve serve: snapshot {} failed: {e}", q.id);
+                // No bundle: its alerts are forgotten as answered, so Alertmanager's next send (or the next
+                // alert) takes a new snapshot instead of being deduplicated to this failure.
+                let forgotten: Vec<_> =
+                    st.seen.iter().filter(|(_, (_, id))| *id == q.id).map(|(k, _)| k.clone()).collect();
+                for k in forgotten {
+                    st.seen.remove(&k);
+                }
+                eprintln!("preserve serve: snapshot {} failed, its alerts may take a new one: {e}", q.id);
                 "failed"
             }
         };
@@ -430,6 +467,10 @@ impl Scheduler {
         let mut stopped = false;
         while !idle() {
             if begun.elapsed() >= grace {
+                // Stopped at the latest now, so what was collected is written as a partial bundle.
+                if !stopped {
+                    self.stop.stop(format!("{why}, grace period over"));
+                }
                 return false;
             }
             if !stopped && begun.elapsed() >= grace / 2 {
