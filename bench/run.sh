@@ -18,7 +18,8 @@
 #   --rounds N   rounds of each pair (default 5)
 #   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify
 #   --json FILE  also write the figures as JSON
-# Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory).
+# Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory),
+#   BENCH_ZSTD_LEVEL (preserve's zstd level for the run, instead of the site default).
 set -euo pipefail
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
@@ -111,6 +112,7 @@ alertmanager = ["$http_url"]
 [audit]
 hmac_key = "file:$home/secrets/auditHmacKey"
 EOF
+if [ -n "${BENCH_ZSTD_LEVEL:-}" ]; then printf '\n[run]\nzstd_level = %s\n' "$BENCH_ZSTD_LEVEL" >> "$work/preserve.toml"; fi
 cat > "$work/c/bench.toml" <<'EOF'
 [[collector]]
 name = "bench-postgres"
