@@ -14,23 +14,7 @@ INSERT INTO zones VALUES ('zone-alpha', 'Alpha', 'alpha', now() - interval '90 d
 CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
 INSERT INTO schema_migrations (version) VALUES ('0001_baseline'), ('0002_approval_hardening'), ('0003_operator_run_token_usage');
 
--- The audit ledger: monthly partitions around now, and the default one.
-CREATE TABLE audit_events (
-  id text NOT NULL, zone_id text NOT NULL, event_type text NOT NULL, request_id text, decision text, policy_set_id text,
-  policy_set_version_id text, manifest_sha text, evaluation_status text, determining_policies_json jsonb,
-  diagnostics_json jsonb, metadata_json jsonb, occurred_at timestamptz NOT NULL, ingested_at timestamptz NOT NULL DEFAULT now(),
-  content_sha256 text, prev_content_sha256 text, chain_hmac text, chain_seq bigint, ingest_signature text,
-  PRIMARY KEY (id, occurred_at)
-) PARTITION BY RANGE (occurred_at);
-CREATE TABLE audit_events_default PARTITION OF audit_events DEFAULT;
-DO $$
-DECLARE m date;
-BEGIN
-  FOR m IN SELECT generate_series(date_trunc('month', now() - interval '60 days'), date_trunc('month', now() + interval '31 days'), interval '1 month')::date LOOP
-    EXECUTE format('CREATE TABLE audit_events_y%sm%s PARTITION OF audit_events FOR VALUES FROM (%L) TO (%L)',
-      to_char(m, 'YYYY'), to_char(m, 'MM'), m, (m + interval '1 month')::date);
-  END LOOP;
-END $$;
+-- The audit ledger (audit_ledger.sql, loaded before this file): Caracal's indexes on it.
 CREATE INDEX audit_events_zone_seq ON audit_events (zone_id, chain_seq DESC);
 CREATE INDEX audit_events_request ON audit_events (request_id);
 
@@ -74,24 +58,13 @@ ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY;
 CREATE POLICY zone_isolation ON audit_events
   USING (current_setting('caracal.zone_id', true) = '*' OR zone_id = current_setting('caracal.zone_id', true));
 
-CREATE TABLE audit_ingest_alerts (id bigserial PRIMARY KEY, event_id text NOT NULL, zone_id text NOT NULL, kind text NOT NULL,
-  detail text, observed_at timestamptz NOT NULL DEFAULT now());
 INSERT INTO audit_ingest_alerts (event_id, zone_id, kind, detail, observed_at)
   VALUES ('evt-beta-0008', 'zone-beta', 'content_mismatch_on_replay', 'stored=' || md5('a') || md5('b') || ' incoming=' || md5('c') || md5('d'), now() - interval '15 minutes');
-CREATE TABLE audit_chain_rehash (id int PRIMARY KEY CHECK (id = 1), completed_at timestamptz NOT NULL);
 INSERT INTO audit_chain_rehash VALUES (1, now() - interval '80 days');
-CREATE TABLE audit_retention (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), retention_days int NOT NULL,
-  updated_by text, updated_at timestamptz NOT NULL DEFAULT now());
 INSERT INTO audit_retention VALUES (true, 365, 'admin-oncall', now() - interval '2 hours');
-CREATE TABLE audit_export_watermark (name text PRIMARY KEY, last_exported_hour timestamptz);
 INSERT INTO audit_export_watermark VALUES ('parquet-hourly', date_trunc('hour', now()) - interval '1 hour');
 
 -- Admin audit: a chain per zone and a global one (zone NULL); the content hashes stand in for the JavaScript ones.
-CREATE TABLE admin_audit_events (
-  id text PRIMARY KEY, request_id text, actor_id text, actor_name text, actor_scope text, action text, method text, path text,
-  zone_id text, entity_type text, entity_id text, status_code int, payload_json jsonb, occurred_at timestamptz NOT NULL,
-  content_sha256 text, prev_content_sha256 text, chain_hmac text, chain_seq bigint
-);
 INSERT INTO admin_audit_events (id, request_id, actor_id, actor_name, actor_scope, action, method, path, zone_id,
   entity_type, entity_id, status_code, payload_json, occurred_at, chain_seq)
 VALUES

@@ -133,6 +133,7 @@ impl Sandbox {
         // preserve reads as the least-privileged role the design asks for; RLS needs its caracal.zone_id setting.
         pg.psql("postgres", "CREATE ROLE preserve LOGIN; GRANT pg_read_all_data TO preserve");
         pg.psql("caracal", include_str!("audit_chain.sql"));
+        pg.psql("caracal", include_str!("audit_ledger.sql"));
         pg.psql("caracal", &include_str!("caracal.sql").replace("{{AUDIT_HMAC_KEY}}", &secrets["auditHmacKey"]));
         let partition = |ago: &str| {
             pg.psql(
