@@ -100,17 +100,52 @@ pub struct Verifier {
     /// The zone of the previous row: consecutive rows of one zone skip the lookup.
     last: Option<usize>,
     out_of_order: bool,
+    /// Whether a zone's rows may come as several runs, each in chain order (a partitioned table read partition by
+    /// partition: the default partition's older rows after the monthly ones): links inside a run are checked as
+    /// rows come, the seams between runs at the end ([`Verifier::seams`]).
+    segmented: bool,
+    /// Runs started in all zones; past [`MAX_SEGMENTS`] the order cannot serve.
+    segment_count: usize,
 }
+
+/// Runs the export may be cut into before an ordered read is cheaper than holding them.
+const MAX_SEGMENTS: usize = 100_000;
 
 struct ZoneState {
     summary: ZoneSummary,
     prev_content: String,
     prev_seq: Option<i64>,
+    /// Segmented verification: the zone's runs in the order read.
+    segments: Vec<Segment>,
+}
+
+/// A run of one zone's rows in chain order: its ends, to check the seams with the runs before and after it.
+struct Segment {
+    first_seq: i64,
+    first_prev: String,
+    first_id: String,
+    last_seq: i64,
+    last_content: String,
 }
 
 impl Verifier {
     pub fn new(key: Option<Vec<u8>>) -> Self {
-        Self { key, recompute: true, zones: Vec::new(), index: Default::default(), last: None, out_of_order: false }
+        Self {
+            key,
+            recompute: true,
+            zones: Vec::new(),
+            index: Default::default(),
+            last: None,
+            out_of_order: false,
+            segmented: false,
+            segment_count: 0,
+        }
+    }
+
+    /// A verifier of a ledger read in the table's own order, whose zones may each come as several runs in chain
+    /// order; call [`Verifier::seams`] when every row was fed.
+    pub fn segmented(key: Option<Vec<u8>>) -> Self {
+        Self { segmented: true, ..Self::new(key) }
     }
 
     /// A verifier of links, `chain_seq` and `chain_hmac` only (the HMAC covers the stored hashes, so it can still
@@ -151,17 +186,41 @@ impl Verifier {
                 },
                 prev_content: String::new(),
                 prev_seq: None,
+                segments: Vec::new(),
             });
             self.index.insert(row.zone_id.clone(), self.zones.len() - 1);
             self.zones.len() - 1
         });
         self.last = Some(i);
         let zone = &mut self.zones[i];
-        if let (Some(s), Some(p)) = (row.chain_seq, zone.prev_seq)
+        // Segmented: a row that does not follow the previous one of its zone starts a run; its links are checked
+        // at the seams, once every run is known. A NULL chain_seq cannot be placed: the ordered read takes over.
+        let mut starts_run = first_in_zone;
+        if self.segmented {
+            match (row.chain_seq, zone.prev_seq) {
+                (None, _) => self.out_of_order = true,
+                (Some(s), Some(p)) if !first_in_zone && s != p + 1 => starts_run = true,
+                _ => {}
+            }
+            if starts_run && let Some(s) = row.chain_seq {
+                zone.segments.push(Segment {
+                    first_seq: s,
+                    first_prev: row.prev_content_sha256.clone(),
+                    first_id: row.id.clone(),
+                    last_seq: s,
+                    last_content: String::new(),
+                });
+                self.segment_count += 1;
+                if self.segment_count > MAX_SEGMENTS {
+                    self.out_of_order = true;
+                }
+            }
+        } else if let (Some(s), Some(p)) = (row.chain_seq, zone.prev_seq)
             && s < p
         {
             self.out_of_order = true;
         }
+        let link_checked_here = !first_in_zone && !(self.segmented && starts_run);
 
         if self.recompute {
             let recomputed = content_hex(row);
@@ -170,7 +229,7 @@ impl Verifier {
                 problem("content_mismatch", format!("stored {} recomputed {recomputed}", row.content_sha256));
             }
         }
-        if !first_in_zone && row.prev_content_sha256 != zone.prev_content {
+        if link_checked_here && row.prev_content_sha256 != zone.prev_content {
             problem(
                 "chain_break",
                 format!(
@@ -180,6 +239,7 @@ impl Verifier {
             );
         }
         match (row.chain_seq, zone.prev_seq) {
+            _ if self.segmented => {} // in order within a run by construction; gaps show at the seams
             (None, _) => problem("seq_null", "chain_seq is NULL".into()),
             (Some(s), Some(p)) if !first_in_zone && s == p => {
                 problem("seq_duplicate", format!("chain_seq {s} appears again"))
@@ -202,6 +262,74 @@ impl Verifier {
         zone.prev_content.clear();
         zone.prev_content.push_str(&row.content_sha256);
         zone.prev_seq = row.chain_seq.or(zone.prev_seq);
+        if let Some(run) = zone.segments.last_mut()
+            && let Some(s) = row.chain_seq
+        {
+            run.last_seq = s;
+            run.last_content.clear();
+            run.last_content.push_str(&row.content_sha256);
+        }
+        problems
+    }
+
+    /// Segmented verification, after the last row: puts each zone's runs in chain order and checks the seams
+    /// between them (a gap in `chain_seq`, a `prev_content_sha256` that is not the previous run's last content),
+    /// reporting each at the first row of the later run, as an in-order read reports it. Runs that overlap (a
+    /// `chain_seq` twice, rows moved inside a run) cannot be placed: the order then cannot serve ([`Verifier::in_order`]
+    /// turns false) and nothing is returned.
+    pub fn seams(&mut self) -> Vec<ChainProblem> {
+        let mut problems = Vec::new();
+        if !self.segmented || self.out_of_order {
+            return problems;
+        }
+        for zone in &mut self.zones {
+            zone.segments.sort_by_key(|s| s.first_seq);
+            let mut found = 0;
+            for pair in zone.segments.windows(2) {
+                let (before, run) = (&pair[0], &pair[1]);
+                if run.first_seq <= before.last_seq {
+                    self.out_of_order = true;
+                    return Vec::new();
+                }
+                let mut problem = |check: &'static str, detail: String| {
+                    found += 1;
+                    problems.push(ChainProblem {
+                        zone_id: zone.summary.zone_id.clone(),
+                        chain_seq: Some(run.first_seq),
+                        id: run.first_id.clone(),
+                        check,
+                        detail,
+                    })
+                };
+                if run.first_prev != before.last_content {
+                    problem(
+                        "chain_break",
+                        format!(
+                            "prev_content_sha256 {} but the previous row's content is {}",
+                            run.first_prev, before.last_content
+                        ),
+                    );
+                }
+                if run.first_seq != before.last_seq + 1 {
+                    problem(
+                        "seq_gap",
+                        format!(
+                            "chain_seq jumps from {} to {}: {} row(s) missing",
+                            before.last_seq,
+                            run.first_seq,
+                            run.first_seq - before.last_seq - 1
+                        ),
+                    );
+                }
+            }
+            zone.summary.problems += found;
+            if let (Some(first), Some(last)) = (zone.segments.first(), zone.segments.last()) {
+                zone.summary.first_seq = Some(first.first_seq);
+                zone.summary.anchor_prev = first.first_prev.clone();
+                zone.summary.last_seq = Some(last.last_seq);
+                zone.prev_content = last.last_content.clone();
+            }
+        }
         problems
     }
 
@@ -240,6 +368,42 @@ mod tests {
         }
         expect.extend_from_slice(b"1764370000000001000");
         assert_eq!(r.content_sha256, hex::encode(Sha256::digest(&expect)));
+    }
+
+    #[test]
+    fn a_zone_read_in_runs_is_verified_at_its_seams() {
+        // Four rows of one zone; a partitioned table read partition by partition gives 3, 4 (this month) before
+        // 1, 2 (the default partition, scanned last).
+        let r1 = row("z", 1, "anchor");
+        let r2 = row("z", 2, &r1.content_sha256);
+        let r3 = row("z", 3, &r2.content_sha256);
+        let r4 = row("z", 4, &r3.content_sha256);
+        let mut v = Verifier::segmented(Some(b"k".to_vec()));
+        assert!([&r3, &r4, &r1, &r2].iter().all(|r| v.feed(r).is_empty()));
+        assert!(v.seams().is_empty() && v.in_order(), "a valid chain in two runs has no problem");
+        let zones = v.finish();
+        assert_eq!((zones[0].first_seq, zones[0].last_seq), (Some(1), Some(4)));
+        assert_eq!(
+            (zones[0].anchor_prev.as_str(), zones[0].head_content_sha256.as_str()),
+            ("anchor", r4.content_sha256.as_str())
+        );
+
+        // Row 2 deleted: the seam between the runs shows it where an ordered read would, at row 3.
+        let mut v = Verifier::segmented(None);
+        for r in [&r3, &r4, &r1] {
+            assert!(v.feed(r).is_empty());
+        }
+        let mut p: Vec<_> = v.seams().into_iter().map(|p| (p.chain_seq, p.check)).collect();
+        p.sort();
+        assert_eq!(p, [(Some(3), "chain_break"), (Some(3), "seq_gap")]);
+        assert!(v.in_order());
+
+        // A chain_seq twice (runs overlap): the runs cannot be placed, the ordered read must verify.
+        let mut v = Verifier::segmented(None);
+        for r in [&r1, &r2, &r3, &r2] {
+            v.feed(r);
+        }
+        assert!(v.seams().is_empty() && !v.in_order());
     }
 
     #[test]

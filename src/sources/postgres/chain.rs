@@ -302,7 +302,7 @@ pub struct Tap {
 impl Tap {
     pub fn new(key: Option<Vec<u8>>) -> Result<Self, CollectError> {
         Ok(Self {
-            verifier: Verifier::new(key.clone()),
+            verifier: Verifier::segmented(key.clone()),
             key,
             held: Vec::new(),
             overflow: false,
@@ -392,13 +392,17 @@ impl Tap {
         if self.positions.is_none() {
             return Err(CollectError::Failed("the audit_events export ended before its header".into()));
         }
-        if self.overflow || !self.verifier.in_order() {
+        let mut verifier = self.verifier;
+        let seams = verifier.seams();
+        if self.overflow || !verifier.in_order() || self.held.len() + seams.len() > MAX_HELD {
             return Ok(false);
         }
+        let mut held = self.held;
+        held.extend(seams);
         let mut check = LedgerCheck::new(cx, &AUDIT, self.key)?;
-        check.verifier = self.verifier;
+        check.verifier = verifier;
         check.checked = self.checked;
-        check.record(self.held)?;
+        check.record(held)?;
         check.finish(cx, out)?;
         Ok(true)
     }
