@@ -220,7 +220,7 @@ impl Verifier {
         {
             self.out_of_order = true;
         }
-        let link_checked_here = !first_in_zone && !(self.segmented && starts_run);
+        let link_checked_here = if self.segmented { !starts_run } else { !first_in_zone };
 
         if self.recompute {
             let recomputed = content_hex(row);
