@@ -196,9 +196,9 @@ impl<'r> TextRedactor<'r> {
     /// Redacts one line (with or without its line end).
     pub fn line<'a>(&mut self, line: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
         if self.format == Format::DockerJson
-            && let Some(clean) = self.docker_line(line, tally)
+            && let Some(record) = self.docker_line(line, tally)
         {
-            return Cow::Owned(clean);
+            return record.map_or(Cow::Borrowed(line), Cow::Owned);
         }
         let text = self.r.redact_known(line, tally);
         let (body_len, end) = {
@@ -348,42 +348,38 @@ impl<'r> TextRedactor<'r> {
     }
 
     /// A Docker json-file line: its `log` field redacted as the service's own JSON line, the line re-encoded only
-    /// when something was redacted. `None` when the line is not such a record (it is then redacted as JSON text).
-    fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Vec<u8>> {
+    /// when something was redacted. `None` when the line is not such a record (it is then redacted as JSON text);
+    /// `Some(None)` when it is one and holds nothing to redact.
+    fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Option<Vec<u8>>> {
         // Cheap test first: most lines hold nothing to redact.
         let known = self.r.known.as_ref().is_some_and(|k| k.is_match(line));
         let rules = &self.r.structured;
         if !known && !rules.any.is_match(line) && !self.in_inner_state() {
-            return None;
+            return Some(None);
         }
         let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
-        let serde_json::Value::String(log) = record.get("log")? else { return None };
+        let serde_json::Value::String(log) = record.remove("log")? else { return None };
         let inner = self.inner.get_or_insert_with(|| Box::new(TextRedactor::new(self.r, Format::Json)));
-        let Cow::Owned(clean) = inner.line(log.as_bytes(), tally) else {
-            // Nothing in the service's line; the wrapper's other fields still pass the text rules.
-            return Some(self.plain_json(line, tally));
-        };
+        let clean = inner.line(log.as_bytes(), tally);
+        // Docker's own fields (`stream`, `time`, `attrs`) pass the JSON rules too; the line is re-encoded, once,
+        // only when something changed.
+        let mut rest = serde_json::Value::Object(record);
+        let before = rest.clone();
+        super::redact_json(&mut rest, self.r, tally);
+        if matches!(clean, Cow::Borrowed(_)) && rest == before {
+            return Some(None);
+        }
+        let serde_json::Value::Object(mut record) = rest else { return None };
         record.insert("log".into(), serde_json::Value::String(String::from_utf8_lossy(&clean).into_owned()));
         let mut out = serde_json::to_vec(&record).ok()?;
-        let mut rest = serde_json::Value::Object(record);
-        super::redact_json(&mut rest, self.r, tally);
-        if let Ok(v) = serde_json::to_vec(&rest) {
-            out = v;
-        }
         if line.ends_with(b"\n") {
             out.push(b'\n');
         }
-        Some(out)
+        Some(Some(out))
     }
 
     fn in_inner_state(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some())
-    }
-
-    /// The wrapper line read as one JSON line by a redactor of its own: a multi-line state belongs to the
-    /// service's lines (`inner`), never to the wrapper, which is one complete record.
-    fn plain_json(&self, line: &[u8], tally: &Tally) -> Vec<u8> {
-        TextRedactor::new(self.r, Format::Json).line(line, tally).into_owned()
     }
 
     /// Replaces the edited ranges of the body (overlaps merged) by markers of what they held.
