@@ -243,28 +243,15 @@ impl Redactor {
     /// signature, a hash or an HMAC in a row is what the responder must see.
     pub fn redact_data<'a>(&self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
         let text = self.redact_known(input, tally);
-        let mut hits: Vec<_> = self
+        let hits: Vec<_> = self
             .structured
             .pattern_hits(&text)
             .into_iter()
             .filter(|(rule, _)| matches!(*rule, "url-password" | "sql-password"))
+            .map(|(rule, range)| (range, rule))
             .collect();
-        hits.sort_by_key(|(_, r)| r.start);
-        if hits.is_empty() {
-            return text;
-        }
-        let mut out = Vec::with_capacity(text.len() + 32 * hits.len());
-        let mut last = 0;
-        for (rule, r) in hits {
-            if r.start < last {
-                continue;
-            }
-            out.extend_from_slice(&text[last..r.start]);
-            out.extend_from_slice(self.replace(&text[r.clone()], rule, tally).as_bytes());
-            last = r.end;
-        }
-        out.extend_from_slice(&text[last..]);
-        Cow::Owned(out)
+        let len = text.len();
+        structured::apply(self, text, len, 0, hits, tally)
     }
 
     /// Masks secrets in place with `*`, keeping every length: for binary artifacts whose framing counts bytes

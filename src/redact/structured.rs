@@ -206,7 +206,7 @@ impl<'r> TextRedactor<'r> {
             (body.len(), end)
         };
         let edits = self.edits(&text[..body_len]);
-        self.apply(text, body_len, end, edits, tally)
+        apply(self.r, text, body_len, end, edits, tally)
     }
 
     /// The ranges of `body` (a line without its end) to redact, and by which rule; moves the multi-line state.
@@ -244,14 +244,13 @@ impl<'r> TextRedactor<'r> {
             }
             return edits;
         }
-        if rules.anchors.is_match(body) {
-            edits.extend(rules.pattern_hits(body).into_iter().map(|(rule, range)| (range, rule)));
-            // A key's body follows on the next lines only when its header ends the line.
-            if let Some(b) = rules.pem_begin.find(body)
-                && body[b.end()..].trim_ascii().is_empty()
-            {
-                self.in_pem = true;
-            }
+        edits.extend(rules.pattern_hits(body).into_iter().map(|(rule, range)| (range, rule)));
+        // A key's body follows on the next lines only when its header ends the line.
+        if memchr::memmem::find(body, b"PRIVATE KEY").is_some()
+            && let Some(b) = rules.pem_begin.find(body)
+            && body[b.end()..].trim_ascii().is_empty()
+        {
+            self.in_pem = true;
         }
         let keyed = rules.keys.is_match(body);
         if keyed {
@@ -381,47 +380,48 @@ impl<'r> TextRedactor<'r> {
     fn in_inner_state(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some())
     }
+}
 
-    /// Replaces the edited ranges of the body (overlaps merged) by markers of what they held.
-    fn apply<'a>(
-        &self,
-        text: Cow<'a, [u8]>,
-        body_len: usize,
-        end: usize,
-        mut edits: Vec<(Range<usize>, &'static str)>,
-        tally: &Tally,
-    ) -> Cow<'a, [u8]> {
-        edits.retain(|(r, _)| r.start < r.end && r.end <= body_len);
-        // A value rule's finding inside a key's value wins: `"authorization":"Bearer X"` keeps `Bearer` and marks
-        // X as it is marked wherever else it appears.
-        let found: Vec<Range<usize>> =
-            edits.iter().filter(|(_, rule)| *rule != "key-name").map(|(r, _)| r.clone()).collect();
-        edits.retain(|(r, rule)| *rule != "key-name" || !found.iter().any(|f| f.start < r.end && r.start < f.end));
-        if edits.is_empty() {
-            return text;
-        }
-        edits.sort_by_key(|(r, _)| (r.start, std::cmp::Reverse(r.end)));
-        let mut out = Vec::with_capacity(text.len() + 32 * edits.len());
-        let mut last = 0;
-        for (r, rule) in edits {
-            if r.start < last {
-                continue; // inside an edit already made
-            }
-            let value = &text[r.clone()];
-            if holds_marker(value) || rules::is_harmless_value(value) && rule == "key-name" {
-                continue;
-            }
-            out.extend_from_slice(&text[last..r.start]);
-            out.extend_from_slice(self.r.replace(value, rule, tally).as_bytes());
-            last = r.end;
-        }
-        if last == 0 && out.is_empty() {
-            return text;
-        }
-        out.extend_from_slice(&text[last..body_len]);
-        out.extend_from_slice(&text[body_len..body_len + end]);
-        Cow::Owned(out)
+/// Replaces the edited ranges of a line's body (`text[..body_len]`, overlaps merged) by markers of what they held;
+/// the line's end (`end` bytes after the body) is kept.
+pub(super) fn apply<'a>(
+    redactor: &Redactor,
+    text: Cow<'a, [u8]>,
+    body_len: usize,
+    end: usize,
+    mut edits: Vec<(Range<usize>, &'static str)>,
+    tally: &Tally,
+) -> Cow<'a, [u8]> {
+    edits.retain(|(r, _)| r.start < r.end && r.end <= body_len);
+    // A value rule's finding inside a key's value wins: `"authorization":"Bearer X"` keeps `Bearer` and marks
+    // X as it is marked wherever else it appears.
+    let found: Vec<Range<usize>> =
+        edits.iter().filter(|(_, rule)| *rule != "key-name").map(|(r, _)| r.clone()).collect();
+    edits.retain(|(r, rule)| *rule != "key-name" || !found.iter().any(|f| f.start < r.end && r.start < f.end));
+    if edits.is_empty() {
+        return text;
     }
+    edits.sort_by_key(|(r, _)| (r.start, std::cmp::Reverse(r.end)));
+    let mut out = Vec::with_capacity(text.len() + 32 * edits.len());
+    let mut last = 0;
+    for (r, rule) in edits {
+        if r.start < last {
+            continue; // inside an edit already made
+        }
+        let value = &text[r.clone()];
+        if holds_marker(value) || rules::is_harmless_value(value) && rule == "key-name" {
+            continue;
+        }
+        out.extend_from_slice(&text[last..r.start]);
+        out.extend_from_slice(redactor.replace(value, rule, tally).as_bytes());
+        last = r.end;
+    }
+    if last == 0 && out.is_empty() {
+        return text;
+    }
+    out.extend_from_slice(&text[last..body_len]);
+    out.extend_from_slice(&text[body_len..body_len + end]);
+    Cow::Owned(out)
 }
 
 /// Whether a line can be part of a PEM body: base64, blank, or an encapsulated header (`Proc-Type: 4,ENCRYPTED`).
