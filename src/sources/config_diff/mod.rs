@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::{
     CollectError, Collection, Outcome, Source,
     command::{Invocation, StartError},
+    file::media_type,
 };
 use crate::{
     bundle::manifest::Severity,
@@ -591,11 +592,3 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn media_type(path: &str) -> &'static str {
-    match path.rsplit('.').next() {
-        Some("yml" | "yaml") => "application/yaml",
-        Some("json") => "application/json",
-        Some("toml") => "application/toml",
-        _ => "text/plain",
-    }
-}
