@@ -55,18 +55,24 @@ fn gateway(replica: &'static str) -> Router {
         )
 }
 
-/// Serves `router` on a free local port from a background thread; returns the base URL.
-fn serve(router: Router) -> String {
+/// Runs `accept` on a listener bound to a free local port, in a background thread with its own runtime; returns
+/// the port's address.
+fn on_free_port<F: std::future::Future<Output = ()> + 'static>(
+    accept: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, router).await.unwrap();
-        });
+        rt.block_on(async move { accept(tokio::net::TcpListener::from_std(listener).unwrap()).await });
     });
+    addr
+}
+
+/// Serves `router` on a free local port; returns the base URL.
+fn serve(router: Router) -> String {
+    let addr = on_free_port(|listener| async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{addr}")
 }
 
@@ -147,26 +153,19 @@ fn serve_tls(router: Router, cert: &str, key: &str) -> String {
             .with_single_cert(certs, key)
             .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (acceptor, router) = (acceptor.clone(), router.clone());
-                tokio::spawn(async move {
-                    // A client that refuses the certificate ends the handshake: nothing to serve.
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(router);
-                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+    let addr = on_free_port(|listener| async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: nothing to serve.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
     });
     format!("https://{addr}")
 }

@@ -591,4 +591,3 @@ async fn capture(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> Result<Tex
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
-
