@@ -188,6 +188,22 @@ pub fn manifest(bag_or_side: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
+/// The one bundle of a run stopped by a signal while its `slow` collector was writing: it verifies, is partial,
+/// the collector is partial with `says` in its error, and what it wrote before the signal (`begun`) is kept.
+/// Returns the bag and its manifest.
+pub fn assert_interrupted_bundle(ws: &Workspace, says: &str) -> (PathBuf, serde_json::Value) {
+    let bundle = ws.only_bundle();
+    assert_eq!(run(ws.preserve().arg("verify").arg(&bundle)).status.code(), Some(0), "the partial bundle verifies");
+    let bag = unpack(&bundle, &ws.path().join("x"));
+    let m = manifest(&bag);
+    assert_eq!(m["status"], "partial");
+    let slow = collector(&m, "slow");
+    assert_eq!(slow["status"], "partial");
+    assert!(slow["error"].as_str().unwrap().contains(says), "{slow}");
+    assert!(collector_text(&bag, "slow").contains("begun"), "what was collected before the signal is kept");
+    (bag, m)
+}
+
 /// The marker that replaces `secret` in the bundle whose manifest is `m`: `[REDACTED:<fingerprint>]`, the
 /// fingerprint computed here from the manifest's salt, as a reader of the bundle would.
 pub fn marker(m: &serde_json::Value, secret: &str) -> String {
