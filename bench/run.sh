@@ -19,7 +19,9 @@
 #   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify
 #   --json FILE  also write the figures as JSON
 # Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory),
-#   BENCH_ZSTD_LEVEL (preserve's zstd level for the run, instead of the site default).
+#   BENCH_ZSTD_LEVEL (preserve's zstd level for the run, instead of the site default), BENCH_HOLD=1 (no rounds:
+#   once the dataset is ready, write $work/env.sh, which sets what the rounds use (snap, baseline, ...), and wait
+#   until interrupted, to profile one side by hand: `. $work/env.sh; perf record -g -- $bin snapshot ...`).
 set -euo pipefail
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
@@ -162,6 +164,13 @@ pair() {
 }
 export -f snap pg_dump_zstd xrange baseline unpack_check
 export bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url
+if [ -n "${BENCH_HOLD:-}" ]; then
+  { declare -f snap pg_dump_zstd xrange baseline unpack_check
+    for v in bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url; do
+      printf 'export %s=%q\n' "$v" "${!v}"; done; } > "$work/env.sh"
+  echo "bench: holding the servers and dataset; in another shell: . $work/env.sh; snap --profile audit-tamper" >&2
+  sleep infinity & wait $!
+fi
 read -r _ u0 n0 s0 i0 _ < /proc/stat
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$rounds"); do

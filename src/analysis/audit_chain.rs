@@ -72,11 +72,18 @@ fn content_hex(row: &ChainRow) -> [u8; 64] {
 
 /// `hex(HMAC-SHA256(key, content + "|" + prev))`.
 pub fn chain_hmac(key: &[u8], content: &str, prev: &str) -> String {
-    String::from_utf8_lossy(&hmac_hex(key, content, prev)).into_owned()
+    String::from_utf8_lossy(&hmac_hex(&keyed(key), content, prev)).into_owned()
 }
 
-fn hmac_hex(key: &[u8], content: &str, prev: &str) -> [u8; 64] {
-    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// The HMAC with its key's inner and outer blocks already hashed: cloned per row, two compressions fewer each.
+fn keyed(key: &[u8]) -> HmacSha256 {
+    <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+fn hmac_hex(keyed: &HmacSha256, content: &str, prev: &str) -> [u8; 64] {
+    let mut mac = keyed.clone();
     mac.update(content.as_bytes());
     mac.update(b"|");
     mac.update(prev.as_bytes());
@@ -90,7 +97,7 @@ fn hmac_hex(key: &[u8], content: &str, prev: &str) -> [u8; 64] {
 /// table's physical order, which is insertion order: one pass, no server-side sort). A zone whose rows turn out not
 /// to be in order is noted ([`Verifier::in_order`]): its links must then be checked again from an ordered read.
 pub struct Verifier {
-    key: Option<Vec<u8>>,
+    key: Option<HmacSha256>,
     /// Whether the content hash can be recomputed from the row (`audit_events`: yes; `admin_audit_events`: no,
     /// its hash covers JavaScript's `JSON.stringify` of a payload that `jsonb` has since reordered).
     recompute: bool,
@@ -131,7 +138,7 @@ struct Segment {
 impl Verifier {
     pub fn new(key: Option<Vec<u8>>) -> Self {
         Self {
-            key,
+            key: key.as_deref().map(keyed),
             recompute: true,
             zones: Vec::new(),
             index: Default::default(),
@@ -249,8 +256,8 @@ impl Verifier {
             }
             _ => {}
         }
-        if let Some(key) = &self.key {
-            let want = hmac_hex(key, &row.content_sha256, &row.prev_content_sha256);
+        if let Some(keyed) = &self.key {
+            let want = hmac_hex(keyed, &row.content_sha256, &row.prev_content_sha256);
             if want[..] != *row.chain_hmac.as_bytes() {
                 problem("hmac_mismatch", "chain_hmac does not match the key".into());
             }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::sql;
+use super::{csv_row, sql};
 use crate::{
     analysis::audit_chain::{ChainProblem, ChainRow, Verifier},
     bundle::artifact::ArtifactWriter,
@@ -293,8 +293,7 @@ pub struct Tap {
     failed: Option<CollectError>,
     positions: Option<[usize; 17]>,
     row: ChainRow,
-    /// Built once: a reader's construction compiles its parser, too costly per row.
-    reader: csv_core::Reader,
+    /// The current row's fields, unescaped, back to back, and where each ends (see [`csv_row::split`]).
     fields: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -310,7 +309,6 @@ impl Tap {
             failed: None,
             positions: None,
             row: ChainRow::default(),
-            reader: csv_core::Reader::new(),
             fields: Vec::new(),
             ends: Vec::new(),
         })
@@ -326,10 +324,7 @@ impl Tap {
     }
 
     fn feed_one(&mut self, message: &[u8]) -> Result<(), CollectError> {
-        self.fields.resize(message.len() + 1, 0);
-        self.ends.resize(message.len() + 2, 0);
-        self.reader.reset();
-        let (_, _, _, n) = self.reader.read_record(message, &mut self.fields, &mut self.ends);
+        let n = csv_row::split(message, &mut self.fields, &mut self.ends);
         let field = |i: usize| -> &[u8] {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
             self.fields.get(start..*self.ends.get(i).unwrap_or(&start)).unwrap_or_default()
@@ -345,10 +340,15 @@ impl Tap {
             self.positions = Some(pos);
             return Ok(());
         };
-        // Reused strings: no allocation per row once they have grown.
+        // Reused strings: no allocation per row once they have grown. Text from a UTF8 database is valid UTF-8
+        // (the fast check); anything else is taken lossily, and its row's hash then says it does not match.
         let set = |dst: &mut String, i: usize| {
             dst.clear();
-            dst.push_str(&String::from_utf8_lossy(field(pos[i])));
+            let f = field(pos[i]);
+            match std::str::from_utf8(f) {
+                Ok(text) => dst.push_str(text),
+                Err(_) => dst.push_str(&String::from_utf8_lossy(f)),
+            }
         };
         let mut unreadable = None;
         set(&mut self.row.zone_id, 0);

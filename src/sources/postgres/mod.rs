@@ -4,6 +4,7 @@
 //! parameters whose values are bound through `set_config`, never spliced into SQL.
 
 mod chain;
+mod csv_row;
 mod dump;
 mod policy;
 mod policy_manifest;
