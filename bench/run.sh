@@ -166,6 +166,7 @@ export -f snap pg_dump_zstd xrange baseline unpack_check
 export bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url
 if [ -n "${BENCH_HOLD:-}" ]; then
   { declare -f snap pg_dump_zstd xrange baseline unpack_check
+    echo 'export -f snap pg_dump_zstd xrange baseline unpack_check'
     for v in bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url; do
       printf 'export %s=%q\n' "$v" "${!v}"; done; } > "$work/env.sh"
   echo "bench: holding the servers and dataset; in another shell: . $work/env.sh; snap --profile audit-tamper" >&2

@@ -243,13 +243,7 @@ impl Redactor {
     /// signature, a hash or an HMAC in a row is what the responder must see.
     pub fn redact_data<'a>(&self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
         let text = self.redact_known(input, tally);
-        let hits: Vec<_> = self
-            .structured
-            .pattern_hits(&text)
-            .into_iter()
-            .filter(|(rule, _)| matches!(*rule, "url-password" | "sql-password"))
-            .map(|(rule, range)| (range, rule))
-            .collect();
+        let hits: Vec<_> = self.structured.data_hits(&text).into_iter().map(|(rule, range)| (range, rule)).collect();
         let len = text.len();
         structured::apply(self, text, len, 0, hits, tally)
     }
@@ -518,6 +512,14 @@ mod tests {
         let out = String::from_utf8(r.redact_data(row, &t).into_owned()).unwrap();
         assert!(!out.contains("r0tated-pw") && !out.contains("h00k-pw") && !out.contains("s3cr3t-value"), "{out}");
         assert!(out.contains("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc"), "a token in a row is evidence: {out}");
+        // Each shape alone, in any case: its own anchor finds it (data is searched for these two anchors only).
+        for (row, secret) in [
+            (&b"7,create user x with Password 'n0-url-here'\n"[..], "n0-url-here"),
+            (b"8,POSTGRES://u:only-a-url-pw@db/caracal\n", "only-a-url-pw"),
+        ] {
+            let out = String::from_utf8(r.redact_data(row, &t).into_owned()).unwrap();
+            assert!(!out.contains(secret) && out.contains("[REDACTED:"), "{out}");
+        }
     }
 
     #[test]

@@ -61,19 +61,29 @@ const DESCRIPTIVE_SUFFIXES: &[&str] = &[
     "ingestsignature",
 ];
 
-fn normalized(key: &[u8]) -> String {
-    key.iter().filter(|b| !matches!(b, b'_' | b'-')).map(|b| b.to_ascii_lowercase() as char).collect()
-}
-
-/// Whether a value under `key` must be redacted.
+/// Whether a value under `key` must be redacted. Called for every key of every line that could hold one: no
+/// allocation, one automaton pass over the key normalized on the stack.
 pub fn is_secret_key(key: &[u8]) -> bool {
+    static PARTS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(SECRET_KEY_PARTS)
+            .expect("literal patterns always build")
+    });
     if key.is_empty() || key.len() > 128 {
         return false;
     }
-    let k = normalized(key);
-    SECRET_KEY_PARTS.iter().any(|p| k.contains(p))
-        && !EVIDENCE_ID_SUFFIXES.iter().any(|s| k.ends_with(s))
-        && !DESCRIPTIVE_SUFFIXES.iter().any(|s| k.ends_with(s))
+    // Lower case, without `_` and `-`.
+    let mut buf = [0u8; 128];
+    let mut n = 0;
+    for b in key.iter().filter(|b| !matches!(b, b'_' | b'-')) {
+        buf[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let k = &buf[..n];
+    PARTS.is_match(k)
+        && !EVIDENCE_ID_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes()))
+        && !DESCRIPTIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes()))
 }
 
 /// Values kept even under a secret key: nothing (`""`), numbers and booleans (`token_count=5`, `session_ttl: 3600`

@@ -54,6 +54,8 @@ pub(super) struct Rules {
     anchors: Prefilter,
     /// Fragments of secret key names as they appear in raw text: lines without any skip the key rules.
     keys: Prefilter,
+    /// The anchors of the [`DATA_RULES`] alone: data (rows, stream entries) is searched for nothing else.
+    data_anchors: Prefilter,
     patterns: Vec<rules::Pattern>,
     pem_begin: Regex,
     pem_end: Regex,
@@ -78,6 +80,7 @@ impl Rules {
             any: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied().chain(rules::raw_key_fragments())),
             anchors: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied()),
             keys: Prefilter::new(rules::raw_key_fragments()),
+            data_anchors: Prefilter::new(["://", "password"].into_iter()),
             patterns: rules::patterns(),
             pem_begin: rules::pem_begin(),
             pem_end: rules::pem_end(),
@@ -98,8 +101,22 @@ impl Rules {
         if !self.anchors.is_match(text) {
             return Vec::new();
         }
+        self.hits(text, |_| true)
+    }
+
+    /// The hits of the [`DATA_RULES`] alone. Data is searched in batches of many rows: with every anchor, nearly
+    /// every batch of hex-heavy rows held one, and then every pattern ran over the whole batch (a Postgres
+    /// export's largest redaction cost, docs/performance.md).
+    pub(super) fn data_hits(&self, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
+        if !self.data_anchors.is_match(text) {
+            return Vec::new();
+        }
+        self.hits(text, |rule| DATA_RULES.contains(&rule))
+    }
+
+    fn hits(&self, text: &[u8], wanted: impl Fn(&str) -> bool) -> Vec<(&'static str, Range<usize>)> {
         let mut hits = Vec::new();
-        for p in &self.patterns {
+        for p in self.patterns.iter().filter(|p| wanted(p.rule)) {
             for caps in p.regex.captures_iter(text) {
                 if let Some(m) = caps.get(p.group)
                     && !holds_marker(m.as_bytes())
@@ -111,6 +128,10 @@ impl Rules {
         hits
     }
 }
+
+/// The value patterns that apply to data that is evidence as it is (see [`super::Redactor::redact_data`]), whose
+/// anchors are `://` and `password`.
+pub(super) const DATA_RULES: [&str; 2] = ["url-password", "sql-password"];
 
 /// Whether a text holds any of a few fragments, ignoring ASCII case: the test every line passes first.
 ///
