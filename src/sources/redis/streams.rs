@@ -185,7 +185,7 @@ async fn export_entries(
     let xrange = |from: &str| cmd("XRANGE").arg(key).arg(from).arg(end).arg("COUNT").arg(page).to_owned();
     let (mut n, mut first, mut last) = (0u64, None::<String>, None::<String>);
     let mut buf = Vec::with_capacity(page * 700);
-    let mut reply = node.query(&xrange(start)).await.map_err(failed(n))?;
+    let mut reply = node.query_bulk(&xrange(start)).await.map_err(failed(n))?;
     loop {
         if cx.is_cancelled() {
             return Err(CollectError::Cancelled);
@@ -207,7 +207,7 @@ async fn export_entries(
         };
         match next_cmd {
             Some(next) => {
-                let (fetched, written) = tokio::join!(node.query(&next), async { write() });
+                let (fetched, written) = tokio::join!(node.query_bulk(&next), async { write() });
                 written?;
                 reply = fetched.map_err(failed(n + entries.len() as u64))?;
             }

@@ -141,14 +141,30 @@ impl serde::Serialize for EntryRef<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut seq = s.serialize_seq(Some(self.0.len().div_ceil(2)))?;
                 for pair in self.0.chunks(2) {
-                    seq.serialize_element(&pair.iter().map(BytesRef).collect::<Vec<_>>())?;
+                    seq.serialize_element(&Pair(pair))?;
+                }
+                seq.end()
+            }
+        }
+        /// `[field, value]`, written without gathering it first (hundreds of thousands of entries, each with many
+        /// fields).
+        struct Pair<'a>(&'a [Value]);
+        impl serde::Serialize for Pair<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for v in self.0 {
+                    seq.serialize_element(&BytesRef(v))?;
                 }
                 seq.end()
             }
         }
         let Value::Array(parts) = self.0 else { return s.serialize_none() };
         let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("id", &parts.first().map(text).unwrap_or_default())?;
+        match parts.first() {
+            // As `text`, borrowed: an id is ASCII.
+            Some(Value::BulkString(b)) => m.serialize_entry("id", &String::from_utf8_lossy(b))?,
+            other => m.serialize_entry("id", &other.map(text).unwrap_or_default())?,
+        }
         match parts.get(1) {
             Some(Value::Array(fv)) => m.serialize_entry("fields", &Fields(fv))?,
             _ => {
