@@ -246,6 +246,17 @@ pub static KINDS: &[Kind] = &[
     },
 ];
 
+/// Runs a collector's CPU-bound step (redacting, hashing, writing a batch) off the runtime's worker where the
+/// runtime allows it: the tasks queued on this worker, such as the database connection's own task reading and
+/// parsing the next reply, move to another thread meanwhile instead of waiting for the batch. On a
+/// single-threaded runtime, just runs it.
+pub fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 pub fn kind(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.name == name)
 }

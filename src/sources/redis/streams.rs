@@ -207,7 +207,9 @@ async fn export_entries(
         };
         match next_cmd {
             Some(next) => {
-                let (fetched, written) = tokio::join!(node.query_bulk(&next), async { write() });
+                // The page is written off the runtime's worker, so the connection's task can take the next reply
+                // off the socket and parse it on the other worker meanwhile.
+                let (fetched, written) = tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(write) });
                 written?;
                 reply = fetched.map_err(failed(n + entries.len() as u64))?;
             }
