@@ -340,14 +340,18 @@ impl Tap {
             self.positions = Some(pos);
             return Ok(());
         };
-        // Reused strings: no allocation per row once they have grown. Text from a UTF8 database is valid UTF-8
-        // (the fast check); anything else is taken lossily, and its row's hash then says it does not match.
+        // Reused strings: no allocation per row once they have grown. Text from a UTF8 database is valid UTF-8,
+        // checked once for the whole row; anything else is taken field by field, lossily, and its row's hash then
+        // says it does not match.
+        let text = std::str::from_utf8(&self.fields).ok();
         let set = |dst: &mut String, i: usize| {
             dst.clear();
-            let f = field(pos[i]);
-            match std::str::from_utf8(f) {
-                Ok(text) => dst.push_str(text),
-                Err(_) => dst.push_str(&String::from_utf8_lossy(f)),
+            let i = pos[i];
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let end = self.ends.get(i).copied().unwrap_or(start);
+            match text.and_then(|t| t.get(start..end)) {
+                Some(t) => dst.push_str(t),
+                None => dst.push_str(&String::from_utf8_lossy(field(i))),
             }
         };
         let mut unreadable = None;
