@@ -65,7 +65,8 @@ start_redis() {
   redis_port=$(free_port)
   redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work/redis" \
     --daemonize yes --logfile "$work/redis/log" --pidfile "$work/redis/pid" >/dev/null
-  on_exit "redis-cli -p $redis_port shutdown nosave"
+  # By pid: once the dataset sets requirepass, an unauthenticated SHUTDOWN is refused.
+  on_exit "kill \$(cat '$work/redis/pid')"
   until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
   redis_url="redis://127.0.0.1:$redis_port/0"
 }
