@@ -209,7 +209,8 @@ async fn export_entries(
             Some(next) => {
                 // The page is written off the runtime's worker, so the connection's task can take the next reply
                 // off the socket and parse it on the other worker meanwhile.
-                let (fetched, written) = tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(write) });
+                let (fetched, written) =
+                    tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(write) });
                 written?;
                 reply = fetched.map_err(failed(n + entries.len() as u64))?;
             }
