@@ -325,10 +325,11 @@ impl Tap {
 
     fn feed_one(&mut self, message: &[u8]) -> Result<(), CollectError> {
         let n = csv_row::split(message, &mut self.fields, &mut self.ends);
-        let field = |i: usize| -> &[u8] {
+        let range = |i: usize| {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            self.fields.get(start..*self.ends.get(i).unwrap_or(&start)).unwrap_or_default()
+            start..self.ends.get(i).copied().unwrap_or(start)
         };
+        let field = |i: usize| -> &[u8] { self.fields.get(range(i)).unwrap_or_default() };
         let Some(pos) = self.positions else {
             let names: Vec<&[u8]> = (0..n).map(field).collect();
             let mut pos = [0usize; 17];
@@ -347,9 +348,7 @@ impl Tap {
         let set = |dst: &mut String, i: usize| {
             dst.clear();
             let i = pos[i];
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            let end = self.ends.get(i).copied().unwrap_or(start);
-            match text.and_then(|t| t.get(start..end)) {
+            match text.and_then(|t| t.get(range(i))) {
                 Some(t) => dst.push_str(t),
                 None => dst.push_str(&String::from_utf8_lossy(field(i))),
             }

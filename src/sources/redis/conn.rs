@@ -81,32 +81,29 @@ impl Node {
     /// every command is a read bounded by explicit ids or cursors, so resending resumes exactly where the export
     /// stood (an `XRANGE` from the last exported id, the same `SCAN` cursor).
     pub async fn query(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
-        match cmd.query_async(&mut self.conn).await {
-            Err(e) if is_connection_error(&e) && self.reconnects == 0 => {
-                self.reconnects += 1;
-                self.conn = open(&self.info).await?;
-                cmd.query_async(&mut self.conn).await
-            }
-            other => other,
-        }
+        self.send(cmd).await?.extract_error()
     }
 
     /// [`Node::query`] for a reply that is data in bulk (a page of `XRANGE`): the reply as parsed, without the
     /// client's walk that rebuilds every array of it looking for nested errors (a tenth of a DLQ export's CPU).
     /// A command's own error is the whole reply; only transactions and pipelines nest them, and this is neither.
     pub async fn query_bulk(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
+        match self.send(cmd).await? {
+            reply @ Value::ServerError(_) => reply.extract_error(),
+            data => Ok(data),
+        }
+    }
+
+    /// The reply as parsed, a server's error still in it; reconnecting once as [`Node::query`] says.
+    async fn send(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
         use redis::aio::ConnectionLike;
-        let reply = match self.conn.req_packed_command(cmd).await {
+        match self.conn.req_packed_command(cmd).await {
             Err(e) if is_connection_error(&e) && self.reconnects == 0 => {
                 self.reconnects += 1;
                 self.conn = open(&self.info).await?;
                 self.conn.req_packed_command(cmd).await
             }
             other => other,
-        }?;
-        match reply {
-            Value::ServerError(_) => reply.extract_error(),
-            data => Ok(data),
         }
     }
 
