@@ -367,7 +367,7 @@ impl Environment {
                 None => c.services.get(name).cloned().unwrap_or_else(|| vec![default.to_string()]),
             };
             for u in &urls {
-                if let Some(clean) = strip_userinfo(u)
+                if let Some(clean) = strip_password(u)
                     && clean != *u
                 {
                     return Err(err(format!(
@@ -481,7 +481,7 @@ fn endpoint(
         env_secrets.push((format!("PRESERVE_{}_URL password", what.to_ascii_uppercase()), Secret::new(p)));
     });
     let url = from_env.or(c.url).unwrap_or_else(|| default.to_string());
-    let display = strip_userinfo(&url).unwrap_or_else(|| url.clone());
+    let display = strip_password(&url).unwrap_or_else(|| url.clone());
     let (password, password_is_default) = match (c.password, from_env_has_password) {
         (Some(p), _) => (Some(p), false),
         (None, Some(())) => (None, false),
@@ -501,22 +501,56 @@ fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
     }
 }
 
-/// The password in a URL's userinfo, if any.
-pub fn url_password(url: &str) -> Option<String> {
-    let (_, userinfo, _) = split_userinfo(url)?;
-    let (_, pw) = userinfo?.split_once(':')?;
-    (!pw.is_empty()).then(|| pw.to_string())
+/// Query parameters that carry a password: Redis URLs' `pass` (`unix:///run/redis.sock?pass=...`), libpq's
+/// `password`.
+const PASSWORD_PARAMS: [&str; 2] = ["pass", "password"];
+
+fn is_password_param(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+    PASSWORD_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p))
 }
 
-/// The URL with its userinfo password removed (the user name is kept), or `None` when it is not a URL.
-pub fn strip_userinfo(url: &str) -> Option<String> {
+/// The password in a URL: in its userinfo, or else in a password query parameter.
+pub fn url_password(url: &str) -> Option<String> {
+    let (_, userinfo, rest) = split_userinfo(url)?;
+    if let Some((_, pw)) = userinfo.and_then(|u| u.split_once(':'))
+        && !pw.is_empty()
+    {
+        return Some(pw.to_string());
+    }
+    let query = rest.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .filter(|pair| is_password_param(pair))
+        .find_map(|pair| pair.split_once('=').map(|(_, v)| v).filter(|v| !v.is_empty()))
+        .map(str::to_string)
+}
+
+/// The URL with its passwords removed, the userinfo's and any password query parameter (the user name is kept), or
+/// `None` when it is not a URL.
+pub fn strip_password(url: &str) -> Option<String> {
     let (scheme, userinfo, rest) = split_userinfo(url)?;
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
+            let kept: Vec<&str> = query.split('&').filter(|pair| !is_password_param(pair)).collect();
+            let mut out = path.to_string();
+            if !kept.is_empty() {
+                out = format!("{out}?{}", kept.join("&"));
+            }
+            if let Some(f) = fragment {
+                out = format!("{out}#{f}");
+            }
+            out
+        }
+        None => rest.to_string(),
+    };
     Some(match userinfo {
         Some(u) => match u.split_once(':').map_or(u, |(user, _)| user) {
             "" => format!("{scheme}://{rest}"),
             user => format!("{scheme}://{user}@{rest}"),
         },
-        None => url.to_string(),
+        None => format!("{scheme}://{rest}"),
     })
 }
 
@@ -604,10 +638,23 @@ mod tests {
     #[test]
     fn passwords_with_slashes_and_ats_are_still_found() {
         assert_eq!(url_password("redis://u:pa/ss@w0rd@h:6379/0").as_deref(), Some("pa/ss@w0rd"));
-        assert_eq!(strip_userinfo("redis://u:pa/ss@w0rd@h:6379/0").unwrap(), "redis://u@h:6379/0");
+        assert_eq!(strip_password("redis://u:pa/ss@w0rd@h:6379/0").unwrap(), "redis://u@h:6379/0");
         assert_eq!(url_password("redis://h:6379/0?x=a@b"), None);
-        assert_eq!(strip_userinfo("http://h:8080/x").unwrap(), "http://h:8080/x");
-        assert_eq!(strip_userinfo("redis://:pw@h:6379/0").unwrap(), "redis://h:6379/0");
+        assert_eq!(strip_password("http://h:8080/x").unwrap(), "http://h:8080/x");
+        assert_eq!(strip_password("redis://:pw@h:6379/0").unwrap(), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn passwords_in_query_parameters_are_found_and_removed() {
+        let unix = "unix:///run/redis.sock?db=3&pass=s3cret-pw";
+        assert_eq!(url_password(unix).as_deref(), Some("s3cret-pw"));
+        assert_eq!(strip_password(unix).unwrap(), "unix:///run/redis.sock?db=3");
+        let pg = "postgres://caracal@db:5432/caracal?sslmode=require&Password=pg-pw-77#frag";
+        assert_eq!(url_password(pg).as_deref(), Some("pg-pw-77"));
+        assert_eq!(strip_password(pg).unwrap(), "postgres://caracal@db:5432/caracal?sslmode=require#frag");
+        assert_eq!(strip_password("redis+unix:///s.sock?pass=x").unwrap(), "redis+unix:///s.sock");
+        assert_eq!(url_password("redis://h/0?passive=1&pass="), None, "only a named, non-empty password");
+        assert_eq!(strip_password("redis://h/0?passive=1").unwrap(), "redis://h/0?passive=1");
     }
 
     #[test]

@@ -261,7 +261,7 @@ async fn fetch(
     instance: &str,
     name: &str,
 ) -> serde_json::Value {
-    let shown = crate::config::strip_userinfo(url).unwrap_or_else(|| url.to_string());
+    let shown = crate::config::strip_password(url).unwrap_or_else(|| url.to_string());
     let mut rec = json!({ "instance": instance, "name": name, "url": cx.redact_str(&shown),
                           "started_at": jiff::Timestamp::now() });
     let started = Instant::now();
