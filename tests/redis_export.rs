@@ -220,10 +220,21 @@ fn snapshot(ws: &Workspace, dir: &Path, url: &str) -> std::process::Output {
 
 #[test]
 fn caracal_streams_groups_pending_and_keys_are_exported_exactly() {
+    exported_exactly("direct");
+}
+
+/// The client library's reader (and TLS's) writes the same entries as the direct one.
+#[test]
+fn the_client_reader_exports_the_same_entries() {
+    exported_exactly("client");
+}
+
+/// Two entries a page, so every stream is paged, with each reader.
+fn exported_exactly(reader: &str) {
     let ws = Workspace::new();
     let r = RedisServer::start(&ws.path().join("redis"), &[]);
     let fx = load_fixture(&r);
-    let dir = collectors(&ws, "");
+    let dir = collectors(&ws, &format!("page = 2\nreader = \"{reader}\""));
     let out = snapshot(&ws, &dir, &r.url());
     assert_eq!(out.status.code(), Some(0), "complete");
     let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
@@ -281,6 +292,7 @@ fn caracal_streams_groups_pending_and_keys_are_exported_exactly() {
     assert_eq!(dlq["first_exported_id"], format!("{}-0", T0 + 1000));
     assert_eq!(dlq["last_exported_id"], format!("{}-4", T0 + 1000));
     assert_eq!(dlq["missing_below_cut"], 0);
+    assert_eq!(dlq["reader"], reader);
     let entries_artifact = c["artifacts"]
         .as_array()
         .unwrap()
@@ -318,6 +330,34 @@ fn caracal_streams_groups_pending_and_keys_are_exported_exactly() {
     let nonce = summary.as_array().unwrap().iter().find(|f| f["pattern"] == "caracal:sts:gw-nonce:*").unwrap();
     assert_eq!(nonce["matched"], 0);
     assert_eq!(run(ws.preserve().arg("verify").arg(ws.only_bundle())).status.code(), Some(0));
+}
+
+/// Over a Unix socket, with a password and a database other than 0: the direct reader authenticates and selects
+/// the database as the client connection does (without `SELECT` it would read the empty database 0).
+#[test]
+fn a_unix_socket_with_a_password_and_a_database_is_read_directly() {
+    let ws = Workspace::new();
+    let sock = ws.path().join("redis.sock");
+    let r = RedisServer::start(
+        &ws.path().join("redis"),
+        &["--unixsocket", sock.to_str().unwrap(), "--unixsocketperm", "700"],
+    );
+    let fx = load_fixture(&r);
+    r.cli(&["SWAPDB", "0", "3"]).unwrap();
+    r.cli(&["CONFIG", "SET", "requirepass", "sock-pass-9d2e"]).unwrap();
+    let dir = collectors(&ws, "page = 2");
+    let out = snapshot(&ws, &dir, &format!("unix://{}?db=3&pass=sock-pass-9d2e", sock.display()));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    for (key, entries) in &fx.streams {
+        let got = read_jsonl(&bag.join(format!("data/redis-evidence/streams/{key}/entries.jsonl")));
+        let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), "entries of {key}");
+    }
+    let m = manifest(&bag);
+    let streams = &collector(&m, "redis-evidence")["details"]["streams"];
+    assert!(streams.as_array().unwrap().iter().all(|s| s["reader"] == "direct"), "{streams}");
+    assert!(!m.to_string().contains("sock-pass-9d2e"), "the password never reaches the manifest");
 }
 
 #[test]

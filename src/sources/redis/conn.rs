@@ -9,6 +9,7 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
+use super::resp;
 use crate::config::{Environment, Secret};
 
 /// Every command this collector sends besides the handshake (AUTH, SELECT). All are read-only.
@@ -66,6 +67,8 @@ pub struct Node {
     pub label: String,
     info: ConnectionInfo,
     conn: MultiplexedConnection,
+    /// The direct reader's connection ([`resp`]), opened for the first page it reads.
+    direct: Option<resp::Direct>,
     /// Reconnects made; at most one per node and run.
     pub reconnects: u32,
 }
@@ -74,7 +77,7 @@ impl Node {
     pub async fn connect(info: ConnectionInfo) -> RedisResult<Self> {
         let label = label(&info);
         let conn = open(&info).await?;
-        Ok(Self { label, info, conn, reconnects: 0 })
+        Ok(Self { label, info, conn, direct: None, reconnects: 0 })
     }
 
     /// Sends a read command. If the connection is lost, reconnects once (per node and run) and sends it again:
@@ -99,9 +102,69 @@ impl Node {
         use redis::aio::ConnectionLike;
         match self.conn.req_packed_command(cmd).await {
             Err(e) if is_connection_error(&e) && self.reconnects == 0 => {
-                self.reconnects += 1;
-                self.conn = open(&self.info).await?;
+                self.reconnect().await?;
                 self.conn.req_packed_command(cmd).await
+            }
+            other => other,
+        }
+    }
+
+    /// The node's one reconnect. Whatever dropped one of its connections (a restart, `CLIENT KILL`, the network)
+    /// most likely dropped the other too, so both are new from here: the client's now, the direct reader's when it
+    /// next reads.
+    async fn reconnect(&mut self) -> RedisResult<()> {
+        self.reconnects += 1;
+        self.direct = None;
+        self.conn = open(&self.info).await?;
+        Ok(())
+    }
+
+    /// Whether the direct reader can read this node: plain TCP or a Unix socket (TLS is read through the client).
+    pub fn reads_directly(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_))
+    }
+
+    /// Sends a packed read command on the direct reader's connection (opening it first), so the server works on it
+    /// while the caller writes the previous page. Reconnects once as [`Node::query`] says.
+    pub async fn direct_send(&mut self, packed: &[u8]) -> Result<(), resp::Error> {
+        match self.direct_send_once(packed).await {
+            Err(e) if e.is_connection() && self.reconnects == 0 => {
+                self.reconnect().await.map_err(resp::Error::Client)?;
+                self.direct_send_once(packed).await
+            }
+            other => other,
+        }
+    }
+
+    async fn direct_send_once(&mut self, packed: &[u8]) -> Result<(), resp::Error> {
+        let direct = match &mut self.direct {
+            Some(d) => d,
+            None => {
+                let opened = resp::Direct::open(&self.info, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await?;
+                self.direct.insert(
+                    opened
+                        .ok_or_else(|| resp::Error::Protocol(format!("{} is read through the client", self.label)))?,
+                )
+            }
+        };
+        direct.send(packed).await
+    }
+
+    /// Reads the reply to `packed`, sent by [`Node::direct_send`], into `page`. If the connection is lost, the
+    /// node's one reconnect is made and `packed` sent again: a page bounded by ids reads the same after it.
+    pub async fn direct_receive(&mut self, packed: &[u8], page: &mut resp::Page) -> Result<(), resp::Error> {
+        let received = match &mut self.direct {
+            Some(d) => d.receive(page).await,
+            None => Err(resp::Error::Closed),
+        };
+        match received {
+            Err(e) if e.is_connection() && self.reconnects == 0 => {
+                self.reconnect().await.map_err(resp::Error::Client)?;
+                self.direct_send_once(packed).await?;
+                match &mut self.direct {
+                    Some(d) => d.receive(page).await,
+                    None => Err(resp::Error::Closed),
+                }
             }
             other => other,
         }

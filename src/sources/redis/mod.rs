@@ -4,6 +4,7 @@
 
 mod conn;
 mod keys;
+mod resp;
 mod streams;
 mod value;
 
@@ -48,6 +49,19 @@ pub struct RedisSource {
     /// Entries, pending entries or keys fetched per round trip (default 500).
     #[serde(default = "page")]
     pub page: usize,
+    /// How stream pages are read: `direct` (default: `XRANGE` replies turned into JSON lines straight from the
+    /// bytes received, on a connection of their own) or `client` (through the Redis library, as every other
+    /// command). TLS connections are always read through the library.
+    #[serde(default)]
+    pub reader: Reader,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reader {
+    #[default]
+    Direct,
+    Client,
 }
 
 fn yes() -> bool {
@@ -142,7 +156,16 @@ impl RedisSource {
                         continue;
                     }
                     found.insert(name);
-                    let job = StreamJob { cx, node, key: &key, window, max_entries: self.max_entries, page: self.page };
+                    let direct = self.reader == Reader::Direct && node.reads_directly();
+                    let job = StreamJob {
+                        cx,
+                        node,
+                        key: &key,
+                        window,
+                        max_entries: self.max_entries,
+                        page: self.page,
+                        direct,
+                    };
                     stream_reports.push(job.export().await?);
                 }
             }

@@ -10,7 +10,7 @@ use serde_json::{Value as Json, json};
 
 use super::{
     conn::Node,
-    safe_name,
+    resp, safe_name,
     value::{self, bytes_json, entry_json, field, int, map_json, text, to_json},
 };
 use crate::{
@@ -36,6 +36,8 @@ pub struct StreamReport {
     pub last_exported_id: Option<String>,
     /// The range asked for (window by stream-id time, entry cap).
     pub range: (String, String),
+    /// How the entries were read: `direct` or `client`.
+    pub reader: &'static str,
     /// Older entries were left out by `max_entries`.
     pub truncated: bool,
     pub groups: Vec<GroupReport>,
@@ -57,6 +59,8 @@ pub struct StreamJob<'a> {
     pub window: Window,
     pub max_entries: Option<u64>,
     pub page: usize,
+    /// Pages read by the direct reader ([`resp`]) rather than the client.
+    pub direct: bool,
 }
 
 fn cmd(name: &str) -> redis::Cmd {
@@ -73,7 +77,7 @@ fn redis_err(what: String) -> impl FnOnce(redis::RedisError) -> CollectError {
 
 impl StreamJob<'_> {
     pub async fn export(self) -> Result<StreamReport, CollectError> {
-        let StreamJob { cx, node, key, window, max_entries, page } = self;
+        let StreamJob { cx, node, key, window, max_entries, page, direct } = self;
         let dir = format!("streams/{}", safe_name(key));
         let shown = String::from_utf8_lossy(key).into_owned();
 
@@ -144,7 +148,7 @@ impl StreamJob<'_> {
         }
         let range = (start.clone(), end.clone());
         let mut out = cx.artifact(&format!("{dir}/entries.jsonl"), "application/x-ndjson")?;
-        let (exported, first, last) = export_entries(cx, node, key, &start, &end, page, &mut out).await?;
+        let (exported, first, last) = export_entries(cx, node, key, (&start, &end), page, direct, &mut out).await?;
         if truncated {
             out.set_truncated();
         }
@@ -164,68 +168,122 @@ impl StreamJob<'_> {
             first_exported_id: first,
             last_exported_id: last,
             range,
+            reader: if direct { "direct" } else { "client" },
             truncated,
             groups: group_reports,
         })
     }
 }
 
-/// Pages `XRANGE` from `start` to `end` into `out`: `{"id", "fields": [[name, value], ...]}` per line. The next
-/// page is requested before the current one is written, so the network and the writing overlap.
+/// A page of `XRANGE` entries as read: bytes from the direct reader, or the client's values.
+enum Pages {
+    Direct(resp::Page),
+    Client(Vec<Value>),
+}
+
+impl Pages {
+    fn client(reply: Value) -> Self {
+        Pages::Client(match reply {
+            Value::Array(entries) => entries,
+            _ => Vec::new(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Pages::Direct(p) => p.len(),
+            Pages::Client(entries) => entries.len(),
+        }
+    }
+
+    fn id(&self, i: usize) -> Result<String, String> {
+        match self {
+            Pages::Direct(p) => p.id(i).map_err(|e| e.to_string()),
+            Pages::Client(entries) => value::entry_id(&entries[i]).ok_or_else(|| "an entry without an id".into()),
+        }
+    }
+
+    /// Appends the page as JSON lines: `{"id", "fields": [[name, value], ...]}`.
+    fn write_jsonl(&self, buf: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Pages::Direct(p) => p.write_jsonl(buf).map_err(|e| e.to_string()),
+            Pages::Client(entries) => entries.iter().try_for_each(|e| {
+                serde_json::to_writer(&mut *buf, &value::EntryRef(e)).map_err(|e| e.to_string())?;
+                buf.push(b'\n');
+                Ok(())
+            }),
+        }
+    }
+}
+
+/// Pages `XRANGE` over `(start, end)` into `out`: `{"id", "fields": [[name, value], ...]}` per line. The next
+/// page is asked for before the current one is written, so the server, the network and the writing overlap.
 async fn export_entries(
     cx: &Collection,
     node: &mut Node,
     key: &[u8],
-    start: &str,
-    end: &str,
+    (start, end): (&str, &str),
     page: usize,
+    direct: bool,
     out: &mut ArtifactWriter,
 ) -> Result<(u64, Option<String>, Option<String>), CollectError> {
-    let failed = |n: u64| redis_err(format!("XRANGE {} after {n} entries", String::from_utf8_lossy(key)));
+    let failed = |n: u64| {
+        move |e: String| CollectError::Failed(format!("XRANGE {} after {n} entries: {e}", String::from_utf8_lossy(key)))
+    };
     let xrange = |from: &str| cmd("XRANGE").arg(key).arg(from).arg(end).arg("COUNT").arg(page).to_owned();
     let (mut n, mut first, mut last) = (0u64, None::<String>, None::<String>);
     let mut buf = Vec::with_capacity(page * 700);
-    let mut reply = node.query_bulk(&xrange(start)).await.map_err(failed(n))?;
+    let mut pages = if direct {
+        let (packed, mut p) = (xrange(start).get_packed_command(), resp::Page::default());
+        node.direct_send(&packed).await.map_err(|e| failed(n)(e.to_string()))?;
+        node.direct_receive(&packed, &mut p).await.map_err(|e| failed(n)(e.to_string()))?;
+        Pages::Direct(p)
+    } else {
+        Pages::client(node.query_bulk(&xrange(start)).await.map_err(|e| failed(n)(e.to_string()))?)
+    };
     loop {
         if cx.is_cancelled() {
             return Err(CollectError::Cancelled);
         }
-        let Value::Array(entries) = reply else { break };
-        let page_last = entries.last().and_then(value::entry_id);
-        let more = entries.len() == page && page_last.as_deref().is_some_and(|l| l != end);
-        let next_cmd = page_last.as_ref().filter(|_| more).map(|l| xrange(&format!("({l}")));
-        let mut write = || -> Result<(), CollectError> {
+        let len = pages.len();
+        if len == 0 {
+            break;
+        }
+        let page_last = pages.id(len - 1).map_err(failed(n))?;
+        if first.is_none() {
+            first = Some(pages.id(0).map_err(failed(n))?);
+        }
+        let next = (len == page && page_last != end).then(|| xrange(&format!("({page_last}")));
+        let mut write = |pages: &Pages, buf: &mut Vec<u8>| -> Result<(), CollectError> {
             buf.clear();
-            for e in &entries {
-                serde_json::to_writer(&mut buf, &value::EntryRef(e))
-                    .map_err(|e| CollectError::Failed(e.to_string()))?;
-                buf.push(b'\n');
-            }
-            cx.write_data_redacted(out, &buf).map_err(io("entries.jsonl"))?;
-            out.add_records(entries.len() as u64);
+            pages.write_jsonl(buf).map_err(failed(n))?;
+            cx.write_data_redacted(out, buf).map_err(io("entries.jsonl"))?;
+            out.add_records(len as u64);
             Ok(())
         };
-        match next_cmd {
-            Some(next) => {
-                // The page is written off the runtime's worker, so the connection's task can take the next reply
-                // off the socket and parse it on the other worker meanwhile.
-                let (fetched, written) =
-                    tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(write) });
-                written?;
-                reply = fetched.map_err(failed(n + entries.len() as u64))?;
+        let done = n + len as u64;
+        let Some(next) = next else {
+            write(&pages, &mut buf)?;
+            (n, last) = (done, Some(page_last));
+            break;
+        };
+        if let Pages::Direct(_) = pages {
+            // Pipelined: the server reads the next page while this one is written.
+            let packed = next.get_packed_command();
+            node.direct_send(&packed).await.map_err(|e| failed(done)(e.to_string()))?;
+            crate::sources::off_worker(|| write(&pages, &mut buf))?;
+            if let Pages::Direct(p) = &mut pages {
+                node.direct_receive(&packed, p).await.map_err(|e| failed(done)(e.to_string()))?;
             }
-            None => {
-                write()?;
-                reply = Value::Nil;
-            }
+        } else {
+            // The page is written off the runtime's worker, so the client's task can take the next reply off the
+            // socket and parse it on the other worker meanwhile.
+            let (fetched, written) =
+                tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(|| write(&pages, &mut buf)) });
+            written?;
+            pages = Pages::client(fetched.map_err(|e| failed(done)(e.to_string()))?);
         }
-        n += entries.len() as u64;
-        if first.is_none() {
-            first = entries.first().and_then(value::entry_id);
-        }
-        if page_last.is_some() {
-            last = page_last;
-        }
+        (n, last) = (done, Some(page_last));
     }
     Ok((n, first, last))
 }
