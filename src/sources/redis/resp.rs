@@ -199,7 +199,7 @@ impl Page {
                             (0, _) => b",[",
                             _ => b",",
                         });
-                        self.write_value(out, &mut pos)?;
+                        self.write_value(out, &mut pos, 0)?;
                         if i % 2 == 1 || i + 1 == n {
                             out.push(b']');
                         }
@@ -213,8 +213,9 @@ impl Page {
         Ok(())
     }
 
-    /// One value as the client path's JSON has it: text, `{"base64"}` for binary, numbers, null, arrays.
-    fn write_value(&self, out: &mut Vec<u8>, pos: &mut usize) -> Result<(), Error> {
+    /// One value as the client path's JSON has it: text, `{"base64"}` for binary, numbers, null, arrays (a
+    /// stream's values are strings; arrays nested deeper than [`MAX_DEPTH`] are refused, not recursed into).
+    fn write_value(&self, out: &mut Vec<u8>, pos: &mut usize, depth: usize) -> Result<(), Error> {
         match self.item(pos)? {
             Item::Bulk(b) => match std::str::from_utf8(b) {
                 Ok(text) => json_str(out, text),
@@ -227,13 +228,14 @@ impl Page {
             Item::Simple(s) => json_str(out, &String::from_utf8_lossy(s)),
             Item::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
             Item::Nil => out.extend_from_slice(b"null"),
+            Item::Array(_) if depth == MAX_DEPTH => return Err(protocol("arrays nested too deep")),
             Item::Array(n) => {
                 out.push(b'[');
                 for i in 0..n {
                     if i > 0 {
                         out.push(b',');
                     }
-                    self.write_value(out, pos)?;
+                    self.write_value(out, pos, depth + 1)?;
                 }
                 out.push(b']');
             }
@@ -251,6 +253,8 @@ impl Page {
         }
     }
 }
+
+const MAX_DEPTH: usize = 16;
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
     // Writing to a Vec cannot fail.
@@ -432,5 +436,11 @@ mod tests {
         let page = page_of(b"*1\r\n*1\r\n$3\r\n1-1\r\n");
         let err = page.write_jsonl(&mut Vec::new()).unwrap_err().to_string();
         assert!(err.contains("not [id, fields]"), "{err}");
+        // A hostile server's nesting is refused, not recursed into until the stack runs out.
+        let mut deep = b"*1\r\n*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nf\r\n".to_vec();
+        deep.extend(b"*1\r\n".repeat(100_000));
+        deep.extend(b":1\r\n");
+        let err = page_of(&deep).write_jsonl(&mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("nested too deep"), "{err}");
     }
 }

@@ -268,10 +268,12 @@ async fn export_entries(
             break;
         };
         if let Pages::Direct(_) = pages {
-            // Pipelined: the server reads the next page while this one is written.
+            // Pipelined: the server reads the next page while this one is written (which it is even when the
+            // request could not be sent: it is evidence in hand).
             let packed = next.get_packed_command();
-            node.direct_send(&packed).await.map_err(|e| failed(done)(e.to_string()))?;
+            let sent = node.direct_send(&packed).await;
             crate::sources::off_worker(|| write(&pages, &mut buf))?;
+            sent.map_err(|e| failed(done)(e.to_string()))?;
             if let Pages::Direct(p) = &mut pages {
                 node.direct_receive(&packed, p).await.map_err(|e| failed(done)(e.to_string()))?;
             }
