@@ -47,6 +47,18 @@ INSERT INTO policy_set_versions VALUES ('psv-1', 'ps-1', 1, '{"policies":["pv-1"
 INSERT INTO policy_set_bindings VALUES ('z1', 'ps-1', 'psv-2', now());
 INSERT INTO admin_tokens VALUES ('tok-1', 'ci', '\xdeadbeef', 'argon2id$v=19$secret-hash', 'global', NULL);
 INSERT INTO "odd ""name"" é" VALUES ('a "quoted" value', 1), (NULL, 2);
+CREATE TABLE copy_edges (k int, v text, j jsonb);
+INSERT INTO copy_edges VALUES
+  (1, E'tab\there', '{"a": "x\ty"}'),
+  (2, E'back\\slash \\. and \\N', '{"q": "say \"hi\", ok"}'),
+  (3, E'cr\rlf\ncrlf\r\n', NULL),
+  (4, '', '[]'),
+  (5, NULL, 'null'),
+  (6, E'\\.', '"\\."'),
+  (7, E'ctl \b\f\x0b\x01 end', '{}'),
+  (8, ' spaces , comma ', '{"é": "ü"}');
+CREATE TABLE copy_single (v text);
+INSERT INTO copy_single VALUES (E'\\.'), (''), (NULL), ('plain'), (E'x\\y');
 "#;
 
 fn server(ws: &Workspace) -> PgServer {
@@ -68,6 +80,8 @@ tables = [
   { table = "policy_set_bindings" },
   { table = "admin_tokens", exclude_columns = ["token_sha256", "*_hash"] },
   { table = 'odd "name" é' },
+  { table = "copy_edges" },
+  { table = "copy_single" },
 ]
 queries = [{ name = "partitions", sql = "SELECT inhrelid::regclass::text AS partition FROM pg_inherits WHERE inhparent = 'audit_events'::regclass ORDER BY 1" }]
 "#;
@@ -150,6 +164,28 @@ fn caracal_tables_export_exactly_and_reimport_identically() {
     assert_eq!(odd, "we ird,Ünïcode\n\"a \"\"quoted\"\" value\",1\n,2\n");
     let parts = std::fs::read_to_string(bag.join("data/pg/queries/partitions.csv")).unwrap();
     assert_eq!(parts.lines().count(), 4);
+
+    // Read in text format, written as CSV: byte for byte the server's own CSV of the same rows (tabs, backslashes,
+    // control characters, line breaks, empty text and NULL, `\.` alone on a line, JSON's quotes).
+    for (file, table) in [
+        ("public.zones", "zones"),
+        ("public.audit_events", "audit_events"),
+        ("public.policy_set_versions", "policy_set_versions"),
+        ("public.copy_edges", "copy_edges"),
+        ("public.copy_single", "copy_single"),
+        ("public.odd__name__é", r#""odd ""name"" é""#),
+    ] {
+        let ours = std::fs::read_to_string(tables.join(format!("{file}.csv"))).unwrap();
+        let server = pg.psql(
+            "caracal",
+            &format!(
+                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; COPY (SELECT * FROM {table}) TO STDOUT WITH (FORMAT csv, HEADER true)"
+            ),
+        );
+        assert_eq!(ours, server, "{table}");
+    }
+    let single = std::fs::read_to_string(tables.join("public.copy_single.csv")).unwrap();
+    assert_eq!(single, "v\n\"\\.\"\n\"\"\n\nplain\nx\\y\n");
 }
 
 /// Creates `copy_of_<table>` like `table` (no partitions, no RLS) and loads the CSV with psql's client-side \copy.

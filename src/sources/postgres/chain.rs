@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::{csv_row, sql};
+use super::{copy_row::Row, sql};
 use crate::{
     analysis::audit_chain::{ChainProblem, ChainRow, Verifier},
     bundle::artifact::ArtifactWriter,
@@ -293,9 +293,6 @@ pub struct Tap {
     failed: Option<CollectError>,
     positions: Option<[usize; 17]>,
     row: ChainRow,
-    /// The current row's fields, unescaped, back to back, and where each ends (see [`csv_row::split`]).
-    fields: Vec<u8>,
-    ends: Vec<usize>,
 }
 
 impl Tap {
@@ -309,27 +306,20 @@ impl Tap {
             failed: None,
             positions: None,
             row: ChainRow::default(),
-            fields: Vec::new(),
-            ends: Vec::new(),
         })
     }
 
-    /// One COPY message: the header first, then one row each.
-    pub fn feed(&mut self, message: &[u8]) {
+    /// The column names first, then one row each.
+    pub fn feed(&mut self, row: &Row) {
         if self.failed.is_none()
-            && let Err(e) = self.feed_one(message)
+            && let Err(e) = self.feed_one(row)
         {
             self.failed = Some(e);
         }
     }
 
-    fn feed_one(&mut self, message: &[u8]) -> Result<(), CollectError> {
-        let n = csv_row::split(message, &mut self.fields, &mut self.ends);
-        let range = |i: usize| {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            start..self.ends.get(i).copied().unwrap_or(start)
-        };
-        let field = |i: usize| -> &[u8] { self.fields.get(range(i)).unwrap_or_default() };
+    fn feed_one(&mut self, r: &Row) -> Result<(), CollectError> {
+        let (n, range, field) = (r.len(), |i: usize| r.range(i), |i: usize| r.field(i));
         let Some(pos) = self.positions else {
             let names: Vec<&[u8]> = (0..n).map(field).collect();
             let mut pos = [0usize; 17];
@@ -344,7 +334,7 @@ impl Tap {
         // Reused strings: no allocation per row once they have grown. Text from a UTF8 database is valid UTF-8,
         // checked once for the whole row; anything else is taken field by field, lossily, and its row's hash then
         // says it does not match.
-        let text = std::str::from_utf8(&self.fields).ok();
+        let text = std::str::from_utf8(r.bytes()).ok();
         let set = |dst: &mut String, i: usize| {
             dst.clear();
             let i = pos[i];
@@ -359,8 +349,8 @@ impl Tap {
         set(&mut self.row.id, 2);
         for (k, f) in self.row.fields.iter_mut().enumerate() {
             set(f, k + 3);
-            // COPY writes SQL NULL as an empty field; the formula hashes a NULL JSON column as `null` (a jsonb value
-            // is never empty text).
+            // SQL NULL reads as an empty field; the formula hashes a NULL JSON column as `null` (a jsonb value is
+            // never empty text).
             if k >= 7 && f.is_empty() {
                 f.push_str("null");
             }

@@ -4,7 +4,7 @@
 //! parameters whose values are bound through `set_config`, never spliced into SQL.
 
 mod chain;
-mod csv_row;
+mod copy_row;
 mod dump;
 mod policy;
 mod policy_manifest;
@@ -618,8 +618,10 @@ async fn rls_hides_rows(client: &Client, schema: &str, table: &str) -> Result<bo
         == Some(true))
 }
 
-/// `COPY (query) TO STDOUT` as CSV with a header, streamed into an artifact, with the run's known secret values
-/// replaced (rows are evidence: no pattern rules).
+/// `COPY (query) TO STDOUT` streamed into an artifact as CSV with a header, with the run's known secret values
+/// replaced (rows are evidence: no pattern rules). The server sends text format, turned into the CSV its
+/// `FORMAT csv` would have sent by [`copy_row`] (cheaper for the server, and the chain tap reads the fields as they
+/// are split); the header comes from the statement's columns.
 async fn copy_csv(
     cx: &Collection,
     client: &Client,
@@ -629,49 +631,57 @@ async fn copy_csv(
     report: &mut serde_json::Value,
 ) -> Result<(), String> {
     use std::io::Write;
-    let copy = format!("COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)");
+    let statement = client.prepare(query).await.map_err(|e| sql::describe_error(&e))?;
+    let width = statement.columns().len();
+    let copy = format!("COPY ({query}) TO STDOUT");
     let stream = client.copy_out(copy.as_str()).await.map_err(|e| sql::describe_error(&e))?;
     let mut artifact = cx.artifact(path, "text/csv").map_err(|e| e.to_string())?;
     let mut stream = std::pin::pin!(stream);
-    // The backend sends exactly one CopyData message per row (the protocol guarantees it for COPY OUT), the header
-    // first: rows are counted by message, and gathered into batches of whole rows (so a secret, or a quoted value
-    // spanning lines, is never split between two redaction passes) before they are redacted, hashed, compressed.
+    // The backend sends exactly one CopyData message per row (the protocol guarantees it for COPY OUT): rows are
+    // counted by message, and gathered into batches of whole rows (so a secret, or a quoted value spanning lines,
+    // is never split between two redaction passes) before they are redacted, hashed, compressed.
     const BATCH: usize = 256 << 10;
     let mut pending: Vec<u8> = Vec::with_capacity(BATCH + (64 << 10));
-    let (mut messages, mut counted) = (0u64, 0u64);
-    let rows = |messages: u64| messages.saturating_sub(1);
-    let mut write = |pending: &mut Vec<u8>, messages: u64, artifact: &mut crate::bundle::artifact::ArtifactWriter| {
+    let mut row = copy_row::Row::default();
+    row.set_names(statement.columns().iter().map(|c| c.name()));
+    row.write_csv(&mut pending);
+    if let Some(t) = tap.as_mut() {
+        t.feed(&row);
+    }
+    let (mut rows, mut counted) = (0u64, 0u64);
+    let mut write = |pending: &mut Vec<u8>, rows: u64, artifact: &mut crate::bundle::artifact::ArtifactWriter| {
         let r = cx.write_data_redacted(artifact, pending);
         pending.clear();
-        artifact.add_records(rows(messages) - counted);
-        counted = rows(messages);
+        artifact.add_records(rows - counted);
+        counted = rows;
         r.map(|_| ())
     };
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                let why = format!("COPY interrupted after {} rows: {}", rows(messages), sql::describe_error(&e));
+                let why = format!("COPY interrupted after {rows} rows: {}", sql::describe_error(&e));
                 // The rows received so far are kept; the artifact says why it ends there.
-                let _ = write(&mut pending, messages, &mut artifact);
+                let _ = write(&mut pending, rows, &mut artifact);
                 artifact.abandon(&why);
                 return Err(why);
             }
         };
-        messages += 1;
+        rows += 1;
+        row.read_text(&chunk, width);
+        row.write_csv(&mut pending);
         if let Some(t) = tap.as_mut() {
-            t.feed(&chunk);
+            t.feed(&row);
         }
-        pending.extend_from_slice(&chunk);
         if pending.len() >= BATCH {
-            write(&mut pending, messages, &mut artifact).map_err(|e| e.to_string())?;
+            write(&mut pending, rows, &mut artifact).map_err(|e| e.to_string())?;
             if cx.is_cancelled() {
                 return Err("stopped".into());
             }
         }
     }
-    write(&mut pending, messages, &mut artifact).map_err(|e| e.to_string())?;
-    let n = rows(messages);
+    write(&mut pending, rows, &mut artifact).map_err(|e| e.to_string())?;
+    let n = rows;
     artifact.flush().map_err(|e| e.to_string())?;
     artifact.finish().map_err(|e| e.to_string())?;
     report["rows"] = json!(n);
