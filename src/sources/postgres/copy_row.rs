@@ -11,12 +11,15 @@
 //! backslash, and the control characters backspace, form feed, newline, carriage return, tab and vertical tab, are
 //! written as `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, `\v`; every other byte as itself.
 
-/// One row: every field's bytes back to back, where each ends, and which are NULL.
+/// One row: every field's bytes back to back, where each ends, which are NULL, which the CSV must quote, and where
+/// the quotes are (the CSV doubles them).
 #[derive(Default)]
 pub struct Row {
     bytes: Vec<u8>,
     ends: Vec<usize>,
     nulls: Vec<bool>,
+    quoted: Vec<bool>,
+    quotes: Vec<usize>,
 }
 
 impl Row {
@@ -26,8 +29,7 @@ impl Row {
 
     /// Field `i`'s bytes (empty for NULL, and past the last field).
     pub fn field(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends.get(i - 1).copied().unwrap_or(0) };
-        self.bytes.get(start..self.ends.get(i).copied().unwrap_or(start)).unwrap_or_default()
+        self.bytes.get(self.range(i)).unwrap_or_default()
     }
 
     /// Every field's bytes back to back, as [`Row::field`] slices them.
@@ -44,10 +46,15 @@ impl Row {
     /// The row of column names (the CSV header).
     pub fn set_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         self.clear();
-        for name in names {
+        let names: Vec<&str> = names.into_iter().collect();
+        for name in &names {
+            let start = self.bytes.len();
+            self.quotes.extend(name.bytes().enumerate().filter(|(_, b)| *b == b'"').map(|(i, _)| start + i));
             self.bytes.extend_from_slice(name.as_bytes());
             self.ends.push(self.bytes.len());
             self.nulls.push(false);
+            self.quoted
+                .push(name.is_empty() || name.contains([',', '"', '\n', '\r']) || (names.len() == 1 && *name == "\\."));
         }
     }
 
@@ -55,91 +62,125 @@ impl Row {
         self.bytes.clear();
         self.ends.clear();
         self.nulls.clear();
+        self.quoted.clear();
+        self.quotes.clear();
     }
 
-    /// Reads one COPY text message of `width` columns. Malformed input (a lone backslash at a field's end) is taken
-    /// as it comes, never a panic.
+    /// Reads one COPY text message of `width` columns, in one pass over its tabs, backslashes and quotes and one
+    /// over its commas. Malformed input (a lone backslash at the end) is taken as it comes, never a panic.
     pub fn read_text(&mut self, message: &[u8], width: usize) {
         self.clear();
         if width == 0 {
             return;
         }
         let row = message.strip_suffix(b"\n").unwrap_or(message);
-        let mut rest = row;
-        loop {
-            let n = memchr::memchr(b'\t', rest).unwrap_or(rest.len());
-            let field = &rest[..n];
-            let null = field == b"\\N";
-            if !null {
-                unescape(field, &mut self.bytes);
+        let mut commas = memchr::memchr_iter(b',', row).peekable();
+        // Where the current field starts in `row`, how far `row` is copied, and whether the CSV must quote the field
+        // for what it holds so far (a quote, or a line break that was escaped).
+        let (mut start, mut copied, mut quote) = (0, 0, false);
+        for i in memchr::memchr3_iter(b'\t', b'\\', b'"', row) {
+            if i < copied {
+                continue; // the byte after a backslash, already taken
             }
-            self.ends.push(self.bytes.len());
-            self.nulls.push(null);
-            if n == rest.len() {
-                return;
+            self.bytes.extend_from_slice(&row[copied..i]);
+            match row[i] {
+                b'\t' => {
+                    self.end_field(&row[start..i], quote, &mut commas, i, width);
+                    (start, quote) = (i + 1, false);
+                }
+                b'"' => {
+                    self.quotes.push(self.bytes.len());
+                    self.bytes.push(b'"');
+                    quote = true;
+                }
+                _ => match row.get(i + 1) {
+                    Some(&c) => {
+                        let c = match c {
+                            b'b' => 0x08,
+                            b'f' => 0x0c,
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'v' => 0x0b,
+                            other => other,
+                        };
+                        if matches!(c, b'\n' | b'\r' | b'"') {
+                            quote = true;
+                            if c == b'"' {
+                                self.quotes.push(self.bytes.len());
+                            }
+                        }
+                        self.bytes.push(c);
+                        copied = i + 2;
+                        continue;
+                    }
+                    None => self.bytes.push(b'\\'),
+                },
             }
-            rest = &rest[n + 1..];
+            copied = i + 1;
         }
+        self.bytes.extend_from_slice(&row[copied.min(row.len())..]);
+        self.end_field(&row[start..], quote, &mut commas, row.len(), width);
+    }
+
+    /// Closes the field whose text-format bytes are `raw`, ending at `end` in the row.
+    fn end_field(
+        &mut self,
+        raw: &[u8],
+        quote: bool,
+        commas: &mut std::iter::Peekable<memchr::Memchr<'_>>,
+        end: usize,
+        width: usize,
+    ) {
+        let first = self.ends.last().copied().unwrap_or(0);
+        if raw == b"\\N" {
+            self.bytes.truncate(first);
+            self.ends.push(first);
+            self.nulls.push(true);
+            self.quoted.push(false);
+            return;
+        }
+        let mut comma = false;
+        while let Some(&c) = commas.peek() {
+            if c >= end {
+                break;
+            }
+            comma = true;
+            commas.next();
+        }
+        let value = &self.bytes[first..];
+        let quote = quote || comma || value.is_empty() || (width == 1 && value == b"\\.");
+        self.ends.push(self.bytes.len());
+        self.nulls.push(false);
+        self.quoted.push(quote);
     }
 
     /// Appends the row as `COPY ... (FORMAT csv)` writes it: comma-separated; NULL as nothing; a value quoted when
     /// it is empty or holds a comma, a quote, a newline or a carriage return (and `\.` alone on a line), its quotes
     /// doubled; then `\n`.
     pub fn write_csv(&self, out: &mut Vec<u8>) {
-        let single = self.len() == 1;
+        let mut quotes = self.quotes.iter().copied().peekable();
         for i in 0..self.len() {
             if i > 0 {
                 out.push(b',');
             }
-            if self.nulls[i] {
-                continue;
-            }
-            let v = self.field(i);
-            let quote = v.is_empty()
-                || memchr::memchr3(b',', b'"', b'\n', v).is_some()
-                || memchr::memchr(b'\r', v).is_some()
-                || (single && v == b"\\.");
-            if !quote {
-                out.extend_from_slice(v);
+            let r = self.range(i);
+            if !self.quoted[i] {
+                out.extend_from_slice(&self.bytes[r]);
                 continue;
             }
             out.push(b'"');
-            let mut rest = v;
-            while let Some(q) = memchr::memchr(b'"', rest) {
-                out.extend_from_slice(&rest[..=q]);
+            let mut from = r.start;
+            while let Some(q) = quotes.next_if(|&q| q < r.end) {
+                out.extend_from_slice(&self.bytes[from..=q]);
                 out.push(b'"');
-                rest = &rest[q + 1..];
+                from = q + 1;
             }
-            out.extend_from_slice(rest);
+            out.extend_from_slice(&self.bytes[from..r.end]);
             out.push(b'"');
         }
         out.push(b'\n');
     }
-}
-
-fn unescape(mut field: &[u8], out: &mut Vec<u8>) {
-    while let Some(b) = memchr::memchr(b'\\', field) {
-        out.extend_from_slice(&field[..b]);
-        match field.get(b + 1) {
-            Some(&c) => {
-                out.push(match c {
-                    b'b' => 0x08,
-                    b'f' => 0x0c,
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b't' => b'\t',
-                    b'v' => 0x0b,
-                    other => other,
-                });
-                field = &field[b + 2..];
-            }
-            None => {
-                out.push(b'\\');
-                return;
-            }
-        }
-    }
-    out.extend_from_slice(field);
 }
 
 #[cfg(test)]
