@@ -11,5 +11,5 @@ pub use credential::{CredentialError, CredentialRef, Secret};
 pub use location::ConfigError;
 pub use site::{
     Endpoint, EnvSource, Environment, KeySource, ProcessEnv, Retention, RuleConfig, SERVICES, ServeSettings,
-    SiteConfig, expand_vars, strip_password, url_password,
+    SiteConfig, expand_vars, strip_password, url_passwords,
 };

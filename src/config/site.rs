@@ -471,15 +471,17 @@ fn endpoint(
     env_secrets: &mut Vec<(String, Secret)>,
 ) -> Result<Endpoint, String> {
     if let Some(u) = &c.url
-        && url_password(u).is_some()
+        && !url_passwords(u).is_empty()
     {
         return Err(format!(
             "{what}.url carries a password inline; remove it and set {what}.password = \"env:NAME\" or \"file:PATH\""
         ));
     }
-    let from_env_has_password = from_env.as_deref().and_then(url_password).map(|p| {
+    let in_env_url = from_env.as_deref().map(url_passwords).unwrap_or_default();
+    let from_env_has_password = (!in_env_url.is_empty()).then_some(());
+    for p in in_env_url {
         env_secrets.push((format!("PRESERVE_{}_URL password", what.to_ascii_uppercase()), Secret::new(p)));
-    });
+    }
     let url = from_env.or(c.url).unwrap_or_else(|| default.to_string());
     let display = strip_password(&url).unwrap_or_else(|| url.clone());
     let (password, password_is_default) = match (c.password, from_env_has_password) {
@@ -501,39 +503,79 @@ fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
     }
 }
 
-/// Query parameters that carry a password: Redis URLs' `pass` (`unix:///run/redis.sock?pass=...`), libpq's
-/// `password`.
-const PASSWORD_PARAMS: [&str; 2] = ["pass", "password"];
-
-fn is_password_param(pair: &str) -> bool {
-    let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-    PASSWORD_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p))
+/// The query parameters a scheme's client reads as a password: Redis's Unix-socket URLs `pass`
+/// (`unix:///run/redis.sock?pass=...`), libpq-style URLs `password` (and `sslpassword`, a client key's).
+fn password_params(scheme: &str) -> &'static [&'static str] {
+    match scheme.to_ascii_lowercase().as_str() {
+        "unix" | "redis+unix" => &["pass"],
+        "postgres" | "postgresql" => &["password", "sslpassword"],
+        _ => &[],
+    }
 }
 
-/// The password in a URL: in its userinfo, or else in a password query parameter.
-pub fn url_password(url: &str) -> Option<String> {
-    let (_, userinfo, rest) = split_userinfo(url)?;
-    if let Some((_, pw)) = userinfo.and_then(|u| u.split_once(':'))
-        && !pw.is_empty()
-    {
-        return Some(pw.to_string());
+/// Every parameter name that may hold a password, whatever the scheme: removed from any URL shown.
+const ANY_PASSWORD_PARAM: [&str; 3] = ["pass", "password", "sslpassword"];
+
+/// Whether `#` ends the query: not in libpq-style URLs, whose parser reads a `#` as part of a value.
+fn has_fragment(scheme: &str) -> bool {
+    !matches!(scheme.to_ascii_lowercase().as_str(), "postgres" | "postgresql")
+}
+
+fn decoded(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// A URL's query (after `?`, up to a fragment where the scheme has them), and what follows it.
+fn split_query<'a>(scheme: &str, rest: &'a str) -> Option<(&'a str, &'a str, Option<&'a str>)> {
+    let (path, query) = rest.split_once('?')?;
+    Some(match query.split_once('#').filter(|_| has_fragment(scheme)) {
+        Some((q, f)) => (path, q, Some(f)),
+        None => (path, query, None),
+    })
+}
+
+/// The passwords in a URL, each as written and as its client decodes it (percent-encoding; `+` for a space in a
+/// query): its userinfo's, and every query parameter the scheme's client reads as one (a repeated one included: the
+/// clients take the last).
+pub fn url_passwords(url: &str) -> Vec<String> {
+    let Some((scheme, userinfo, rest)) = split_userinfo(url) else { return Vec::new() };
+    let mut found: Vec<String> = Vec::new();
+    let mut add = |written: &str, plus_is_space: bool| {
+        let mut forms = vec![written.to_string(), decoded(written)];
+        if plus_is_space {
+            forms.push(decoded(&written.replace('+', " ")));
+        }
+        for f in forms {
+            if !f.is_empty() && !found.contains(&f) {
+                found.push(f);
+            }
+        }
+    };
+    if let Some((_, pw)) = userinfo.and_then(|u| u.split_once(':')) {
+        add(pw, false);
     }
-    let query = rest.split_once('?')?.1.split('#').next()?;
-    query
-        .split('&')
-        .filter(|pair| is_password_param(pair))
-        .find_map(|pair| pair.split_once('=').map(|(_, v)| v).filter(|v| !v.is_empty()))
-        .map(str::to_string)
+    let params = password_params(scheme);
+    if let Some((_, query, _)) = split_query(scheme, rest) {
+        for (name, value) in query.split('&').filter_map(|pair| pair.split_once('=')) {
+            if params.contains(&decoded(name).as_str()) {
+                add(value, true);
+            }
+        }
+    }
+    found
 }
 
 /// The URL with its passwords removed, the userinfo's and any password query parameter (the user name is kept), or
 /// `None` when it is not a URL.
 pub fn strip_password(url: &str) -> Option<String> {
     let (scheme, userinfo, rest) = split_userinfo(url)?;
-    let rest = match rest.split_once('?') {
-        Some((path, query)) => {
-            let (query, fragment) = query.split_once('#').map_or((query, None), |(q, f)| (q, Some(f)));
-            let kept: Vec<&str> = query.split('&').filter(|pair| !is_password_param(pair)).collect();
+    let rest = match split_query(scheme, rest) {
+        Some((path, query, fragment)) => {
+            let is_password = |pair: &&str| {
+                let name = decoded(pair.split_once('=').map_or(*pair, |(k, _)| k));
+                ANY_PASSWORD_PARAM.iter().any(|p| name.eq_ignore_ascii_case(p))
+            };
+            let kept: Vec<&str> = query.split('&').filter(|pair| !is_password(pair)).collect();
             let mut out = path.to_string();
             if !kept.is_empty() {
                 out = format!("{out}?{}", kept.join("&"));
@@ -637,23 +679,33 @@ mod tests {
 
     #[test]
     fn passwords_with_slashes_and_ats_are_still_found() {
-        assert_eq!(url_password("redis://u:pa/ss@w0rd@h:6379/0").as_deref(), Some("pa/ss@w0rd"));
+        assert_eq!(url_passwords("redis://u:pa/ss@w0rd@h:6379/0"), ["pa/ss@w0rd"]);
         assert_eq!(strip_password("redis://u:pa/ss@w0rd@h:6379/0").unwrap(), "redis://u@h:6379/0");
-        assert_eq!(url_password("redis://h:6379/0?x=a@b"), None);
+        assert!(url_passwords("redis://h:6379/0?x=a@b").is_empty());
         assert_eq!(strip_password("http://h:8080/x").unwrap(), "http://h:8080/x");
         assert_eq!(strip_password("redis://:pw@h:6379/0").unwrap(), "redis://h:6379/0");
+        assert_eq!(url_passwords("redis://:p%40ss@h/0"), ["p%40ss", "p@ss"], "as written and as the client decodes it");
     }
 
     #[test]
     fn passwords_in_query_parameters_are_found_and_removed() {
         let unix = "unix:///run/redis.sock?db=3&pass=s3cret-pw";
-        assert_eq!(url_password(unix).as_deref(), Some("s3cret-pw"));
+        assert_eq!(url_passwords(unix), ["s3cret-pw"]);
         assert_eq!(strip_password(unix).unwrap(), "unix:///run/redis.sock?db=3");
-        let pg = "postgres://caracal@db:5432/caracal?sslmode=require&Password=pg-pw-77#frag";
-        assert_eq!(url_password(pg).as_deref(), Some("pg-pw-77"));
-        assert_eq!(strip_password(pg).unwrap(), "postgres://caracal@db:5432/caracal?sslmode=require#frag");
+        assert_eq!(url_passwords("redis+unix:///s.sock?pass=a+b%21&pass=second"), ["a+b%21", "a+b!", "a b!", "second"]);
         assert_eq!(strip_password("redis+unix:///s.sock?pass=x").unwrap(), "redis+unix:///s.sock");
-        assert_eq!(url_password("redis://h/0?passive=1&pass="), None, "only a named, non-empty password");
+        // libpq-style: `password` (a `#` is part of the value there, not a fragment), an encoded name too.
+        let pg = "postgres://caracal:first@db:5432/caracal?sslmode=require&password=pg-pw#77";
+        assert_eq!(url_passwords(pg), ["first", "pg-pw#77"]);
+        assert_eq!(strip_password(pg).unwrap(), "postgres://caracal@db:5432/caracal?sslmode=require");
+        assert_eq!(url_passwords("postgresql://db/x?pass%77ord=enc"), ["enc"]);
+        assert_eq!(strip_password("postgresql://db/x?pass%77ord=enc&a=1").unwrap(), "postgresql://db/x?a=1");
+        // Only what the scheme's client reads as a password counts (a Redis TCP URL has no such parameter), but
+        // any of them is removed from what is shown.
+        assert!(url_passwords("redis://cache:6379/0?pass=x").is_empty());
+        assert!(url_passwords("unix:///s.sock?password=x").is_empty());
+        assert_eq!(strip_password("redis://cache:6379/0?pass=x#f").unwrap(), "redis://cache:6379/0#f");
+        assert!(url_passwords("unix:///s.sock?passive=1&pass=").is_empty(), "only a named, non-empty password");
         assert_eq!(strip_password("redis://h/0?passive=1").unwrap(), "redis://h/0?passive=1");
     }
 

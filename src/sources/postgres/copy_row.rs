@@ -11,13 +11,12 @@
 //! backslash, and the control characters backspace, form feed, newline, carriage return, tab and vertical tab, are
 //! written as `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, `\v`; every other byte as itself.
 
-/// One row: every field's bytes back to back, where each ends, which are NULL, which the CSV must quote, and where
+/// One row: every field's bytes back to back (NULL as nothing), where each ends, which the CSV must quote, and where
 /// the quotes are (the CSV doubles them).
 #[derive(Default)]
 pub struct Row {
     bytes: Vec<u8>,
     ends: Vec<usize>,
-    nulls: Vec<bool>,
     quoted: Vec<bool>,
     quotes: Vec<usize>,
 }
@@ -52,7 +51,6 @@ impl Row {
             self.quotes.extend(name.bytes().enumerate().filter(|(_, b)| *b == b'"').map(|(i, _)| start + i));
             self.bytes.extend_from_slice(name.as_bytes());
             self.ends.push(self.bytes.len());
-            self.nulls.push(false);
             self.quoted
                 .push(name.is_empty() || name.contains([',', '"', '\n', '\r']) || (names.len() == 1 && *name == "\\."));
         }
@@ -61,7 +59,6 @@ impl Row {
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
-        self.nulls.clear();
         self.quoted.clear();
         self.quotes.clear();
     }
@@ -136,7 +133,6 @@ impl Row {
         if raw == b"\\N" {
             self.bytes.truncate(first);
             self.ends.push(first);
-            self.nulls.push(true);
             self.quoted.push(false);
             return;
         }
@@ -151,7 +147,6 @@ impl Row {
         let value = &self.bytes[first..];
         let quote = quote || comma || value.is_empty() || (width == 1 && value == b"\\.");
         self.ends.push(self.bytes.len());
-        self.nulls.push(false);
         self.quoted.push(quote);
     }
 

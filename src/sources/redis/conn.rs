@@ -119,6 +119,12 @@ impl Node {
         Ok(())
     }
 
+    /// Closes the direct reader's connection (after a stream's entries): idle while the next stream's groups and
+    /// pending entries are read, a server's `timeout` could close it and cost the node its one reconnect.
+    pub fn close_direct(&mut self) {
+        self.direct = None;
+    }
+
     /// Whether the direct reader can read this node: plain TCP or a Unix socket (TLS is read through the client).
     pub fn reads_directly(&self) -> bool {
         matches!(self.info.addr(), ConnectionAddr::Tcp(..) | ConnectionAddr::Unix(_))

@@ -71,7 +71,13 @@ enum Item<'a> {
 /// before the element does.
 fn next_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<Item<'a>>, Error> {
     let start = *pos;
-    let Some(len) = memchr::memchr(b'\n', &buf[start..]) else { return Ok(None) };
+    let Some(len) = memchr::memchr(b'\n', &buf[start..]) else {
+        // A header or a simple string this long is no reply of Redis's: refuse it rather than wait for more.
+        return if buf.len() - start > MAX_LINE { Err(protocol("a line longer than any reply's")) } else { Ok(None) };
+    };
+    if len > MAX_LINE {
+        return Err(protocol("a line longer than any reply's"));
+    }
     let after = start + len + 1;
     let line = buf[start..start + len].strip_suffix(b"\r").ok_or_else(|| protocol("a line not ended by CRLF"))?;
     let (&kind, rest) = line.split_first().ok_or_else(|| protocol("an empty line"))?;
@@ -79,7 +85,10 @@ fn next_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<Item<'a>>, Err
         b'$' => match number(rest)? {
             n if n < 0 => Item::Nil,
             n => {
-                let end = after.checked_add(n as usize).ok_or_else(|| protocol("a bulk string's length"))?;
+                let end = usize::try_from(n)
+                    .ok()
+                    .and_then(|n| after.checked_add(n))
+                    .ok_or_else(|| protocol("a bulk string's length"))?;
                 if buf.len() < end.saturating_add(2) {
                     return Ok(None);
                 }
@@ -92,7 +101,7 @@ fn next_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<Item<'a>>, Err
         },
         b'*' => match number(rest)? {
             n if n < 0 => Item::Nil,
-            n => Item::Array(n as usize),
+            n => Item::Array(usize::try_from(n).map_err(|_| protocol("an array's length"))?),
         },
         b':' => Item::Int(number(rest)?),
         b'+' => Item::Simple(rest),
@@ -103,11 +112,14 @@ fn next_item<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<Item<'a>>, Err
     Ok(Some(item))
 }
 
+/// The longest line read: a header is a few bytes, a server's error message a few hundred.
+const MAX_LINE: usize = 64 << 10;
+
 fn number(digits: &[u8]) -> Result<i64, Error> {
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| protocol(format!("{:?} is not a number", String::from_utf8_lossy(digits))))
+    std::str::from_utf8(digits).ok().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        let shown: String = String::from_utf8_lossy(digits).chars().take(32).collect();
+        protocol(format!("{shown:?} is not a number"))
+    })
 }
 
 /// Finds where a reply ends as its bytes arrive, without reading any of it twice, and where each element of its
@@ -307,7 +319,14 @@ impl Direct {
             }
             auth.arg(password);
             conn.send(&auth.get_packed_command()).await?;
-            conn.receive(&mut page).await?;
+            match conn.receive(&mut page).await {
+                // Redis before 6 has no users: AUTH takes the password alone (the client library does the same).
+                Err(Error::Server(m)) if settings.username().is_some() && m.contains("wrong number of arguments") => {
+                    conn.send(&redis::cmd("AUTH").arg(password).get_packed_command()).await?;
+                    conn.receive(&mut page).await?;
+                }
+                other => other?,
+            }
         }
         if settings.db() != 0 {
             conn.send(&redis::cmd("SELECT").arg(settings.db()).get_packed_command()).await?;
@@ -421,6 +440,35 @@ mod tests {
         assert!(matches!(page.error(), Some(Error::Server(m)) if m.starts_with("WRONGTYPE")));
     }
 
+    /// Redis before 6 refuses `AUTH user password` as the wrong number of arguments: the password alone is sent
+    /// then, as the client library does. (No Redis 5 here: a listener answers as one would.)
+    #[tokio::test]
+    async fn a_server_without_users_is_authenticated_with_the_password_alone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            for reply in [&b"-ERR wrong number of arguments for 'auth' command\r\n"[..], b"+OK\r\n"] {
+                let mut page = Page::default();
+                while !page.framer.advance(&page.buf).unwrap() {
+                    assert!(s.read_buf(&mut page.buf).await.unwrap() > 0);
+                }
+                seen.push(String::from_utf8_lossy(&page.buf).into_owned());
+                s.write_all(reply).await.unwrap();
+            }
+            seen
+        });
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(format!("redis://old-user:pw-5f1c@127.0.0.1:{port}/0"))
+                .unwrap();
+        let conn = Direct::open(&info, Duration::from_secs(5), Duration::from_secs(5)).await.unwrap();
+        assert!(conn.is_some());
+        let seen = server.await.unwrap();
+        assert_eq!(seen[0], "*3\r\n$4\r\nAUTH\r\n$8\r\nold-user\r\n$7\r\npw-5f1c\r\n");
+        assert_eq!(seen[1], "*2\r\n$4\r\nAUTH\r\n$7\r\npw-5f1c\r\n");
+    }
+
     #[test]
     fn malformed_bytes_are_named_not_panicked_on() {
         for (bytes, says) in [
@@ -428,10 +476,16 @@ mod tests {
             (b"*x\r\n", "is not a number"),
             (b"%1\r\n", "type byte"),
             (b"*1\n", "CRLF"),
+            (b"$99999999999999999999\r\n", "is not a number"),
         ] {
             let err = Framer::default().advance(bytes).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
+        // A line with no end is refused once it is longer than any reply's, not waited on for ever.
+        let endless = [b"+".as_slice(), &vec![b'x'; MAX_LINE + 1]].concat();
+        let err = Framer::default().advance(&endless).unwrap_err().to_string();
+        assert!(err.contains("longer than any reply"), "{err}");
+        assert!(!Framer::default().advance(&endless[..1000]).unwrap(), "a short partial line is waited on");
         // Framed, but not the shape of XRANGE.
         let page = page_of(b"*1\r\n*1\r\n$3\r\n1-1\r\n");
         let err = page.write_jsonl(&mut Vec::new()).unwrap_err().to_string();

@@ -148,7 +148,9 @@ impl StreamJob<'_> {
         }
         let range = (start.clone(), end.clone());
         let mut out = cx.artifact(&format!("{dir}/entries.jsonl"), "application/x-ndjson")?;
-        let (exported, first, last) = export_entries(cx, node, key, (&start, &end), page, direct, &mut out).await?;
+        let exported = export_entries(cx, node, key, (&start, &end), page, direct, &mut out).await;
+        node.close_direct();
+        let (exported, first, last) = exported?;
         if truncated {
             out.set_truncated();
         }
