@@ -1,24 +1,117 @@
 //! Rows of `COPY ... TO STDOUT` in PostgreSQL's text format, turned into the CSV that `FORMAT csv` would have sent.
 //!
 //! Tables are exported as CSV, but asked of the server in text format: the server's CSV encoder scans every value
-//! for characters that need quoting and doubles the quotes in every JSON value, which made a ledger's export 15-20%
-//! slower than `pg_dump`'s text COPY of the same rows (docs/performance.md). Here the text row is split once
-//! (`memchr` on tabs, backslash escapes undone) into its fields, which the audit-chain tap reads as they are, and
-//! the CSV is written from them by PostgreSQL's own rules, byte for byte (tests/postgres_export.rs compares the two
-//! on a real server).
+//! for characters that need quoting and doubles the quotes in every JSON value, which made a ledger's export slower
+//! than `pg_dump`'s text COPY of the same rows (docs/performance.md). Here each text row is written as CSV in one
+//! pass over its tabs, backslashes and quotes ([`text_to_csv`]), by PostgreSQL's own rules, byte for byte
+//! (tests/postgres_export.rs compares the two on a real server); the audit-chain tap splits the row into its values
+//! with [`Row::read_text`].
 //!
 //! The text format: one COPY message is one row ending in `\n`; fields are separated by tabs; NULL is `\N`; a
 //! backslash, and the control characters backspace, form feed, newline, carriage return, tab and vertical tab, are
 //! written as `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, `\v`; every other byte as itself.
 
-/// One row: every field's bytes back to back (NULL as nothing), where each ends, which the CSV must quote, and where
-/// the quotes are (the CSV doubles them).
+/// The byte a backslash escape stands for.
+fn unescaped(c: u8) -> u8 {
+    match c {
+        b'b' => 0x08,
+        b'f' => 0x0c,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'v' => 0x0b,
+        other => other,
+    }
+}
+
+/// Appends one COPY text message of `width` columns as `COPY ... (FORMAT csv)` writes the row: comma-separated;
+/// NULL as nothing; a value quoted when it is empty or holds a comma, a quote, a newline or a carriage return (or is
+/// `\.` alone on a line), its quotes doubled; then `\n`. Malformed input (a lone backslash at the end) is taken as
+/// it comes, never a panic.
+pub fn text_to_csv(message: &[u8], width: usize, out: &mut Vec<u8>) {
+    if width == 0 {
+        out.push(b'\n');
+        return;
+    }
+    let row = message.strip_suffix(b"\n").unwrap_or(message);
+    let mut commas = memchr::memchr_iter(b',', row).peekable();
+    // Where the current field starts in `row` and in `out`, how far `row` is copied, and whether the field must be
+    // quoted for what it holds so far (a quote, or a line break that was escaped). A value is written as it is
+    // read; the opening quote is put in front of it once its end shows it needs one.
+    let (mut start, mut at, mut copied, mut quote) = (0, out.len(), 0, false);
+    let mut close = |out: &mut Vec<u8>, raw: &[u8], at: usize, quote: bool, end: usize| {
+        if raw == b"\\N" {
+            out.truncate(at);
+            return;
+        }
+        let mut comma = false;
+        while commas.next_if(|&c| c < end).is_some() {
+            comma = true;
+        }
+        let value = &out[at..];
+        if quote || comma || value.is_empty() || (width == 1 && value == b"\\.") {
+            out.insert(at, b'"');
+            out.push(b'"');
+        }
+    };
+    for i in memchr::memchr3_iter(b'\t', b'\\', b'"', row) {
+        if i < copied {
+            continue; // the byte after a backslash, already taken
+        }
+        out.extend_from_slice(&row[copied..i]);
+        copied = i + 1;
+        match row[i] {
+            b'\t' => {
+                close(out, &row[start..i], at, quote, i);
+                out.push(b',');
+                (start, at, quote) = (i + 1, out.len(), false);
+            }
+            b'"' => {
+                out.extend_from_slice(b"\"\"");
+                quote = true;
+            }
+            _ => match row.get(i + 1).map(|&c| unescaped(c)) {
+                Some(c) => {
+                    if c == b'"' {
+                        out.push(b'"');
+                    }
+                    quote |= matches!(c, b'"' | b'\n' | b'\r');
+                    out.push(c);
+                    copied = i + 2;
+                }
+                None => out.push(b'\\'),
+            },
+        }
+    }
+    out.extend_from_slice(&row[copied.min(row.len())..]);
+    close(out, &row[start..], at, quote, row.len());
+    out.push(b'\n');
+}
+
+/// Appends column names as `COPY ... (FORMAT csv, HEADER true)` writes its header line.
+pub fn header_csv<'a>(names: impl IntoIterator<Item = &'a str>, out: &mut Vec<u8>) {
+    let names: Vec<&str> = names.into_iter().collect();
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if name.is_empty() || name.contains([',', '"', '\n', '\r']) || (names.len() == 1 && *name == "\\.") {
+            out.push(b'"');
+            out.extend_from_slice(name.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(name.as_bytes());
+        }
+    }
+    out.push(b'\n');
+}
+
+/// One row's values, for the audit-chain tap: every field's bytes back to back (NULL as nothing) and where each
+/// ends.
 #[derive(Default)]
 pub struct Row {
     bytes: Vec<u8>,
     ends: Vec<usize>,
-    quoted: Vec<bool>,
-    quotes: Vec<usize>,
 }
 
 impl Row {
@@ -42,139 +135,46 @@ impl Row {
         start..self.ends.get(i).copied().unwrap_or(start)
     }
 
-    /// The row of column names (the CSV header).
+    /// The row of column names (the header).
     pub fn set_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
-        self.clear();
-        let names: Vec<&str> = names.into_iter().collect();
-        for name in &names {
-            let start = self.bytes.len();
-            self.quotes.extend(name.bytes().enumerate().filter(|(_, b)| *b == b'"').map(|(i, _)| start + i));
-            self.bytes.extend_from_slice(name.as_bytes());
-            self.ends.push(self.bytes.len());
-            self.quoted
-                .push(name.is_empty() || name.contains([',', '"', '\n', '\r']) || (names.len() == 1 && *name == "\\."));
-        }
-    }
-
-    fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
-        self.quoted.clear();
-        self.quotes.clear();
+        for name in names {
+            self.bytes.extend_from_slice(name.as_bytes());
+            self.ends.push(self.bytes.len());
+        }
     }
 
-    /// Reads one COPY text message of `width` columns, in one pass over its tabs, backslashes and quotes and one
-    /// over its commas. Malformed input (a lone backslash at the end) is taken as it comes, never a panic.
-    pub fn read_text(&mut self, message: &[u8], width: usize) {
-        self.clear();
-        if width == 0 {
-            return;
-        }
+    /// Splits one COPY text message into its values, escapes undone. Malformed input is taken as it comes.
+    pub fn read_text(&mut self, message: &[u8]) {
+        self.bytes.clear();
+        self.ends.clear();
         let row = message.strip_suffix(b"\n").unwrap_or(message);
-        let mut commas = memchr::memchr_iter(b',', row).peekable();
-        // Where the current field starts in `row`, how far `row` is copied, and whether the CSV must quote the field
-        // for what it holds so far (a quote, or a line break that was escaped).
-        let (mut start, mut copied, mut quote) = (0, 0, false);
-        for i in memchr::memchr3_iter(b'\t', b'\\', b'"', row) {
+        let (mut start, mut copied) = (0, 0);
+        let close = |row_bytes: &mut Vec<u8>, ends: &mut Vec<usize>, raw: &[u8]| {
+            if raw == b"\\N" {
+                row_bytes.truncate(ends.last().copied().unwrap_or(0));
+            }
+            ends.push(row_bytes.len());
+        };
+        for i in memchr::memchr2_iter(b'\t', b'\\', row) {
             if i < copied {
-                continue; // the byte after a backslash, already taken
-            }
-            self.bytes.extend_from_slice(&row[copied..i]);
-            match row[i] {
-                b'\t' => {
-                    self.end_field(&row[start..i], quote, &mut commas, i, width);
-                    (start, quote) = (i + 1, false);
-                }
-                b'"' => {
-                    self.quotes.push(self.bytes.len());
-                    self.bytes.push(b'"');
-                    quote = true;
-                }
-                _ => match row.get(i + 1) {
-                    Some(&c) => {
-                        let c = match c {
-                            b'b' => 0x08,
-                            b'f' => 0x0c,
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'v' => 0x0b,
-                            other => other,
-                        };
-                        if matches!(c, b'\n' | b'\r' | b'"') {
-                            quote = true;
-                            if c == b'"' {
-                                self.quotes.push(self.bytes.len());
-                            }
-                        }
-                        self.bytes.push(c);
-                        copied = i + 2;
-                        continue;
-                    }
-                    None => self.bytes.push(b'\\'),
-                },
-            }
-            copied = i + 1;
-        }
-        self.bytes.extend_from_slice(&row[copied.min(row.len())..]);
-        self.end_field(&row[start..], quote, &mut commas, row.len(), width);
-    }
-
-    /// Closes the field whose text-format bytes are `raw`, ending at `end` in the row.
-    fn end_field(
-        &mut self,
-        raw: &[u8],
-        quote: bool,
-        commas: &mut std::iter::Peekable<memchr::Memchr<'_>>,
-        end: usize,
-        width: usize,
-    ) {
-        let first = self.ends.last().copied().unwrap_or(0);
-        if raw == b"\\N" {
-            self.bytes.truncate(first);
-            self.ends.push(first);
-            self.quoted.push(false);
-            return;
-        }
-        let mut comma = false;
-        while let Some(&c) = commas.peek() {
-            if c >= end {
-                break;
-            }
-            comma = true;
-            commas.next();
-        }
-        let value = &self.bytes[first..];
-        let quote = quote || comma || value.is_empty() || (width == 1 && value == b"\\.");
-        self.ends.push(self.bytes.len());
-        self.quoted.push(quote);
-    }
-
-    /// Appends the row as `COPY ... (FORMAT csv)` writes it: comma-separated; NULL as nothing; a value quoted when
-    /// it is empty or holds a comma, a quote, a newline or a carriage return (and `\.` alone on a line), its quotes
-    /// doubled; then `\n`.
-    pub fn write_csv(&self, out: &mut Vec<u8>) {
-        let mut quotes = self.quotes.iter().copied().peekable();
-        for i in 0..self.len() {
-            if i > 0 {
-                out.push(b',');
-            }
-            let r = self.range(i);
-            if !self.quoted[i] {
-                out.extend_from_slice(&self.bytes[r]);
                 continue;
             }
-            out.push(b'"');
-            let mut from = r.start;
-            while let Some(q) = quotes.next_if(|&q| q < r.end) {
-                out.extend_from_slice(&self.bytes[from..=q]);
-                out.push(b'"');
-                from = q + 1;
+            self.bytes.extend_from_slice(&row[copied..i]);
+            copied = i + 1;
+            if row[i] == b'\t' {
+                close(&mut self.bytes, &mut self.ends, &row[start..i]);
+                start = i + 1;
+            } else if let Some(&c) = row.get(i + 1) {
+                self.bytes.push(unescaped(c));
+                copied = i + 2;
+            } else {
+                self.bytes.push(b'\\');
             }
-            out.extend_from_slice(&self.bytes[from..r.end]);
-            out.push(b'"');
         }
-        out.push(b'\n');
+        self.bytes.extend_from_slice(&row[copied.min(row.len())..]);
+        close(&mut self.bytes, &mut self.ends, &row[start..]);
     }
 }
 
@@ -212,13 +212,15 @@ mod tests {
         }
     }
 
+    /// The row's values as the tap reads them, and its CSV.
     fn convert(message: &str, width: usize) -> (Vec<String>, String) {
         let mut row = Row::default();
-        row.read_text(message.as_bytes(), width);
+        row.read_text(message.as_bytes());
         let fields = (0..row.len()).map(|i| String::from_utf8_lossy(row.field(i)).into_owned()).collect();
-        let mut out = Vec::new();
-        row.write_csv(&mut out);
-        (fields, String::from_utf8(out).unwrap())
+        let mut out = b"before|".to_vec();
+        text_to_csv(message.as_bytes(), width, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        (fields, out.strip_prefix("before|").expect("appended, not overwritten").to_string())
     }
 
     #[test]
@@ -248,11 +250,12 @@ mod tests {
 
     #[test]
     fn a_header_is_written_as_postgres_writes_column_names() {
-        let mut row = Row::default();
-        row.set_names(["id", "we ird", "a,b", "q\"uote"]);
         let mut out = Vec::new();
-        row.write_csv(&mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "id,we ird,\"a,b\",\"q\"\"uote\"\n");
+        header_csv(["id", "we ird", "a,b", "q\"uote", ""], &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "id,we ird,\"a,b\",\"q\"\"uote\",\"\"\n");
+        let mut out = Vec::new();
+        header_csv(["\\."], &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "\"\\.\"\n");
     }
 
     /// Generated rows of every byte that matters: the text message PostgreSQL would send reads back to the values,

@@ -620,8 +620,8 @@ async fn rls_hides_rows(client: &Client, schema: &str, table: &str) -> Result<bo
 
 /// `COPY (query) TO STDOUT` streamed into an artifact as CSV with a header, with the run's known secret values
 /// replaced (rows are evidence: no pattern rules). The server sends text format, turned into the CSV its
-/// `FORMAT csv` would have sent by [`copy_row`] (cheaper for the server, and the chain tap reads the fields as they
-/// are split); the header comes from the statement's columns.
+/// `FORMAT csv` would have sent by [`copy_row`] (cheaper for the server); the header comes from the statement's
+/// columns.
 async fn copy_csv(
     cx: &Collection,
     client: &Client,
@@ -642,10 +642,11 @@ async fn copy_csv(
     // is never split between two redaction passes) before they are redacted, hashed, compressed.
     const BATCH: usize = 256 << 10;
     let mut pending: Vec<u8> = Vec::with_capacity(BATCH + (64 << 10));
+    let names = || statement.columns().iter().map(|c| c.name());
+    copy_row::header_csv(names(), &mut pending);
     let mut row = copy_row::Row::default();
-    row.set_names(statement.columns().iter().map(|c| c.name()));
-    row.write_csv(&mut pending);
     if let Some(t) = tap.as_mut() {
+        row.set_names(names());
         t.feed(&row);
     }
     let (mut rows, mut counted) = (0u64, 0u64);
@@ -668,9 +669,9 @@ async fn copy_csv(
             }
         };
         rows += 1;
-        row.read_text(&chunk, width);
-        row.write_csv(&mut pending);
+        copy_row::text_to_csv(&chunk, width, &mut pending);
         if let Some(t) = tap.as_mut() {
+            row.read_text(&chunk);
             t.feed(&row);
         }
         if pending.len() >= BATCH {
