@@ -276,8 +276,9 @@ pub const COLUMNS: [&str; 17] = [
     "chain_hmac",
 ];
 
-/// Verification of `audit_events` from the export's own CSV, one COPY message (one row) at a time: the table is
-/// then read once, not twice, and the rows verified are exactly the rows in the bundle. The export is in the
+/// Verification of `audit_events` from the export's own rows, one COPY message (one row) at a time, split into its
+/// values ([`Row::read_text`]): the table is then read once, not twice, and the rows verified are exactly the rows
+/// in the bundle. The export is in the
 /// table's own order (no server-side sort of the whole ledger): each zone's rows in chain order, as Caracal inserts
 /// them, the zones interleaved. Where that does not hold ([`Tap::finish`] says so), the links are verified again
 /// from an ordered read. The session must have `TimeZone = UTC` and `DateStyle = ISO`.
