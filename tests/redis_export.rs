@@ -360,6 +360,72 @@ fn a_unix_socket_with_a_password_and_a_database_is_read_directly() {
     assert!(!m.to_string().contains("sock-pass-9d2e"), "the password never reaches the manifest");
 }
 
+/// `rediss://` with a private CA (`[redis] ca_file`): the server's certificate is checked against that CA, and the
+/// entries are read through the client library (the direct reader does not do TLS). Without the CA it is refused.
+#[test]
+fn tls_with_a_private_ca_is_checked_and_read_through_the_client() {
+    let ws = Workspace::new();
+    let (ca, cert, key) = certificates(&["127.0.0.1"]);
+    let (cert, key, ca) = (ws.write("tls/redis.crt", cert), ws.write("tls/redis.key", key), ws.write("tls/ca.pem", ca));
+    let tls_port = support::redis::free_port().to_string();
+    let r = RedisServer::start(
+        &ws.path().join("redis"),
+        &[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let fx = load_fixture(&r);
+    let dir = collectors(&ws, "page = 2");
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+    let config = ws.write("preserve.toml", format!("[redis]\nca_file = \"{}\"\n", ca.display()));
+    let out = run(ws
+        .snapshot(&dir)
+        .arg("--config")
+        .arg(&config)
+        .args(["-c", "redis-evidence"])
+        .env("PRESERVE_REDIS_URL", &url));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    for (key, entries) in &fx.streams {
+        let got = read_jsonl(&bag.join(format!("data/redis-evidence/streams/{key}/entries.jsonl")));
+        let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), "entries of {key}");
+    }
+    let m = manifest(&bag);
+    let streams = &collector(&m, "redis-evidence")["details"]["streams"];
+    assert!(streams.as_array().unwrap().iter().all(|s| s["reader"] == "client"), "{streams}");
+
+    // The same server without its CA: the public roots do not vouch for it.
+    let other = Workspace::new();
+    let out = run(other.snapshot(&dir).args(["-c", "redis-evidence"]).env("PRESERVE_REDIS_URL", &url));
+    assert_eq!(out.status.code(), Some(3));
+    let c = collector(&other.side_manifest(), "redis-evidence").clone();
+    assert_eq!(c["status"], "failed");
+    assert!(c["error"].as_str().unwrap().to_lowercase().contains("certificate"), "{}", c["error"]);
+
+    // A CA for a URL without TLS is a mistake worth naming, not something to ignore.
+    let plain = Workspace::new();
+    let config = plain.write("preserve.toml", format!("[redis]\nca_file = \"{}\"\n", ca.display()));
+    let out = run(plain
+        .snapshot(&dir)
+        .arg("--config")
+        .arg(&config)
+        .args(["-c", "redis-evidence"])
+        .env("PRESERVE_REDIS_URL", r.url()));
+    assert_eq!(out.status.code(), Some(3));
+    let c = collector(&plain.side_manifest(), "redis-evidence").clone();
+    assert!(c["error"].as_str().unwrap().contains("is not a rediss://"), "{}", c["error"]);
+}
+
 #[test]
 fn builtin_caracal_collectors_split_streams_and_dead_letters() {
     let ws = Workspace::new();

@@ -83,6 +83,9 @@ pub struct StoreConfig {
     pub url: Option<String>,
     pub username: Option<String>,
     pub password: Option<CredentialRef>,
+    /// Redis: a PEM file of the certificate authorities a `rediss://` server's certificate is checked against,
+    /// instead of the public web's (a private CA, as in-cluster TLS has). Postgres takes `sslrootcert` in its URL.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -234,6 +237,8 @@ pub struct Endpoint {
     /// The password is Caracal's default secret file, not something the operator configured: when that file does
     /// not exist, connect without a password rather than fail.
     pub password_is_default: bool,
+    /// Redis: the CA file TLS checks the server against (`[redis] ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -354,6 +359,7 @@ impl Environment {
                 username: None,
                 password: Some(CredentialRef::File(secrets_dir.join("databaseUrl"))),
                 password_is_default: true,
+                ca_file: None,
             }
         } else {
             postgres
@@ -489,7 +495,10 @@ fn endpoint(
         (None, Some(())) => (None, false),
         (None, None) => (default_password.clone(), default_password.is_some()),
     };
-    Ok(Endpoint { url, display, username: c.username, password, password_is_default })
+    if c.ca_file.is_some() && what != "redis" {
+        return Err(format!("{what}.ca_file: not a {what} setting; give sslrootcert=PATH in {what}.url"));
+    }
+    Ok(Endpoint { url, display, username: c.username, password, password_is_default, ca_file: c.ca_file })
 }
 
 /// Splits `scheme://userinfo@rest` at the userinfo. Lenient on purpose: an unencoded `/` or `@` in a password
@@ -675,6 +684,16 @@ mod tests {
         let err = Environment::resolve(c, "site.toml".into(), None, None, &MapEnv(HashMap::new())).unwrap_err();
         assert!(err.to_string().contains("redis.url carries a password"), "{err}");
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn a_ca_file_is_a_redis_setting() {
+        let c: SiteConfig = toml::from_str("[redis]\nca_file = \"/etc/caracal/redis-ca.pem\"\n").unwrap();
+        let e = Environment::resolve(c, "site.toml".into(), None, None, &MapEnv(HashMap::new())).unwrap();
+        assert_eq!(e.redis.ca_file, Some(PathBuf::from("/etc/caracal/redis-ca.pem")));
+        let c: SiteConfig = toml::from_str("[postgres]\nurl = \"postgres://h/db\"\nca_file = \"/ca.pem\"\n").unwrap();
+        let err = Environment::resolve(c, "site.toml".into(), None, None, &MapEnv(HashMap::new())).unwrap_err();
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
     }
 
     #[test]

@@ -41,8 +41,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builds the connection settings: the site's URL (which may carry credentials from the environment), the user
 /// name and the password resolved from its reference. The library's `CLIENT SETINFO` is skipped: nothing but
 /// reads and the handshake is sent.
-pub fn connection_info(env: &Environment, password: Option<&Secret>) -> RedisResult<ConnectionInfo> {
-    let info = env.redis.url().into_connection_info()?;
+pub fn connection_info(env: &Environment, password: Option<&Secret>) -> Result<ConnectionInfo, String> {
+    let shown = |e: redis::RedisError| format!("redis URL {}: {e}", env.redis.display);
+    let info = env.redis.url().into_connection_info().map_err(shown)?;
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
     if let Some(user) = &env.redis.username {
         settings = settings.set_username(user);
@@ -50,7 +51,16 @@ pub fn connection_info(env: &Environment, password: Option<&Secret>) -> RedisRes
     if let Some(pw) = password {
         settings = settings.set_password(pw.expose());
     }
-    Ok(info.set_redis_settings(settings))
+    let info = info.set_redis_settings(settings);
+    let Some(ca) = &env.redis.ca_file else { return Ok(info) };
+    if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+        return Err(format!("redis.ca_file is set but {} is not a rediss:// (TLS) URL", env.redis.display));
+    }
+    // The CA goes into the settings' TLS parameters, which every connection, reconnect and cluster sibling keeps.
+    let pem = std::fs::read(ca).map_err(|e| format!("redis.ca_file {}: {e}", ca.display()))?;
+    let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+    let client = Client::build_with_tls(info, certs).map_err(|e| format!("redis.ca_file {}: {e}", ca.display()))?;
+    Ok(client.get_connection_info().clone())
 }
 
 /// `host:port` of a connection, for labels and file names.

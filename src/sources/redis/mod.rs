@@ -115,8 +115,7 @@ impl Source for RedisSource {
             },
             None => None,
         };
-        let info = conn::connection_info(&cx.env, password.as_ref())
-            .map_err(|e| CollectError::Failed(format!("redis URL {}: {e}", cx.env.redis.display)))?;
+        let info = conn::connection_info(&cx.env, password.as_ref()).map_err(CollectError::Failed)?;
         let mut seed = Node::connect(info)
             .await
             .map_err(|e| CollectError::Failed(format!("cannot connect to {}: {e}", cx.env.redis.display)))?;
