@@ -332,6 +332,22 @@ fn exported_exactly(reader: &str) {
     assert_eq!(run(ws.preserve().arg("verify").arg(ws.only_bundle())).status.code(), Some(0));
 }
 
+/// Checks a complete snapshot exported every fixture stream's entries, each stream read by `reader`; returns the
+/// manifest.
+fn every_stream_read_by(ws: &Workspace, out: &std::process::Output, fx: &Fixture, reader: &str) -> Json {
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    for (key, entries) in &fx.streams {
+        let got = read_jsonl(&bag.join(format!("data/redis-evidence/streams/{key}/entries.jsonl")));
+        let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), "entries of {key}");
+    }
+    let m = manifest(&bag);
+    let streams = &collector(&m, "redis-evidence")["details"]["streams"];
+    assert!(streams.as_array().unwrap().iter().all(|s| s["reader"] == reader), "{streams}");
+    m
+}
+
 /// Over a Unix socket, with a password and a database other than 0: the direct reader authenticates and selects
 /// the database as the client connection does (without `SELECT` it would read the empty database 0).
 #[test]
@@ -347,16 +363,7 @@ fn a_unix_socket_with_a_password_and_a_database_is_read_directly() {
     r.cli(&["CONFIG", "SET", "requirepass", "sock-pass-9d2e"]).unwrap();
     let dir = collectors(&ws, "page = 2");
     let out = snapshot(&ws, &dir, &format!("unix://{}?db=3&pass=sock-pass-9d2e", sock.display()));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
-    for (key, entries) in &fx.streams {
-        let got = read_jsonl(&bag.join(format!("data/redis-evidence/streams/{key}/entries.jsonl")));
-        let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), "entries of {key}");
-    }
-    let m = manifest(&bag);
-    let streams = &collector(&m, "redis-evidence")["details"]["streams"];
-    assert!(streams.as_array().unwrap().iter().all(|s| s["reader"] == "direct"), "{streams}");
+    let m = every_stream_read_by(&ws, &out, &fx, "direct");
     assert!(!m.to_string().contains("sock-pass-9d2e"), "the password never reaches the manifest");
 }
 
@@ -386,23 +393,12 @@ fn tls_with_a_private_ca_is_checked_and_read_through_the_client() {
     let fx = load_fixture(&r);
     let dir = collectors(&ws, "page = 2");
     let url = format!("rediss://127.0.0.1:{tls_port}/0");
-    let config = ws.write("preserve.toml", format!("[redis]\nca_file = \"{}\"\n", ca.display()));
-    let out = run(ws
-        .snapshot(&dir)
-        .arg("--config")
-        .arg(&config)
-        .args(["-c", "redis-evidence"])
-        .env("PRESERVE_REDIS_URL", &url));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
-    for (key, entries) in &fx.streams {
-        let got = read_jsonl(&bag.join(format!("data/redis-evidence/streams/{key}/entries.jsonl")));
-        let ids: Vec<&str> = got.iter().map(|e| e["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, entries.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), "entries of {key}");
-    }
-    let m = manifest(&bag);
-    let streams = &collector(&m, "redis-evidence")["details"]["streams"];
-    assert!(streams.as_array().unwrap().iter().all(|s| s["reader"] == "client"), "{streams}");
+    // A snapshot in `w` of the server at `url`, the CA given as `[redis] ca_file`.
+    let with_ca = |w: &Workspace, url: &str| {
+        let config = w.write("preserve.toml", format!("[redis]\nca_file = \"{}\"\n", ca.display()));
+        run(w.snapshot(&dir).arg("--config").arg(&config).args(["-c", "redis-evidence"]).env("PRESERVE_REDIS_URL", url))
+    };
+    every_stream_read_by(&ws, &with_ca(&ws, &url), &fx, "client");
 
     // The same server without its CA: the public roots do not vouch for it.
     let other = Workspace::new();
@@ -414,14 +410,7 @@ fn tls_with_a_private_ca_is_checked_and_read_through_the_client() {
 
     // A CA for a URL without TLS is a mistake worth naming, not something to ignore.
     let plain = Workspace::new();
-    let config = plain.write("preserve.toml", format!("[redis]\nca_file = \"{}\"\n", ca.display()));
-    let out = run(plain
-        .snapshot(&dir)
-        .arg("--config")
-        .arg(&config)
-        .args(["-c", "redis-evidence"])
-        .env("PRESERVE_REDIS_URL", r.url()));
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(with_ca(&plain, &r.url()).status.code(), Some(3));
     let c = collector(&plain.side_manifest(), "redis-evidence").clone();
     assert!(c["error"].as_str().unwrap().contains("is not a rediss://"), "{}", c["error"]);
 }
