@@ -155,32 +155,26 @@ impl Node {
     async fn direct_send_once(&mut self, packed: &[u8]) -> Result<(), resp::Error> {
         let direct = match &mut self.direct {
             Some(d) => d,
-            None => {
-                let opened = resp::Direct::open(&self.info, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await?;
-                self.direct.insert(
-                    opened
-                        .ok_or_else(|| resp::Error::Protocol(format!("{} is read through the client", self.label)))?,
-                )
-            }
+            None => self.direct.insert(resp::Direct::open(&self.info, CONNECT_TIMEOUT, RESPONSE_TIMEOUT).await?),
         };
         direct.send(packed).await
+    }
+
+    async fn direct_receive_once(&mut self, page: &mut resp::Page) -> Result<(), resp::Error> {
+        match &mut self.direct {
+            Some(d) => d.receive(page).await,
+            None => Err(resp::Error::Closed),
+        }
     }
 
     /// Reads the reply to `packed`, sent by [`Node::direct_send`], into `page`. If the connection is lost, the
     /// node's one reconnect is made and `packed` sent again: a page bounded by ids reads the same after it.
     pub async fn direct_receive(&mut self, packed: &[u8], page: &mut resp::Page) -> Result<(), resp::Error> {
-        let received = match &mut self.direct {
-            Some(d) => d.receive(page).await,
-            None => Err(resp::Error::Closed),
-        };
-        match received {
+        match self.direct_receive_once(page).await {
             Err(e) if e.is_connection() && self.reconnects == 0 => {
                 self.reconnect().await.map_err(resp::Error::Client)?;
                 self.direct_send_once(packed).await?;
-                match &mut self.direct {
-                    Some(d) => d.receive(page).await,
-                    None => Err(resp::Error::Closed),
-                }
+                self.direct_receive_once(page).await
             }
             other => other,
         }

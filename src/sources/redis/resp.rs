@@ -8,9 +8,10 @@
 
 use std::{fmt, io, time::Duration};
 
-use base64::Engine;
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::value;
 
 #[derive(Debug)]
 pub enum Error {
@@ -201,7 +202,7 @@ impl Page {
             };
             let Item::Bulk(id) = self.item(&mut pos)? else { return Err(protocol("an XRANGE entry id")) };
             out.extend_from_slice(b"{\"id\":");
-            json_str(out, &String::from_utf8_lossy(id));
+            json(out, &String::from_utf8_lossy(id));
             out.extend_from_slice(b",\"fields\":[");
             match self.item(&mut pos)? {
                 Item::Array(n) => {
@@ -229,15 +230,8 @@ impl Page {
     /// stream's values are strings; arrays nested deeper than [`MAX_DEPTH`] are refused, not recursed into).
     fn write_value(&self, out: &mut Vec<u8>, pos: &mut usize, depth: usize) -> Result<(), Error> {
         match self.item(pos)? {
-            Item::Bulk(b) => match std::str::from_utf8(b) {
-                Ok(text) => json_str(out, text),
-                Err(_) => {
-                    out.extend_from_slice(b"{\"base64\":\"");
-                    out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
-                    out.extend_from_slice(b"\"}");
-                }
-            },
-            Item::Simple(s) => json_str(out, &String::from_utf8_lossy(s)),
+            Item::Bulk(b) => json(out, &value::Bytes(b)),
+            Item::Simple(s) => json(out, &String::from_utf8_lossy(s)),
             Item::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
             Item::Nil => out.extend_from_slice(b"null"),
             Item::Array(_) if depth == MAX_DEPTH => return Err(protocol("arrays nested too deep")),
@@ -268,9 +262,9 @@ impl Page {
 
 const MAX_DEPTH: usize = 16;
 
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+fn json(out: &mut Vec<u8>, v: &impl serde::Serialize) {
+    // Writing a string or a byte string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -285,30 +279,29 @@ pub struct Direct {
 const READ_AHEAD: usize = 64 << 10;
 
 impl Direct {
-    /// Connects and authenticates as the node's settings say; `None` for an address it does not read (TLS).
+    /// Connects and authenticates as the node's settings say: plain TCP or a Unix socket (what
+    /// `Node::reads_directly` allows).
     pub async fn open(
         info: &ConnectionInfo,
         connect_timeout: Duration,
         response_timeout: Duration,
-    ) -> Result<Option<Self>, Error> {
+    ) -> Result<Self, Error> {
         let connect = async {
             let stream: Box<dyn Stream> = match info.addr() {
                 ConnectionAddr::Tcp(host, port) => {
-                    let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                    s.set_nodelay(true)?;
+                    let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(Error::Io)?;
+                    s.set_nodelay(true).map_err(Error::Io)?;
                     Box::new(s)
                 }
                 #[cfg(unix)]
-                ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
-                _ => return Ok(None),
+                ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(Error::Io)?),
+                // Not a lost connection: nothing to reconnect for.
+                _ => return Err(protocol(format!("{} is read through the client", super::conn::label(info)))),
             };
-            Ok::<_, io::Error>(Some(stream))
+            Ok(stream)
         };
-        let stream = tokio::time::timeout(connect_timeout, connect)
-            .await
-            .map_err(|_| Error::Timeout("connecting"))?
-            .map_err(Error::Io)?;
-        let Some(stream) = stream else { return Ok(None) };
+        let stream =
+            tokio::time::timeout(connect_timeout, connect).await.map_err(|_| Error::Timeout("connecting"))??;
         let mut conn = Direct { stream, response_timeout };
         let settings = info.redis_settings();
         let mut page = Page::default();
@@ -332,7 +325,7 @@ impl Direct {
             conn.send(&redis::cmd("SELECT").arg(settings.db()).get_packed_command()).await?;
             conn.receive(&mut page).await?;
         }
-        Ok(Some(conn))
+        Ok(conn)
     }
 
     pub async fn send(&mut self, packed: &[u8]) -> Result<(), Error> {
@@ -462,8 +455,7 @@ mod tests {
         let info =
             redis::IntoConnectionInfo::into_connection_info(format!("redis://old-user:pw-5f1c@127.0.0.1:{port}/0"))
                 .unwrap();
-        let conn = Direct::open(&info, Duration::from_secs(5), Duration::from_secs(5)).await.unwrap();
-        assert!(conn.is_some());
+        Direct::open(&info, Duration::from_secs(5), Duration::from_secs(5)).await.unwrap();
         let seen = server.await.unwrap();
         assert_eq!(seen[0], "*3\r\n$4\r\nAUTH\r\n$8\r\nold-user\r\n$7\r\npw-5f1c\r\n");
         assert_eq!(seen[1], "*2\r\n$4\r\nAUTH\r\n$7\r\npw-5f1c\r\n");

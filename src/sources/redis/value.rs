@@ -119,16 +119,25 @@ struct BytesRef<'a>(&'a Value);
 impl serde::Serialize for BytesRef<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Value::BulkString(b) => match std::str::from_utf8(b) {
-                Ok(text) => s.serialize_str(text),
-                Err(_) => {
-                    use serde::ser::SerializeMap;
-                    let mut m = s.serialize_map(Some(1))?;
-                    m.serialize_entry("base64", &base64::engine::general_purpose::STANDARD.encode(b))?;
-                    m.end()
-                }
-            },
+            Value::BulkString(b) => Bytes(b).serialize(s),
             other => to_json(other).serialize(s),
+        }
+    }
+}
+
+/// A byte string as [`bytes_json`] has it, serialized in place: a string when it is UTF-8, else `{"base64": ...}`.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl serde::Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("base64", &base64::engine::general_purpose::STANDARD.encode(self.0))?;
+                m.end()
+            }
         }
     }
 }
