@@ -484,7 +484,7 @@ fn endpoint(
         ));
     }
     let in_env_url = from_env.as_deref().map(url_passwords).unwrap_or_default();
-    let from_env_has_password = (!in_env_url.is_empty()).then_some(());
+    let from_env_has_password = !in_env_url.is_empty();
     for p in in_env_url {
         env_secrets.push((format!("PRESERVE_{}_URL password", what.to_ascii_uppercase()), Secret::new(p)));
     }
@@ -492,8 +492,8 @@ fn endpoint(
     let display = strip_password(&url).unwrap_or_else(|| url.clone());
     let (password, password_is_default) = match (c.password, from_env_has_password) {
         (Some(p), _) => (Some(p), false),
-        (None, Some(())) => (None, false),
-        (None, None) => (default_password.clone(), default_password.is_some()),
+        (None, true) => (None, false),
+        (None, false) => (default_password.clone(), default_password.is_some()),
     };
     if c.ca_file.is_some() && what != "redis" {
         return Err(format!("{what}.ca_file: not a {what} setting; give sslrootcert=PATH in {what}.url"));
@@ -515,11 +515,17 @@ fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, &str)> {
 /// The query parameters a scheme's client reads as a password: Redis's Unix-socket URLs `pass`
 /// (`unix:///run/redis.sock?pass=...`), libpq-style URLs `password` (and `sslpassword`, a client key's).
 fn password_params(scheme: &str) -> &'static [&'static str] {
-    match scheme.to_ascii_lowercase().as_str() {
-        "unix" | "redis+unix" => &["pass"],
-        "postgres" | "postgresql" => &["password", "sslpassword"],
-        _ => &[],
+    if is_libpq(scheme) {
+        &["password", "sslpassword"]
+    } else if scheme.eq_ignore_ascii_case("unix") || scheme.eq_ignore_ascii_case("redis+unix") {
+        &["pass"]
+    } else {
+        &[]
     }
+}
+
+fn is_libpq(scheme: &str) -> bool {
+    scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
 }
 
 /// Every parameter name that may hold a password, whatever the scheme: removed from any URL shown.
@@ -527,7 +533,7 @@ const ANY_PASSWORD_PARAM: [&str; 3] = ["pass", "password", "sslpassword"];
 
 /// Whether `#` ends the query: not in libpq-style URLs, whose parser reads a `#` as part of a value.
 fn has_fragment(scheme: &str) -> bool {
-    !matches!(scheme.to_ascii_lowercase().as_str(), "postgres" | "postgresql")
+    !is_libpq(scheme)
 }
 
 fn decoded(s: &str) -> String {

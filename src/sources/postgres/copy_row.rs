@@ -24,6 +24,12 @@ fn unescaped(c: u8) -> u8 {
     }
 }
 
+/// Whether PostgreSQL's CSV quotes a value whatever characters it holds: an empty one (NULL is written as nothing),
+/// and `\.` alone on a line (it would read as the end of data).
+fn quoted_anyway(value: &[u8], single_column: bool) -> bool {
+    value.is_empty() || (single_column && value == b"\\.")
+}
+
 /// Appends one COPY text message of `width` columns as `COPY ... (FORMAT csv)` writes the row: comma-separated;
 /// NULL as nothing; a value quoted when it is empty or holds a comma, a quote, a newline or a carriage return (or is
 /// `\.` alone on a line), its quotes doubled; then `\n`. Malformed input (a lone backslash at the end) is taken as
@@ -48,8 +54,7 @@ pub fn text_to_csv(message: &[u8], width: usize, out: &mut Vec<u8>) {
         while commas.next_if(|&c| c < end).is_some() {
             comma = true;
         }
-        let value = &out[at..];
-        if quote || comma || value.is_empty() || (width == 1 && value == b"\\.") {
+        if quote || comma || quoted_anyway(&out[at..], width == 1) {
             out.insert(at, b'"');
             out.push(b'"');
         }
@@ -95,7 +100,7 @@ pub fn header_csv<'a>(names: impl IntoIterator<Item = &'a str>, out: &mut Vec<u8
         if i > 0 {
             out.push(b',');
         }
-        if name.is_empty() || name.contains([',', '"', '\n', '\r']) || (names.len() == 1 && *name == "\\.") {
+        if name.contains([',', '"', '\n', '\r']) || quoted_anyway(name.as_bytes(), names.len() == 1) {
             out.push(b'"');
             out.extend_from_slice(name.replace('"', "\"\"").as_bytes());
             out.push(b'"');

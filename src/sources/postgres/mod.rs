@@ -682,9 +682,8 @@ async fn copy_csv(
         }
     }
     write(&mut pending, rows, &mut artifact).map_err(|e| e.to_string())?;
-    let n = rows;
     artifact.flush().map_err(|e| e.to_string())?;
     artifact.finish().map_err(|e| e.to_string())?;
-    report["rows"] = json!(n);
+    report["rows"] = json!(rows);
     Ok(())
 }
