@@ -229,19 +229,19 @@ async fn export_entries(
     direct: bool,
     out: &mut ArtifactWriter,
 ) -> Result<(u64, Option<String>, Option<String>), CollectError> {
-    let failed = |n: u64| {
-        move |e: String| CollectError::Failed(format!("XRANGE {} after {n} entries: {e}", String::from_utf8_lossy(key)))
+    let failed = |n: u64, e: &dyn std::fmt::Display| {
+        CollectError::Failed(format!("XRANGE {} after {n} entries: {e}", String::from_utf8_lossy(key)))
     };
     let xrange = |from: &str| cmd("XRANGE").arg(key).arg(from).arg(end).arg("COUNT").arg(page).to_owned();
     let (mut n, mut first, mut last) = (0u64, None::<String>, None::<String>);
     let mut buf = Vec::with_capacity(page * 700);
     let mut pages = if direct {
         let (packed, mut p) = (xrange(start).get_packed_command(), resp::Page::default());
-        node.direct_send(&packed).await.map_err(|e| failed(n)(e.to_string()))?;
-        node.direct_receive(&packed, &mut p).await.map_err(|e| failed(n)(e.to_string()))?;
+        node.direct_send(&packed).await.map_err(|e| failed(n, &e))?;
+        node.direct_receive(&packed, &mut p).await.map_err(|e| failed(n, &e))?;
         Pages::Direct(p)
     } else {
-        Pages::client(node.query_bulk(&xrange(start)).await.map_err(|e| failed(n)(e.to_string()))?)
+        Pages::client(node.query_bulk(&xrange(start)).await.map_err(|e| failed(n, &e))?)
     };
     loop {
         if cx.is_cancelled() {
@@ -251,14 +251,14 @@ async fn export_entries(
         if len == 0 {
             break;
         }
-        let page_last = pages.id(len - 1).map_err(failed(n))?;
+        let page_last = pages.id(len - 1).map_err(|e| failed(n, &e))?;
         if first.is_none() {
-            first = Some(pages.id(0).map_err(failed(n))?);
+            first = Some(pages.id(0).map_err(|e| failed(n, &e))?);
         }
         let next = (len == page && page_last != end).then(|| xrange(&format!("({page_last}")));
         let mut write = |pages: &Pages, buf: &mut Vec<u8>| -> Result<(), CollectError> {
             buf.clear();
-            pages.write_jsonl(buf).map_err(failed(n))?;
+            pages.write_jsonl(buf).map_err(|e| failed(n, &e))?;
             cx.write_data_redacted(out, buf).map_err(io("entries.jsonl"))?;
             out.add_records(len as u64);
             Ok(())
@@ -275,9 +275,9 @@ async fn export_entries(
             let packed = next.get_packed_command();
             let sent = node.direct_send(&packed).await;
             crate::sources::off_worker(|| write(&pages, &mut buf))?;
-            sent.map_err(|e| failed(done)(e.to_string()))?;
+            sent.map_err(|e| failed(done, &e))?;
             if let Pages::Direct(p) = &mut pages {
-                node.direct_receive(&packed, p).await.map_err(|e| failed(done)(e.to_string()))?;
+                node.direct_receive(&packed, p).await.map_err(|e| failed(done, &e))?;
             }
         } else {
             // The page is written off the runtime's worker, so the client's task can take the next reply off the
@@ -285,7 +285,7 @@ async fn export_entries(
             let (fetched, written) =
                 tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(|| write(&pages, &mut buf)) });
             written?;
-            pages = Pages::client(fetched.map_err(|e| failed(done)(e.to_string()))?);
+            pages = Pages::client(fetched.map_err(|e| failed(done, &e))?);
         }
         (n, last) = (done, Some(page_last));
     }
