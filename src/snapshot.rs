@@ -14,6 +14,7 @@ use crate::{
         manifest::{
             BundleStatus, CollectorStatus, Finding, Manifest, Severity, Tool, Trigger, TriggerKind, WindowRecord,
         },
+        outdir::OutDir,
         writer::{self, ArchiveOptions, WrittenBundle},
     },
     config::{Catalog, ConfigError, CredentialRef, Environment, Secret},
@@ -304,11 +305,22 @@ pub async fn execute(
 ) -> Result<Outcome, SnapshotError> {
     let created_at = Timestamp::now();
     let bundle_id = plan.bundle_id.clone().unwrap_or_else(|| bundle::bundle_id(&plan.profile_label, created_at));
-    let staging_dir = env.out_dir.join(format!(".{bundle_id}.staging"));
-    let staging = Staging::create(staging_dir.clone(), env.zstd_level)
+    let staging_name = format!(".{bundle_id}.staging");
+    let staging_dir = env.out_dir.join(&staging_name);
+    let out = OutDir::open(&env.out_dir)
+        .map(Arc::new)
+        .map_err(|source| SnapshotError::Staging { path: env.out_dir.clone(), source })?;
+    if let Some(why) = out.exposure() {
+        progress.note(&format!("warning: {why}"));
+    }
+    let private = out
+        .private(&staging_name)
+        .map(Arc::new)
         .map_err(|source| SnapshotError::Staging { path: staging_dir.clone(), source })?;
+    let staging = Staging::create(private.clone(), env.zstd_level);
     let opts = ArchiveOptions {
-        out_dir: env.out_dir.clone(),
+        out: out.clone(),
+        staging: private,
         zstd_level: env.zstd_level,
         organization: env.organization.clone(),
     };
@@ -388,7 +400,7 @@ pub async fn execute(
         .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
         .and_then(|r| r)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
-    if let Err(e) = std::fs::remove_dir_all(&staging_dir) {
+    if let Err(e) = out.remove_private(&staging_name) {
         progress.note(&format!("could not remove staging directory {}: {e}", staging_dir.display()));
     }
     Ok(Outcome { bundle: written, manifest })

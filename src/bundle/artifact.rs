@@ -7,7 +7,7 @@
 use std::{
     fs::File,
     io::{self, BufWriter, Write},
-    path::{Component, Path, PathBuf},
+    path::{Component, Path},
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -16,7 +16,7 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::ArtifactRecord;
+use super::{manifest::ArtifactRecord, outdir::PrivateDir};
 use crate::redact::{Known, guard::LeakWatch};
 
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -51,10 +51,10 @@ impl std::fmt::Debug for OnSeal {
     }
 }
 
-/// The staging area of one bundle: a directory holding every artifact until the archive is written.
+/// The staging area of one bundle: a private directory holding every artifact until the archive is written.
 #[derive(Debug)]
 pub struct Staging {
-    root: PathBuf,
+    dir: Arc<PrivateDir>,
     /// zstd level of the staged frames (the bundle's level).
     level: i32,
     on_seal: Arc<OnSeal>,
@@ -68,9 +68,9 @@ pub struct Staging {
 #[derive(Debug)]
 struct Cell {
     collector: String,
-    /// Path inside the bag, `data/<collector>/<relative>`.
+    /// Path inside the bag, `data/<collector>/<relative>`; also where it is staged, below the staging directory.
     bag_path: String,
-    staged: PathBuf,
+    dir: Arc<PrivateDir>,
     media_type: String,
     /// Set when the collector is being stopped; an artifact closed unfinished then says why.
     stop: Arc<OnceLock<String>>,
@@ -81,8 +81,8 @@ struct Cell {
 /// An artifact once sealed, as the archive needs it: the staged frame and what it decompresses to.
 #[derive(Debug, Clone)]
 pub struct Sealed {
+    /// Its path in the bag, which is also where it is staged (below the staging directory).
     pub bag_path: String,
-    pub staged: PathBuf,
     /// Size of the artifact (uncompressed).
     pub bytes: u64,
     /// Size of the staged zstd frame; 0 when nothing usable was staged (a failed write: the artifact is empty).
@@ -184,25 +184,23 @@ impl Write for HashingFile {
 #[derive(Debug, Clone)]
 pub struct StagedArtifact {
     pub collector: String,
-    /// The staged zstd frame of the artifact.
-    pub staged: PathBuf,
-    /// Size of that frame; 0 when nothing usable was staged.
+    /// Size of the staged zstd frame of the artifact (at `record.path` below the staging directory); 0 when
+    /// nothing usable was staged.
     pub stored: u64,
     pub record: ArtifactRecord,
 }
 
 impl Staging {
-    /// A staging area at `root` whose artifacts are compressed at zstd `level` as they are written.
-    pub fn create(root: PathBuf, level: i32) -> io::Result<Arc<Self>> {
-        std::fs::create_dir_all(root.join("data"))?;
-        Ok(Arc::new(Self {
-            root,
+    /// A staging area in `dir` whose artifacts are compressed at zstd `level` as they are written.
+    pub fn create(dir: Arc<PrivateDir>, level: i32) -> Arc<Self> {
+        Arc::new(Self {
+            dir,
             level,
             on_seal: Arc::default(),
             cells: Mutex::new(Vec::new()),
             known: OnceLock::new(),
             stops: Mutex::default(),
-        }))
+        })
     }
 
     /// Watches every artifact opened from now on for these secret values (once; later calls are ignored).
@@ -229,8 +227,8 @@ impl Staging {
         let _ = self.on_seal.0.set(Box::new(hook));
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn dir(&self) -> &Arc<PrivateDir> {
+        &self.dir
     }
 
     /// Opens a new artifact for `collector` at `relative` (a `/`-separated path below the collector's folder).
@@ -243,22 +241,18 @@ impl Staging {
     ) -> Result<ArtifactWriter, ArtifactError> {
         let relative = safe_relative(relative)?;
         let bag_path = format!("data/{collector}/{relative}");
-        let staged = self.root.join(&bag_path);
         let mut cells = lock(&self.cells);
         if cells.iter().any(|c| c.bag_path == bag_path) {
             return Err(ArtifactError::Duplicate(bag_path));
         }
         let create = |e| ArtifactError::Create { path: bag_path.clone(), source: e };
-        if let Some(parent) = staged.parent() {
-            std::fs::create_dir_all(parent).map_err(create)?;
-        }
-        let file = File::options().write(true).create_new(true).open(&staged).map_err(create)?;
+        let file = self.dir.create_file(&bag_path).map_err(create)?;
         let file = Some(HashingFile::encoder(file, self.level, false).map_err(create)?);
         let stop = lock(&self.stops).entry(collector.to_string()).or_default().clone();
         let cell = Arc::new(Cell {
             collector: collector.to_string(),
             bag_path,
-            staged,
+            dir: self.dir.clone(),
             media_type: media_type.to_string(),
             stop,
             on_seal: self.on_seal.clone(),
@@ -313,7 +307,6 @@ impl Staging {
                 let (sha256, bytes, stored) = s.sealed.clone().unwrap_or_default();
                 Some(StagedArtifact {
                     collector: c.collector.clone(),
-                    staged: c.staged.clone(),
                     stored,
                     record: ArtifactRecord {
                         path: c.bag_path.clone(),
@@ -355,7 +348,7 @@ impl Cell {
             s.error = Some(format!("held a known secret, {found}; dropped"));
             s.sealed = Some((hex::encode(Sha256::digest(b"")), 0, 0));
             drop(file);
-            let _ = std::fs::remove_file(&self.staged);
+            let _ = self.dir.remove_file(&self.bag_path);
             return true;
         }
         // Only a failed write sets an error before this point, and a failed flush just above.
@@ -374,12 +367,7 @@ impl Cell {
         s.sealed = Some(sealed.clone());
         drop(s);
         if let Some(hook) = self.on_seal.0.get() {
-            hook(&Sealed {
-                bag_path: self.bag_path.clone(),
-                staged: self.staged.clone(),
-                bytes: sealed.1,
-                stored: sealed.2,
-            });
+            hook(&Sealed { bag_path: self.bag_path.clone(), bytes: sealed.1, stored: sealed.2 });
         }
         true
     }
@@ -505,11 +493,17 @@ pub fn safe_relative(path: &str) -> Result<String, ArtifactError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::outdir::OutDir;
+
+    fn staging_in(dir: &tempfile::TempDir) -> Arc<Staging> {
+        let out = OutDir::open(dir.path()).unwrap();
+        Staging::create(Arc::new(out.private(".s.staging").unwrap()), 3)
+    }
 
     #[test]
     fn hash_is_of_exactly_what_was_written_even_when_sealed_midway() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::create(dir.path().join("s"), 3).unwrap();
+        let staging = staging_in(&dir);
         let mut w = staging.artifact("c", "a/b.txt", "text/plain", Default::default()).unwrap();
         w.write_all(b"hello ").unwrap();
         assert_eq!(staging.seal_collector("c", "timed out"), 1);
@@ -521,7 +515,7 @@ mod tests {
         assert_eq!(staged[0].record.sha256, hex::encode(Sha256::digest(b"hello ")));
         assert!(staged[0].record.truncated, "a cut-off artifact says so");
         assert_eq!(staged[0].record.error.as_deref(), Some("cut off: timed out"));
-        let frame = std::fs::read(&staged[0].staged).unwrap();
+        let frame = std::fs::read(staging.dir().path().join(&staged[0].record.path)).unwrap();
         assert_eq!(frame.len() as u64, staged[0].stored);
         assert_eq!(zstd::decode_all(&frame[..]).unwrap(), b"hello ", "the staged frame holds exactly that");
     }
@@ -529,7 +523,7 @@ mod tests {
     #[test]
     fn a_big_artifact_continues_in_a_background_frame_and_decodes_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::create(dir.path().join("s"), 3).unwrap();
+        let staging = staging_in(&dir);
         let mut w = staging.artifact("c", "big.csv", "text/csv", Default::default()).unwrap();
         let mut want = Vec::new();
         for i in 0..400_000u32 {
@@ -540,7 +534,7 @@ mod tests {
         assert!(want.len() as u64 > BACKGROUND_AFTER, "big enough to switch");
         w.finish().unwrap();
         let staged = staging.finish();
-        let frames = std::fs::read(&staged[0].staged).unwrap();
+        let frames = std::fs::read(staging.dir().path().join(&staged[0].record.path)).unwrap();
         assert_eq!(staged[0].record.bytes, want.len() as u64);
         assert_eq!(staged[0].record.sha256, hex::encode(Sha256::digest(&want)));
         assert!(frames.len() < want.len() / 2, "compressed as it was written");
@@ -555,7 +549,7 @@ mod tests {
         assert_eq!(safe_relative("./a//b").unwrap(), "a/b");
         assert_eq!(safe_relative("100% sure.txt").unwrap(), "100_ sure.txt");
         let dir = tempfile::tempdir().unwrap();
-        let staging = Staging::create(dir.path().join("s"), 3).unwrap();
+        let staging = staging_in(&dir);
         let _a = staging.artifact("c", "x", "text/plain", Default::default()).unwrap();
         assert!(matches!(
             staging.artifact("c", "./x", "text/plain", Default::default()),

@@ -17,13 +17,20 @@ use super::{
     artifact::{Sealed, StagedArtifact},
     bagit,
     manifest::Manifest,
+    outdir::{OutDir, PrivateDir},
 };
+
+/// The archive's name in the staging directory until it is finished.
+const PARTIAL: &str = "bundle.tar.zst.partial";
 
 const TAG_FILES: [&str; 4] = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest.json"];
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
-    pub out_dir: PathBuf,
+    /// Where the bundle goes once finished.
+    pub out: Arc<OutDir>,
+    /// Where it is written until then: the bundle's staging directory, private to this process.
+    pub staging: Arc<PrivateDir>,
     pub zstd_level: i32,
     pub organization: String,
 }
@@ -60,17 +67,20 @@ pub fn bundle_paths(out_dir: &Path, bundle_id: &str) -> (PathBuf, PathBuf, PathB
 /// end to end (zstd decodes concatenated frames as one stream) it is one ordinary tar.
 struct Assembler {
     out: HashingWriter<BufWriter<File>>,
+    /// Where the staged artifacts are.
+    staging: Arc<PrivateDir>,
     /// Tar bytes not yet compressed (headers, padding, small files).
     tar: tar::Builder<Vec<u8>>,
     compressor: zstd::bulk::Compressor<'static>,
 }
 
 impl Assembler {
-    fn new(file: File, level: i32) -> io::Result<Self> {
+    fn new(file: File, staging: Arc<PrivateDir>, level: i32) -> io::Result<Self> {
         let mut compressor = zstd::bulk::Compressor::new(level)?;
         compressor.include_checksum(true)?;
         Ok(Self {
             out: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            staging,
             tar: tar::Builder::new(Vec::new()),
             compressor,
         })
@@ -101,7 +111,7 @@ impl Assembler {
         self.tar.append_data(&mut h, format!("{top}/{}", s.bag_path), io::empty())?;
         if s.stored > 0 {
             self.flush_pending()?;
-            let f = File::open(&s.staged)?;
+            let f = self.staging.open_file(&s.bag_path)?;
             if f.metadata()?.len() != s.stored {
                 return Err(io::Error::other(WriteError::Staged { path: s.bag_path.clone(), expected: s.stored }));
             }
@@ -130,6 +140,7 @@ pub struct ArchiveStream {
     opts: ArchiveOptions,
     id: String,
     mtime: u64,
+    /// Shown in messages; the file itself is [`PARTIAL`] in the staging directory.
     partial: PathBuf,
     tx: Arc<Mutex<Option<mpsc::Sender<Sealed>>>>,
     thread: Option<std::thread::JoinHandle<Result<Appended, io::Error>>>,
@@ -141,11 +152,14 @@ struct Appended {
 }
 
 impl ArchiveStream {
-    /// Creates `.<id>.tar.zst.partial` and the thread that appends artifacts to it.
+    /// Creates the archive in the staging directory and the thread that appends artifacts to it.
     pub fn start(opts: &ArchiveOptions, id: &str, mtime: u64) -> Result<Self, WriteError> {
-        std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
-        let partial = opts.out_dir.join(format!(".{id}.tar.zst.partial"));
-        let asm = File::create(&partial).and_then(|f| Assembler::new(f, opts.zstd_level)).map_err(io_err(&partial))?;
+        let partial = opts.staging.path().join(PARTIAL);
+        let asm = opts
+            .staging
+            .create_file(PARTIAL)
+            .and_then(|f| Assembler::new(f, opts.staging.clone(), opts.zstd_level))
+            .map_err(io_err(&partial))?;
         let (tx, rx) = mpsc::channel::<Sealed>();
         let top = id.to_string();
         let thread = std::thread::Builder::new()
@@ -186,13 +200,13 @@ impl ArchiveStream {
     pub fn finish(mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
         let result = self.complete(manifest, artifacts);
         if result.is_err() {
-            let _ = std::fs::remove_file(&self.partial);
+            let _ = self.opts.staging.remove_file(PARTIAL);
         }
         result
     }
 
     fn complete(&mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
-        let (archive, sha_file, manifest_file) = bundle_paths(&self.opts.out_dir, &self.id);
+        let (archive, sha_file, manifest_file) = bundle_paths(self.opts.out.path(), &self.id);
         let partial = self.partial.clone();
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         let appended = self
@@ -213,12 +227,7 @@ impl ArchiveStream {
         let result: io::Result<()> = (|| {
             // Sealed before the hook was set, or never reported: appended now, in path order.
             for a in artifacts.iter().filter(|a| !paths.contains(&a.record.path)) {
-                let s = Sealed {
-                    bag_path: a.record.path.clone(),
-                    staged: a.staged.clone(),
-                    bytes: a.record.bytes,
-                    stored: a.stored,
-                };
+                let s = Sealed { bag_path: a.record.path.clone(), bytes: a.record.bytes, stored: a.stored };
                 asm.staged(&id, &s, mtime)?;
             }
             for (name, content) in TAG_FILES.iter().zip(tag_contents.iter()) {
@@ -230,13 +239,26 @@ impl ArchiveStream {
         let (file, sha256, bytes) = asm.finish().map_err(io_err(&partial))?;
         file.sync_all().map_err(io_err(&partial))?;
 
-        let archive_name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        write_atomically(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
-        write_atomically(&manifest_file, &manifest_json)?;
+        let archive_name = format!("{}.tar.zst", self.id);
+        self.side_file(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
+        self.side_file(&manifest_file, &manifest_json)?;
         // The archive appears last, complete and synced: its presence means the bundle is finished.
-        std::fs::rename(&partial, &archive).map_err(io_err(&archive))?;
-        sync_dir(&self.opts.out_dir);
+        self.opts.staging.publish(PARTIAL, &self.opts.out, &archive_name).map_err(io_err(&archive))?;
+        sync_dir(self.opts.out.path());
         Ok(WrittenBundle { archive, sha256, bytes, sha256_file: sha_file, manifest_file })
+    }
+}
+
+impl ArchiveStream {
+    /// Writes a side file in the staging directory, synced, and renames it into place as `path`'s name.
+    fn side_file(&self, path: &Path, content: &[u8]) -> Result<(), WriteError> {
+        let err = |source| WriteError::Io { path: path.to_path_buf(), source };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = format!("{name}.partial");
+        let mut f = self.opts.staging.create_file(&tmp).map_err(err)?;
+        f.write_all(content).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        self.opts.staging.publish(&tmp, &self.opts.out, &name).map_err(err)
     }
 }
 
@@ -246,7 +268,7 @@ impl Drop for ArchiveStream {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-            let _ = std::fs::remove_file(&self.partial);
+            let _ = self.opts.staging.remove_file(PARTIAL);
         }
     }
 }
@@ -299,16 +321,6 @@ fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header
     h.set_gid(0);
     h.set_mtime(mtime);
     h
-}
-
-fn write_atomically(path: &Path, content: &[u8]) -> Result<(), WriteError> {
-    let err = |source| WriteError::Io { path: path.to_path_buf(), source };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(content).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
 }
 
 fn sync_dir(dir: &Path) {
