@@ -357,11 +357,11 @@ async fn retention_keeps_the_newest_and_never_touches_the_bundle_being_written()
     assert_eq!(s, 202);
     let id = b["snapshots"][0].as_str().unwrap().to_string();
 
-    // While it is written, the new bundle exists only as its staging directory and partial archive; retention
-    // runs at the start of every snapshot and must leave both alone.
+    // While it is written, the new bundle exists only as its staging directory, the partial archive inside it;
+    // retention runs at the start of every snapshot and must leave it alone.
     sidecar.wait_for_line("collector slow: started", Duration::from_secs(10));
     let staging = ws.out().join(format!(".{id}.staging"));
-    let partial = ws.out().join(format!(".{id}.tar.zst.partial"));
+    let partial = staging.join("bundle.tar.zst.partial");
     assert!(staging.is_dir() && partial.is_file(), "the snapshot in progress is on disk");
     let written = ws.out().join(format!("{id}.manifest.json"));
     let deadline = Instant::now() + Duration::from_secs(20);
