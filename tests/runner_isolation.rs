@@ -32,7 +32,7 @@ impl Source for Panics {
     }
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         use std::io::Write;
-        let mut a = cx.artifact("before-panic.txt", "text/plain")?;
+        let mut a = cx.text_artifact("before-panic.txt", "text/plain")?;
         a.write_all(b"written before the bug hit\n").unwrap();
         let v: Vec<u8> = Vec::new();
         let _ = v[3]; // index out of bounds
@@ -49,7 +49,7 @@ impl Source for Writes {
     }
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         use std::io::Write;
-        let mut a = cx.artifact("ok.txt", "text/plain")?;
+        let mut a = cx.text_artifact("ok.txt", "text/plain")?;
         a.write_all(b"fine\n").map_err(CollectError::io("write"))?;
         a.add_records(1);
         a.finish().map_err(CollectError::io("finish"))?;

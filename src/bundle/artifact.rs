@@ -102,6 +102,7 @@ struct CellState {
     error: Option<String>,
     /// Set when the artifact was found to hold a known secret: it was removed and is never archived.
     leaked: Option<String>,
+    redaction: Option<String>,
 }
 
 /// Above this size an artifact's compression moves to a zstd worker thread of its own (a second frame), so that a
@@ -274,6 +275,7 @@ impl Staging {
                 source: None,
                 error: None,
                 leaked: None,
+                redaction: None,
             }),
         });
         cells.push(cell.clone());
@@ -317,6 +319,7 @@ impl Staging {
                         truncated: s.truncated,
                         source: s.source.clone(),
                         error: s.error.clone(),
+                        redaction: s.redaction.clone(),
                     },
                 })
             })
@@ -396,6 +399,11 @@ impl ArtifactWriter {
     /// Records where the artifact's content came from (a file path, a container).
     pub fn set_source(&mut self, source: impl Into<String>) {
         lock(&self.cell.state).source = Some(source.into());
+    }
+
+    /// Records how the artifact's content is redacted, for the manifest.
+    pub fn set_redaction(&mut self, redaction: String) {
+        lock(&self.cell.state).redaction = Some(redaction);
     }
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {

@@ -151,6 +151,9 @@ pub struct ArtifactRecord {
     /// Set when the artifact could not be completely written (e.g. the disk failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How its content was redacted as it was written: `text:<format>`, `data`, or `binary: <why>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -213,7 +213,7 @@ impl Redactor {
     }
 
     /// A line-by-line redactor for one artifact in `format`.
-    pub fn text(&self, format: Format) -> TextRedactor<'_> {
+    pub fn text(&self, format: Format) -> TextRedactor<&Redactor> {
         TextRedactor::new(self, format)
     }
 

@@ -2,7 +2,10 @@
 //! the structure of the line's format. Streaming, so a state carries across lines: inside a PEM key, inside a
 //! YAML block scalar under a secret key. Lines without any sign of a secret (the common case) cost one scan.
 
-use std::{borrow::Cow, ops::Range};
+use std::{
+    borrow::Cow,
+    ops::{Deref, Range},
+};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
@@ -27,6 +30,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// Its name, as the manifest records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "plain",
+            Self::Json => "json",
+            Self::Yaml => "yaml",
+            Self::Toml => "toml",
+            Self::Env => "env",
+            Self::DockerJson => "docker-json",
+        }
+    }
+
     /// The format of an artifact, from its name and media type.
     pub fn of(path: &str, media_type: &str) -> Self {
         let name = path.rsplit('/').next().unwrap_or(path);
@@ -173,9 +188,10 @@ impl Prefilter {
     }
 }
 
-/// The line-by-line redactor of one artifact.
-pub struct TextRedactor<'r> {
-    r: &'r Redactor,
+/// The line-by-line redactor of one artifact. `R` is how it holds the redactor: borrowed for a text redacted in
+/// one call, shared (`Arc`) by an artifact's writer that redacts as it is written.
+pub struct TextRedactor<R: Deref<Target = Redactor> + Clone> {
+    r: R,
     format: Format,
     /// Inside a PEM private key that began on an earlier line.
     in_pem: bool,
@@ -185,11 +201,11 @@ pub struct TextRedactor<'r> {
     /// column: the `value:` beside it is the secret.
     yaml_secret_name: Option<usize>,
     /// For Docker logs: the redactor of the services' own lines, which keeps its own state.
-    inner: Option<Box<TextRedactor<'r>>>,
+    inner: Option<Box<TextRedactor<R>>>,
 }
 
-impl<'r> TextRedactor<'r> {
-    pub(super) fn new(r: &'r Redactor, format: Format) -> Self {
+impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
+    pub fn new(r: R, format: Format) -> Self {
         Self { r, format, in_pem: false, yaml_block: None, yaml_secret_name: None, inner: None }
     }
 
@@ -227,7 +243,7 @@ impl<'r> TextRedactor<'r> {
             (body.len(), end)
         };
         let edits = self.edits(&text[..body_len]);
-        apply(self.r, text, body_len, end, edits, tally)
+        apply(&self.r, text, body_len, end, edits, tally)
     }
 
     /// The ranges of `body` (a line without its end) to redact, and by which rule; moves the multi-line state.
@@ -379,13 +395,13 @@ impl<'r> TextRedactor<'r> {
         }
         let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
         let serde_json::Value::String(log) = record.remove("log")? else { return None };
-        let inner = self.inner.get_or_insert_with(|| Box::new(TextRedactor::new(self.r, Format::Json)));
+        let inner = self.inner.get_or_insert_with(|| Box::new(TextRedactor::new(self.r.clone(), Format::Json)));
         let clean = inner.line(log.as_bytes(), tally);
         // Docker's own fields (`stream`, `time`, `attrs`) pass the JSON rules too; the line is re-encoded, once,
         // only when something changed.
         let mut rest = serde_json::Value::Object(record);
         let before = rest.clone();
-        super::redact_json(&mut rest, self.r, tally);
+        super::redact_json(&mut rest, &self.r, tally);
         if matches!(clean, Cow::Borrowed(_)) && rest == before {
             return Some(None);
         }

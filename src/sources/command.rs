@@ -9,9 +9,8 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-use super::{CollectError, Collection, Outcome, Source};
+use super::{Artifact, CollectError, Collection, Outcome, Redaction, Source};
 use crate::{
-    bundle::artifact::ArtifactWriter,
     config::{CredentialRef, Environment},
     redact::Format,
 };
@@ -81,14 +80,11 @@ impl Source for CommandSource {
         let cap = self.max_output_bytes.map_or(u64::MAX, |b| b.as_u64());
         // The output is redacted as what its name says it is: `compose-config.yaml` by YAML key rules.
         let media = super::file::media_type(&self.stdout);
-        let stdout = cx.artifact(&self.stdout, media)?;
-        let stderr = cx.artifact("stderr.txt", "text/plain")?;
+        let stdout = cx.artifact(&self.stdout, media, Redaction::Text(Format::of(&self.stdout, media)))?;
+        let stderr = cx.artifact("stderr.txt", "text/plain", Redaction::Text(Format::Text))?;
         let (out_pipe, err_pipe) = (running.stdout.take(), running.stderr.take());
         let drain = async {
-            let (a, b) = tokio::join!(
-                pump(out_pipe, stdout, cap, &cx, Format::of(&self.stdout, media)),
-                pump(err_pipe, stderr, cap, &cx, Format::Text)
-            );
+            let (a, b) = tokio::join!(pump(out_pipe, stdout, cap), pump(err_pipe, stderr, cap));
             a.and(b)
         };
         let argv = running.argv.clone();
@@ -240,17 +236,10 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Copies one output stream line by line through the redactor into `artifact`, up to `cap` bytes; drains the rest
-/// so the command never blocks on a full pipe.
-async fn pump(
-    pipe: Option<impl AsyncRead + Unpin>,
-    mut artifact: ArtifactWriter,
-    cap: u64,
-    cx: &Collection,
-    format: Format,
-) -> Result<(), CollectError> {
+/// Copies one output stream line by line into `artifact` (which redacts it), whole lines up to `cap` bytes; drains
+/// the rest so the command never blocks on a full pipe. A line is never cut: part of a secret is not redacted as one.
+async fn pump(pipe: Option<impl AsyncRead + Unpin>, mut artifact: Artifact, cap: u64) -> Result<(), CollectError> {
     let Some(pipe) = pipe else { return Ok(()) };
-    let mut redactor = cx.text_redactor(format);
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
     let mut line = Vec::new();
     let mut written = 0u64;
@@ -264,17 +253,13 @@ async fn pump(
         if n == 0 {
             break;
         }
-        if written >= cap {
+        if written + line.len() as u64 > cap {
             artifact.set_truncated();
+            written = cap;
             continue;
         }
-        let clean = redactor.line(&line, cx.tally());
-        let take = (clean.len() as u64).min(cap - written) as usize;
-        artifact.write_all(&clean[..take]).map_err(CollectError::io("writing command output"))?;
-        written += take as u64;
-        if take < clean.len() {
-            artifact.set_truncated();
-        }
+        artifact.write_all(&line).map_err(CollectError::io("writing command output"))?;
+        written += line.len() as u64;
         // Counted line by line, so a command cut off mid-output still reports its records.
         artifact.add_records(1);
     }

@@ -55,10 +55,9 @@ impl Source for ContextSource {
         }
 
         if let (Some(path), Some(text)) = (&env.config_file, &env.config_text) {
-            let mut a = cx.artifact("preserve.toml", "application/toml")?;
+            let mut a = cx.text_artifact("preserve.toml", "application/toml")?;
             a.set_source(cx.redact_str(&path.display().to_string()));
-            let clean = cx.text_redactor(crate::redact::Format::Toml).lines(text.as_bytes(), cx.tally()).into_owned();
-            a.write_all(&clean).map_err(CollectError::io("writing preserve.toml"))?;
+            a.write_all(text.as_bytes()).map_err(CollectError::io("writing preserve.toml"))?;
             a.finish().map_err(CollectError::io("writing preserve.toml"))?;
         }
         Ok(Outcome::default())

@@ -18,7 +18,7 @@ use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{CollectError, Collection, Outcome, Source};
+use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::{
     config::{CredentialRef, Environment},
     redact::Format,
@@ -276,20 +276,20 @@ async fn fetch(
         rec["time_to_headers_ms"] = json!(started.elapsed().as_millis() as u64);
         let kind = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let media = if kind.is_empty() { "application/octet-stream".to_string() } else { kind };
-        let mut artifact = cx.artifact(&format!("{instance}/{name}.body"), &media).map_err(|e| e.to_string())?;
+        let body_redaction = Redaction::Text(Format::of(name, &media));
+        let mut artifact =
+            cx.artifact(&format!("{instance}/{name}.body"), &media, body_redaction).map_err(|e| e.to_string())?;
         artifact.set_source(cx.redact_str(&shown));
-        let mut redactor = cx.text_redactor(Format::of(name, &media));
-        let mut write = |artifact: &mut crate::bundle::artifact::ArtifactWriter, lines: &[u8]| {
-            artifact.write_all(&redactor.lines(lines, cx.tally()))
-        };
+        // A body without line ends (one JSON document) is redacted whole, up to `max_body`: its keys and values
+        // are read together.
+        artifact.set_max_line(usize::try_from(max_body).unwrap_or(usize::MAX));
         let mut body = resp.bytes_stream();
-        let (mut pending, mut total, mut cut) = (Vec::new(), 0u64, false);
+        let (mut total, mut cut) = (0u64, false);
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
                     let why = format!("body interrupted after {total} bytes: {}", describe(&e));
-                    let _ = write(&mut artifact, &pending);
                     artifact.abandon(&why);
                     return Err(why);
                 }
@@ -297,19 +297,12 @@ async fn fetch(
             let room = max_body.saturating_sub(total) as usize;
             let take = chunk.len().min(room);
             total += take as u64;
-            pending.extend_from_slice(&chunk[..take]);
+            artifact.write_all(&chunk[..take]).map_err(|e| e.to_string())?;
             if take < chunk.len() {
                 cut = true;
                 break;
             }
-            // Redact whole lines, so no secret is split between two passes (bodies without newlines are
-            // redacted whole, up to `max_body`).
-            if let Some(i) = memchr::memrchr(b'\n', &pending) {
-                write(&mut artifact, &pending[..=i]).map_err(|e| e.to_string())?;
-                pending.drain(..=i);
-            }
         }
-        write(&mut artifact, &pending).map_err(|e| e.to_string())?;
         if cut {
             artifact.set_truncated();
             rec["truncated"] = json!(format!("body cut at max_body ({max_body} bytes)"));

@@ -2,6 +2,7 @@
 //! struct (serde, `deny_unknown_fields`) implementing [`Source`], registered once in [`KINDS`]. A source never knows
 //! about tar, zstd or BagIt: it writes artifacts through [`Collection::artifact`], which hashes and counts.
 
+pub mod artifact;
 pub mod command;
 pub mod config_diff;
 pub mod context;
@@ -16,10 +17,12 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
+pub use artifact::{Artifact, Redaction};
+
 use crate::{
-    bundle::artifact::{ArtifactError, ArtifactWriter, Counters, Staging},
+    bundle::artifact::{ArtifactError, Counters, Staging},
     config::Environment,
-    redact::{Format, Redactor, Tally, TextRedactor},
+    redact::{Format, Redactor, Tally},
     time::Window,
 };
 
@@ -124,9 +127,16 @@ impl Collection {
         Self { name, window, env, labels, plan_summary, cancel, staging, redactor, tally, counters }
     }
 
-    /// Opens an artifact at `relative` (below this collector's folder in the bag).
-    pub fn artifact(&self, relative: &str, media_type: &str) -> Result<ArtifactWriter, ArtifactError> {
-        self.staging.artifact(&self.name, relative, media_type, self.counters.clone())
+    /// Opens an artifact at `relative` (below this collector's folder in the bag), redacted as `redaction` says
+    /// while it is written.
+    pub fn artifact(&self, relative: &str, media_type: &str, redaction: Redaction) -> Result<Artifact, ArtifactError> {
+        let out = self.staging.artifact(&self.name, relative, media_type, self.counters.clone())?;
+        Ok(Artifact::new(out, redaction, self.redactor.clone(), self.tally.clone()))
+    }
+
+    /// Opens a text artifact, redacted in the format its name and media type say (see [`Format::of`]).
+    pub fn text_artifact(&self, relative: &str, media_type: &str) -> Result<Artifact, ArtifactError> {
+        self.artifact(relative, media_type, Redaction::Text(Format::of(relative, media_type)))
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -145,33 +155,12 @@ impl Collection {
         &self.tally
     }
 
-    /// Redacts `text` (whole lines of no particular format) and writes it to `out`; returns the bytes written.
-    pub fn write_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
-        let clean = self.redactor.redact(text, &self.tally);
-        out.write_all(&clean)?;
-        Ok(clean.len())
-    }
-
-    /// Writes data that is evidence as it is (Redis entries, Postgres rows), redacted by
-    /// [`Redactor::redact_data`]: known values and credential-only shapes, never signatures or hashes.
-    pub fn write_data_redacted(&self, out: &mut impl Write, text: &[u8]) -> std::io::Result<usize> {
-        let clean = self.redactor.redact_data(text, &self.tally);
-        out.write_all(&clean)?;
-        Ok(clean.len())
-    }
-
-    /// A line-by-line redactor for one artifact in `format` (see [`Format::of`]); its lines are counted here.
-    pub fn text_redactor(&self, format: Format) -> TextRedactor<'_> {
-        self.redactor.text(format)
-    }
-
     /// Writes a small text artifact (metadata, a report, a config file) in one go, redacted in the format its
     /// name and media type say.
     pub fn write_small(&self, relative: &str, media_type: &str, text: &[u8]) -> Result<(), CollectError> {
         let io = CollectError::io(format!("writing {relative}"));
-        let mut a = self.artifact(relative, media_type)?;
-        let clean = self.redactor.redact_as(text, Format::of(relative, media_type), &self.tally);
-        match a.write_all(&clean) {
+        let mut a = self.text_artifact(relative, media_type)?;
+        match a.write_all(text) {
             Ok(_) => a.finish().map_err(io),
             Err(e) => Err(io(e)),
         }

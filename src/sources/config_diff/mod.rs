@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
-    CollectError, Collection, Outcome, Source,
+    CollectError, Collection, Outcome, Redaction, Source,
     command::{Invocation, StartError},
     file::media_type,
 };
@@ -500,7 +500,9 @@ fn write_item(
     };
     let now = resalted.as_deref().or(current.as_deref()).unwrap_or_default();
     let diff = unified_diff(&item.name, origin, &baseline, now, item.current.is_some());
-    let mut a = cx.artifact(&format!("{}.diff", item.name), "text/x-diff")?;
+    // Both sides were redacted before the diff was made (so their markers compare); written as text all the same,
+    // which leaves markers as they are.
+    let mut a = cx.artifact(&format!("{}.diff", item.name), "text/x-diff", Redaction::Text(Format::Text))?;
     a.add_records(diff.lines().count() as u64);
     a.write_all(diff.as_bytes()).map_err(CollectError::io(format!("writing {}.diff", item.name)))?;
     a.finish().map_err(CollectError::io(format!("writing {}.diff", item.name)))?;
@@ -524,7 +526,8 @@ fn unified_diff(name: &str, origin: &str, baseline: &[u8], current: &[u8], exist
     diff.unified_diff().header(&format!("baseline/{name}\t({origin})"), &now).to_string()
 }
 
-/// Writes a side that is already redacted.
+/// Writes a side that is already redacted (in the format it was meant to be); the artifact's own text redaction
+/// leaves its markers as they are.
 fn write_artifact(
     cx: &Collection,
     relative: &str,
@@ -533,7 +536,7 @@ fn write_artifact(
     truncated: bool,
 ) -> Result<(), CollectError> {
     let io = CollectError::io(format!("writing {relative}"));
-    let mut a = cx.artifact(relative, media_type(relative))?;
+    let mut a = cx.text_artifact(relative, media_type(relative))?;
     a.set_source(source);
     if truncated {
         a.set_truncated();

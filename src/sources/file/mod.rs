@@ -223,21 +223,19 @@ impl FileSource {
 
         let relative =
             if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
-        let format = crate::redact::Format::of(&relative, media_type(&relative));
-        // Only when the output might exceed the cap do we pay for a counting pass.
+        // Only when the output might exceed the cap do we pay for a counting pass (of the lines as read: the cap
+        // counts the file's bytes, before redaction).
         let mut skip = 0u64;
         if cap != u64::MAX && (input.gz || input.size > cap) {
-            // Counted with a scratch tally: the redactions are recorded once, by the writing pass.
-            let scratch = crate::redact::Tally::default();
-            let total = for_each_kept_line(open()?, filter(), cx, format, &scratch, |_| Ok(()))
-                .map_err(CollectError::io(shown.clone()))?;
+            let total =
+                for_each_kept_line(open()?, filter(), cx, |_| Ok(())).map_err(CollectError::io(shown.clone()))?;
             skip = total.saturating_sub(cap);
         }
         let mut artifact = unique_artifact(cx, &relative)?;
         artifact.set_source(cx.redact_str(&shown));
         let mut skipped = 0u64;
         let mut lines = 0u64;
-        let result = for_each_kept_line(open()?, filter(), cx, format, cx.tally(), |line| {
+        let result = for_each_kept_line(open()?, filter(), cx, |line| {
             if skipped < skip {
                 skipped += line.len() as u64;
                 return Ok(());
@@ -258,11 +256,12 @@ impl FileSource {
 }
 
 /// Opens an artifact at `relative`, or at `relative~N` when that name is taken (`x.log.1` beside `x.log.1.gz`,
-/// names that differ only by a `%`).
-fn unique_artifact(cx: &Collection, relative: &str) -> Result<crate::bundle::artifact::ArtifactWriter, CollectError> {
+/// names that differ only by a `%`), redacted as text in the format its name says.
+fn unique_artifact(cx: &Collection, relative: &str) -> Result<crate::sources::Artifact, CollectError> {
+    let redaction = crate::sources::Redaction::Text(crate::redact::Format::of(relative, media_type(relative)));
     for n in 0..100 {
         let name = if n == 0 { relative.to_string() } else { format!("{relative}~{n}") };
-        match cx.artifact(&name, media_type(relative)) {
+        match cx.artifact(&name, media_type(relative), redaction) {
             Err(crate::bundle::artifact::ArtifactError::Duplicate(_)) => continue,
             other => return Ok(other?),
         }
@@ -286,17 +285,14 @@ fn open_reader(input: &Input) -> io::Result<Box<dyn BufRead + Send>> {
     })
 }
 
-/// Streams lines (pieces of at most [`MAX_LINE`]) that pass the filter, redacted, to `sink`. Returns the bytes
-/// passed on. Stops with `BrokenPipe` when the collection is cancelled.
+/// Streams lines (pieces of at most [`MAX_LINE`]) that pass the filter to `sink`. Returns the bytes passed on.
+/// Stops with `BrokenPipe` when the collection is cancelled.
 fn for_each_kept_line(
     mut reader: Box<dyn BufRead + Send>,
     mut filter: LineFilter,
     cx: &Collection,
-    format: crate::redact::Format,
-    tally: &crate::redact::Tally,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<u64> {
-    let mut redactor = cx.text_redactor(format);
     let mut line = Vec::with_capacity(8 * 1024);
     let mut total = 0u64;
     let mut n = 0u64;
@@ -312,9 +308,8 @@ fn for_each_kept_line(
         if !filter.keep(&line) {
             continue;
         }
-        let clean = redactor.line(&line, tally);
-        total += clean.len() as u64;
-        sink(&clean)?;
+        total += line.len() as u64;
+        sink(&line)?;
     }
 }
 

@@ -11,10 +11,9 @@ use tokio_postgres::Client;
 use super::{copy_row::Row, sql};
 use crate::{
     analysis::audit_chain::{ChainProblem, ChainRow, Verifier},
-    bundle::artifact::ArtifactWriter,
     bundle::manifest::{Finding, Severity},
     config::KeySource,
-    sources::{CollectError, Collection, Outcome},
+    sources::{Artifact, CollectError, Collection, Outcome, Redaction},
 };
 
 /// One of Caracal's hash-chained ledgers and how to read it in chain order.
@@ -166,14 +165,15 @@ struct LedgerCheck {
     ledger: &'static Ledger,
     key: Option<Vec<u8>>,
     verifier: Verifier,
-    report: ArtifactWriter,
+    report: Artifact,
     checked: u64,
     by_check: BTreeMap<&'static str, (u64, Vec<serde_json::Value>)>,
 }
 
 impl LedgerCheck {
     fn new(cx: &Collection, ledger: &'static Ledger, key: Option<Vec<u8>>) -> Result<Self, CollectError> {
-        let report = cx.artifact(&format!("analysis/{}_problems.jsonl", ledger.name), "application/x-ndjson")?;
+        let report =
+            cx.artifact(&format!("analysis/{}_problems.jsonl", ledger.name), "application/x-ndjson", Redaction::Data)?;
         let verifier = if ledger.recompute { Verifier::new(key.clone()) } else { Verifier::links_only(key.clone()) };
         Ok(Self { ledger, key, verifier, report, checked: 0, by_check: BTreeMap::new() })
     }
@@ -209,7 +209,8 @@ impl LedgerCheck {
         let mut zones = verifier.finish();
         zones.sort_by(|a, b| a.zone_id.cmp(&b.zone_id));
         let summary = serde_json::to_vec_pretty(&zones).unwrap_or_default();
-        let mut a = cx.artifact(&format!("analysis/{}_zones.json", ledger.name), "application/json")?;
+        let mut a =
+            cx.artifact(&format!("analysis/{}_zones.json", ledger.name), "application/json", Redaction::Data)?;
         a.write_all(&summary).map_err(io)?;
         a.finish().map_err(io)?;
 

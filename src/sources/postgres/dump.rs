@@ -164,12 +164,12 @@ async fn dump(
     });
 
     let path = format!("pg_dump/{}.dump", super::sql::file_name(t.database));
-    let mut artifact = cx.artifact(&path, "application/vnd.postgresql.custom-dump").map_err(|e| e.to_string())?;
-    // Secrets are masked a line at a time (COPY data inside the archive is line-based), so a value is never split
-    // between two passes. A line longer than 8 MiB is written in pieces that keep its last 64 KiB back: a secret
-    // starting before the cut is masked whole, one starting after it waits for the next piece.
-    let (mut pending, mut buf) = (Vec::with_capacity(1 << 20), vec![0u8; 1 << 18]);
-    let mut masked = 0;
+    let binary = crate::sources::Redaction::Binary {
+        reason: "a pg_dump custom-format archive counts its bytes: secrets are masked with `*` of the same length",
+    };
+    let mut artifact =
+        cx.artifact(&path, "application/vnd.postgresql.custom-dump", binary).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 18];
     loop {
         let n = tokio::select! {
             n = stdout.read(&mut buf) => n.map_err(|e| format!("reading pg_dump's output: {e}"))?,
@@ -178,19 +178,10 @@ async fn dump(
         if n == 0 {
             break;
         }
-        pending.extend_from_slice(&buf[..n]);
-        let cut = match memchr::memrchr(b'\n', &pending) {
-            Some(i) => i + 1,
-            None if pending.len() > 8 << 20 => pending.len() - (64 << 10),
-            None => continue,
-        };
-        masked += cx.redactor().mask(&mut pending, cut, cx.tally());
-        artifact.write_all(&pending[..cut]).map_err(|e| e.to_string())?;
-        pending.drain(..cut);
+        artifact.write_all(&buf[..n]).map_err(|e| e.to_string())?;
     }
-    let all = pending.len();
-    masked += cx.redactor().mask(&mut pending, all, cx.tally());
-    artifact.write_all(&pending).map_err(|e| e.to_string())?;
+    artifact.flush_lines().map_err(|e| e.to_string())?;
+    let masked = artifact.masked();
     let status = child.wait().await.map_err(|e| format!("waiting for pg_dump: {e}"))?;
     let stderr = errors.await.unwrap_or_default();
     report["bytes"] = json!(artifact.bytes());

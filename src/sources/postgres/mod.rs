@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::{Client, Config};
 
-use super::{CollectError, Collection, Outcome, Source};
+use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::bundle::manifest::Severity;
 use crate::config::{CredentialRef, Environment};
 
@@ -635,7 +635,7 @@ async fn copy_csv(
     let width = statement.columns().len();
     let copy = format!("COPY ({query}) TO STDOUT");
     let stream = client.copy_out(copy.as_str()).await.map_err(|e| sql::describe_error(&e))?;
-    let mut artifact = cx.artifact(path, "text/csv").map_err(|e| e.to_string())?;
+    let mut artifact = cx.artifact(path, "text/csv", Redaction::Data).map_err(|e| e.to_string())?;
     let mut stream = std::pin::pin!(stream);
     // The backend sends exactly one CopyData message per row (the protocol guarantees it for COPY OUT): rows are
     // counted by message, and gathered into batches of whole rows (so a secret, or a quoted value spanning lines,
@@ -650,8 +650,8 @@ async fn copy_csv(
         t.feed(&row);
     }
     let (mut rows, mut counted) = (0u64, 0u64);
-    let mut write = |pending: &mut Vec<u8>, rows: u64, artifact: &mut crate::bundle::artifact::ArtifactWriter| {
-        let r = cx.write_data_redacted(artifact, pending);
+    let mut write = |pending: &mut Vec<u8>, rows: u64, artifact: &mut super::Artifact| {
+        let r = artifact.write_all(pending);
         pending.clear();
         artifact.add_records(rows - counted);
         counted = rows;

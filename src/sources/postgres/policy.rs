@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     bundle::manifest::{Finding, Severity},
-    sources::{CollectError, Collection, Outcome},
+    sources::{CollectError, Collection, Outcome, Redaction},
 };
 
 /// Rego content kept per policy version; beyond it the file is cut and marked truncated (the hash still covers
@@ -430,13 +430,13 @@ async fn read_references(
         r.ok = r.content_sha256_stored.as_deref() == Some(content.sha256.as_str());
         r.truncated = content.truncated;
         let file = format!("{base}/{side}/{}.rego", crate::sources::redis::safe_name(id.as_bytes()));
-        let clean = cx.redactor().redact_data(&content.bytes, cx.tally());
-        r.redacted = clean.as_ref() != content.bytes.as_slice();
-        let mut a = cx.artifact(&file, "text/plain")?;
-        a.write_all(&clean).map_err(CollectError::io(format!("writing {file}")))?;
+        let mut a = cx.artifact(&file, "text/plain", Redaction::Data)?;
+        a.write_all(&content.bytes).map_err(CollectError::io(format!("writing {file}")))?;
         if content.truncated {
             a.set_truncated();
         }
+        a.flush_lines().map_err(CollectError::io(format!("writing {file}")))?;
+        r.redacted = a.redacted();
         a.finish().map_err(CollectError::io(format!("writing {file}")))?;
         r.file = Some(file);
         refs.push(r);
@@ -517,12 +517,12 @@ async fn write_diff(
     (act, act_refs): (&SetVersion, &[PolicyRef]),
 ) -> Result<(), CollectError> {
     let io = || CollectError::io(format!("writing {path}"));
-    let mut a = cx.artifact(path, "text/x-diff")?;
+    let mut a = cx.artifact(path, "text/x-diff", Redaction::Data)?;
     let head = format!(
         "preserve policy-set diff: zone {}, policy set {}, version {} ({}) -> version {} ({})\n\n",
         b.zone_id, b.policy_set_id, prev.version, prev.id, act.version, act.id
     );
-    cx.write_data_redacted(&mut a, head.as_bytes()).map_err(io())?;
+    a.write_all(head.as_bytes()).map_err(io())?;
     let pretty = |v: &SetVersion| {
         let mut s =
             v.manifest.as_ref().and_then(|m| serde_json::to_string_pretty(m).ok()).unwrap_or(v.manifest_text.clone());
@@ -530,7 +530,7 @@ async fn write_diff(
         s
     };
     let section = unified(&pretty(prev), &pretty(act), "previous/manifest.json", "active/manifest.json");
-    cx.write_data_redacted(&mut a, section.as_bytes()).map_err(io())?;
+    a.write_all(section.as_bytes()).map_err(io())?;
 
     // Keyed by policy; a reference without a known policy (a missing one) by its own id.
     let key = |r: &PolicyRef| r.policy_id.clone().unwrap_or_else(|| format!("policy_version:{}", r.policy_version_id));
@@ -564,7 +564,7 @@ async fn write_diff(
         let old_text = diff_content(client, catalog, old).await?;
         let new_text = diff_content(client, catalog, new).await?;
         let section = unified(&old_text, &new_text, &label(old, "previous"), &label(new, "active"));
-        cx.write_data_redacted(&mut a, section.as_bytes()).map_err(io())?;
+        a.write_all(section.as_bytes()).map_err(io())?;
     }
     a.finish().map_err(io())
 }

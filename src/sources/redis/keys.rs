@@ -1,7 +1,7 @@
 //! Export of key families by pattern (`audit:jti:*`, `seen:jti:*`, ...): each key's type, remaining TTL and value,
 //! collections paged with `HSCAN`/`SSCAN`/`ZSCAN`/`LRANGE`; or, for very large families, only their count.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, io::Write};
 
 use redis::Value;
 use serde::{Deserialize, Serialize};
@@ -11,10 +11,7 @@ use super::{
     conn::Node,
     value::{bytes_json, int, text, to_json},
 };
-use crate::{
-    bundle::artifact::ArtifactWriter,
-    sources::{CollectError, Collection},
-};
+use crate::sources::{CollectError, Collection};
 
 /// One family of keys to capture.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -51,7 +48,7 @@ pub async fn export_family(
     node: &mut Node,
     family: &KeyFamily,
     page: usize,
-    out: &mut ArtifactWriter,
+    out: &mut crate::sources::Artifact,
 ) -> Result<FamilyReport, CollectError> {
     let max_keys = family.max_keys.unwrap_or(10_000);
     let max_elements = family.max_elements.unwrap_or(10_000);
@@ -85,8 +82,7 @@ pub async fn export_family(
             line.clear();
             serde_json::to_writer(&mut line, &j).map_err(|e| CollectError::Failed(e.to_string()))?;
             line.push(b'\n');
-            cx.write_data_redacted(out, &line)
-                .map_err(|e| CollectError::Io { context: "writing keys".into(), source: e })?;
+            out.write_all(&line).map_err(|e| CollectError::Io { context: "writing keys".into(), source: e })?;
             out.add_records(1);
             report.exported += 1;
         }

@@ -21,7 +21,7 @@ use keys::KeyFamily;
 use streams::StreamJob;
 use value::text;
 
-use super::{CollectError, Collection, Outcome, Source};
+use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::config::{CredentialRef, Environment};
 
 /// Settings of a `redis` collector. The server is the site's (`[redis]`, `PRESERVE_REDIS_URL`).
@@ -179,7 +179,7 @@ impl RedisSource {
         let mut family_reports = Vec::new();
         for family in &self.keys {
             let path = format!("keys/{}.jsonl", safe_name(family.pattern.as_bytes()));
-            let mut artifact = cx.artifact(&path, "application/x-ndjson")?;
+            let mut artifact = cx.artifact(&path, "application/x-ndjson", Redaction::Data)?;
             for node in nodes.iter_mut() {
                 family_reports.push(keys::export_family(cx, node, family, self.page, &mut artifact).await?);
             }
@@ -188,7 +188,7 @@ impl RedisSource {
         if !family_reports.is_empty() {
             let summary =
                 serde_json::to_vec_pretty(&family_reports).map_err(|e| CollectError::Failed(e.to_string()))?;
-            let mut a = cx.artifact("keys/summary.json", "application/json")?;
+            let mut a = cx.artifact("keys/summary.json", "application/json", Redaction::Data)?;
             a.write_all(&summary)
                 .map_err(|e| CollectError::Io { context: "writing keys/summary.json".into(), source: e })?;
             a.finish().map_err(|e| CollectError::Io { context: "writing keys/summary.json".into(), source: e })?;

@@ -14,8 +14,7 @@ use super::{
     value::{self, bytes_json, entry_json, field, int, map_json, text, to_json},
 };
 use crate::{
-    bundle::artifact::ArtifactWriter,
-    sources::{CollectError, Collection},
+    sources::{CollectError, Collection, Redaction},
     time::Window,
 };
 
@@ -147,7 +146,7 @@ impl StreamJob<'_> {
             truncated = true;
         }
         let range = (start.clone(), end.clone());
-        let mut out = cx.artifact(&format!("{dir}/entries.jsonl"), "application/x-ndjson")?;
+        let mut out = cx.artifact(&format!("{dir}/entries.jsonl"), "application/x-ndjson", Redaction::Data)?;
         let exported = export_entries(cx, node, key, (&start, &end), page, direct, &mut out).await;
         node.close_direct();
         let (exported, first, last) = exported?;
@@ -227,7 +226,7 @@ async fn export_entries(
     (start, end): (&str, &str),
     page: usize,
     direct: bool,
-    out: &mut ArtifactWriter,
+    out: &mut crate::sources::Artifact,
 ) -> Result<(u64, Option<String>, Option<String>), CollectError> {
     let failed = |n: u64, e: &dyn std::fmt::Display| {
         CollectError::Failed(format!("XRANGE {} after {n} entries: {e}", String::from_utf8_lossy(key)))
@@ -259,7 +258,7 @@ async fn export_entries(
         let mut write = |pages: &Pages, buf: &mut Vec<u8>| -> Result<(), CollectError> {
             buf.clear();
             pages.write_jsonl(buf).map_err(|e| failed(n, &e))?;
-            cx.write_data_redacted(out, buf).map_err(io("entries.jsonl"))?;
+            out.write_all(buf).map_err(io("entries.jsonl"))?;
             out.add_records(len as u64);
             Ok(())
         };
@@ -345,7 +344,7 @@ async fn export_pending(
     path: &str,
     page: usize,
 ) -> Result<u64, CollectError> {
-    let mut out = cx.artifact(path, "application/x-ndjson")?;
+    let mut out = cx.artifact(path, "application/x-ndjson", Redaction::Data)?;
     let mut from = "-".to_string();
     let mut n = 0u64;
     let mut line = Vec::with_capacity(256);
