@@ -35,6 +35,11 @@ if ! have bagit.py; then
   python3 -m pip install -q bagit || python3 -m pip install -q --break-system-packages bagit
   hash -r
 fi
+# pip may install it for the user only (its scripts then go to the user base's bin, often not on PATH).
+if ! have bagit.py; then
+  user_bin="$(python3 -m site --user-base)/bin"
+  [ -x "$user_bin/bagit.py" ] && export PATH="$PATH:$user_bin"
+fi
 have bagit.py || { echo "test.sh: bagit.py is still not on PATH" >&2; exit 1; }
 
 if cargo nextest --version >/dev/null 2>&1; then
