@@ -9,6 +9,7 @@
 //! same marker, and anyone holding a candidate value can check it, while the bundle alone does not reveal it.
 //! [`guard`] then checks every written byte for known values, as a last line.
 
+mod encodings;
 pub mod guard;
 pub mod rules;
 mod structured;
@@ -163,7 +164,15 @@ impl Redactor {
             if v.len() < MIN_SECRET_LEN || !seen.insert(v.to_string()) {
                 continue;
             }
-            rules.push((label.clone(), marker_with(&salt, v.as_bytes())));
+            let marker = marker_with(&salt, v.as_bytes());
+            // Its other spellings (escaped in JSON, URL-encoded, base64) read as the same marker.
+            for (encoding, spelling) in encodings::variants(v) {
+                if seen.insert(spelling.clone()) {
+                    rules.push((format!("{label} ({encoding})"), marker.clone()));
+                    values.push(spelling);
+                }
+            }
+            rules.push((label.clone(), marker));
             values.push(v.to_string());
             kept.push((label, secret));
         }
