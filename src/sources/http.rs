@@ -33,7 +33,7 @@ pub struct HttpSource {
     /// `coordinator`, `web`, and the operator's `alertmanager`; `PRESERVE_<SVC>_URLS`). Each instance is captured
     /// separately.
     pub service: Option<String>,
-    /// Or base URLs given here.
+    /// Or base URLs given here, without credentials (as in `[services]`).
     #[serde(default)]
     pub urls: Vec<String>,
     pub requests: Vec<RequestSpec>,
@@ -55,7 +55,8 @@ pub struct RequestSpec {
     /// The artifact's name: `<instance>/<name>.body` and `<instance>/<name>.response.json`.
     pub name: String,
     /// Path and query, with `{label}` placeholders filled from the alert (`{zone_id}`, `{request_id}`); a request
-    /// whose label is missing is skipped, and says so.
+    /// whose label is missing, or would not fill exactly one path segment (a dot segment, a slash, a NUL), is
+    /// skipped, and says so. No dot segments or `%2e`/`%2f`/`%5c`/`%25` in the path itself.
     pub path: String,
     /// Only `GET`.
     pub method: Option<String>,
