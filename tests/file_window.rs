@@ -396,7 +396,7 @@ fn a_log_growing_during_the_snapshot_is_read_as_it_was_when_opened() {
     assert_eq!(a["truncated"], true, "{a}");
     let text = collector_text(&bag, "capped");
     assert!(!text.contains("AFTER-OPEN"), "nothing appended after the open is read");
-    assert!(text.trim_end().ends_with(&line("BEFORE-OPEN", 59_999).trim_end()[..]), "the newest data at open is kept");
+    assert!(text.trim_end().ends_with(line("BEFORE-OPEN", 59_999).trim_end()), "the newest data at open is kept");
 
     let whole = collector(&m, "whole");
     let a = &whole["artifacts"][0];
