@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct Alert {
     #[serde(default)]
     pub status: Option<String>,
-    #[serde(default, deserialize_with = "labels_without_nul")]
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
@@ -31,17 +31,21 @@ impl Alert {
 }
 
 /// Labels fill SQL parameters and URL paths. PostgreSQL refuses a NUL in any text, so one NUL in a label failed
-/// every table filtered by it; no evidence id holds one. Checked here, where every alert enters (`--alert` and the
-/// sidecar's webhook alike), and the label named.
-fn labels_without_nul<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    let labels = BTreeMap::<String, String>::deserialize(d)?;
-    match labels.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
-        Some((k, _)) => Err(serde::de::Error::custom(format!(
-            "alert label `{}` holds a NUL character, which no label value may hold",
-            k.escape_default()
-        ))),
-        None => Ok(labels),
+/// every table filtered by it; no evidence id holds one. Checked where alerts enter (`--alert` and the sidecar's
+/// webhook, through [`WebhookPayload`]), naming the label; a bundle's manifest is read as it was written.
+pub fn check_labels(alerts: &[Alert]) -> Result<(), String> {
+    for (i, a) in alerts.iter().enumerate() {
+        if let Some((k, _)) = a.labels.iter().find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+            return Err(format!("alerts[{i}]: alert label `{}` holds a NUL character", k.escape_default()));
+        }
     }
+    Ok(())
+}
+
+fn alerts_without_nul<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Alert>, D::Error> {
+    let alerts = Vec::<Alert>::deserialize(d)?;
+    check_labels(&alerts).map_err(serde::de::Error::custom)?;
+    Ok(alerts)
 }
 
 /// An Alertmanager webhook payload, the fields preserve uses.
@@ -51,6 +55,7 @@ pub struct WebhookPayload {
     pub version: String,
     #[serde(default)]
     pub status: Option<String>,
+    #[serde(deserialize_with = "alerts_without_nul")]
     pub alerts: Vec<Alert>,
     #[serde(default)]
     pub group_labels: BTreeMap<String, String>,
@@ -85,6 +90,7 @@ pub fn parse_alerts(text: &str) -> Result<Vec<Alert>, String> {
     if alerts.iter().any(|a| a.labels.is_empty()) {
         return Err("an alert has no labels".into());
     }
+    check_labels(&alerts)?;
     Ok(alerts)
 }
 
@@ -111,5 +117,10 @@ mod tests {
         assert!(e.contains("alert label `request_id` holds a NUL"), "{e}");
         let name = r#"{"labels":{"alertname":"X","zone\u0000id":"z1"}}"#;
         assert!(super::parse_alerts(name).unwrap_err().contains(r"zone\u{0}id"));
+        let list = r#"[{"labels":{"alertname":"X"}},{"labels":{"alertname":"Y","zone_id":"\u0000"}}]"#;
+        assert!(super::parse_alerts(list).unwrap_err().contains("alerts[1]: alert label `zone_id`"));
+        // A bundle's manifest records alerts as they were: reading one back is not an entry point.
+        let recorded = r#"{"labels":{"alertname":"X","zone_id":"\u0000"}}"#;
+        assert!(serde_json::from_str::<super::Alert>(recorded).is_ok());
     }
 }

@@ -447,3 +447,26 @@ fn files_of_pseudo_file_systems_are_refused_unless_the_collector_asks() {
     assert!(a["bytes"].as_u64().unwrap() <= 1024 && a["truncated"] == true, "{a}");
     assert!(collector_text(&bag, "asked").starts_with("Name:"), "read from its beginning");
 }
+
+/// A container directory whose `config.v2.json` is a FIFO: reading it would wait for a writer forever. It is
+/// reported and skipped, and the other containers' logs are still read.
+#[test]
+fn a_container_config_that_is_a_fifo_does_not_hang_discovery() {
+    let ws = Workspace::new();
+    let good = "b".repeat(64);
+    container(&ws, &good, "caracal-api-1", "caracal", "api", &[("", docker_line("2026-11-29T10:30:00Z", "IN-api"))]);
+    let trap = ws.path().join("docker").join("c".repeat(64));
+    std::fs::create_dir_all(&trap).unwrap();
+    assert!(Command::new("mkfifo").arg(trap.join("config.v2.json")).status().unwrap().success());
+    let dir = collectors_dir(
+        &ws,
+        "d.toml",
+        "[[collector]]\nname = \"api-logs\"\nkind = \"file\"\nwindow = false\ntimeout = \"1h\"\ndocker = { services = [\"api\"] }\n",
+    );
+    let out = run(ws.snapshot(&dir).args(["-c", "api-logs"]));
+    assert_eq!(out.status.code(), Some(3));
+    let m = ws.side_manifest();
+    let c = collector(&m, "api-logs");
+    assert!(c["error"].as_str().unwrap().contains("config.v2.json: not read: not a regular file"), "{c}");
+    assert_eq!(c["artifacts"].as_array().unwrap().len(), 1, "{c}");
+}

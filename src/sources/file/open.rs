@@ -53,7 +53,7 @@ pub enum OpenError {
          (they may block or never end); set `pseudo_files = true` on the collector to read such files"
     )]
     PseudoFileSystem { path: String, fs: &'static str },
-    #[error("{path}: not read: no longer a regular file")]
+    #[error("{path}: not read: not a regular file")]
     NotRegular { path: String },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
