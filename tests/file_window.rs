@@ -328,3 +328,145 @@ fn replay_files_are_inventoried_with_mtimes_and_line_counts() {
     assert_eq!(mtime("sts-1764370000.ndjson"), "2026-11-01T03:00:00Z");
     assert_eq!(mtime("gw-1764370500.ndjson"), "2026-11-28T09:30:00Z");
 }
+
+/// Whether process `pid` holds `path` open.
+fn holds_open(pid: u32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.filter_map(Result::ok).any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
+}
+
+/// The review's attack: a log another process kept appending to while the snapshot read it produced a 2.3 GiB
+/// artifact under a 10 MiB `max_file_bytes`, status `ok`, not marked truncated. Here the test appends
+/// `AFTER-OPEN` lines to two logs from the moment preserve holds each open until it exits: a capped log keeps at
+/// most its cap, marked truncated, and an uncapped one is read to its size at open, not to where the writer got.
+#[test]
+fn a_log_growing_during_the_snapshot_is_read_as_it_was_when_opened() {
+    let ws = Workspace::new();
+    let line = |tag: &str, i: usize| {
+        format!("{{\"time\":\"2026-11-29T10:30:00Z\",\"msg\":\"{tag}-{i:07}\",\"pad\":\"{}\"}}\n", "x".repeat(60))
+    };
+    let initial: String = (0..60_000).map(|i| line("BEFORE-OPEN", i)).collect();
+    let logs = [ws.write("logs/capped.log", &initial), ws.write("logs/whole.log", &initial)];
+    let logs = logs.map(|p| p.canonicalize().unwrap());
+    let dir = collectors_dir(
+        &ws,
+        "grow.toml",
+        &format!(
+            "[[collector]]\nname = \"capped\"\nkind = \"file\"\nwindow = false\nmax_file_bytes = \"64KiB\"\npaths = [\"{}\"]\n\n\
+             [[collector]]\nname = \"whole\"\nkind = \"file\"\nwindow = false\npaths = [\"{}\"]\n",
+            logs[0].display(),
+            logs[1].display()
+        ),
+    );
+    let mut child = ws
+        .snapshot(&dir)
+        .args(["-c", "capped", "-c", "whole"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut writers = logs.clone().map(|p| std::fs::OpenOptions::new().append(true).open(p).unwrap());
+    let (mut opened, mut appended) = ([false; 2], [0usize; 2]);
+    let mut n = 0;
+    // Bounded in bytes: at most 64 MiB appended to each log, however slow the snapshot.
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        for i in 0..2 {
+            opened[i] |= holds_open(child.id(), &logs[i]);
+            if opened[i] && appended[i] < 64 << 20 {
+                let burst: String = (0..50).map(|k| line("AFTER-OPEN", n + k)).collect();
+                writers[i].write_all(burst.as_bytes()).unwrap();
+                appended[i] += burst.len();
+            }
+        }
+        n += 50;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(appended.iter().all(|a| *a > 0), "the writer appended while preserve held each log open: {appended:?}");
+
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let m = manifest(&bag);
+    let capped = collector(&m, "capped");
+    assert_eq!(capped["status"], "ok", "{capped}");
+    let a = &capped["artifacts"][0];
+    assert!(a["bytes"].as_u64().unwrap() <= 64 * 1024, "the cap holds: {a}");
+    assert_eq!(a["truncated"], true, "{a}");
+    let text = collector_text(&bag, "capped");
+    assert!(!text.contains("AFTER-OPEN"), "nothing appended after the open is read");
+    assert!(text.trim_end().ends_with(line("BEFORE-OPEN", 59_999).trim_end()), "the newest data at open is kept");
+
+    let whole = collector(&m, "whole");
+    let a = &whole["artifacts"][0];
+    assert_eq!(a["truncated"], false, "{a}");
+    assert_eq!(a["bytes"].as_u64().unwrap(), initial.len() as u64, "read to its size at open: {a}");
+    assert!(!collector_text(&bag, "whole").contains("AFTER-OPEN"));
+}
+
+/// `/proc/kmsg` is a regular file of size 0 whose read blocks until the kernel logs something: it held a
+/// collector until its timeout. Files of procfs, sysfs and the like are refused, named, before any read (the
+/// collector's timeout is an hour, so a blocking read would hang this test), and the other files are still read;
+/// a collector that asks for them gets their first `max_file_bytes`.
+#[test]
+fn files_of_pseudo_file_systems_are_refused_unless_the_collector_asks() {
+    let ws = Workspace::new();
+    let app = ws.write("logs/app.log", "an ordinary log line\n");
+    let dir = collectors_dir(
+        &ws,
+        "proc.toml",
+        &format!(
+            "[[collector]]\nname = \"kernel\"\nkind = \"file\"\nwindow = false\ntimeout = \"1h\"\n\
+             paths = [\"/proc/kmsg\", \"/proc/self/status\", \"{}\"]\n\n\
+             [[collector]]\nname = \"asked\"\nkind = \"file\"\nwindow = false\ntimeout = \"1h\"\npseudo_files = true\n\
+             max_file_bytes = \"1KiB\"\npaths = [\"/proc/self/status\"]\n",
+            app.display()
+        ),
+    );
+    let out = run(ws.snapshot(&dir).args(["-c", "kernel", "-c", "asked"]));
+    assert_eq!(out.status.code(), Some(3), "the refusal makes the collector partial, the bundle is still written");
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let m = manifest(&bag);
+
+    let kernel = collector(&m, "kernel");
+    assert_eq!(kernel["status"], "partial", "{kernel}");
+    let refused: Vec<&str> =
+        kernel["details"]["refused"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let status = refused.iter().find(|r| r.starts_with("/proc/self/status")).expect("/proc/self/status refused");
+    assert!(status.contains("procfs, a pseudo file system") && status.contains("pseudo_files = true"), "{status}");
+    assert!(kernel["error"].as_str().unwrap().contains("procfs"), "{kernel}");
+    let sources: Vec<&str> =
+        kernel["artifacts"].as_array().unwrap().iter().map(|a| a["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, [app.display().to_string()], "only the ordinary log is read");
+    assert!(collector_text(&bag, "kernel").contains("an ordinary log line"));
+
+    let asked = collector(&m, "asked");
+    let a = &asked["artifacts"][0];
+    assert_eq!(a["source"], "/proc/self/status", "{asked}");
+    assert!(a["bytes"].as_u64().unwrap() <= 1024 && a["truncated"] == true, "{a}");
+    assert!(collector_text(&bag, "asked").starts_with("Name:"), "read from its beginning");
+}
+
+/// A container directory whose `config.v2.json` is a FIFO: reading it would wait for a writer forever. It is
+/// reported and skipped, and the other containers' logs are still read.
+#[test]
+fn a_container_config_that_is_a_fifo_does_not_hang_discovery() {
+    let ws = Workspace::new();
+    let good = "b".repeat(64);
+    container(&ws, &good, "caracal-api-1", "caracal", "api", &[("", docker_line("2026-11-29T10:30:00Z", "IN-api"))]);
+    let trap = ws.path().join("docker").join("c".repeat(64));
+    std::fs::create_dir_all(&trap).unwrap();
+    assert!(Command::new("mkfifo").arg(trap.join("config.v2.json")).status().unwrap().success());
+    let dir = collectors_dir(
+        &ws,
+        "d.toml",
+        "[[collector]]\nname = \"api-logs\"\nkind = \"file\"\nwindow = false\ntimeout = \"1h\"\ndocker = { services = [\"api\"] }\n",
+    );
+    let out = run(ws.snapshot(&dir).args(["-c", "api-logs"]));
+    assert_eq!(out.status.code(), Some(3));
+    let m = ws.side_manifest();
+    let c = collector(&m, "api-logs");
+    assert!(c["error"].as_str().unwrap().contains("config.v2.json: not read: not a regular file"), "{c}");
+    assert_eq!(c["artifacts"].as_array().unwrap().len(), 1, "{c}");
+}

@@ -231,6 +231,24 @@ fn endpoints_with_side_effects_and_other_methods_are_config_errors() {
         ("{ name = \"replay\", path = \"/api/audit/dlq/replay\" }", "replays the audit DLQ"),
         ("{ name = \"reload\", path = \"/internal/revocations/reload\" }", "revocation snapshot"),
         ("{ name = \"post\", path = \"/ready\", method = \"POST\" }", "only GET"),
+        // Dot segments and escapes that hide them, or hide a refused endpoint, from a check of the path as written.
+        (
+            "{ name = \"up\", path = \"/v1/zones/z1/../../admin-audit\" }",
+            "request `up`: path `/v1/zones/z1/../../admin-audit` holds a dot segment",
+        ),
+        (
+            "{ name = \"here\", path = \"/v1/./audit-retention\" }",
+            "request `here`: path `/v1/./audit-retention` holds a dot segment",
+        ),
+        (
+            "{ name = \"enc\", path = \"/v1/zones/%2E%2e/admin-audit\" }",
+            "request `enc`: path `/v1/zones/%2E%2e/admin-audit` holds the escape `%2e`",
+        ),
+        (
+            "{ name = \"hid\", path = \"/api/audit/dlq%2freplay\" }",
+            "request `hid`: path `/api/audit/dlq%2freplay` holds the escape `%2f`",
+        ),
+        ("{ name = \"esc\", path = \"/api/audit/dlq/%72eplay\" }", "replays the audit DLQ"),
     ] {
         let ws = Workspace::new();
         let dir = collectors_dir(
@@ -241,7 +259,130 @@ fn endpoints_with_side_effects_and_other_methods_are_config_errors() {
         let out = run(ws.snapshot(&dir).args(["-c", "context"]));
         assert_eq!(out.status.code(), Some(2), "{request}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("bad.toml") && err.contains(says), "{err}");
+        assert!(err.contains("bad.toml") && err.contains("collector `bad`") && err.contains(says), "{err}");
         assert!(!ws.out().exists() || std::fs::read_dir(ws.out()).unwrap().next().is_none(), "nothing written");
+    }
+}
+
+/// A stand-in that answers every path and records each it receives (path and query, as the server sees them).
+fn recorder() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let router = Router::new().fallback(move |uri: axum::http::Uri| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(uri.path_and_query().map_or_else(|| uri.path().to_string(), |p| p.to_string()));
+            "{}"
+        }
+    });
+    (serve(router), seen)
+}
+
+/// The review's attack: an alert whose labels come from request data (`zone_id=".."`) turned the console
+/// collector's admin-token requests into `/v1/admin-audit`, `/v1/policy-sets`, `/v1/audit/explain`, and a label
+/// `replay` filled `/api/audit/dlq/{view}` into the endpoint that replays (and so destroys) the DLQ.
+#[test]
+fn alert_labels_cannot_steer_the_admin_bearer_to_another_endpoint() {
+    let (base, seen) = recorder();
+    let collectors = format!(
+        "[[collector]]\nname = \"console\"\nkind = \"http\"\nurls = [\"{base}\"]\nbearer = \"env:TEST_ADMIN_BEARER\"\nrequests = [\n  \
+         {{ name = \"explain\", path = \"/v1/zones/{{zone_id}}/audit/by-request/{{request_id}}/explain\" }},\n  \
+         {{ name = \"admin_audit\", path = \"/v1/zones/{{zone_id}}/admin-audit?limit=1000\" }},\n  \
+         {{ name = \"policy_sets\", path = \"/v1/zones/{{zone_id}}/policy-sets\" }},\n  \
+         {{ name = \"dlq_view\", path = \"/api/audit/dlq/{{view}}\" }},\n  \
+         {{ name = \"retention\", path = \"/v1/audit-retention\" }},\n]\n"
+    );
+    let snapshot = |zone: &str, request: &str, view: &str| {
+        seen.lock().unwrap().clear();
+        let ws = Workspace::new();
+        let dir = collectors_dir(&ws, "c.toml", &collectors);
+        let alert = serde_json::json!({ "labels": { "alertname": "CaracalAuditTamperDetected", "zone_id": zone,
+                                                   "request_id": request, "view": view } });
+        let alert = ws.write("alert.json", alert.to_string());
+        let out = run(ws.snapshot(&dir).args(["-c", "console", "--alert"]).arg(&alert).env("TEST_ADMIN_BEARER", TOKEN));
+        let m = ws.side_manifest();
+        let c = collector(&m, "console").clone();
+        let skipped = |name: &str| {
+            let r = c["details"]["requests"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap();
+            r["skipped"].as_str().unwrap_or_default().to_string()
+        };
+        let reasons: Vec<String> = ["explain", "admin_audit", "policy_sets", "dlq_view"].map(skipped).to_vec();
+        (out.status.code(), seen.lock().unwrap().clone(), reasons, c)
+    };
+
+    // An honest alert: each request goes where its template says, the recorder sees them all.
+    let (code, paths, reasons, _) = snapshot("zone-alpha", "req-1", "entries");
+    assert_eq!(code, Some(0));
+    assert!(reasons.iter().all(String::is_empty), "{reasons:?}");
+    let mut paths = paths;
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/audit/dlq/entries",
+            "/v1/audit-retention",
+            "/v1/zones/zone-alpha/admin-audit?limit=1000",
+            "/v1/zones/zone-alpha/audit/by-request/req-1/explain",
+            "/v1/zones/zone-alpha/policy-sets",
+        ]
+    );
+
+    // Hostile labels: dot segments as written and encoded, and a label that completes a refused endpoint.
+    for zone in ["..", "%2e%2e", ".", "%2E"] {
+        let (code, paths, reasons, c) = snapshot(zone, "..", "replay");
+        assert_eq!(paths, ["/v1/audit-retention"], "zone_id={zone:?}: only the request without labels was sent");
+        assert_eq!(code, Some(3), "refused requests make the collector partial");
+        assert_eq!(c["status"], "partial", "{c}");
+        for r in &reasons[..3] {
+            assert!(r.contains("not sent: the alert label `zone_id`") && r.contains("dot segment"), "{zone:?}: {r}");
+        }
+        assert!(
+            reasons[3].contains("/api/audit/dlq/replay is refused") && reasons[3].contains("replays the audit DLQ")
+        );
+    }
+}
+
+#[test]
+fn an_alert_label_holding_nul_is_refused_naming_the_label() {
+    let ws = Workspace::new();
+    let dir = collectors_dir(&ws, "none.toml", "");
+    let alert = ws.write(
+        "alert.json",
+        r#"{"version":"4","alerts":[{"labels":{"alertname":"CaracalAuditTamperDetected","zone_id":"zone-alpha\u0000' OR true"}}]}"#,
+    );
+    let out = run(ws.snapshot(&dir).args(["-c", "context", "--alert"]).arg(&alert));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("alert.json") && err.contains("alert label `zone_id` holds a NUL"), "{err}");
+    assert!(ws.bundles().is_empty(), "nothing collected");
+}
+
+#[test]
+fn collector_urls_with_credentials_are_config_errors_that_never_show_the_password() {
+    const PASSWORD: &str = "pw-canary-4e1b";
+    for url in [
+        format!("http://preserve:{PASSWORD}@127.0.0.1:9/"),
+        format!("https://ops:{PASSWORD}/x@y@127.0.0.1:9/api"),
+        format!("http://127.0.0.1:9/?password={PASSWORD}"),
+        "http://preserve@127.0.0.1:9/".to_string(),
+    ] {
+        let ws = Workspace::new();
+        let dir = collectors_dir(
+            &ws,
+            "creds.toml",
+            &format!(
+                "[[collector]]\nname = \"creds\"\nkind = \"http\"\nurls = [\"{url}\"]\nrequests = [{{ name = \"ready\", path = \"/ready\" }}]\n"
+            ),
+        );
+        let out = run(ws.snapshot(&dir).args(["-c", "creds"]));
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("creds.toml") && err.contains("collector `creds`: urls:") && err.contains("credentials"),
+            "{err}"
+        );
+        assert!(!err.contains(PASSWORD) && !stdout(&out).contains(PASSWORD), "{err}");
+        assert!(!err.contains("preserve@") && !err.contains("ops:"), "no user name either: {err}");
+        assert!(ws.bundles().is_empty());
     }
 }

@@ -3,13 +3,7 @@
 //! status: a 503 from `/ready` is evidence. Endpoints that change state or reveal secrets are refused, even when
 //! configured (caracal.md §4.3).
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::PathBuf,
-    sync::{Arc, LazyLock},
-    time::Instant,
-};
+use std::{io::Write, path::PathBuf, sync::Arc, time::Instant};
 
 use async_trait::async_trait;
 use bytesize::ByteSize;
@@ -18,22 +12,15 @@ use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod target;
+
+pub use target::refused;
+
 use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::{
     config::{CredentialRef, Environment},
     redact::Format,
 };
-
-/// Requests that change Caracal's state or reveal secrets: never sent, and a configuration error when asked for.
-const REFUSED: &[(&str, &str)] = &[
-    (r"/applications/[^/]+/client-secret", "reveals an application's client secret and emits credential_revealed"),
-    (r"/workloads/[^/]+/secret", "reveals a workload secret and emits credential_revealed"),
-    (r"/api/audit/dlq/replay", "replays the audit DLQ (destroys the evidence it holds)"),
-    (r"/outbox/[^/]+/requeue", "requeues a Coordinator outbox row"),
-    (r"/signing-key/rotate", "rotates an STS signing key"),
-    (r"/internal/revocations/reload", "reloads the Gateway's revocation snapshot"),
-    (r"/internal/policy/status", "needs a signed STS request; use the API's activation-status instead"),
-];
 
 /// Response headers whose values are credentials.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
@@ -46,7 +33,7 @@ pub struct HttpSource {
     /// `coordinator`, `web`, and the operator's `alertmanager`; `PRESERVE_<SVC>_URLS`). Each instance is captured
     /// separately.
     pub service: Option<String>,
-    /// Or base URLs given here.
+    /// Or base URLs given here, without credentials (as in `[services]`).
     #[serde(default)]
     pub urls: Vec<String>,
     pub requests: Vec<RequestSpec>,
@@ -68,7 +55,8 @@ pub struct RequestSpec {
     /// The artifact's name: `<instance>/<name>.body` and `<instance>/<name>.response.json`.
     pub name: String,
     /// Path and query, with `{label}` placeholders filled from the alert (`{zone_id}`, `{request_id}`); a request
-    /// whose label is missing is skipped, and says so.
+    /// whose label is missing, or would not fill exactly one path segment (a dot segment, a slash, a NUL), is
+    /// skipped, and says so. No dot segments or `%2e`/`%2f`/`%5c`/`%25` in the path itself.
     pub path: String,
     /// Only `GET`.
     pub method: Option<String>,
@@ -92,34 +80,13 @@ impl HttpSource {
     }
 }
 
-/// Why a path may not be requested, if it may not.
-pub fn refused(path: &str) -> Option<&'static str> {
-    let path = path.split('?').next().unwrap_or(path).to_ascii_lowercase();
-    static COMPILED: LazyLock<Vec<(regex::Regex, &'static str)>> =
-        LazyLock::new(|| REFUSED.iter().map(|(re, why)| (regex::Regex::new(re).expect("valid regex"), *why)).collect());
-    COMPILED.iter().find(|(re, _)| re.is_match(&path)).map(|(_, why)| *why)
-}
-
-/// What stays as it is in a path segment (RFC 3986 unreserved); everything else is percent-encoded.
-const UNRESERVED: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// `{label}` placeholders filled from the alert's labels, percent-encoded; `Err` names the first missing label.
-fn fill(path: &str, labels: &BTreeMap<String, String>) -> Result<String, String> {
-    static PLACEHOLDER: LazyLock<regex::Regex> =
-        LazyLock::new(|| regex::Regex::new(r"\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("valid regex"));
-    let mut missing = None;
-    let out = PLACEHOLDER.replace_all(path, |c: &regex::Captures| match labels.get(&c[1]) {
-        Some(v) => percent_encoding::utf8_percent_encode(v, UNRESERVED).to_string(),
-        None => {
-            missing.get_or_insert_with(|| c[1].to_string());
-            String::new()
-        }
-    });
-    match missing {
-        Some(m) => Err(m),
-        None => Ok(out.into_owned()),
-    }
+/// `url` without its userinfo (`user:password@`), when it has one. Lenient as the site config's own check: the
+/// last `@` before any `?` or `#` ends it, so a password holding `/` or `@` is still found.
+fn without_userinfo(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    Some(format!("{scheme}://{}", &rest[at + 1..]))
 }
 
 /// A folder name for an instance: `gateway-0_8081`.
@@ -149,17 +116,21 @@ impl Source for HttpSource {
             {
                 return Err(format!("request `{}`: method {m}: only GET is ever sent to Caracal", r.name));
             }
-            if let Some(why) = refused(&r.path) {
-                return Err(format!("request `{}`: {} is refused: it {why}", r.name, r.path));
-            }
-            if !r.path.starts_with('/') {
-                return Err(format!("request `{}`: path must start with `/`", r.name));
-            }
+            target::check_template(&r.path).map_err(|e| format!("request `{}`: {e}", r.name))?;
             if !names.insert(&r.name) {
                 return Err(format!("request `{}` appears twice", r.name));
             }
         }
         for u in &self.urls {
+            // Userinfo would be sent as Basic auth and written into folder names and the manifest's `source`.
+            if let Some(clean) =
+                without_userinfo(u).or_else(|| crate::config::strip_password(u).filter(|clean| clean != u))
+            {
+                return Err(format!(
+                    "urls: `{clean}` is given with credentials; base URLs must not carry them (as in [services]): \
+                     give a token as `bearer`"
+                ));
+            }
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 return Err(format!("urls: `{u}` is not an http(s) URL"));
             }
@@ -200,15 +171,17 @@ impl Source for HttpSource {
                 if cx.is_cancelled() {
                     return Err(CollectError::Cancelled);
                 }
-                let path = match fill(&r.path, &cx.labels) {
-                    Ok(p) => p,
-                    Err(label) => {
-                        index.push(json!({ "instance": instance, "name": r.name,
-                            "skipped": format!("needs the alert label `{label}`, which is not given") }));
+                let url = match target::request_url(&base, &r.path, &cx.labels) {
+                    Ok(u) => u,
+                    Err(unsent) => {
+                        let why = cx.redact_str(&unsent.to_string());
+                        if unsent.is_refusal() {
+                            out.warn(format!("{instance} {}: {why}", r.name));
+                        }
+                        index.push(json!({ "instance": instance, "name": r.name, "skipped": why }));
                         continue;
                     }
                 };
-                let url = format!("{}{path}", base.trim_end_matches('/'));
                 let auth = r.auth.unwrap_or(token.is_some()).then_some(token.as_ref()).flatten();
                 let rec =
                     fetch(&cx, &client, &url, auth.map(|t| t.expose()), timeout, max_body, &instance, &r.name).await;
@@ -254,18 +227,18 @@ fn client(s: &HttpSource) -> Result<reqwest::Client, String> {
 async fn fetch(
     cx: &Collection,
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     token: Option<&str>,
     timeout: std::time::Duration,
     max_body: u64,
     instance: &str,
     name: &str,
 ) -> serde_json::Value {
-    let shown = crate::config::strip_password(url).unwrap_or_else(|| url.to_string());
+    let shown = crate::config::strip_password(url.as_str()).unwrap_or_else(|| url.to_string());
     let mut rec = json!({ "instance": instance, "name": name, "url": cx.redact_str(&shown),
                           "started_at": jiff::Timestamp::now() });
     let started = Instant::now();
-    let mut req = client.get(url).timeout(timeout);
+    let mut req = client.get(url.clone()).timeout(timeout);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -360,16 +333,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn side_effect_endpoints_are_refused_and_labels_fill_paths() {
-        assert!(refused("/v1/zones/z1/applications/app-1/client-secret").is_some());
-        assert!(refused("/api/audit/dlq/replay?all=1").is_some());
-        assert!(refused("/zones/z1/outbox/o-9/requeue").is_some());
-        assert!(refused("/api/audit/dlq?limit=1000").is_none());
-        assert!(refused("/v1/zones/z1/audit/by-request/r1/explain").is_none());
-        let mut labels = BTreeMap::new();
-        labels.insert("zone_id".to_string(), "z 1".to_string());
-        assert_eq!(fill("/v1/zones/{zone_id}/audit", &labels).unwrap(), "/v1/zones/z%201/audit");
-        assert_eq!(fill("/x/{request_id}", &labels).unwrap_err(), "request_id");
+    fn instance_names_and_userinfo() {
         assert_eq!(instance_name("http://gateway-0:8081/"), "gateway-0_8081");
+        assert_eq!(without_userinfo("http://u:p/w@d@h:1/x?y=@").as_deref(), Some("http://h:1/x?y=@"));
+        assert_eq!(without_userinfo("http://h:1/x?y=@"), None);
     }
 }

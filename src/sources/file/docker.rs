@@ -46,6 +46,33 @@ struct ContainerInner {
     labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
+/// A container's `config.v2.json` is a few KiB; anything far larger is not one.
+const MAX_CONTAINER_CONFIG: u64 = 4 << 20;
+
+/// A container's config, read as the logs are (once, non-blocking, a regular file on a real file system) and
+/// bounded; `None` when the directory has none (not a container).
+fn read_config(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let opened = match super::open::open(path, false) {
+        Ok(o) => o,
+        Err(super::open::OpenError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if opened.size_at_open > MAX_CONTAINER_CONFIG {
+        return Err(format!("{}: not read: {} bytes is no container config", path.display(), opened.size_at_open));
+    }
+    let mut bytes = Vec::new();
+    opened
+        .reader(false, opened.size_at_open)
+        .and_then(|mut r| r.read_to_end(&mut bytes))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(bytes))
+}
+
 /// Finds the log files of the selected containers. Unreadable container directories are reported, not fatal.
 pub fn discover(dir: &Path, select: &DockerSelect) -> std::io::Result<(Vec<ContainerLog>, Vec<String>)> {
     let mut logs = Vec::new();
@@ -56,15 +83,19 @@ pub fn discover(dir: &Path, select: &DockerSelect) -> std::io::Result<(Vec<Conta
         let cdir = entry.path();
         let id = entry.file_name().to_string_lossy().into_owned();
         let cfg_path = cdir.join("config.v2.json");
-        let cfg: ContainerConfig = match std::fs::read(&cfg_path) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
+        let cfg: ContainerConfig = match read_config(&cfg_path) {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(c) => c,
                 Err(e) => {
                     problems.push(format!("{}: unreadable container config: {e}", cfg_path.display()));
                     continue;
                 }
             },
-            Err(_) => continue,
+            Ok(None) => continue,
+            Err(why) => {
+                problems.push(why);
+                continue;
+            }
         };
         let labels = cfg.config.and_then(|c| c.labels).unwrap_or_default();
         let project = labels.get("com.docker.compose.project").map(String::as_str);

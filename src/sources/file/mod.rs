@@ -1,13 +1,15 @@
 //! The `file` source kind: log and config files by glob pattern, rotated and `.gz`-compressed logs, and Docker
 //! json-file logs. Records are filtered by the run's window on their own timestamps (or the file's mtime), byte
-//! caps keep the newest data, and every line passes through the redactor. All reads are streamed.
+//! caps keep the newest data, and every line passes through the redactor. All reads are streamed, and each file
+//! is read as it was when opened: what a writer appends meanwhile is left for the next snapshot.
 
 mod docker;
+mod open;
 pub mod records;
 
 use std::{
-    fs::File,
-    io::{self, BufRead, BufReader, Read, Write},
+    io::{self, BufRead, Read, Write},
+    ops::ControlFlow,
     path::PathBuf,
 };
 
@@ -25,6 +27,9 @@ use crate::config::Environment;
 /// A line longer than this is handled in pieces, so one endless line cannot exhaust memory.
 const MAX_LINE: u64 = 1 << 20;
 const READ_BUFFER: usize = 256 * 1024;
+/// What is kept of a pseudo file (`pseudo_files = true`) when `max_file_bytes` is not set: such files report no
+/// size to fix at open.
+const PSEUDO_FILE_DEFAULT_CAP: u64 = 16 << 20;
 
 /// Settings of a `file` collector.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -45,13 +50,20 @@ pub struct FileSource {
     /// Whether the run's time window applies (set `false` for configuration files).
     #[serde(default = "yes")]
     pub window: bool,
-    /// Cap per file; the newest data is kept and the artifact marked truncated.
+    /// Cap per file; the newest data is kept and the artifact marked truncated. A file is read up to its size
+    /// when opened, so a log growing during the snapshot cannot push past the cap.
     pub max_file_bytes: Option<ByteSize>,
     /// Cap for the whole collector; newest files first.
     pub max_bytes: Option<ByteSize>,
     /// Whether a pattern that matches no file makes the collector `partial` (default true).
     #[serde(default = "yes")]
     pub required: bool,
+    /// Read files of pseudo file systems (procfs, sysfs, debugfs, tracefs, securityfs, cgroup, ...) that the
+    /// patterns match. Off by default: the kernel makes such files up as they are read, they may block
+    /// (`/proc/kmsg`) or never end, so each is refused and recorded as such. When on, each is read once, without
+    /// blocking, keeping its first `max_file_bytes` (default 16 MiB).
+    #[serde(default)]
+    pub pseudo_files: bool,
 }
 
 fn default_time_field() -> String {
@@ -115,6 +127,7 @@ impl FileSource {
         let mut budget = self.max_bytes.map_or(u64::MAX, |b| b.as_u64());
         let mut skipped_by_time = Vec::new();
         let mut dropped_by_cap = Vec::new();
+        let mut refused = Vec::new();
         // Every file found, with its size and mtime as they were before reading (replay files: how old the backlog is).
         let inventory: Vec<serde_json::Value> = inputs
             .iter()
@@ -137,8 +150,20 @@ impl FileSource {
                 dropped_by_cap.push(input.path.display().to_string());
                 continue;
             }
+            let opened = match open::open(&input.path, self.pseudo_files) {
+                Ok(o) => o,
+                Err(e) => {
+                    // One refused or unopenable file must not cost the others.
+                    let why = cx.redact_str(&e.to_string());
+                    if e.is_refusal() {
+                        refused.push(why.clone());
+                    }
+                    out.warn(why);
+                    continue;
+                }
+            };
             let cap = self.max_file_bytes.map_or(u64::MAX, |b| b.as_u64()).min(budget);
-            match self.copy(cx, &input, cap) {
+            match self.copy(cx, &input, &opened, cap) {
                 Ok(written) => budget = budget.saturating_sub(written),
                 Err(_) if cx.is_cancelled() => return Err(CollectError::Cancelled),
                 // One unreadable or unnameable file must not cost the others.
@@ -147,6 +172,9 @@ impl FileSource {
         }
         if !skipped_by_time.is_empty() {
             out.detail("skipped_older_than_window", &skipped_by_time);
+        }
+        if !refused.is_empty() {
+            out.detail("refused", &refused);
         }
         if !dropped_by_cap.is_empty() {
             out.warn(format!("{} older file(s) left out by max_bytes", dropped_by_cap.len()));
@@ -214,38 +242,55 @@ impl FileSource {
         Ok(inputs)
     }
 
-    /// Copies one file into an artifact, filtered and redacted, keeping at most `cap` bytes (the newest).
-    fn copy(&self, cx: &Collection, input: &Input, cap: u64) -> Result<u64, CollectError> {
+    /// Copies one opened file into an artifact, filtered and redacted, keeping at most `cap` bytes: the newest of
+    /// what it held when opened, or, for a pseudo file, which has no size to go by, its beginning.
+    fn copy(&self, cx: &Collection, input: &Input, opened: &open::Opened, cap: u64) -> Result<u64, CollectError> {
         let shown = input.path.display().to_string();
         let window = if self.window { cx.window } else { Default::default() };
         let filter = || LineFilter::new(window, self.format, &self.time_field);
-        let open = || open_reader(input).map_err(CollectError::io(shown.clone()));
+        let (cap, limit) = match opened.pseudo {
+            // One byte past the cap tells whether there was more.
+            Some(_) => {
+                let cap = if self.max_file_bytes.is_none() { cap.min(PSEUDO_FILE_DEFAULT_CAP) } else { cap };
+                (cap, cap.saturating_add(1))
+            }
+            None => (cap, opened.size_at_open),
+        };
+        let open = || opened.reader(input.gz, limit).map_err(CollectError::io(shown.clone()));
 
         let relative =
             if input.gz { input.relative.trim_end_matches(".gz").to_string() } else { input.relative.clone() };
-        // Only when the output might exceed the cap do we pay for a counting pass (of the lines as read: the cap
-        // counts the file's bytes, before redaction).
+        // Only when the output might exceed the cap do we pay for a counting pass; it reads exactly what the
+        // writing pass will, the file as it was when opened. The cap counts the file's bytes, before redaction.
         let mut skip = 0u64;
-        if cap != u64::MAX && (input.gz || input.size > cap) {
-            let total =
-                for_each_kept_line(open()?, filter(), cx, |_| Ok(())).map_err(CollectError::io(shown.clone()))?;
-            skip = total.saturating_sub(cap);
+        if opened.pseudo.is_none() && cap != u64::MAX && (input.gz || limit > cap) {
+            let counted = for_each_kept_line(open()?, filter(), cx, |_| Ok(ControlFlow::Continue(())))
+                .map_err(CollectError::io(shown.clone()))?;
+            skip = counted.kept.saturating_sub(cap);
         }
         let mut artifact = unique_artifact(cx, &relative)?;
         artifact.set_source(cx.redact_str(&shown));
-        let mut skipped = 0u64;
-        let mut lines = 0u64;
+        let (mut skipped, mut written, mut lines) = (0u64, 0u64, 0u64);
         let result = for_each_kept_line(open()?, filter(), cx, |line| {
             if skipped < skip {
                 skipped += line.len() as u64;
-                return Ok(());
+                return Ok(ControlFlow::Continue(()));
+            }
+            // The cap holds even if the file changed under us between the passes (truncated and rewritten).
+            if written + line.len() as u64 > cap {
+                return Ok(ControlFlow::Break(()));
             }
             artifact.write_all(line)?;
+            written += line.len() as u64;
             lines += 1;
-            Ok(())
+            Ok(ControlFlow::Continue(()))
         });
         artifact.add_records(lines);
-        if skip > 0 {
+        let cut = match &result {
+            Ok(pass) => pass.stopped || (opened.pseudo.is_some() && pass.read > cap),
+            Err(_) => false,
+        };
+        if skip > 0 || cut {
             artifact.set_truncated();
         }
         let written = artifact.bytes();
@@ -276,31 +321,34 @@ fn input(path: PathBuf, relative: String) -> Input {
     Input { size: meta.map_or(0, |m| m.len()), mtime, gz, path, relative }
 }
 
-fn open_reader(input: &Input) -> io::Result<Box<dyn BufRead + Send>> {
-    let file = File::open(&input.path)?;
-    Ok(if input.gz {
-        Box::new(BufReader::with_capacity(READ_BUFFER, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
-    } else {
-        Box::new(BufReader::with_capacity(READ_BUFFER, file))
-    })
+/// What one pass over a file saw.
+struct Pass {
+    /// Bytes read from the file (decompressed).
+    read: u64,
+    /// Bytes of kept lines offered to the sink.
+    kept: u64,
+    /// Whether the sink stopped the pass before the end.
+    stopped: bool,
 }
 
-/// Streams lines (pieces of at most [`MAX_LINE`]) that pass the filter to `sink`. Returns the bytes passed on.
+/// Streams lines (pieces of at most [`MAX_LINE`]) that pass the filter to `sink` until it breaks.
 /// Stops with `BrokenPipe` when the collection is cancelled.
 fn for_each_kept_line(
     mut reader: Box<dyn BufRead + Send>,
     mut filter: LineFilter,
     cx: &Collection,
-    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<u64> {
+    mut sink: impl FnMut(&[u8]) -> io::Result<ControlFlow<()>>,
+) -> io::Result<Pass> {
     let mut line = Vec::with_capacity(8 * 1024);
-    let mut total = 0u64;
+    let mut pass = Pass { read: 0, kept: 0, stopped: false };
     let mut n = 0u64;
     loop {
         line.clear();
-        if (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)? == 0 {
-            return Ok(total);
+        let got = (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line)?;
+        if got == 0 {
+            return Ok(pass);
         }
+        pass.read += got as u64;
         n += 1;
         if n.is_multiple_of(4096) && cx.is_cancelled() {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "collection stopped"));
@@ -308,8 +356,11 @@ fn for_each_kept_line(
         if !filter.keep(&line) {
             continue;
         }
-        total += line.len() as u64;
-        sink(&line)?;
+        pass.kept += line.len() as u64;
+        if sink(&line)?.is_break() {
+            pass.stopped = true;
+            return Ok(pass);
+        }
     }
 }
 
