@@ -147,6 +147,21 @@ pub struct ServeConfig {
     /// After SIGTERM: how long running snapshots get before the process exits; they are stopped and written as
     /// partial bundles half-way through it (default 25s, inside Kubernetes' default 30s).
     pub grace: Option<SignedDuration>,
+    /// Connections served at once (default 128); more wait in the kernel's listen backlog until one closes.
+    pub max_connections: Option<usize>,
+    /// Time a client gets to send a request's headers, counted from when the sidecar waits for them: a new
+    /// connection, or the next request of a kept-alive one, which is closed when idle that long (default 10s).
+    pub header_timeout: Option<SignedDuration>,
+    /// Time a client gets to send a webhook's whole body once its headers are in; slower ones are answered 408 and
+    /// closed (default 30s).
+    pub body_timeout: Option<SignedDuration>,
+    /// Alerts remembered as answered for de-duplication within `cooldown`; past it the oldest are forgotten
+    /// first (default 10000).
+    pub remembered_alerts: Option<usize>,
+    /// Runs `GET /snapshots` lists, newest first (default 100).
+    pub listed_snapshots: Option<usize>,
+    /// Alerts `GET /snapshots` shows per run (default 20); `alerts_total` gives how many it carries.
+    pub listed_alerts: Option<usize>,
     #[serde(default)]
     pub retention: RetentionConfig,
 }
@@ -184,6 +199,12 @@ pub struct ServeSettings {
     pub concurrency: usize,
     pub body_limit: u64,
     pub grace: SignedDuration,
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub remembered_alerts: usize,
+    pub listed_snapshots: usize,
+    pub listed_alerts: usize,
     pub retention: Retention,
 }
 
@@ -196,6 +217,11 @@ pub struct Retention {
 
 impl ServeSettings {
     fn resolve(c: ServeConfig) -> Result<Self, String> {
+        let positive = |name: &str, d: Option<SignedDuration>, default: u64| match d {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(d) if d.is_positive() => Ok(d.unsigned_abs()),
+            Some(d) => Err(format!("serve.{name} must be more than 0 (it is {d:#})")),
+        };
         let s = Self {
             rules: c.rules,
             default_rules: c.default_rules.unwrap_or(true),
@@ -204,6 +230,12 @@ impl ServeSettings {
             concurrency: c.concurrency.unwrap_or(1),
             body_limit: c.body_limit.map_or(1 << 20, |b| b.as_u64()),
             grace: c.grace.unwrap_or(SignedDuration::from_secs(25)),
+            max_connections: c.max_connections.unwrap_or(128),
+            header_timeout: positive("header_timeout", c.header_timeout, 10)?,
+            body_timeout: positive("body_timeout", c.body_timeout, 30)?,
+            remembered_alerts: c.remembered_alerts.unwrap_or(10_000),
+            listed_snapshots: c.listed_snapshots.unwrap_or(100),
+            listed_alerts: c.listed_alerts.unwrap_or(20),
             retention: Retention {
                 max_bundles: c.retention.max_bundles.unwrap_or(50),
                 max_bytes: c.retention.max_bytes.map_or(10 << 30, |b| b.as_u64()),
@@ -212,6 +244,16 @@ impl ServeSettings {
         };
         if s.concurrency == 0 || s.queue == 0 || s.body_limit == 0 {
             return Err("serve.concurrency, serve.queue and serve.body_limit must be at least 1".into());
+        }
+        for (name, n) in [
+            ("max_connections", s.max_connections),
+            ("remembered_alerts", s.remembered_alerts),
+            ("listed_snapshots", s.listed_snapshots),
+            ("listed_alerts", s.listed_alerts),
+        ] {
+            if n == 0 {
+                return Err(format!("serve.{name} must be at least 1"));
+            }
         }
         if s.cooldown.is_negative() || s.retention.min_age.is_negative() {
             return Err("serve.cooldown and serve.retention.min_age must not be negative".into());
