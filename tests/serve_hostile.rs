@@ -142,6 +142,36 @@ async fn slow_clients_are_cut_off_and_real_webhooks_are_still_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    let ws = Workspace::new();
+    let dir = profiles(&ws, 0);
+    let sidecar = Sidecar::start(&ws, &dir, "write_timeout = \"1s\"\n");
+    let addr: std::net::SocketAddr = sidecar.url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let (mut from_server, mut to_server) = socket.connect(addr).await.unwrap().into_split();
+    // Thousands of requests pipelined in one go, far more answers than the socket buffers hold, none read.
+    let asked = 3000;
+    let asking = tokio::spawn(async move {
+        let _ = to_server.write_all("GET /metrics HTTP/1.1\r\nHost: preserve\r\n\r\n".repeat(asked).as_bytes()).await;
+        to_server
+    });
+
+    // The sidecar gives up on it: only the connection asking this is left open.
+    let c = client();
+    let deadline = Instant::now() + CLIENT_CAP;
+    while metric(&c, &sidecar.url, "preserve_http_connections_open").await > 1.0 {
+        assert!(Instant::now() < deadline, "a client that never reads held its connection for {CLIENT_CAP:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answers = Vec::new();
+    let _ = tokio::time::timeout(CLIENT_CAP, from_server.read_to_end(&mut answers)).await;
+    let got = answers.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(got < asked, "all {asked} answers were kept for a client that did not read them");
+    drop(asking);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_remembered_for_deduplication_stay_within_the_cap() {
     let ws = Workspace::new();
     let dir = profiles(&ws, 10);

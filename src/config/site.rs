@@ -155,6 +155,9 @@ pub struct ServeConfig {
     /// Time a client gets to send a webhook's whole body once its headers are in; slower ones are answered 408 and
     /// closed (default 30s).
     pub body_timeout: Option<SignedDuration>,
+    /// Time an answer may wait for the client to take it in; a client that stops reading is closed after it
+    /// (default 30s).
+    pub write_timeout: Option<SignedDuration>,
     /// Alerts remembered as answered for de-duplication within `cooldown`; past it the oldest are forgotten
     /// first (default 10000).
     pub remembered_alerts: Option<usize>,
@@ -202,6 +205,7 @@ pub struct ServeSettings {
     pub max_connections: usize,
     pub header_timeout: std::time::Duration,
     pub body_timeout: std::time::Duration,
+    pub write_timeout: std::time::Duration,
     pub remembered_alerts: usize,
     pub listed_snapshots: usize,
     pub listed_alerts: usize,
@@ -233,6 +237,7 @@ impl ServeSettings {
             max_connections: c.max_connections.unwrap_or(128),
             header_timeout: positive("header_timeout", c.header_timeout, 10)?,
             body_timeout: positive("body_timeout", c.body_timeout, 30)?,
+            write_timeout: positive("write_timeout", c.write_timeout, 30)?,
             remembered_alerts: c.remembered_alerts.unwrap_or(10_000),
             listed_snapshots: c.listed_snapshots.unwrap_or(100),
             listed_alerts: c.listed_alerts.unwrap_or(20),

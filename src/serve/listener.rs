@@ -1,7 +1,8 @@
 //! The sidecar's connections, as a hostile network meets them: at most `max_connections` are served at once (the
 //! rest wait in the kernel's listen backlog, holding no descriptor or memory of ours), each must send its request
-//! headers within `header_timeout` (which also closes a kept-alive connection left idle that long), and the
-//! webhook's body has its own deadline (`http.rs`). HTTP/1.1 only: Alertmanager and Prometheus speak nothing else
+//! headers within `header_timeout` (which also closes a kept-alive connection left idle that long), an answer the
+//! client does not take in within `write_timeout` closes it, and the webhook's body has its own deadline
+//! (`http.rs`). HTTP/1.1 only: Alertmanager and Prometheus speak nothing else
 //! to a plain-HTTP receiver, and one protocol is one set of deadlines to get right.
 
 use std::{sync::Arc, time::Duration};
@@ -15,6 +16,7 @@ use hyper_util::{
 };
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_io_timeout::TimeoutStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeSettings;
@@ -59,7 +61,12 @@ pub async fn serve(
                 }
             },
         };
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // A client that asks (pipelined requests, say) and never reads would otherwise hold its place forever:
+        // no read deadline runs while an answer waits to be written.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
         let open = open.clone();
         open.inc();
