@@ -782,6 +782,30 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecars_limits_have_safe_defaults_and_none_can_be_switched_off() {
+        let none = MapEnv(HashMap::new());
+        let e = Environment::resolve(SiteConfig::default(), "site.toml".into(), None, None, &none).unwrap();
+        let s = &e.serve;
+        assert_eq!(
+            (s.max_connections, s.remembered_alerts, s.listed_snapshots, s.listed_alerts),
+            (128, 10_000, 100, 20)
+        );
+        assert_eq!((s.header_timeout.as_secs(), s.body_timeout.as_secs(), s.write_timeout.as_secs()), (10, 30, 30));
+        for (setting, says) in [
+            ("max_connections = 0", "serve.max_connections must be at least 1"),
+            ("remembered_alerts = 0", "serve.remembered_alerts must be at least 1"),
+            ("listed_snapshots = 0", "serve.listed_snapshots must be at least 1"),
+            ("header_timeout = \"0s\"", "serve.header_timeout must be more than 0"),
+            ("body_timeout = \"-5s\"", "serve.body_timeout must be more than 0"),
+            ("write_timeout = \"0s\"", "serve.write_timeout must be more than 0"),
+        ] {
+            let c: SiteConfig = toml::from_str(&format!("[serve]\n{setting}\n")).unwrap();
+            let err = Environment::resolve(c, "site.toml".into(), None, None, &none).unwrap_err();
+            assert!(err.to_string().contains(says), "{setting}: {err}");
+        }
+    }
+
+    #[test]
     fn vars_expand_and_unknown_is_named() {
         let vars = BTreeMap::from([("home".to_string(), "/h".to_string())]);
         assert_eq!(expand_vars("${home}/x/$$y", &vars).unwrap(), "/h/x/$y");
