@@ -218,10 +218,12 @@ impl Scheduler {
     pub fn accept(&self, alerts: Vec<Alert>) -> Accepted {
         let cooldown = self.env.serve.cooldown.unsigned_abs();
         let now = Instant::now();
+        // Redacted before the lock is taken: a large webhook must not hold up `/snapshots` and other webhooks.
+        let summaries: Vec<AlertSummary> = alerts.iter().map(|a| summary(a, &self.redactor)).collect();
         let mut st = self.state();
         st.answered.expire(now, cooldown);
         let mut out = Accepted { snapshots: Vec::new(), alerts: Vec::new(), refused: None };
-        for alert in alerts {
+        for (alert, rec) in alerts.into_iter().zip(summaries) {
             self.metrics.alerts_received.inc();
             let mut d = Disposition {
                 alertname: alert.name().map(String::from),
@@ -265,7 +267,6 @@ impl Scheduler {
                 out.alerts.push(d);
                 continue;
             }
-            let rec = summary(&alert, &self.redactor);
             let joined = st
                 .running
                 .get(&profile)
