@@ -215,10 +215,21 @@ fn writable(out: &std::path::Path) -> std::io::Result<()> {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
         Err(e) => return Err(e),
     }
+    named_probe(out)
+}
+
+/// The probe where the file system has no unnamed files: a random name, created exclusively, never through a link.
+fn named_probe(out: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut name = [0u8; 16];
     getrandom::fill(&mut name).map_err(|e| std::io::Error::other(format!("no random name for the probe file: {e}")))?;
     let probe = out.join(format!(".preserve-ready-{}", hex::encode(name)));
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&probe)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&probe)?;
     std::fs::remove_file(&probe)
 }
 
@@ -237,6 +248,17 @@ async fn snapshots(State(app): State<App>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn both_readiness_probes_leave_the_directory_as_they_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bundle"), b"kept").unwrap();
+        super::writable(dir.path()).unwrap();
+        super::named_probe(dir.path()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["bundle"]);
+        assert!(super::named_probe(&dir.path().join("missing")).is_err(), "a directory that is not there fails");
+    }
+
     #[test]
     fn only_version_4_payloads_with_labelled_alerts_pass() {
         assert!(super::parse(br#"{"version":"4","alerts":[{"labels":{"alertname":"X"}}]}"#).is_ok());
