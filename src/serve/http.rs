@@ -80,7 +80,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Checks in the order a caller can fix them: who you are (401), what you send (415, 413), what it says (400).
 async fn alertmanager(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    // A refused body is still read to its end (discarded, bounded), so the client gets the answer, not a reset.
+    // A refused body is still read to its end (discarded, bounded in size and by serve.body_timeout), so the
+    // client gets the answer, not a reset.
     if !authorized(&app, &parts.headers) {
         let late = matches!(read_before_deadline(&app, body, 0).await, Err(BodyError::Late(_)));
         let r = refuse(&app, StatusCode::UNAUTHORIZED, "missing or wrong bearer token");

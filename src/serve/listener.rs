@@ -2,8 +2,8 @@
 //! rest wait in the kernel's listen backlog, holding no descriptor or memory of ours), each must send its request
 //! headers within `header_timeout` (which also closes a kept-alive connection left idle that long), an answer the
 //! client does not take in within `write_timeout` closes it, and the webhook's body has its own deadline
-//! (`http.rs`). HTTP/1.1 only: Alertmanager and Prometheus speak nothing else
-//! to a plain-HTTP receiver, and one protocol is one set of deadlines to get right.
+//! (`http.rs`). HTTP/1.1 only: Alertmanager and Prometheus speak nothing else to a plain-HTTP receiver, and one
+//! protocol is one set of deadlines to get right.
 
 use std::{sync::Arc, time::Duration};
 
