@@ -147,6 +147,24 @@ pub struct ServeConfig {
     /// After SIGTERM: how long running snapshots get before the process exits; they are stopped and written as
     /// partial bundles half-way through it (default 25s, inside Kubernetes' default 30s).
     pub grace: Option<SignedDuration>,
+    /// Connections served at once (default 128); more wait in the kernel's listen backlog until one closes.
+    pub max_connections: Option<usize>,
+    /// Time a client gets to send a request's headers, counted from when the sidecar waits for them: a new
+    /// connection, or the next request of a kept-alive one, which is closed when idle that long (default 10s).
+    pub header_timeout: Option<SignedDuration>,
+    /// Time a client gets to send a webhook's whole body once its headers are in; slower ones are answered 408 and
+    /// closed (default 30s).
+    pub body_timeout: Option<SignedDuration>,
+    /// Time an answer may wait for the client to take it in; a client that stops reading is closed after it
+    /// (default 30s).
+    pub write_timeout: Option<SignedDuration>,
+    /// Alerts remembered as answered for de-duplication within `cooldown`; past it the oldest are forgotten
+    /// first (default 10000).
+    pub remembered_alerts: Option<usize>,
+    /// Runs `GET /snapshots` lists, newest first (default 100).
+    pub listed_snapshots: Option<usize>,
+    /// Alerts `GET /snapshots` shows per run (default 20); `alerts_total` gives how many it carries.
+    pub listed_alerts: Option<usize>,
     #[serde(default)]
     pub retention: RetentionConfig,
 }
@@ -184,6 +202,13 @@ pub struct ServeSettings {
     pub concurrency: usize,
     pub body_limit: u64,
     pub grace: SignedDuration,
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub body_timeout: std::time::Duration,
+    pub write_timeout: std::time::Duration,
+    pub remembered_alerts: usize,
+    pub listed_snapshots: usize,
+    pub listed_alerts: usize,
     pub retention: Retention,
 }
 
@@ -196,6 +221,11 @@ pub struct Retention {
 
 impl ServeSettings {
     fn resolve(c: ServeConfig) -> Result<Self, String> {
+        let positive = |name: &str, d: Option<SignedDuration>, default: u64| match d {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(d) if d.is_positive() => Ok(d.unsigned_abs()),
+            Some(d) => Err(format!("serve.{name} must be more than 0 (it is {d:#})")),
+        };
         let s = Self {
             rules: c.rules,
             default_rules: c.default_rules.unwrap_or(true),
@@ -204,6 +234,13 @@ impl ServeSettings {
             concurrency: c.concurrency.unwrap_or(1),
             body_limit: c.body_limit.map_or(1 << 20, |b| b.as_u64()),
             grace: c.grace.unwrap_or(SignedDuration::from_secs(25)),
+            max_connections: c.max_connections.unwrap_or(128),
+            header_timeout: positive("header_timeout", c.header_timeout, 10)?,
+            body_timeout: positive("body_timeout", c.body_timeout, 30)?,
+            write_timeout: positive("write_timeout", c.write_timeout, 30)?,
+            remembered_alerts: c.remembered_alerts.unwrap_or(10_000),
+            listed_snapshots: c.listed_snapshots.unwrap_or(100),
+            listed_alerts: c.listed_alerts.unwrap_or(20),
             retention: Retention {
                 max_bundles: c.retention.max_bundles.unwrap_or(50),
                 max_bytes: c.retention.max_bytes.map_or(10 << 30, |b| b.as_u64()),
@@ -212,6 +249,16 @@ impl ServeSettings {
         };
         if s.concurrency == 0 || s.queue == 0 || s.body_limit == 0 {
             return Err("serve.concurrency, serve.queue and serve.body_limit must be at least 1".into());
+        }
+        for (name, n) in [
+            ("max_connections", s.max_connections),
+            ("remembered_alerts", s.remembered_alerts),
+            ("listed_snapshots", s.listed_snapshots),
+            ("listed_alerts", s.listed_alerts),
+        ] {
+            if n == 0 {
+                return Err(format!("serve.{name} must be at least 1"));
+            }
         }
         if s.cooldown.is_negative() || s.retention.min_age.is_negative() {
             return Err("serve.cooldown and serve.retention.min_age must not be negative".into());
@@ -732,6 +779,30 @@ mod tests {
         assert_eq!(strip_password("redis://cache:6379/0?pass=x#f").unwrap(), "redis://cache:6379/0#f");
         assert!(url_passwords("unix:///s.sock?passive=1&pass=").is_empty(), "only a named, non-empty password");
         assert_eq!(strip_password("redis://h/0?passive=1").unwrap(), "redis://h/0?passive=1");
+    }
+
+    #[test]
+    fn the_sidecars_limits_have_safe_defaults_and_none_can_be_switched_off() {
+        let none = MapEnv(HashMap::new());
+        let e = Environment::resolve(SiteConfig::default(), "site.toml".into(), None, None, &none).unwrap();
+        let s = &e.serve;
+        assert_eq!(
+            (s.max_connections, s.remembered_alerts, s.listed_snapshots, s.listed_alerts),
+            (128, 10_000, 100, 20)
+        );
+        assert_eq!((s.header_timeout.as_secs(), s.body_timeout.as_secs(), s.write_timeout.as_secs()), (10, 30, 30));
+        for (setting, says) in [
+            ("max_connections = 0", "serve.max_connections must be at least 1"),
+            ("remembered_alerts = 0", "serve.remembered_alerts must be at least 1"),
+            ("listed_snapshots = 0", "serve.listed_snapshots must be at least 1"),
+            ("header_timeout = \"0s\"", "serve.header_timeout must be more than 0"),
+            ("body_timeout = \"-5s\"", "serve.body_timeout must be more than 0"),
+            ("write_timeout = \"0s\"", "serve.write_timeout must be more than 0"),
+        ] {
+            let c: SiteConfig = toml::from_str(&format!("[serve]\n{setting}\n")).unwrap();
+            let err = Environment::resolve(c, "site.toml".into(), None, None, &none).unwrap_err();
+            assert!(err.to_string().contains(says), "{setting}: {err}");
+        }
     }
 
     #[test]

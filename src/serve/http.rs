@@ -30,11 +30,14 @@ struct App {
     /// SHA-256 of the expected token: comparing digests in constant time hides the token's length as well.
     token_digest: [u8; 32],
     body_limit: usize,
+    /// Deadline for a whole request body, from the moment its headers are in.
+    body_timeout: std::time::Duration,
 }
 
 pub fn router(scheduler: Arc<Scheduler>, token: &Secret) -> Router {
     let app = App {
         body_limit: usize::try_from(scheduler.env.serve.body_limit).unwrap_or(usize::MAX),
+        body_timeout: scheduler.env.serve.body_timeout,
         token_digest: Sha256::digest(token.expose().as_bytes()).into(),
         scheduler,
     };
@@ -77,23 +80,29 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Checks in the order a caller can fix them: who you are (401), what you send (415, 413), what it says (400).
 async fn alertmanager(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    // A refused body is still read to its end (discarded, bounded), so the client gets the answer, not a reset.
+    // A refused body is still read to its end (discarded, bounded in size and by serve.body_timeout), so the
+    // client gets the answer, not a reset.
     if !authorized(&app, &parts.headers) {
-        let _ = read_limited(body, 0).await;
-        return refuse(&app, StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        let late = matches!(read_before_deadline(&app, body, 0).await, Err(BodyError::Late(_)));
+        let r = refuse(&app, StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        return if late { closing(r) } else { r };
     }
     if !is_json(&parts.headers) {
-        let _ = read_limited(body, 0).await;
-        return refuse(&app, StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json");
+        let late = matches!(read_before_deadline(&app, body, 0).await, Err(BodyError::Late(_)));
+        let r = refuse(&app, StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be application/json");
+        return if late { closing(r) } else { r };
     }
     let too_large = || format!("the body is larger than the limit of {} bytes (serve.body_limit)", app.body_limit);
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large());
     }
-    let bytes = match read_limited(body, app.body_limit).await {
+    let bytes = match read_before_deadline(&app, body, app.body_limit).await {
         Ok(Some(b)) => b,
         Ok(None) => return refuse(&app, StatusCode::PAYLOAD_TOO_LARGE, too_large()),
+        Err(e @ BodyError::Late(_)) => {
+            return closing(refuse(&app, StatusCode::REQUEST_TIMEOUT, e.to_string()));
+        }
         Err(e) => return refuse(&app, StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
     };
     let payload = match parse(&bytes) {
@@ -111,6 +120,29 @@ async fn alertmanager(State(app): State<App>, req: Request) -> Response {
     if accepted.refused.is_some() {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
     }
+    r
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the body did not arrive within {0:?} (serve.body_timeout)")]
+    Late(std::time::Duration),
+    #[error(transparent)]
+    Read(#[from] axum::Error),
+}
+
+/// [`read_limited`] within `serve.body_timeout`: a client dribbling its body a byte at a time holds a connection
+/// (of `serve.max_connections`) only that long, whatever the size it announced.
+async fn read_before_deadline(app: &App, body: Body, limit: usize) -> Result<Option<Vec<u8>>, BodyError> {
+    match tokio::time::timeout(app.body_timeout, read_limited(body, limit)).await {
+        Ok(read) => Ok(read?),
+        Err(_) => Err(BodyError::Late(app.body_timeout)),
+    }
+}
+
+/// The answer to a request whose body missed its deadline closes the connection: the rest is never read.
+fn closing(mut r: Response) -> Response {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     r
 }
 
@@ -158,14 +190,7 @@ async fn readyz(State(app): State<App>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let out = app.scheduler.env.out_dir.clone();
-    let probe = out.join(format!(".preserve-ready-{}", std::process::id()));
-    let writable = tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&out)?;
-        std::fs::write(&probe, b"")?;
-        std::fs::remove_file(&probe)
-    })
-    .await;
-    match writable {
+    match tokio::task::spawn_blocking(move || writable(&out)).await {
         Ok(Ok(())) => "ready\n".into_response(),
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -174,6 +199,39 @@ async fn readyz(State(app): State<App>) -> Response {
             .into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("readiness check failed: {e}\n")).into_response(),
     }
+}
+
+/// Whether a file can be created in `out`, checked without a file at a name anyone could guess: whoever else may
+/// write there could have planted a link at it, and root writing through that link truncates its target. An
+/// unnamed file (`O_TMPFILE`) where the file system has them, else a random name created exclusively (`O_EXCL`
+/// refuses an existing name, a link included) and removed.
+fn writable(out: &std::path::Path) -> std::io::Result<()> {
+    use nix::libc;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(out)?;
+    let unnamed = std::fs::OpenOptions::new().write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(out);
+    match unnamed {
+        Ok(_) => return Ok(()),
+        // Not supported by this file system (or, EISDIR, by a kernel that predates it).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
+        Err(e) => return Err(e),
+    }
+    named_probe(out)
+}
+
+/// The probe where the file system has no unnamed files: a random name, created exclusively, never through a link.
+fn named_probe(out: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = [0u8; 16];
+    getrandom::fill(&mut name).map_err(|e| std::io::Error::other(format!("no random name for the probe file: {e}")))?;
+    let probe = out.join(format!(".preserve-ready-{}", hex::encode(name)));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -191,6 +249,17 @@ async fn snapshots(State(app): State<App>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn both_readiness_probes_leave_the_directory_as_they_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bundle"), b"kept").unwrap();
+        super::writable(dir.path()).unwrap();
+        super::named_probe(dir.path()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["bundle"]);
+        assert!(super::named_probe(&dir.path().join("missing")).is_err(), "a directory that is not there fails");
+    }
+
     #[test]
     fn only_version_4_payloads_with_labelled_alerts_pass() {
         assert!(super::parse(br#"{"version":"4","alerts":[{"labels":{"alertname":"X"}}]}"#).is_ok());

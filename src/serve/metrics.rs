@@ -55,9 +55,11 @@ pub struct Metrics {
     pub alerts_received: Counter,
     pub alerts_deduplicated: Counter,
     pub alerts_attached: Counter,
+    pub alerts_remembered: Gauge,
     pub alerts_ignored: Family<ReasonLabels, Counter>,
     pub webhooks: Family<CodeLabels, Counter>,
     pub bundles_deleted: Counter,
+    pub connections_open: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,9 +75,11 @@ impl Default for Metrics {
             alerts_received: Counter::default(),
             alerts_deduplicated: Counter::default(),
             alerts_attached: Counter::default(),
+            alerts_remembered: Gauge::default(),
             alerts_ignored: Family::default(),
             webhooks: Family::default(),
             bundles_deleted: Counter::default(),
+            connections_open: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -107,9 +111,19 @@ impl Default for Metrics {
             "Alerts added to a snapshot of their profile that was already queued or running",
             m.alerts_attached.clone(),
         );
+        r.register(
+            "alerts_remembered",
+            "Alerts remembered as answered for de-duplication (at most serve.remembered_alerts)",
+            m.alerts_remembered.clone(),
+        );
         r.register("alerts_ignored", "Alerts that took no snapshot, by reason", m.alerts_ignored.clone());
         r.register("webhook_requests", "Webhook requests answered, by status code", m.webhooks.clone());
         r.register("bundles_deleted", "Bundles deleted by retention", m.bundles_deleted.clone());
+        r.register(
+            "http_connections_open",
+            "HTTP connections being served (at most serve.max_connections)",
+            m.connections_open.clone(),
+        );
         Self { registry: r, ..m }
     }
 }

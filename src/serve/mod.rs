@@ -2,7 +2,9 @@
 //! for by itself, so the evidence exists before anyone is awake. One process, one site config, snapshots run
 //! in-process through the same `snapshot::plan` / `execute` as the CLI.
 
+pub mod answered;
 mod http;
+mod listener;
 pub mod metrics;
 pub mod retention;
 pub mod rules;
@@ -12,7 +14,11 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Catalog, ConfigError, CredentialError, Environment, KeySource, Secret};
+use crate::{
+    config::{Catalog, ConfigError, CredentialError, Environment, KeySource, Secret},
+    redact::Redactor,
+    snapshot,
+};
 pub use rules::Rules;
 pub use scheduler::Scheduler;
 
@@ -75,7 +81,8 @@ impl Sidecar {
             .enable_all()
             .build()
             .map_err(ServeError::Runtime)?;
-        let scheduler = Scheduler::new(Arc::new(env), Arc::new(catalog), rules, snapshots.handle().clone());
+        let redactor = labels_redactor(&env, &catalog, &token);
+        let scheduler = Scheduler::new(Arc::new(env), Arc::new(catalog), rules, snapshots.handle().clone(), redactor);
         Ok(Self { scheduler, token, snapshots: SnapshotRuntime(Some(snapshots)) })
     }
 
@@ -113,9 +120,11 @@ impl Sidecar {
         tokio::spawn(s.clone().dispatch());
         let closing = CancellationToken::new();
         let app = http::router(s.clone(), &self.token);
-        let server = tokio::spawn(
-            axum::serve(listener, app).with_graceful_shutdown(closing.clone().cancelled_owned()).into_future(),
-        );
+        let open = s.metrics.connections_open.clone();
+        let server = tokio::spawn({
+            let (closing, env) = (closing.clone(), env.clone());
+            async move { listener::serve(listener, app, &env.serve, open, closing).await }
+        });
         let why = signalled().await;
         let grace = env.serve.grace.unsigned_abs();
         eprintln!("preserve serve: {why} received: no new snapshots; running ones get {grace:?} to finish");
@@ -131,6 +140,25 @@ impl Sidecar {
         drop(self.snapshots);
         Ok(in_time)
     }
+}
+
+/// The redactor for the alert labels `GET /snapshots` shows: the secrets a snapshot's redaction would know before
+/// any collector's own (the site's credentials, Caracal's secret files), and the sidecar's token. When they cannot
+/// all be resolved now, the environment's and the token still are, and the text rules always apply.
+fn labels_redactor(env: &Environment, catalog: &Catalog, token: &Secret) -> Redactor {
+    let request = snapshot::Request { collectors: vec![snapshot::CONTEXT_COLLECTOR.into()], ..Default::default() };
+    let mut known = match snapshot::plan(env, catalog, &request, jiff::Timestamp::now())
+        .map_err(|e| e.to_string())
+        .and_then(|plan| snapshot::resolve_secrets(env, &plan).map_err(|e| e.to_string()))
+    {
+        Ok(secrets) => secrets.values,
+        Err(e) => {
+            eprintln!("preserve serve: GET /snapshots redacts alert labels without the site's secrets: {e}");
+            env.env_secrets.clone()
+        }
+    };
+    known.push(("serve.token".into(), token.clone()));
+    Redactor::new(known)
 }
 
 async fn signalled() -> &'static str {

@@ -4,7 +4,7 @@
 //! `concurrency` in all. Every run is kept in a short history for `GET /snapshots`.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -15,18 +15,26 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::{runtime::Handle, sync::Notify};
 
-use super::{metrics::Metrics, metrics::ProfileLabels, metrics::SnapshotLabels, retention, rules::Rules};
+use super::{
+    answered::Answered, metrics::Metrics, metrics::ProfileLabels, metrics::SnapshotLabels, retention, rules::Rules,
+};
 use crate::{
     alert::Alert,
     bundle::{self, manifest::TriggerKind},
     config::{Catalog, Environment},
     progress::Progress,
+    redact::{Redactor, Tally},
     runner::Stop,
     snapshot::{self, LateAlerts, Request},
 };
 
-/// Runs kept for `GET /snapshots`.
-const HISTORY: usize = 200;
+/// What `GET /snapshots` (unauthenticated) shows of one alert: at most this many labels, each key and value cut to
+/// [`SHOWN_BYTES`]. Together with `serve.listed_snapshots` and `serve.listed_alerts` this bounds the history's
+/// memory and the answer's size, whatever the webhooks carried.
+const SHOWN_LABELS: usize = 32;
+const SHOWN_BYTES: usize = 256;
+/// A run's error as shown: errors name paths and systems, never more than a few lines.
+const SHOWN_ERROR_BYTES: usize = 2048;
 /// Alerts one snapshot carries at most: a flapping alert (a new `startsAt` each time) during a long snapshot must
 /// not grow memory and the manifest without bound. The rest are counted as ignored (`run_full`).
 const MAX_ALERTS_PER_RUN: usize = 1000;
@@ -64,7 +72,15 @@ pub struct AlertSummary {
     pub alertname: Option<String>,
     pub fingerprint: String,
     pub starts_at: Option<String>,
-    pub labels: std::collections::BTreeMap<String, String>,
+    /// Redacted as the bundle's manifest redacts `trigger.alerts`, then cut to size.
+    pub labels: BTreeMap<String, String>,
+    /// Labels left out past the first 32.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub labels_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One snapshot of the sidecar, as `GET /snapshots` shows it.
@@ -74,7 +90,10 @@ pub struct RunRecord {
     pub profile: String,
     /// `queued`, `running`, `complete`, `partial`, `failed` (no bundle), `cancelled` (shut down while queued).
     pub status: &'static str,
+    /// The first `serve.listed_alerts` of its alerts.
     pub alerts: Vec<AlertSummary>,
+    /// How many alerts the run carries (its `alerts` may show fewer).
+    pub alerts_total: usize,
     pub queued_at: Timestamp,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
@@ -90,14 +109,12 @@ struct Queued {
     alerts: Vec<Alert>,
 }
 
-#[derive(Default)]
 struct State {
     queue: VecDeque<Queued>,
     /// Profile -> (snapshot id, where late alerts go).
     running: HashMap<String, (String, LateAlerts)>,
-    /// Alerts answered within the cooldown: key -> (first seen, snapshot id); `seen_order` ages them out.
-    seen: HashMap<(String, String, String), (Instant, String)>,
-    seen_order: VecDeque<(Instant, (String, String, String))>,
+    /// Alerts answered within the cooldown, at most `serve.remembered_alerts` of them.
+    answered: Answered,
     history: VecDeque<RunRecord>,
     accepting: bool,
 }
@@ -119,6 +136,8 @@ pub struct Scheduler {
     pub stop: Stop,
     progress: Progress,
     snapshots: Handle,
+    /// Redacts the alert labels `GET /snapshots` shows, with the secrets known when the sidecar started.
+    redactor: Redactor,
 }
 
 /// The fingerprint Alertmanager gives an alert; for an alert without one, a hash of its labels.
@@ -132,26 +151,58 @@ fn fingerprint(a: &Alert) -> String {
     }
 }
 
-fn summary(a: &Alert) -> AlertSummary {
+/// `s` cut to at most `max` bytes (at a character boundary), saying how much was left out.
+fn shown(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let cut = s.floor_char_boundary(max);
+    format!("{}…[{} more bytes]", &s[..cut], s.len() - cut)
+}
+
+/// An alert as the unauthenticated `GET /snapshots` shows it: labels through the bundle's own redaction of
+/// `trigger.alerts` (known secrets, key names, token shapes), then bounded in count and size.
+fn summary(a: &Alert, redactor: &Redactor) -> AlertSummary {
+    let mut labels = serde_json::to_value(&a.labels).unwrap_or_default();
+    crate::redact::redact_json(&mut labels, redactor, &Tally::default());
+    let labels: BTreeMap<String, String> = serde_json::from_value(labels).unwrap_or_default();
+    let omitted = labels.len().saturating_sub(SHOWN_LABELS);
+    let labels: BTreeMap<String, String> =
+        labels.into_iter().take(SHOWN_LABELS).map(|(k, v)| (shown(&k, SHOWN_BYTES), shown(&v, SHOWN_BYTES))).collect();
     AlertSummary {
-        alertname: a.name().map(String::from),
-        fingerprint: fingerprint(a),
-        starts_at: a.starts_at.clone(),
-        labels: a.labels.clone(),
+        alertname: labels.get("alertname").cloned(),
+        fingerprint: shown(&fingerprint(a), SHOWN_BYTES),
+        starts_at: a.starts_at.as_deref().map(|s| shown(s, SHOWN_BYTES)),
+        labels,
+        labels_omitted: omitted,
     }
 }
 
 impl Scheduler {
     /// `snapshots` is where snapshots run: a runtime of their own, so that a collector busy redacting on a worker
-    /// thread never delays the answer to a webhook.
-    pub fn new(env: Arc<Environment>, catalog: Arc<Catalog>, rules: Rules, snapshots: Handle) -> Arc<Self> {
+    /// thread never delays the answer to a webhook. `redactor` redacts the alert labels the history shows.
+    pub fn new(
+        env: Arc<Environment>,
+        catalog: Arc<Catalog>,
+        rules: Rules,
+        snapshots: Handle,
+        redactor: Redactor,
+    ) -> Arc<Self> {
+        let state = State {
+            queue: VecDeque::new(),
+            running: HashMap::new(),
+            answered: Answered::new(env.serve.remembered_alerts),
+            history: VecDeque::new(),
+            accepting: true,
+        };
         Arc::new(Self {
+            redactor,
             snapshots,
             env,
             catalog,
             rules,
             metrics: Metrics::default(),
-            state: Mutex::new(State { accepting: true, ..State::default() }),
+            state: Mutex::new(state),
             wake: Notify::new(),
             stop: Stop::default(),
             progress: Progress::lines(),
@@ -167,16 +218,12 @@ impl Scheduler {
     pub fn accept(&self, alerts: Vec<Alert>) -> Accepted {
         let cooldown = self.env.serve.cooldown.unsigned_abs();
         let now = Instant::now();
+        // Redacted before the lock is taken: a large webhook must not hold up `/snapshots` and other webhooks.
+        let summaries: Vec<AlertSummary> = alerts.iter().map(|a| summary(a, &self.redactor)).collect();
         let mut st = self.state();
-        while let Some((at, _)) = st.seen_order.front()
-            && now.duration_since(*at) >= cooldown
-        {
-            if let Some((_, key)) = st.seen_order.pop_front() {
-                st.seen.remove(&key);
-            }
-        }
+        st.answered.expire(now, cooldown);
         let mut out = Accepted { snapshots: Vec::new(), alerts: Vec::new(), refused: None };
-        for alert in alerts {
+        for (alert, rec) in alerts.into_iter().zip(summaries) {
             self.metrics.alerts_received.inc();
             let mut d = Disposition {
                 alertname: alert.name().map(String::from),
@@ -205,10 +252,10 @@ impl Scheduler {
             let profile = rule.profile.clone();
             d.profile = Some(profile.clone());
             let key = (profile.clone(), d.fingerprint.clone(), alert.starts_at.clone().unwrap_or_default());
-            if let Some((_, id)) = st.seen.get(&key) {
+            if let Some(id) = st.answered.get(&key) {
                 self.metrics.alerts_deduplicated.inc();
                 d.disposition = "deduplicated";
-                d.snapshot = Some(id.clone());
+                d.snapshot = Some(id.to_string());
                 out.alerts.push(d);
                 continue;
             }
@@ -220,19 +267,17 @@ impl Scheduler {
                 out.alerts.push(d);
                 continue;
             }
-            let rec = summary(&alert);
             let joined = st
                 .running
                 .get(&profile)
                 .map(|(id, _)| id.clone())
                 .or_else(|| st.queue.iter().find(|q| q.profile == profile).map(|q| q.id.clone()));
-            if let Some(full) = joined.filter(|id| st.record(id).is_some_and(|r| r.alerts.len() >= MAX_ALERTS_PER_RUN))
+            if let Some(full) = joined.filter(|id| st.record(id).is_some_and(|r| r.alerts_total >= MAX_ALERTS_PER_RUN))
             {
                 self.metrics.ignored("run_full");
                 d.reason = Some(format!("snapshot {full} already carries {MAX_ALERTS_PER_RUN} alerts"));
                 d.snapshot = Some(full.clone());
-                st.seen.insert(key.clone(), (now, full));
-                st.seen_order.push_back((now, key));
+                st.answered.insert(key, now, full);
                 out.alerts.push(d);
                 continue;
             }
@@ -253,6 +298,7 @@ impl Scheduler {
                     profile: profile.clone(),
                     status: "queued",
                     alerts: Vec::new(),
+                    alerts_total: 0,
                     queued_at: Timestamp::now(),
                     started_at: None,
                     finished_at: None,
@@ -261,8 +307,10 @@ impl Scheduler {
                     bytes: None,
                     error: None,
                 });
-                if st.history.len() > HISTORY {
-                    st.history.pop_front();
+                while st.history.len() > self.env.serve.listed_snapshots {
+                    // The oldest finished run goes first: a queued or running one still takes alerts.
+                    let finished = st.history.iter().position(|r| !matches!(r.status, "queued" | "running"));
+                    st.history.remove(finished.unwrap_or(0));
                 }
                 d.disposition = "queued";
                 eprintln!(
@@ -286,11 +334,14 @@ impl Scheduler {
             if d.disposition == "attached" {
                 self.metrics.alerts_attached.inc();
             }
+            let listed = self.env.serve.listed_alerts;
             if let Some(r) = st.record(&id) {
-                r.alerts.push(rec);
+                r.alerts_total += 1;
+                if r.alerts.len() < listed {
+                    r.alerts.push(rec);
+                }
             }
-            st.seen.insert(key.clone(), (now, id.clone()));
-            st.seen_order.push_back((now, key));
+            st.answered.insert(key, now, id.clone());
             d.snapshot = Some(id);
             out.alerts.push(d);
         }
@@ -302,6 +353,7 @@ impl Scheduler {
             }
         }
         self.metrics.queue_depth.set(st.queue.len() as i64);
+        self.metrics.alerts_remembered.set(st.answered.len() as i64);
         drop(st);
         self.wake.notify_one();
         out
@@ -372,11 +424,8 @@ impl Scheduler {
                 self.metrics.snapshots.get_or_create(&labels("failed")).inc();
                 // No bundle: its alerts are forgotten as answered, so Alertmanager's next send (or the next
                 // alert) takes a new snapshot instead of being deduplicated to this failure.
-                let forgotten: Vec<_> =
-                    st.seen.iter().filter(|(_, (_, id))| *id == q.id).map(|(k, _)| k.clone()).collect();
-                for k in forgotten {
-                    st.seen.remove(&k);
-                }
+                st.answered.forget_snapshot(&q.id);
+                self.metrics.alerts_remembered.set(st.answered.len() as i64);
                 eprintln!("preserve serve: snapshot {} failed, its alerts may take a new one: {e}", q.id);
                 "failed"
             }
@@ -394,7 +443,7 @@ impl Scheduler {
                     r.sha256 = Some(o.bundle.sha256.clone());
                     r.bytes = Some(o.bundle.bytes);
                 }
-                Err(e) => r.error = Some(e.clone()),
+                Err(e) => r.error = Some(shown(e, SHOWN_ERROR_BYTES)),
             }
         }
         if !stranded.is_empty() {
