@@ -225,7 +225,8 @@ required = false
 
 #[test]
 fn a_rotated_secret_shows_as_a_changed_marker_and_an_unchanged_one_as_no_change() {
-    // Unknown to preserve (no secrets/ files): caught by the env key rules, fingerprinted under each bundle's salt.
+    // Unknown to preserve (no secrets/ files): caught by the env key rules, fingerprinted with the site key the
+    // workspace sets (PRESERVE_FINGERPRINT_KEY), the same in every bundle.
     const OLD_KEY: &str = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
     const NEW_KEY: &str = "ffeeddccbbaa99887766554433221100";
     const STREAMS_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -247,10 +248,10 @@ fn a_rotated_secret_shows_as_a_changed_marker_and_an_unchanged_one_as_no_change(
     let second = ws.bundles().into_iter().find(|b| *b != first).unwrap();
     let bag = unpack(&second, &ws.path().join("x"));
     let m2 = manifest(&bag);
-    assert_ne!(m1["redaction"]["salt"], m2["redaction"]["salt"], "each bundle has its own salt");
+    assert_eq!(m1["redaction"], m2["redaction"], "one site key made both bundles' markers");
     let diff = read(&bag, "env", "caracal.env.diff");
-    // The diff compares under the earlier bundle's salt: the rotation is one changed marker, nothing else moves.
-    let (old, new) = (marker(&m1, OLD_KEY), marker(&m1, NEW_KEY));
+    // Both sides carry the site key's markers: the rotation is one changed marker, nothing else moves.
+    let (old, new) = (marker(&m1, OLD_KEY), marker(&m2, NEW_KEY));
     assert!(diff.contains(&format!("-AUDIT_HMAC_KEY={old}\n+AUDIT_HMAC_KEY={new}\n")), "{diff}");
     assert!(!diff.contains("-STREAMS_HMAC_KEY") && !diff.contains("+STREAMS_HMAC_KEY"), "{diff}");
     assert_eq!(item(collector(&m2, "env"), "caracal.env")["differs"], true);
