@@ -722,6 +722,21 @@ mod tests {
     }
 
     #[test]
+    fn the_fingerprint_key_is_a_reference_and_the_environment_overrides_it() {
+        let c: SiteConfig = toml::from_str("[redaction]\nfingerprint_key = \"file:/etc/preserve/fp.key\"\n").unwrap();
+        let e = Environment::resolve(c, "t".into(), None, None, &MapEnv(HashMap::new())).unwrap();
+        assert!(
+            matches!(&e.fingerprint_key, Some(KeySource::Reference(CredentialRef::File(p))) if p.ends_with("fp.key"))
+        );
+        assert!(toml::from_str::<SiteConfig>("[redaction]\nfingerprint_key = \"0123456789abcdef\"\n").is_err());
+        // A value in the environment is a secret to redact, like the serve token given so.
+        let v = "0123456789abcdef0123456789abcdef";
+        let e = Environment::load(None, &MapEnv(HashMap::from([("PRESERVE_FINGERPRINT_KEY", v)]))).unwrap();
+        assert!(matches!(&e.fingerprint_key, Some(KeySource::Value(s)) if s.expose() == v));
+        assert!(e.env_secrets.iter().any(|(_, s)| s.expose() == v));
+    }
+
+    #[test]
     fn inline_password_in_config_is_refused() {
         let c: SiteConfig = toml::from_str("[redis]\nurl = \"redis://u:hunter2@h:6379\"\n").unwrap();
         let err = Environment::resolve(c, "site.toml".into(), None, None, &MapEnv(HashMap::new())).unwrap_err();
