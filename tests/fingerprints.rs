@@ -288,7 +288,7 @@ fn the_site_key_never_appears_in_the_bundle_or_beside_it() {
         .map(|r| r["rule"].as_str().unwrap().to_string())
         .collect();
     assert!(rules.iter().any(|r| r == "credential redaction.fingerprint_key"), "{rules:?}");
-    assert!(collector_text(&bag, "api-logs").contains(&format!("installed fingerprint key [REDACTED:")));
+    assert!(collector_text(&bag, "api-logs").contains("installed fingerprint key [REDACTED:"));
     // The configuration recorded by the context collector names the key only by its reference.
     let context = collector_text(&bag, "context");
     assert!(context.contains("/site/fingerprint.key"), "{context}");
