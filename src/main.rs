@@ -92,7 +92,8 @@ enum Command {
         without a site key (a per-bundle key, written nowhere) cannot be checked by anyone.\n\n\
         Examples:\n  \
         # Was the leaked Postgres password the one the bundle redacted?\n  \
-        preserve fingerprint --key file:/etc/preserve/fingerprint.key --bundle evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst < candidates.txt\n  \
+        preserve fingerprint --key file:/etc/preserve/fingerprint.key \\\n      \
+        --bundle evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst < candidates.txt\n  \
         # The marker a value would get (key from the site config):\n  \
         printf '%s\\n' \"$CANDIDATE\" | preserve fingerprint --config /etc/preserve/preserve.toml\n\n\
         Exit codes: 0 done (with --bundle: some candidate matched), 1 no candidate matched, 2 no usable key, \
@@ -420,29 +421,13 @@ fn fingerprint_cmd(
             Err(e) => return fail(2, &e.to_string()),
         },
     };
-    let key = match source
-        .resolve()
-        .map_err(|e| e.to_string())
-        .and_then(|s| FingerprintKey::site(&s).map_err(|e| e.to_string()))
-    {
+    let key = match FingerprintKey::site_from(&source) {
         Ok(k) => k,
-        Err(e) => return fail(2, &e),
+        Err(e) => return fail(2, &e.to_string()),
     };
-    let manifest = match bundle {
-        Some(b) if b.extension().is_some_and(|e| e == "json") => {
-            match std::fs::read(b)
-                .map_err(|e| e.to_string())
-                .and_then(|raw| serde_json::from_slice(&raw).map_err(|e| e.to_string()))
-            {
-                Ok(m) => Some(m),
-                Err(e) => return fail(2, &format!("cannot read the manifest {}: {e}", b.display())),
-            }
-        }
-        Some(b) => match verify::read_manifest(b) {
-            Ok(m) => Some(m),
-            Err(e) => return fail(2, &format!("cannot read the manifest of {}: {e}", b.display())),
-        },
-        None => None,
+    let manifest = match bundle.map(fingerprint::bundle_manifest).transpose() {
+        Ok(m) => m,
+        Err(e) => return fail(2, &e.to_string()),
     };
     let checked = match fingerprint::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock()) {
         Ok(c) => c,

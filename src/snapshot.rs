@@ -216,11 +216,8 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
 /// the snapshot: the evidence matters more than linking its markers to other bundles; the bundle says so instead.
 fn fingerprint_key(env: &Environment) -> Result<(FingerprintKey, Option<String>), KeyError> {
     let Some(source) = &env.fingerprint_key else { return Ok((FingerprintKey::per_bundle()?, None)) };
-    let why = match source.resolve() {
-        Ok(secret) => match FingerprintKey::site(&secret) {
-            Ok(key) => return Ok((key, None)),
-            Err(e) => e.to_string(),
-        },
+    let why = match FingerprintKey::site_from(source) {
+        Ok(key) => return Ok((key, None)),
         Err(e) => e.to_string(),
     };
     let warning = format!(

@@ -4,7 +4,10 @@
 //! for one bundle and written nowhere (markers are the same within that bundle, and nobody can test a candidate).
 //! A bundle publishing what its fingerprints were keyed with would let anyone with it test a dictionary offline.
 
-use std::io::{BufRead, Read};
+use std::{
+    io::{BufRead, Read},
+    path::Path,
+};
 
 use hmac::{KeyInit, Mac};
 use serde::Serialize;
@@ -12,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     bundle::manifest::{KeyKind, Manifest, RedactionScheme},
-    config::Secret,
+    config::{CredentialError, KeySource, Secret},
 };
 
 /// A site key shorter than this is refused: every fingerprint, and the key's id, would be as guessable as it is.
@@ -22,6 +25,8 @@ const PER_BUNDLE_KEY_LEN: usize = 32;
 const KEY_ID_DOMAIN: &[u8] = b"preserve fingerprint key id/1\0";
 /// A candidate longer than this is refused rather than read whole.
 const MAX_CANDIDATE: usize = 64 * 1024;
+/// A side manifest larger than this is refused rather than read whole (a big bundle's is a few MiB).
+const MAX_SIDE_MANIFEST: u64 = 256 << 20;
 
 /// The key every fingerprint of one bundle is made with. `Debug` shows its kind and id, never the key.
 #[derive(Clone)]
@@ -38,6 +43,8 @@ pub enum KeyError {
     TooShort { len: usize },
     #[error("no OS random source for this bundle's fingerprint key ({0}); set [redaction] fingerprint_key")]
     NoRandom(String),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
 }
 
 impl FingerprintKey {
@@ -48,6 +55,11 @@ impl FingerprintKey {
             return Err(KeyError::TooShort { len: bytes.len() });
         }
         Ok(Self { bytes, kind: KeyKind::Site })
+    }
+
+    /// The site's key from where the configuration says it is.
+    pub fn site_from(source: &KeySource) -> Result<Self, KeyError> {
+        Self::site(&source.resolve()?)
     }
 
     /// A random key for one bundle, held in memory only. Without an OS random source there is none: a key that
@@ -125,6 +137,24 @@ pub enum CheckError {
     TooLong { line: usize },
     #[error("reading candidates: {0}")]
     Read(#[from] std::io::Error),
+    #[error("cannot read the manifest of `{path}`: {why}")]
+    Manifest { path: String, why: String },
+}
+
+/// The manifest of a bundle: from the archive, or from a side manifest (`<id>.manifest.json`) when given one.
+pub fn bundle_manifest(path: &Path) -> Result<Manifest, CheckError> {
+    let err = |why: String| CheckError::Manifest { path: path.display().to_string(), why };
+    if path.extension().is_none_or(|e| e != "json") {
+        return crate::bundle::verify::read_manifest(path).map_err(|e| err(e.to_string()));
+    }
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SIDE_MANIFEST + 1).read_to_end(&mut raw))
+        .map_err(|e| err(e.to_string()))?;
+    if raw.len() as u64 > MAX_SIDE_MANIFEST {
+        return Err(err(format!("larger than {MAX_SIDE_MANIFEST} bytes")));
+    }
+    serde_json::from_slice(&raw).map_err(|e| err(e.to_string()))
 }
 
 /// A place a fingerprint is recorded in a manifest: a collector's redactions, or (`collector` = `None`) those of
