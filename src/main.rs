@@ -7,8 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
     bundle::{manifest::CollectorStatus, verify},
-    config::{Catalog, Environment, ProcessEnv},
+    config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::Progress,
+    redact::{FingerprintKey, fingerprint},
     runner::Stop,
     serve,
     snapshot::{self, Request},
@@ -83,6 +84,34 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Check candidate secret values against a bundle's markers, with the site's fingerprint key.
+    #[command(after_help = "Reads candidate values from stdin, one per line (never from the command line, where `ps` \
+        would show them), and prints each one's line number, fingerprint and marker; with --bundle, also where the \
+        bundle's manifest records that fingerprint (each collector's `redactions[].fingerprints`). Only the holder of \
+        the site key ([redaction] fingerprint_key) can do this: a bundle never holds its key, and a bundle made \
+        without a site key (a per-bundle key, written nowhere) cannot be checked by anyone.\n\n\
+        Examples:\n  \
+        # Was the leaked Postgres password the one the bundle redacted?\n  \
+        preserve fingerprint --key file:/etc/preserve/fingerprint.key \\\n      \
+        --bundle evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst < candidates.txt\n  \
+        # The marker a value would get (key from the site config):\n  \
+        printf '%s\\n' \"$CANDIDATE\" | preserve fingerprint --config /etc/preserve/preserve.toml\n\n\
+        Exit codes: 0 done (with --bundle: some candidate matched), 1 no candidate matched, 2 no usable key, \
+        a bundle keyed otherwise, or unreadable input.")]
+    Fingerprint {
+        /// The site's fingerprint key, by reference (`file:PATH` or `env:NAME`); default: the site config's
+        /// [redaction] fingerprint_key (or $PRESERVE_FINGERPRINT_KEY).
+        #[arg(long, value_name = "REF")]
+        key: Option<CredentialRef>,
+        /// A bundle (`.tar.zst`, or its `.manifest.json`) whose recorded fingerprints the candidates are matched with.
+        #[arg(long, value_name = "BUNDLE")]
+        bundle: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the collectors and profiles available.
     #[command(after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json")]
     List {
@@ -151,6 +180,7 @@ fn main() -> ExitCode {
         Command::Inspect { bundle, json } => inspect_cmd(&bundle, json),
         Command::List { config, json } => list_cmd(&config, json),
         Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
+        Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
     };
     ExitCode::from(code)
 }
@@ -373,6 +403,52 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
         }
     }
     0
+}
+
+fn fingerprint_cmd(
+    key: Option<CredentialRef>,
+    bundle: Option<&std::path::Path>,
+    config: &ConfigArgs,
+    json: bool,
+) -> u8 {
+    let source = match key {
+        Some(r) => KeySource::Reference(r),
+        None => match Environment::load(config.config.as_deref(), &ProcessEnv) {
+            Ok(env) => match env.fingerprint_key {
+                Some(k) => k,
+                None => return fail(2, "no fingerprint key: give --key file:PATH, or set [redaction] fingerprint_key"),
+            },
+            Err(e) => return fail(2, &e.to_string()),
+        },
+    };
+    let key = match FingerprintKey::site_from(&source) {
+        Ok(k) => k,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let manifest = match bundle.map(fingerprint::bundle_manifest).transpose() {
+        Ok(m) => m,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let checked = match fingerprint::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock()) {
+        Ok(c) => c,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checked).unwrap_or_default());
+    } else {
+        for c in &checked {
+            match &c.matches {
+                None => println!("line {}: {}", c.line, c.marker),
+                Some(m) if m.is_empty() => println!("line {}: {}  no match", c.line, c.marker),
+                Some(m) => {
+                    let places: Vec<_> = m.iter().map(ToString::to_string).collect();
+                    println!("line {}: {}  MATCH: {}", c.line, c.marker, places.join("; "));
+                }
+            }
+        }
+    }
+    let matched = checked.iter().any(|c| c.matches.as_ref().is_none_or(|m| !m.is_empty()));
+    if manifest.is_some() && !matched { 1 } else { 0 }
 }
 
 fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {

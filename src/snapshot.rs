@@ -19,7 +19,7 @@ use crate::{
     },
     config::{Catalog, ConfigError, CredentialRef, Environment, Secret},
     progress::Progress,
-    redact::Redactor,
+    redact::{FingerprintKey, Redactor, fingerprint::KeyError},
     runner::{self, PlannedCollector, RunContext, Stop},
     time::{self, Window},
 };
@@ -47,9 +47,11 @@ pub struct Plan {
     pub window: Window,
     pub trigger: Trigger,
     pub labels: BTreeMap<String, String>,
-    /// The salt of this bundle's redaction markers: chosen with the plan, so the collectors' descriptions shown
+    /// The key of this bundle's redaction markers: chosen with the plan, so the collectors' descriptions shown
     /// by `--dry-run` and recorded in the manifest carry the same markers as the artifacts.
-    pub redaction_salt: [u8; 16],
+    pub fingerprint_key: FingerprintKey,
+    /// Why the site's fingerprint key could not be used (this bundle is then keyed by a per-bundle key).
+    pub fingerprint_key_warning: Option<String>,
     /// The bundle id, when the caller chose it before the run (the sidecar answers an alert with it at once);
     /// otherwise it is made when the run starts.
     pub bundle_id: Option<String>,
@@ -98,6 +100,8 @@ pub enum PlanError {
     EmptyWindow,
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    FingerprintKey(#[from] KeyError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,8 +180,9 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
     }
     let profiles = req.profiles.clone();
     let profile_label = if profiles.is_empty() { "custom".to_string() } else { profiles.join("+") };
+    let (fingerprint_key, fingerprint_key_warning) = fingerprint_key(env)?;
     // Shown by --dry-run before secrets are resolved: at least URL passwords and tokens are hidden.
-    let describer = crate::redact::Redactor::new(env.env_secrets.clone());
+    let describer = Redactor::new(env.env_secrets.clone(), fingerprint_key.clone());
     let collectors = chosen
         .into_iter()
         .map(|c| PlannedCollector {
@@ -194,7 +199,6 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
         alerts: req.alerts.clone(),
         redactions: Vec::new(),
     };
-    let redaction_salt = describer.salt();
     Ok(Plan {
         profile_label,
         profiles,
@@ -202,10 +206,26 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
         window: Window { since, until },
         trigger,
         labels,
-        redaction_salt,
+        fingerprint_key,
+        fingerprint_key_warning,
         bundle_id: None,
         late_alerts: LateAlerts::default(),
     })
+}
+
+/// The site's fingerprint key, or a per-bundle key. A site key that cannot be read (or is too short) does not stop
+/// the snapshot: the evidence matters more than linking its markers to other bundles; the bundle says so instead.
+fn fingerprint_key(env: &Environment) -> Result<(FingerprintKey, Option<String>), KeyError> {
+    let Some(source) = &env.fingerprint_key else { return Ok((FingerprintKey::per_bundle()?, None)) };
+    let why = match FingerprintKey::site_from(source) {
+        Ok(key) => return Ok((key, None)),
+        Err(e) => e.to_string(),
+    };
+    let warning = format!(
+        "redaction.fingerprint_key: {why}; this bundle's markers are keyed by a per-bundle key and compare with no \
+         other bundle's"
+    );
+    Ok((FingerprintKey::per_bundle()?, Some(warning)))
 }
 
 impl Plan {
@@ -237,6 +257,11 @@ pub struct Secrets {
 /// only produces a warning; a missing `file:` is left to the collector that needs it to fail on.
 pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Secrets, ConfigError> {
     let mut out = Secrets { values: env.env_secrets.clone(), warnings: Vec::new() };
+    // The key is a secret like any credential: it must never reach a bundle, or every marker could be tested.
+    if let Some(key) = plan.fingerprint_key.site_secret() {
+        out.values.push(("credential redaction.fingerprint_key".into(), key));
+    }
+    out.warnings.extend(plan.fingerprint_key_warning.clone());
     let site = env.config_file.clone().unwrap_or_else(|| "<environment>".into());
     let mut needed = std::collections::BTreeSet::new();
     // (file, its text, setting, reference, needed)
@@ -328,7 +353,7 @@ pub async fn execute(
     let archive = writer::ArchiveStream::start(&opts, &bundle_id, created_at.as_second().max(0) as u64)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     staging.on_seal(archive.sender());
-    let redactor = Arc::new(Redactor::with_salt(secrets.values, plan.redaction_salt));
+    let redactor = Arc::new(Redactor::new(secrets.values, plan.fingerprint_key.clone()));
     if let Some(known) = redactor.known() {
         staging.guard(known);
     }
@@ -388,7 +413,7 @@ pub async fn execute(
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         trigger,
         window: WindowRecord { since: plan.window.since, until: plan.window.until },
-        redaction: bundle::manifest::RedactionScheme::new(rc.redactor.salt_hex()),
+        redaction: rc.redactor.key().scheme(),
         collectors: records,
         findings,
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },

@@ -225,7 +225,8 @@ required = false
 
 #[test]
 fn a_rotated_secret_shows_as_a_changed_marker_and_an_unchanged_one_as_no_change() {
-    // Unknown to preserve (no secrets/ files): caught by the env key rules, fingerprinted under each bundle's salt.
+    // Unknown to preserve (no secrets/ files): caught by the env key rules, fingerprinted with the site key the
+    // workspace sets (PRESERVE_FINGERPRINT_KEY), the same in every bundle.
     const OLD_KEY: &str = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
     const NEW_KEY: &str = "ffeeddccbbaa99887766554433221100";
     const STREAMS_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -247,13 +248,15 @@ fn a_rotated_secret_shows_as_a_changed_marker_and_an_unchanged_one_as_no_change(
     let second = ws.bundles().into_iter().find(|b| *b != first).unwrap();
     let bag = unpack(&second, &ws.path().join("x"));
     let m2 = manifest(&bag);
-    assert_ne!(m1["redaction"]["salt"], m2["redaction"]["salt"], "each bundle has its own salt");
+    assert_eq!(m1["redaction"], m2["redaction"], "one site key made both bundles' markers");
     let diff = read(&bag, "env", "caracal.env.diff");
-    // The diff compares under the earlier bundle's salt: the rotation is one changed marker, nothing else moves.
-    let (old, new) = (marker(&m1, OLD_KEY), marker(&m1, NEW_KEY));
+    // Both sides carry the site key's markers: the rotation is one changed marker, nothing else moves.
+    let (old, new) = (marker(&m1, OLD_KEY), marker(&m2, NEW_KEY));
     assert!(diff.contains(&format!("-AUDIT_HMAC_KEY={old}\n+AUDIT_HMAC_KEY={new}\n")), "{diff}");
     assert!(!diff.contains("-STREAMS_HMAC_KEY") && !diff.contains("+STREAMS_HMAC_KEY"), "{diff}");
     assert_eq!(item(collector(&m2, "env"), "caracal.env")["differs"], true);
+    assert_eq!(item(collector(&m2, "env"), "caracal.env")["secrets_compared"], true, "one site key made both sides");
+    assert!(findings(&m2, "env", "config.secrets_not_compared").is_empty(), "{m2}");
     // The current side itself carries this bundle's markers, like every other artifact of it.
     assert!(read(&bag, "env", "current/caracal.env").contains(&marker(&m2, NEW_KEY)));
     for secret in [OLD_KEY, NEW_KEY, STREAMS_KEY] {
@@ -267,6 +270,56 @@ fn a_rotated_secret_shows_as_a_changed_marker_and_an_unchanged_one_as_no_change(
     let third = ws.bundles().into_iter().find(|b| *b != first && *b != second).unwrap();
     let m3 = manifest(&unpack(&third, &ws.path().join("y")));
     assert_eq!(item(collector(&m3, "env"), "caracal.env")["differs"], false, "{m3}");
+}
+
+#[test]
+fn without_a_site_key_secrets_are_not_compared_with_the_previous_bundle_and_the_bundle_says_so() {
+    // Each bundle's markers are keyed by its own key, written nowhere: the previous bundle's markers cannot be
+    // matched with this one's (the old way, re-marking the current side under the previous bundle's published salt,
+    // is what let anyone test guesses). The diff compares everything but the secrets' values, and says so.
+    const OLD_KEY: &str = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5";
+    const NEW_KEY: &str = "ffeeddccbbaa99887766554433221100";
+    let ws = Workspace::new();
+    let home = ws.path().join("caracal-home");
+    let env = |audit: &str, level: &str| format!("AUDIT_HMAC_KEY={audit}\nLOG_LEVEL={level}\n");
+    ws.write("caracal-home/caracal.env", env(OLD_KEY, "info"));
+    let dir = collectors_dir(
+        &ws,
+        "c.toml",
+        "[[collector]]\nname = \"env\"\nkind = \"config_diff\"\nfiles = [\"${caracal_home}/caracal.env\"]\n",
+    );
+    let snapshot = || {
+        let mut cmd = ws.snapshot(&dir);
+        cmd.args(["-c", "env"]).env("CARACAL_HOME", &home).env_remove("PRESERVE_FINGERPRINT_KEY");
+        assert_eq!(run(&mut cmd).status.code(), Some(0));
+        let newest = ws.bundles().into_iter().max_by_key(|b| std::fs::metadata(b).unwrap().modified().unwrap());
+        let bag = unpack(&newest.unwrap(), &ws.path().join(format!("x{}", ws.bundles().len())));
+        (manifest(&bag), bag)
+    };
+    let (m1, _) = snapshot();
+    assert_eq!(m1["redaction"]["key"], "per-bundle");
+    ws.write("caracal-home/caracal.env", env(NEW_KEY, "debug"));
+    let (m2, bag) = snapshot();
+    let diff = read(&bag, "env", "caracal.env.diff");
+    assert!(diff.contains("-LOG_LEVEL=info\n+LOG_LEVEL=debug\n"), "everything else is compared: {diff}");
+    assert!(!diff.contains("-AUDIT_HMAC_KEY") && !diff.contains("+AUDIT_HMAC_KEY"), "{diff}");
+    assert!(diff.contains(" AUDIT_HMAC_KEY=[REDACTED:not-compared]\n"), "a marker says nothing across keys: {diff}");
+    let it = item(collector(&m2, "env"), "caracal.env");
+    assert_eq!((&it["secrets_compared"], &it["differs"]), (&false.into(), &true.into()), "{it}");
+    let f = findings(&m2, "env", "config.secrets_not_compared");
+    assert_eq!(f.len(), 1, "{m2}");
+    assert!(f[0]["summary"].as_str().unwrap().contains("were made with its own key, which is gone"), "{}", f[0]);
+
+    // Unchanged since: no change, although every marker of this bundle differs from the previous one's.
+    let (m3, bag) = snapshot();
+    let it = item(collector(&m3, "env"), "caracal.env");
+    assert_eq!(it["differs"], false, "{it}");
+    assert_ne!(read(&bag, "env", "current/caracal.env"), read(&bag, "env", "baseline/caracal.env"));
+    for secret in [OLD_KEY, NEW_KEY] {
+        for (path, content) in files_below(&bag) {
+            assert!(!String::from_utf8_lossy(&content).contains(secret), "{secret} in {}", path.display());
+        }
+    }
 }
 
 #[test]

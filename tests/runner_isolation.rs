@@ -87,7 +87,8 @@ async fn a_panicking_collector_is_recorded_and_the_bundle_still_verifies() {
             redactions: vec![],
         },
         labels: Default::default(),
-        redaction_salt: [0; 16],
+        fingerprint_key: preserve::redact::FingerprintKey::per_bundle().unwrap(),
+        fingerprint_key_warning: None,
         bundle_id: None,
         late_alerts: Default::default(),
     };

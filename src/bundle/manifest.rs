@@ -23,7 +23,7 @@ pub struct Manifest {
     pub host: String,
     pub trigger: Trigger,
     pub window: WindowRecord,
-    /// How secrets were replaced: the marker and the salt of its fingerprints.
+    /// How secrets were replaced: the marker, and which key made its fingerprints (never the key).
     #[serde(default)]
     pub redaction: RedactionScheme,
     pub collectors: Vec<CollectorRecord>,
@@ -32,21 +32,40 @@ pub struct Manifest {
 }
 
 /// The bundle's redaction marker. Every redacted secret reads `[REDACTED:<fingerprint>]`, the fingerprint being
-/// HMAC-SHA256 keyed by `salt` (hex-decoded) over the secret, first 16 hex: equal markers are equal secrets, and a
-/// candidate value can be checked against a marker by whoever holds it.
+/// HMAC-SHA256 over the secret, first 16 hex, keyed by a key the bundle never holds: equal markers are equal secrets,
+/// and only a holder of the key can check a candidate value against a marker (`preserve fingerprint`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedactionScheme {
+    #[serde(default)]
     pub marker: String,
+    #[serde(default)]
     pub fingerprint: String,
-    pub salt: String,
+    /// Which key made the fingerprints. Absent in bundles written before fingerprints were keyed: those published a
+    /// salt instead (ignored when read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyKind>,
+    /// With a site key: its id (see `redact::FingerprintKey::id`), so a key holder knows which key to use. The id
+    /// lets nobody test a candidate secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
-impl RedactionScheme {
-    pub fn new(salt_hex: String) -> Self {
-        Self {
-            marker: "[REDACTED:<fingerprint>]".into(),
-            fingerprint: "hex(HMAC-SHA256(key = hex-decoded salt, message = secret))[..16]".into(),
-            salt: salt_hex,
+/// The kind of key a bundle's fingerprints were made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyKind {
+    /// The site's `[redaction] fingerprint_key`: markers are the same in every bundle of the site.
+    Site,
+    /// A random key made for this bundle and written nowhere: markers are the same within the bundle only, and
+    /// nobody can check a value against them.
+    PerBundle,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Site => "site",
+            Self::PerBundle => "per-bundle",
         }
     }
 }

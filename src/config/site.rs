@@ -63,6 +63,8 @@ pub struct SiteConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub redaction: RedactionConfig,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -120,6 +122,19 @@ impl ServicesConfig {
 pub struct AuditConfig {
     /// Key for checking `chain_hmac` of the audit ledger (env `AUDIT_HMAC_KEY` holds the hex value itself).
     pub hmac_key: Option<CredentialRef>,
+}
+
+/// How redaction markers are made (`[redaction]`).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// The site's fingerprint key, by reference (`file:/etc/preserve/fingerprint.key`; env
+    /// `PRESERVE_FINGERPRINT_KEY`, a reference or the value): at least 32 bytes, e.g. from `openssl rand -hex 32`.
+    /// Markers are keyed by it, so the same secret reads as the same marker in every bundle of the site (a config
+    /// diff against the previous bundle shows whether a secret changed), and only its holder can check a candidate
+    /// value (`preserve fingerprint`). It never enters a bundle. Without it each bundle is keyed by a random key
+    /// that is written nowhere.
+    pub fingerprint_key: Option<CredentialRef>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -301,12 +316,21 @@ impl fmt::Debug for Endpoint {
     }
 }
 
-/// Where a value came from, for `AUDIT_HMAC_KEY` and the serve token which may be given as a value in the
-/// environment.
+/// Where a value came from, for `AUDIT_HMAC_KEY`, the serve token and the fingerprint key, which may be given as a
+/// value in the environment.
 #[derive(Debug, Clone)]
 pub enum KeySource {
     Value(Secret),
     Reference(CredentialRef),
+}
+
+impl KeySource {
+    pub fn resolve(&self) -> Result<Secret, super::CredentialError> {
+        match self {
+            KeySource::Value(s) => Ok(s.clone()),
+            KeySource::Reference(r) => r.resolve(),
+        }
+    }
 }
 
 /// Everything collectors may know about the site, resolved from config file, environment and defaults.
@@ -331,6 +355,8 @@ pub struct Environment {
     pub listen: String,
     pub serve_token: Option<KeySource>,
     pub serve: ServeSettings,
+    /// The site's fingerprint key (`[redaction] fingerprint_key`), resolved when a snapshot is planned.
+    pub fingerprint_key: Option<KeySource>,
     /// Credential references whose values the redactor must know before anything is collected, with the
     /// setting that names each (`redis.password`, `redact_secrets[0]`, ...).
     pub redact_refs: Vec<(String, CredentialRef)>,
@@ -448,6 +474,16 @@ impl Environment {
             },
             None => c.serve.token.take().map(KeySource::Reference),
         };
+        let fingerprint_key = match env.var("PRESERVE_FINGERPRINT_KEY") {
+            Some(v) => match v.parse::<CredentialRef>() {
+                Ok(r) => Some(KeySource::Reference(r)),
+                Err(_) => {
+                    env_secrets.push(("PRESERVE_FINGERPRINT_KEY".into(), Secret::new(v.clone())));
+                    Some(KeySource::Value(Secret::new(v)))
+                }
+            },
+            None => c.redaction.fingerprint_key.take().map(KeySource::Reference),
+        };
 
         let mut redact_refs: Vec<(String, CredentialRef)> =
             c.redact_secrets.into_iter().enumerate().map(|(i, r)| (format!("redact_secrets[{i}]"), r)).collect();
@@ -495,6 +531,7 @@ impl Environment {
             listen: listen.unwrap_or_else(|| "0.0.0.0:9731".into()),
             serve_token,
             serve,
+            fingerprint_key,
             redact_refs,
             env_secrets,
         })
@@ -729,6 +766,21 @@ mod tests {
         assert!(e.env_secrets.iter().any(|(_, s)| s.expose() == "pa55word"));
         assert_eq!(e.services["gateway"], vec!["http://gw-0:8081", "http://gw-1:8081"]);
         assert_eq!(e.out_dir, PathBuf::from("/srv/evidence"));
+    }
+
+    #[test]
+    fn the_fingerprint_key_is_a_reference_and_the_environment_overrides_it() {
+        let c: SiteConfig = toml::from_str("[redaction]\nfingerprint_key = \"file:/etc/preserve/fp.key\"\n").unwrap();
+        let e = Environment::resolve(c, "t".into(), None, None, &MapEnv(HashMap::new())).unwrap();
+        assert!(
+            matches!(&e.fingerprint_key, Some(KeySource::Reference(CredentialRef::File(p))) if p.ends_with("fp.key"))
+        );
+        assert!(toml::from_str::<SiteConfig>("[redaction]\nfingerprint_key = \"0123456789abcdef\"\n").is_err());
+        // A value in the environment is a secret to redact, like the serve token given so.
+        let v = "0123456789abcdef0123456789abcdef";
+        let e = Environment::load(None, &MapEnv(HashMap::from([("PRESERVE_FINGERPRINT_KEY", v)]))).unwrap();
+        assert!(matches!(&e.fingerprint_key, Some(KeySource::Value(s)) if s.expose() == v));
+        assert!(e.env_secrets.iter().any(|(_, s)| s.expose() == v));
     }
 
     #[test]

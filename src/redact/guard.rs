@@ -60,7 +60,8 @@ mod tests {
     use crate::{config::Secret, redact::Redactor};
 
     fn watch() -> LeakWatch {
-        let r = Redactor::new(vec![("secret file auditHmacKey".into(), Secret::new("0123456789abcdef"))]);
+        let key = crate::redact::FingerprintKey::per_bundle().unwrap();
+        let r = Redactor::new(vec![("secret file auditHmacKey".into(), Secret::new("0123456789abcdef"))], key);
         LeakWatch::new(r.known().unwrap())
     }
 

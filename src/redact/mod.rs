@@ -4,12 +4,13 @@
 //! JWTs, cloud and chat tokens, PEM private keys, passwords in URLs); and *key-name* rules applied to the structure
 //! of JSON, YAML, TOML, env and `key=value` text (Caracal's list of secret key names, minus the evidence ids).
 //!
-//! Each secret becomes a marker `[REDACTED:<fingerprint>]`, the fingerprint being HMAC-SHA256 keyed by a random
-//! salt made for this bundle (recorded in its manifest), first 16 hex: the same secret on two services shows the
-//! same marker, and anyone holding a candidate value can check it, while the bundle alone does not reveal it.
+//! Each secret becomes a marker `[REDACTED:<fingerprint>]`, the fingerprint being HMAC-SHA256 keyed by the site's
+//! fingerprint key or a random per-bundle key, neither ever written into a bundle ([`fingerprint`]), first 16 hex:
+//! the same secret on two services shows the same marker, and only the site key's holder can check a candidate.
 //! [`guard`] then checks every written byte for known values, as a last line.
 
 mod encodings;
+pub mod fingerprint;
 pub mod guard;
 pub mod rules;
 mod structured;
@@ -21,9 +22,9 @@ use std::{
 };
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use hmac::{KeyInit, Mac};
 
 use crate::{bundle::manifest::RedactionRecord, config::Secret};
+pub use fingerprint::FingerprintKey;
 pub use structured::{Format, TextRedactor};
 
 /// How every marker starts; a value that already holds one is not redacted again.
@@ -32,8 +33,6 @@ pub const MARK_PREFIX: &str = "[REDACTED:";
 const MAX_FINGERPRINTS: usize = 32;
 /// Values shorter than this are not matched: they would mangle ordinary text (and are not credentials).
 pub const MIN_SECRET_LEN: usize = 4;
-/// Length of the per-bundle salt, in bytes.
-pub const SALT_LEN: usize = 16;
 
 /// The known secret values of a run, found with one searcher; shared with the leak [`guard`].
 pub struct Known {
@@ -50,9 +49,7 @@ pub struct Known {
 }
 
 pub struct Redactor {
-    salt: [u8; SALT_LEN],
-    /// The known values as given, to build the same redactor under another salt.
-    secrets: Vec<(String, Secret)>,
+    key: FingerprintKey,
     known: Option<Arc<Known>>,
     structured: structured::Rules,
 }
@@ -141,30 +138,18 @@ impl Tally {
 }
 
 impl Redactor {
-    /// A redactor for the given secret values (label, value) with a fresh random salt. Labels name the rule,
+    /// A redactor for the given secret values (label, value), its markers keyed by `key`. Labels name the rule,
     /// e.g. `credential env:X`.
-    pub fn new(secrets: Vec<(String, Secret)>) -> Self {
-        let mut salt = [0u8; SALT_LEN];
-        // Without an OS random source the salt falls back to the clock: fingerprints stay consistent within the
-        // bundle, which is what markers need; only their resistance to precomputed guesses is weaker.
-        if getrandom::fill(&mut salt).is_err() {
-            let now = jiff::Timestamp::now().as_nanosecond().to_le_bytes();
-            salt.copy_from_slice(&now[..SALT_LEN]);
-        }
-        Self::with_salt(secrets, salt)
-    }
-
-    pub fn with_salt(secrets: Vec<(String, Secret)>, salt: [u8; SALT_LEN]) -> Self {
+    pub fn new(secrets: Vec<(String, Secret)>, key: FingerprintKey) -> Self {
         let mut seen = BTreeSet::new();
         let mut values = Vec::new();
         let mut rules = Vec::new();
-        let mut kept = Vec::new();
         for (label, secret) in secrets {
             let v = secret.expose();
             if v.len() < MIN_SECRET_LEN || !seen.insert(v.to_string()) {
                 continue;
             }
-            let marker = marker_with(&salt, v.as_bytes());
+            let marker = marker_with(&key, v.as_bytes());
             // Its other spellings (escaped in JSON, URL-encoded, base64) read as the same marker.
             for (encoding, spelling) in encodings::variants(v) {
                 if seen.insert(spelling.clone()) {
@@ -172,37 +157,26 @@ impl Redactor {
                     values.push(spelling);
                 }
             }
-            rules.push((label.clone(), marker));
+            rules.push((label, marker));
             values.push(v.to_string());
-            kept.push((label, secret));
         }
         let known = (!values.is_empty()).then(|| Arc::new(Known::new(&values, rules)));
-        Self { salt, secrets: kept, known, structured: structured::Rules::new() }
+        Self { key, known, structured: structured::Rules::new() }
     }
 
-    /// The same rules under another bundle's salt: text redacted by it carries that bundle's markers, so it can be
-    /// compared with that bundle's redacted text (an unchanged secret, an unchanged marker).
-    pub fn resalted(&self, salt: [u8; SALT_LEN]) -> Self {
-        Self::with_salt(self.secrets.clone(), salt)
+    /// The key of this redactor's fingerprints.
+    pub fn key(&self) -> &FingerprintKey {
+        &self.key
     }
 
-    pub fn salt(&self) -> [u8; SALT_LEN] {
-        self.salt
-    }
-
-    /// The salt of this bundle's fingerprints, hex; recorded in the manifest so a fingerprint can be checked.
-    pub fn salt_hex(&self) -> String {
-        hex::encode(self.salt)
-    }
-
-    /// The keyed fingerprint of a secret: HMAC-SHA256(salt, value), first 16 hex digits.
+    /// The keyed fingerprint of a secret: HMAC-SHA256(key, value), first 16 hex digits.
     pub fn fingerprint(&self, value: &[u8]) -> String {
-        fingerprint_with(&self.salt, value)
+        self.key.fingerprint(value)
     }
 
     /// The marker that replaces `value`.
     pub fn marker(&self, value: &[u8]) -> String {
-        marker_with(&self.salt, value)
+        marker_with(&self.key, value)
     }
 
     /// The known values, for the leak guard; `None` when the run knows no secret.
@@ -296,14 +270,8 @@ impl Redactor {
     }
 }
 
-fn fingerprint_with(salt: &[u8], value: &[u8]) -> String {
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(salt).expect("HMAC takes keys of any length");
-    mac.update(value);
-    hex::encode(&mac.finalize().into_bytes()[..8])
-}
-
-fn marker_with(salt: &[u8], value: &[u8]) -> String {
-    format!("{MARK_PREFIX}{}]", fingerprint_with(salt, value))
+fn marker_with(key: &FingerprintKey, value: &[u8]) -> String {
+    format!("{MARK_PREFIX}{}]", key.fingerprint(value))
 }
 
 fn fingerprint_of_marker(marker: &str) -> &str {
@@ -346,8 +314,12 @@ pub fn redact_json(value: &mut serde_json::Value, redactor: &Redactor, tally: &T
 mod tests {
     use super::*;
 
+    fn key(k: &str) -> FingerprintKey {
+        FingerprintKey::site(&Secret::new(k.repeat(32))).unwrap()
+    }
+
     fn redactor() -> Redactor {
-        Redactor::with_salt(vec![("credential env:X".into(), Secret::new("s3cr3t-value"))], [7; SALT_LEN])
+        Redactor::new(vec![("credential env:X".into(), Secret::new("s3cr3t-value"))], key("7"))
     }
 
     fn text(r: &Redactor, input: &str, format: Format) -> String {
@@ -355,7 +327,7 @@ mod tests {
     }
 
     #[test]
-    fn known_values_become_markers_with_a_salted_fingerprint() {
+    fn known_values_become_markers_with_a_keyed_fingerprint() {
         let r = redactor();
         let t = Tally::default();
         let out = r.redact(b"a s3cr3t-value b s3cr3t-value", &t);
@@ -365,8 +337,8 @@ mod tests {
         let rec = &t.records()[0];
         assert_eq!((rec.rule.as_str(), rec.count), ("credential env:X", 2));
         assert_eq!(rec.fingerprints, vec![r.fingerprint(b"s3cr3t-value")]);
-        // Another bundle, another salt: the same secret is not linkable across bundles by its marker alone.
-        let other = Redactor::with_salt(vec![], [8; SALT_LEN]);
+        // Another key, another fingerprint: the same secret is not linkable across keys by its marker alone.
+        let other = Redactor::new(vec![], key("8"));
         assert_ne!(other.fingerprint(b"s3cr3t-value"), r.fingerprint(b"s3cr3t-value"));
     }
 

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Catalog, ConfigError, CredentialError, Environment, KeySource, Secret},
-    redact::Redactor,
+    redact::{Redactor, fingerprint::FingerprintKey},
     snapshot,
 };
 pub use rules::Rules;
@@ -81,7 +81,7 @@ impl Sidecar {
             .enable_all()
             .build()
             .map_err(ServeError::Runtime)?;
-        let redactor = labels_redactor(&env, &catalog, &token);
+        let redactor = labels_redactor(&env, &catalog, &token)?;
         let scheduler = Scheduler::new(Arc::new(env), Arc::new(catalog), rules, snapshots.handle().clone(), redactor);
         Ok(Self { scheduler, token, snapshots: SnapshotRuntime(Some(snapshots)) })
     }
@@ -145,12 +145,15 @@ impl Sidecar {
 /// The redactor for the alert labels `GET /snapshots` shows: the secrets a snapshot's redaction would know before
 /// any collector's own (the site's credentials, Caracal's secret files), and the sidecar's token. When they cannot
 /// all be resolved now, the environment's and the token still are, and the text rules always apply.
-fn labels_redactor(env: &Environment, catalog: &Catalog, token: &Secret) -> Redactor {
+fn labels_redactor(env: &Environment, catalog: &Catalog, token: &Secret) -> Result<Redactor, ServeError> {
     let request = snapshot::Request { collectors: vec![snapshot::CONTEXT_COLLECTOR.into()], ..Default::default() };
-    let mut known = match snapshot::plan(env, catalog, &request, jiff::Timestamp::now())
-        .map_err(|e| e.to_string())
-        .and_then(|plan| snapshot::resolve_secrets(env, &plan).map_err(|e| e.to_string()))
-    {
+    let planned = snapshot::plan(env, catalog, &request, jiff::Timestamp::now()).map_err(|e| e.to_string());
+    // With the site's fingerprint key, a label's marker here is the one its bundle shows.
+    let key = match &planned {
+        Ok(plan) => plan.fingerprint_key.clone(),
+        Err(_) => FingerprintKey::per_bundle().map_err(|e| ServeError::Runtime(std::io::Error::other(e)))?,
+    };
+    let mut known = match planned.and_then(|plan| snapshot::resolve_secrets(env, &plan).map_err(|e| e.to_string())) {
         Ok(secrets) => secrets.values,
         Err(e) => {
             eprintln!("preserve serve: GET /snapshots redacts alert labels without the site's secrets: {e}");
@@ -158,7 +161,7 @@ fn labels_redactor(env: &Environment, catalog: &Catalog, token: &Secret) -> Reda
         }
     };
     known.push(("serve.token".into(), token.clone()));
-    Redactor::new(known)
+    Ok(Redactor::new(known, key))
 }
 
 async fn signalled() -> &'static str {

@@ -268,7 +268,8 @@ mod tests {
     fn collection(dir: &tempfile::TempDir) -> (Collection, Arc<Staging>) {
         let out = OutDir::open(dir.path()).unwrap();
         let staging = Staging::create(Arc::new(out.private(".t.staging").unwrap()), 3);
-        let redactor = Arc::new(Redactor::new(vec![("site password".into(), Secret::new(SECRET))]));
+        let key = crate::redact::FingerprintKey::per_bundle().unwrap();
+        let redactor = Arc::new(Redactor::new(vec![("site password".into(), Secret::new(SECRET))], key));
         let env = Arc::new(Environment::load(None, &NoVars).unwrap());
         let cx = Collection::new(
             "c".into(),

@@ -85,6 +85,7 @@ fn environment_summary(env: &Environment) -> serde_json::Value {
         "services": env.services,
         "audit_hmac_key": key(&env.audit_hmac_key),
         "serve": { "listen": env.listen, "token": key(&env.serve_token) },
+        "redaction": { "fingerprint_key": key(&env.fingerprint_key) },
         "credentials": env.redact_refs.iter().map(|(k, r)| (k.clone(), r.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
     })
 }

@@ -22,6 +22,7 @@ impl Workspace {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
         std::fs::create_dir_all(dir.path().join("docker")).unwrap();
+        std::fs::write(dir.path().join("home").join("fingerprint.key"), format!("{FINGERPRINT_KEY}\n")).unwrap();
         Self { dir }
     }
 
@@ -52,7 +53,13 @@ impl Workspace {
         c.env("HOME", self.path().join("home"));
         c.env("PRESERVE_DOCKER_DIR", self.path().join("docker"));
         c.env("PRESERVE_OUT", self.out());
+        c.env("PRESERVE_FINGERPRINT_KEY", self.fingerprint_key_ref());
         c
+    }
+
+    /// `file:<path>` of the workspace's copy of [`FINGERPRINT_KEY`], the site key its snapshots run with.
+    pub fn fingerprint_key_ref(&self) -> String {
+        format!("file:{}", self.path().join("home").join("fingerprint.key").display())
     }
 
     /// `preserve snapshot -q --collectors DIR`: a quiet snapshot with the test's own collectors; the caller adds
@@ -204,12 +211,18 @@ pub fn assert_interrupted_bundle(ws: &Workspace, says: &str) -> (PathBuf, serde_
     (bag, m)
 }
 
+/// The site fingerprint key test snapshots run with (`Workspace::preserve` sets `PRESERVE_FINGERPRINT_KEY`), so a
+/// test, as the key's holder, can tell which marker a secret got.
+pub const FINGERPRINT_KEY: &str = "test-site-fingerprint-key-5f0c2a9e71d84b36";
+
 /// The marker that replaces `secret` in the bundle whose manifest is `m`: `[REDACTED:<fingerprint>]`, the
-/// fingerprint computed here from the manifest's salt, as a reader of the bundle would.
+/// fingerprint computed here with the site key, as its holder would. The bundle must say it was keyed by it.
 pub fn marker(m: &serde_json::Value, secret: &str) -> String {
     use hmac::{KeyInit, Mac};
-    let salt = hex::decode(m["redaction"]["salt"].as_str().expect("manifest records the salt")).unwrap();
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&salt).unwrap();
+    let key = preserve::redact::FingerprintKey::site(&preserve::config::Secret::new(FINGERPRINT_KEY)).unwrap();
+    assert_eq!(m["redaction"]["key"], "site", "a marker can be computed only with the site key: {}", m["redaction"]);
+    assert_eq!(m["redaction"]["key_id"].as_str(), key.id().as_deref(), "keyed by the test's site key");
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(FINGERPRINT_KEY.as_bytes()).unwrap();
     mac.update(secret.as_bytes());
     format!("[REDACTED:{}]", hex::encode(&mac.finalize().into_bytes()[..8]))
 }

@@ -1,7 +1,8 @@
 //! The `config_diff` source kind: configuration as it is now (files, or a program's output such as
 //! `helm get values --all`) against a baseline (known-good copies, or the same collector's current side in the
 //! previous bundle). Both sides are written redacted, with a unified diff of the *redacted* texts, so no secret can
-//! reach the diff; the manifest records both sides' hashes and whether they differ.
+//! reach the diff; the manifest records both sides' hashes and whether they differ. Secrets compare by their markers,
+//! which only works when one key made both sides' markers (see [`crate::redact::fingerprint`]).
 
 mod previous;
 
@@ -22,9 +23,9 @@ use super::{
     file::media_type,
 };
 use crate::{
-    bundle::manifest::Severity,
+    bundle::manifest::{KeyKind, RedactionScheme, Severity},
     config::{CredentialRef, Environment},
-    redact::Format,
+    redact::{FingerprintKey, Format},
 };
 
 /// Each side of one item is read up to this many bytes (configuration is small); beyond it, it is marked truncated.
@@ -35,6 +36,9 @@ const MAX_STDERR: usize = 1 << 20;
 /// correct) one.
 const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const PREVIOUS: &str = "previous";
+/// What every marker reads as in a diff whose sides were keyed differently: their fingerprints say nothing about
+/// whether the secrets are equal.
+const UNCOMPARED: &[u8] = b"[REDACTED:not-compared]";
 
 /// Settings of a `config_diff` collector. The current side comes from `files` or from `command`, never both.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -310,25 +314,26 @@ impl ConfigDiffSource {
                 baseline: Err(String::new()),
             })
             .collect();
-        // Sides from an earlier bundle carry that bundle's markers: the current side is compared redacted under
-        // the same salt, so an unchanged secret is no change, and a rotated one shows as a changed marker.
-        let mut other_salt = None;
+        // Sides from an earlier bundle carry that bundle's markers. Made with this bundle's key (the site's), an
+        // unchanged secret is no change and a rotated one shows as a changed marker; made with another key (a
+        // per-bundle key, which is gone), no marker can be compared, and the diff compares everything else.
+        let mut uncompared = None;
         if self.baseline == PREVIOUS {
-            other_salt = self.pair_with_previous(cx, &mut items, &current.unreadable, &mut out)?;
+            let scheme = self.pair_with_previous(cx, &mut items, &current.unreadable, &mut out)?;
+            uncompared = scheme.and_then(|(id, scheme)| why_uncompared(cx.redactor().key(), &id, &scheme));
         } else {
             let path = PathBuf::from(cx.env.expand(&self.baseline).map_err(CollectError::Failed)?);
             pair_with_path(&path, &mut items, &mut out)?;
         }
         items.sort_by(|a, b| a.name.cmp(&b.name));
 
-        let compare_with = other_salt.filter(|s| *s != cx.redactor().salt()).map(|s| cx.redactor().resalted(s));
         let mut records = Vec::new();
         let (mut changed, mut unmatched) = (Vec::new(), Vec::new());
         for item in &items {
             if cx.is_cancelled() {
                 return Err(CollectError::Cancelled);
             }
-            let record = write_item(cx, item, compare_with.as_ref())?;
+            let record = write_item(cx, item, uncompared.is_none())?;
             match record["differs"].as_bool() {
                 Some(true) => changed.push(item.name.clone()),
                 Some(false) => {}
@@ -337,6 +342,18 @@ impl ConfigDiffSource {
             records.push(record);
         }
         out.detail("items", records);
+        if let Some(why) = uncompared.filter(|_| items.iter().any(|i| i.baseline.is_ok())) {
+            let f = cx.finding(
+                "config.secrets_not_compared",
+                Severity::Info,
+                format!(
+                    "secrets not compared with the previous bundle: {why}; a secret changed since does not show in \
+                     the diff (a site fingerprint key, [redaction] fingerprint_key, makes markers comparable across \
+                     bundles)"
+                ),
+            );
+            out.findings.push(f);
+        }
         if !changed.is_empty() {
             let origins: BTreeSet<&str> =
                 items.iter().filter_map(|i| i.baseline.as_ref().ok()).map(|b| &*b.0).collect();
@@ -365,14 +382,14 @@ impl ConfigDiffSource {
     }
 
     /// Baselines from the newest earlier bundle. An item only that bundle has (a file since removed) joins the
-    /// list, so a deletion shows as a change. Returns the salt of that bundle's markers, when it records one.
+    /// list, so a deletion shows as a change. Returns that bundle's id and how its markers were keyed.
     fn pair_with_previous(
         &self,
         cx: &Collection,
         items: &mut Vec<Item>,
         unreadable: &BTreeSet<String>,
         out: &mut Outcome,
-    ) -> Result<Option<[u8; crate::redact::SALT_LEN]>, CollectError> {
+    ) -> Result<Option<(String, RedactionScheme)>, CollectError> {
         let out_dir = &cx.env.out_dir;
         let found = previous::find(out_dir, &cx.name, jiff::Timestamp::now())
             .map_err(CollectError::io(format!("looking for earlier bundles in {}", out_dir.display())))?;
@@ -404,7 +421,7 @@ impl ConfigDiffSource {
                 None => Err(format!("{} has no {}", prev.bundle_id, item.name)),
             };
         }
-        Ok(prev.salt)
+        Ok(Some((prev.bundle_id, prev.scheme)))
     }
 }
 
@@ -456,13 +473,9 @@ fn redacted(cx: &Collection, name: &str, raw: &[u8]) -> Vec<u8> {
 }
 
 /// Writes `current/<name>`, `baseline/<name>` and `<name>.diff` as far as they exist; returns the item's record
-/// for the manifest.
-/// `compare_with` redacts the current side again, under the baseline's salt, for the comparison.
-fn write_item(
-    cx: &Collection,
-    item: &Item,
-    compare_with: Option<&crate::redact::Redactor>,
-) -> Result<serde_json::Value, CollectError> {
+/// for the manifest. Without `markers_compare` (the sides were keyed differently), markers are compared as being
+/// there, not by fingerprint.
+fn write_item(cx: &Collection, item: &Item, markers_compare: bool) -> Result<serde_json::Value, CollectError> {
     let current = match &item.current {
         Some(text) => {
             let clean = redacted(cx, &item.name, &text.bytes);
@@ -491,15 +504,13 @@ fn write_item(
     // A previous bundle's side is already redacted; redacting it again changes nothing but is harmless.
     let baseline = redacted(cx, &item.name, &text.bytes);
     write_artifact(cx, &format!("baseline/{}", item.name), origin, &baseline, text.truncated)?;
-    let resalted = match (compare_with, &item.current) {
-        (Some(r), Some(text)) => {
-            let format = Format::of(&item.name, media_type(&item.name));
-            Some(r.redact_as(&text.bytes, format, &crate::redact::Tally::default()).into_owned())
-        }
-        _ => None,
+    let now = current.as_deref().unwrap_or_default();
+    let (was, now) = if markers_compare {
+        (std::borrow::Cow::Borrowed(&baseline[..]), std::borrow::Cow::Borrowed(now))
+    } else {
+        (without_fingerprints(&baseline), without_fingerprints(now))
     };
-    let now = resalted.as_deref().or(current.as_deref()).unwrap_or_default();
-    let diff = unified_diff(&item.name, origin, &baseline, now, item.current.is_some());
+    let diff = unified_diff(&item.name, origin, &was, &now, item.current.is_some());
     // Both sides were redacted before the diff was made (so their markers compare); written as text all the same,
     // which leaves markers as they are.
     let mut a = cx.artifact(&format!("{}.diff", item.name), "text/x-diff", Redaction::Text(Format::Text))?;
@@ -509,13 +520,33 @@ fn write_item(
     record["baseline"] = origin.clone().into();
     record["baseline_sha256"] = sha256(&baseline).into();
     record["baseline_truncated"] = text.truncated.into();
-    // The salt the baseline's and the diff's markers were made with, when not this bundle's: a reader checks a
-    // candidate secret against those markers with it.
-    if let Some(r) = compare_with {
-        record["markers_salt"] = r.salt_hex().into();
-    }
-    record["differs"] = (item.current.is_none() || now != &baseline[..]).into();
+    record["secrets_compared"] = markers_compare.into();
+    record["differs"] = (item.current.is_none() || was != now).into();
     Ok(record)
+}
+
+/// Why the markers of an earlier bundle (`id`, keyed as `scheme`) cannot be compared with those made with `key`;
+/// `None` when one key made both.
+fn why_uncompared(key: &FingerprintKey, id: &str, scheme: &RedactionScheme) -> Option<String> {
+    if key.made(scheme) {
+        return None;
+    }
+    Some(match (scheme.key, key.kind()) {
+        (None, _) => format!("{id} was written before markers were keyed"),
+        (Some(KeyKind::PerBundle), _) => format!("the markers of {id} were made with its own key, which is gone"),
+        (Some(KeyKind::Site), KeyKind::PerBundle) => {
+            format!("the markers of {id} were made with a site key, and this bundle has none")
+        }
+        (Some(KeyKind::Site), KeyKind::Site) => format!("the markers of {id} were made with another site key"),
+    })
+}
+
+/// `text` with every marker's fingerprint replaced by [`UNCOMPARED`].
+fn without_fingerprints(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    static MARKER: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+        regex::bytes::Regex::new(r"\[REDACTED:[0-9a-f]{16}\]").expect("a fixed pattern compiles")
+    });
+    MARKER.replace_all(text, UNCOMPARED)
 }
 
 /// The unified diff from the baseline to the current side (both already redacted); empty when they are equal.

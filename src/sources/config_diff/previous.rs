@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Text;
-use crate::bundle::manifest::CollectorStatus;
+use crate::bundle::manifest::{CollectorStatus, RedactionScheme};
 
 /// Only what is needed of a side manifest, so bundles written by other versions still serve as baselines.
 #[derive(Deserialize)]
@@ -24,12 +24,7 @@ struct SideManifest {
     collectors: Vec<SideCollector>,
     /// Absent in bundles written before markers carried fingerprints.
     #[serde(default)]
-    redaction: Option<SideRedaction>,
-}
-
-#[derive(Deserialize)]
-struct SideRedaction {
-    salt: String,
+    redaction: RedactionScheme,
 }
 
 #[derive(Deserialize)]
@@ -58,8 +53,8 @@ pub struct Previous {
     pub items: BTreeMap<String, String>,
     /// Item names whose recorded current side was truncated.
     truncated: Vec<String>,
-    /// The salt of that bundle's redaction markers.
-    pub salt: Option<[u8; crate::redact::SALT_LEN]>,
+    /// Which key made that bundle's redaction markers.
+    pub scheme: RedactionScheme,
 }
 
 /// The newest finished bundle in `out_dir` created before `before` in which `collector` (a `config_diff` collector
@@ -108,8 +103,8 @@ pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Op
             }
         }
         if !items.is_empty() {
-            let salt = m.redaction.and_then(|r| hex::decode(r.salt).ok()).and_then(|s| s.try_into().ok());
-            best = Some((m.created_at, Previous { bundle_id: m.bundle_id, archive, items, truncated, salt }));
+            let scheme = m.redaction;
+            best = Some((m.created_at, Previous { bundle_id: m.bundle_id, archive, items, truncated, scheme }));
         }
     }
     Ok(best.map(|(_, p)| p))
