@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
-    bundle::{manifest::CollectorStatus, verify},
+    bundle::{bounds::Limits, manifest::CollectorStatus, verify},
     config::{Catalog, Environment, ProcessEnv},
     progress::Progress,
     runner::Stop,
@@ -44,8 +44,12 @@ enum Command {
     Snapshot(SnapshotArgs),
     /// Prove a bundle intact: archive hash, every file's hash, no missing or extra file, manifest agreement.
     #[command(
-        after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n\n\
-        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault), 2 usage error."
+        after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n  \
+        preserve verify --max-bytes 200GiB --max-entries 1000000 huge.tar.zst\n\n\
+        A bundle is read within bounds (docs/bundle-format.md): names, tag files, entries, side files and the\n\
+        decompressed size (by default what its manifest says it holds, plus room for tar framing). One over its\n\
+        bound is refused unread with one line naming the bound, and the flag that raises it where there is one.\n\n\
+        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault) or refused, 2 usage error."
     )]
     Verify {
         /// The bundle (`.tar.zst`); the `.sha256` and `.manifest.json` beside it are checked too.
@@ -53,14 +57,23 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Summarize a bundle: collectors, status, sizes, records, findings.
-    #[command(after_help = "Example:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst")]
+    #[command(
+        after_help = "Examples:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  \
+        preserve inspect --max-bytes 50GiB copied-without-side-files.tar.zst\n\n\
+        The copy of the manifest beside the bundle is read when present; else the archive is read, within the\n\
+        same bounds as `preserve verify`. Exit codes: 0 shown, 1 unreadable or refused, 2 usage error."
+    )]
     Inspect {
         bundle: PathBuf,
         /// Print the manifest as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
     #[command(after_help = "Examples:\n  \
@@ -101,6 +114,28 @@ struct ConfigArgs {
     /// Extra directory of collector and profile TOML files; may be repeated.
     #[arg(long = "collectors", value_name = "DIR")]
     collectors_dirs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Most bytes the archive may expand to, decompressed (`500MiB`, `200GiB`). Default: what the manifest beside
+    /// it says the bundle holds plus 8 KiB per artifact and 128 MiB; without that manifest, 256 times the
+    /// compressed size and at least 1 GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_bytes: Option<u64>,
+    /// Most entries (tar records) the archive may hold.
+    #[arg(long, value_name = "N", default_value_t = preserve::bundle::bounds::DEFAULT_MAX_ENTRIES)]
+    max_entries: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits { max_bytes: self.max_bytes, max_entries: self.max_entries }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("not a size like `500MiB` or `2GB`: {e}"))
 }
 
 #[derive(Args)]
@@ -147,8 +182,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
-        Command::Verify { bundle, json } => verify_cmd(&bundle, json),
-        Command::Inspect { bundle, json } => inspect_cmd(&bundle, json),
+        Command::Verify { bundle, json, limits } => verify_cmd(&bundle, json, &limits.limits()),
+        Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
         Command::List { config, json } => list_cmd(&config, json),
         Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
     };
@@ -301,10 +336,10 @@ fn print_plan(plan: &snapshot::Plan) {
     }
 }
 
-fn verify_cmd(bundle: &std::path::Path, json: bool) -> u8 {
-    let report = match verify::verify(bundle) {
+fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
+    let report = match verify::verify_with(bundle, limits) {
         Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot read {}: {e}", bundle.display())),
+        Err(e) => return fail(1, &e.to_string()),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -326,10 +361,10 @@ fn verify_cmd(bundle: &std::path::Path, json: bool) -> u8 {
     if report.intact() { 0 } else { 1 }
 }
 
-fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
-    let m = match verify::read_manifest(bundle) {
+fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
+    let m = match verify::read_manifest(bundle, limits) {
         Ok(m) => m,
-        Err(e) => return fail(1, &format!("cannot read the manifest of {}: {e}", bundle.display())),
+        Err(e) => return fail(1, &e.to_string()),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
