@@ -6,7 +6,11 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
-    bundle::{bounds::Limits, manifest::CollectorStatus, verify},
+    bundle::{
+        bounds::{Limits, printable},
+        manifest::CollectorStatus,
+        verify,
+    },
     config::{Catalog, Environment, ProcessEnv},
     progress::Progress,
     runner::Stop,
@@ -371,10 +375,13 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         return 0;
     }
     let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    println!("bundle:   {}", m.bundle_id);
+    // The manifest is the bundle author's text: shown with its control characters escaped, so it cannot steer the
+    // terminal or forge lines.
+    let p = |s: &str| printable(s);
+    println!("bundle:   {}", p(&m.bundle_id));
     println!("status:   {}", m.status.as_str());
-    println!("profile:  {}", m.profile);
-    println!("host:     {}   tool: {} {}", m.host, m.tool.name, m.tool.version);
+    println!("profile:  {}", p(&m.profile));
+    println!("host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version));
     println!("taken:    {} .. {}", m.created_at, m.finished_at);
     println!("window:   {} .. {}", w(m.window.since), w(m.window.until));
     println!(
@@ -382,7 +389,7 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     );
     for a in &m.trigger.alerts {
-        println!("  alert {} {:?}", a.name().unwrap_or("?"), a.labels);
+        println!("  alert {} {:?}", p(a.name().unwrap_or("?")), a.labels);
     }
     println!("collectors:");
     for c in &m.collectors {
@@ -391,20 +398,20 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         let redacted: u64 = c.redactions.iter().map(|r| r.count).sum();
         println!(
             "  {:<24} {:<8} {:>10} {:>9} records {:>4} files {:>6} ms{}{}",
-            c.name,
+            p(&c.name),
             c.status.as_str(),
             bytesize::ByteSize::b(bytes).display().iec().to_string(),
             records,
             c.artifacts.len(),
             c.duration_ms,
             if redacted > 0 { format!(", {redacted} redacted") } else { String::new() },
-            c.error.as_ref().map(|e| format!("\n      {e}")).unwrap_or_default()
+            c.error.as_ref().map(|e| format!("\n      {}", p(e))).unwrap_or_default()
         );
     }
     if !m.findings.is_empty() {
         println!("findings:");
         for f in &m.findings {
-            println!("  [{:?}] {} {}: {}", f.severity, f.collector, f.code, f.summary);
+            println!("  [{:?}] {} {}: {}", f.severity, p(&f.collector), p(&f.code), p(&f.summary));
         }
     }
     0

@@ -104,10 +104,14 @@ fn refused(ws: &Workspace, args: &[&str], bundle: &Path) -> String {
     err
 }
 
-/// A genuine bundle of a few evidence files; returns the workspace and the bundle's path.
+/// A genuine bundle of an evidence file; returns the workspace and the bundle's path.
 fn genuine() -> (Workspace, PathBuf) {
+    genuine_named("audit.log")
+}
+
+fn genuine_named(file: &str) -> (Workspace, PathBuf) {
     let ws = Workspace::new();
-    ws.write("evidence/audit.log", "{\"msg\":\"tamper: chain HMAC mismatch\",\"chain_seq\":42}\n".repeat(50));
+    ws.write(&format!("evidence/{file}"), "{\"msg\":\"tamper: chain HMAC mismatch\",\"chain_seq\":42}\n".repeat(50));
     let dir = collectors_dir(
         &ws,
         "t.toml",
@@ -139,20 +143,63 @@ fn side(bundle: &Path, suffix: &str) -> PathBuf {
 
 #[test]
 fn a_one_gib_gnu_long_name_is_refused_before_it_is_read() {
-    let ws = Workspace::new();
-    let bundle = ws.path().join("long-name.tar.zst");
-    let mut s = Stream::new();
-    s.header("././@LongLink", tar::EntryType::GNULongName, GIB);
-    s.zeros(GIB / MIB);
-    s.header("bag/bagit.txt", tar::EntryType::Regular, 0);
-    let size = s.finish(&bundle);
-    assert!(size < 100 << 10, "the review's bundle was 33 KB; this one is {size} bytes");
+    for (kind, record) in
+        [(tar::EntryType::GNULongName, "GNU long-name record"), (tar::EntryType::XHeader, "PAX extended header")]
+    {
+        let ws = Workspace::new();
+        let bundle = ws.path().join("long-name.tar.zst");
+        let mut s = Stream::new();
+        s.header("././@LongLink", kind, GIB);
+        s.zeros(GIB / MIB);
+        s.header("bag/bagit.txt", tar::EntryType::Regular, 0);
+        let size = s.finish(&bundle);
+        assert!(size < 100 << 10, "the review's bundle was 33 KB; this one is {size} bytes");
 
-    for cmd in ["verify", "inspect"] {
-        let line = refused(&ws, &[cmd], &bundle);
-        assert!(line.contains("entry #1 has a GNU long-name record of 1.0 GiB"), "{line}");
-        assert!(line.contains("over the 16.0 KiB bound for one name"), "{line}");
+        for cmd in ["verify", "inspect"] {
+            let line = refused(&ws, &[cmd], &bundle);
+            assert!(line.contains(&format!("entry #1 has a {record} of 1.0 GiB, over the")), "{line}");
+            assert!(line.contains("bound for one name"), "{line}");
+        }
     }
+}
+
+#[test]
+fn long_names_written_as_pax_records_still_verify() {
+    // The names are read by hand now (above); a bundle repacked by GNU tar in POSIX (PAX) format must still verify.
+    // A name too long for a ustar header even with its prefix field: GNU tar must write a PAX `path` record.
+    let (ws, bundle) = genuine_named(&format!("{}.log", "a".repeat(250)));
+    let id = bundle.file_name().unwrap().to_string_lossy().trim_end_matches(".tar.zst").to_string();
+    let x = ws.path().join("repack");
+    unpack(&bundle, &x);
+    std::fs::remove_file(&bundle).unwrap();
+    std::fs::remove_file(side(&bundle, ".tar.zst.sha256")).unwrap();
+    let st = Command::new("tar")
+        .args(["--format=pax", "--zstd", "-cf"])
+        .arg(&bundle)
+        .arg("-C")
+        .arg(&x)
+        .arg(&id)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tar = entries_of(&bundle);
+    assert!(tar.windows(6).any(|w| w == b" path="), "GNU tar wrote PAX path records");
+    let out = run(ws.preserve().arg("verify").arg(&bundle));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn inspect_escapes_what_the_manifest_says() {
+    let (ws, bundle) = genuine();
+    let copy = side(&bundle, ".manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
+    m["collectors"][0]["error"] = "\x1b]0;pwned\x07\nforged: a line of its own".into();
+    std::fs::write(&copy, serde_json::to_vec(&m).unwrap()).unwrap();
+    let out = run(ws.preserve().arg("inspect").arg(&bundle));
+    assert_eq!(out.status.code(), Some(0));
+    let shown = stdout(&out);
+    assert!(!shown.contains('\x1b') && !shown.lines().any(|l| l.starts_with("forged")), "{shown}");
+    assert!(shown.contains("\\u{1b}]0;pwned\\u{7}\\nforged: a line of its own"), "{shown}");
 }
 
 #[test]

@@ -22,7 +22,8 @@ pub const NAMES_LIMIT: u64 = 64 << 20;
 pub const TAG_FILES_LIMIT: u64 = 64 << 20;
 /// `<id>.tar.zst.sha256` holds one `sha256sum` line: 64 hex digits, two spaces and the archive's file name.
 pub const SHA256_SIDE_LIMIT: u64 = 4 << 10;
-/// Entries (tar records, a long-name record counting as one) of an archive, unless `--max-entries` says otherwise.
+/// Entries (files, directories, anything else; a long-name or PAX record is part of the entry it describes), unless
+/// `--max-entries` says otherwise. The index of what was read costs a few hundred bytes per entry.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 /// Before any manifest figure is known, and as a ceiling on what a manifest may claim: this many times the
 /// compressed size, and at least `FLOOR`. Evidence (logs, JSON, CSV) compresses 5 to 30 times with zstd.

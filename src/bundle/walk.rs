@@ -46,14 +46,12 @@ pub fn walk<R: Read>(
     let decoder = zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?;
     let mut archive = tar::Archive::new(Metered::new(decoder, budget.clone()));
     let mut pending = Pending::default();
-    let mut records = 0u64;
+    // Entries met so far; the long-name and PAX records before an entry are part of it (at most one of each kind,
+    // or the archive is refused as corrupt), so they cannot multiply the count.
+    let mut entries = 0u64;
     let mut names = 0u64;
     for raw in archive.entries().map_err(corrupt)?.raw(true) {
         let mut entry = raw.map_err(corrupt)?;
-        records += 1;
-        if records > limits.max_entries {
-            return Err(Refusal::Entries { limit: limits.max_entries }.into());
-        }
         let kind = entry.header().entry_type();
         let size = entry.size();
         let record = if kind.is_gnu_longname() {
@@ -67,21 +65,25 @@ pub fn walk<R: Read>(
         };
         if let Some((record, limit)) = record {
             if size > limit {
-                return Err(Refusal::Name { entry: records, record, declared: size, limit }.into());
+                return Err(Refusal::Name { entry: entries + 1, record, declared: size, limit }.into());
             }
             let mut bytes = Vec::with_capacity(size as usize);
             (&mut entry).take(size).read_to_end(&mut bytes).map_err(corrupt)?;
             names = names.saturating_add(size);
             if names > NAMES_LIMIT {
-                return Err(Refusal::Names { entry: records }.into());
+                return Err(Refusal::Names { entry: entries + 1 }.into());
             }
             pending.add(kind, bytes).map_err(WalkError::Corrupt)?;
             continue;
         }
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(Refusal::Entries { limit: limits.max_entries }.into());
+        }
         let path = pending.path(entry.header().path_bytes().into_owned(), size).map_err(WalkError::Corrupt)?;
         names = names.saturating_add(path.len() as u64);
         if names > NAMES_LIMIT {
-            return Err(Refusal::Names { entry: records }.into());
+            return Err(Refusal::Names { entry: entries }.into());
         }
         let path = String::from_utf8_lossy(&path).into_owned();
         budget.admit(size, &path)?;
@@ -107,6 +109,8 @@ struct Pending {
     long_name: Option<Vec<u8>>,
     pax_path: Option<Vec<u8>>,
     pax_size: Option<u64>,
+    /// A long link is read (bounded) only to be skipped: links are refused whatever they point to.
+    long_link: bool,
     other: bool,
 }
 
@@ -118,6 +122,11 @@ impl Pending {
             }
             let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
             self.long_name = Some(bytes[..end].to_vec());
+        } else if kind.is_gnu_longlink() {
+            if self.long_link {
+                return Err(io::Error::other("two long-link records describe one entry"));
+            }
+            self.long_link = true;
         } else if kind.is_pax_local_extensions() {
             if self.pax_path.is_some() || self.pax_size.is_some() {
                 return Err(io::Error::other("two PAX headers describe one entry"));
