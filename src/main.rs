@@ -50,10 +50,12 @@ enum Command {
     #[command(
         after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n  \
         preserve verify --max-bytes 200GiB --max-entries 1000000 huge.tar.zst\n\n\
-        A bundle is read within bounds (docs/bundle-format.md): names, tag files, entries, side files and the\n\
-        decompressed size (by default what its manifest says it holds, plus room for tar framing). One over its\n\
-        bound is refused unread with one line naming the bound, and the flag that raises it where there is one.\n\n\
-        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault) or refused, 2 usage error."
+        A bundle is read within bounds (docs/bundle-format.md): names, tag files, entries,\n\
+        side files and the decompressed size (by default what its manifest says it holds,\n\
+        plus room for tar framing). A bundle over a bound is refused unread, with one line\n\
+        naming the bound and the flag that raises it where there is one.\n\n\
+        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault)\n\
+        or refused, 2 usage error."
     )]
     Verify {
         /// The bundle (`.tar.zst`); the `.sha256` and `.manifest.json` beside it are checked too.
@@ -68,8 +70,9 @@ enum Command {
     #[command(
         after_help = "Examples:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  \
         preserve inspect --max-bytes 50GiB copied-without-side-files.tar.zst\n\n\
-        The copy of the manifest beside the bundle is read when present; else the archive is read, within the\n\
-        same bounds as `preserve verify`. Exit codes: 0 shown, 1 unreadable or refused, 2 usage error."
+        The copy of the manifest beside the bundle is read when present; else the archive\n\
+        is read, within the same bounds as `preserve verify`.\n\n\
+        Exit codes: 0 shown, 1 unreadable or refused, 2 usage error."
     )]
     Inspect {
         bundle: PathBuf,
@@ -127,7 +130,8 @@ struct LimitArgs {
     /// compressed size and at least 1 GiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_bytes: Option<u64>,
-    /// Most entries (tar records) the archive may hold.
+    /// Most entries (files, directories, anything else) the archive may hold; also makes room for their names
+    /// and tag files (640 bytes each, at least 64 MiB).
     #[arg(long, value_name = "N", default_value_t = preserve::bundle::bounds::DEFAULT_MAX_ENTRIES)]
     max_entries: u64,
 }

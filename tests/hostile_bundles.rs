@@ -216,6 +216,10 @@ fn tag_files_over_the_bound_together_are_refused() {
     let line = refused(&ws, &["verify"], &bundle);
     assert!(line.contains("the tag files together exceed 64.0 MiB"), "{line}");
     assert!(line.contains("`bag-info.txt` of 50.0 MiB"), "{line}");
+    assert!(line.ends_with("--max-entries N raises the bound\n"), "{line}");
+    // Room for more entries is room for their tag lines: 640 bytes each.
+    let line = refused(&ws, &["verify", "--max-entries", "150000"], &bundle);
+    assert!(line.contains("the tag files together exceed 91.6 MiB"), "{line}");
 }
 
 #[test]
@@ -284,6 +288,7 @@ fn a_sparse_manifest_side_file_is_not_read() {
 
     let line = refused(&ws, &["inspect"], &bundle);
     assert!(line.contains(".manifest.json` is 3.0 GiB, over the 64.0 MiB"), "{line}");
+    assert!(line.ends_with("bound for this file; not read; --max-entries N raises the bound\n"), "{line}");
 }
 
 #[test]

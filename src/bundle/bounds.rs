@@ -15,10 +15,11 @@ use std::{
 pub const NAME_LIMIT: u64 = 16 << 10;
 /// One PAX extended header (its `path` plus a few short records).
 pub const PAX_LIMIT: u64 = 64 << 10;
-/// Every entry's path together, since each is held (in the index, and again in a problem naming it).
-pub const NAMES_LIMIT: u64 = 64 << 20;
-/// `bagit.txt`, `bag-info.txt`, `manifest-sha256.txt`, `tagmanifest-sha256.txt` and `manifest.json` together: all
-/// are held in memory to be checked. About 600 bytes per payload file, so room for more than 100,000 files.
+/// Every entry's path together, since each is held (in the index, and again in a problem naming it); and
+/// `bagit.txt`, `bag-info.txt`, `manifest-sha256.txt`, `tagmanifest-sha256.txt` and `manifest.json` together, all
+/// held in memory to be checked (about 600 bytes per payload file). Each is this much per entry the archive may
+/// hold, and at least `TAG_FILES_LIMIT`, so raising `--max-entries` makes room for the names and tag files too.
+pub const PER_ENTRY_INDEX: u64 = 640;
 pub const TAG_FILES_LIMIT: u64 = 64 << 20;
 /// `<id>.tar.zst.sha256` holds one `sha256sum` line: 64 hex digits, two spaces and the archive's file name.
 pub const SHA256_SIDE_LIMIT: u64 = 4 << 10;
@@ -46,6 +47,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self { max_bytes: None, max_entries: DEFAULT_MAX_ENTRIES }
+    }
+}
+
+impl Limits {
+    /// The tag files together, and likewise every entry's name together.
+    pub fn tag_files(&self) -> u64 {
+        self.max_entries.saturating_mul(PER_ENTRY_INDEX).max(TAG_FILES_LIMIT)
     }
 }
 
@@ -98,15 +106,15 @@ impl fmt::Display for Basis {
 pub enum Refusal {
     #[error("entry #{entry} has a {record} of {}, over the {} bound for one name", Bytes(*declared), Bytes(*limit))]
     Name { entry: u64, record: &'static str, declared: u64, limit: u64 },
-    #[error("the entries' names together exceed {} (at entry #{entry})", Bytes(NAMES_LIMIT))]
-    Names { entry: u64 },
+    #[error("the entries' names together exceed {} (at entry #{entry}); --max-entries N raises the bound", Bytes(*limit))]
+    Names { entry: u64, limit: u64 },
     #[error(
-        "the tag files together exceed {} (`{file}` of {} brings them to {})",
-        Bytes(TAG_FILES_LIMIT),
+        "the tag files together exceed {} (`{file}` of {} brings them to {}); --max-entries N raises the bound",
+        Bytes(*limit),
         Bytes(*declared),
         Bytes(*total)
     )]
-    TagFiles { file: String, declared: u64, total: u64 },
+    TagFiles { file: String, declared: u64, total: u64, limit: u64 },
     #[error("the archive holds more than {limit} entries; --max-entries N raises the bound")]
     Entries { limit: u64 },
     #[error("decompressed, it exceeds {}{at}: {basis}; --max-bytes SIZE raises the bound", Bytes(*limit))]
@@ -247,11 +255,12 @@ pub enum Side {
 pub enum Unread {
     #[error("not a regular file; not read")]
     NotRegular,
-    #[error("{}, over the {} bound for this file; not read", Bytes(*size), Bytes(*cap))]
-    TooLarge { size: u64, cap: u64 },
+    #[error("{}, over the {} bound for this file; not read{raise}", Bytes(*size), Bytes(*cap))]
+    TooLarge { size: u64, cap: u64, raise: &'static str },
 }
 
-pub fn read_side(path: &Path, cap: u64) -> io::Result<Side> {
+/// `raise` ends the message when the cap is too large (e.g. which flag raises it), empty when nothing does.
+pub fn read_side(path: &Path, cap: u64, raise: &'static str) -> io::Result<Side> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Side::Absent),
@@ -262,13 +271,13 @@ pub fn read_side(path: &Path, cap: u64) -> io::Result<Side> {
         return Ok(Side::Unread(Unread::NotRegular));
     }
     if meta.len() > cap {
-        return Ok(Side::Unread(Unread::TooLarge { size: meta.len(), cap }));
+        return Ok(Side::Unread(Unread::TooLarge { size: meta.len(), cap, raise }));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // The file may have grown since it was measured.
     file.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
-        return Ok(Side::Unread(Unread::TooLarge { size: bytes.len() as u64, cap }));
+        return Ok(Side::Unread(Unread::TooLarge { size: bytes.len() as u64, cap, raise }));
     }
     Ok(Side::Read(bytes))
 }

@@ -15,14 +15,13 @@ use sha2::{Digest, Sha256};
 
 use super::{
     bagit,
-    bounds::{
-        Budget, Figures, Limits, Refusal, SHA256_SIDE_LIMIT, Side, TAG_FILES_LIMIT, Unread, excerpt, printable,
-        read_side,
-    },
+    bounds::{Budget, Figures, Limits, Refusal, SHA256_SIDE_LIMIT, Side, Unread, excerpt, printable, read_side},
     manifest::Manifest,
     walk::{self, Flow, WalkError},
 };
 
+/// The manifest's copy beside the archive is bounded as the tag files are.
+const RAISE_TAG_FILES: &str = "; --max-entries N raises the bound";
 const TAG_FILES: [&str; 5] =
     ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sha256.txt", "manifest.json"];
 
@@ -115,7 +114,7 @@ pub fn verify_with(archive: &Path, limits: &Limits) -> Result<Report, Error> {
     let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
     let file = File::open(archive).map_err(read_error)?;
     let compressed = file.metadata().map_err(read_error)?.len();
-    let side = SideManifest::read(archive);
+    let side = SideManifest::read(archive, limits);
     let budget = Budget::derive(limits, compressed, side.figures());
     let mut hashing = HashingReader::new(file);
     let mut bag = Bag::default();
@@ -189,9 +188,13 @@ fn read_entries(
         let keep = TAG_FILES.contains(&rel.as_str());
         if keep {
             bag.tag_bytes = bag.tag_bytes.saturating_add(entry.size);
-            if bag.tag_bytes > TAG_FILES_LIMIT {
-                let refusal =
-                    Refusal::TagFiles { file: excerpt(rel.as_bytes()), declared: entry.size, total: bag.tag_bytes };
+            if bag.tag_bytes > limits.tag_files() {
+                let refusal = Refusal::TagFiles {
+                    file: excerpt(rel.as_bytes()),
+                    declared: entry.size,
+                    total: bag.tag_bytes,
+                    limit: limits.tag_files(),
+                };
                 return Err(refusal.into());
             }
         }
@@ -406,7 +409,7 @@ fn check_listed(report: &mut Report, path: &str, sha: &str, seen: Option<&Seen>,
 fn check_sha256_side_file(archive: &Path, report: &mut Report) {
     let sha_path = PathBuf::from(format!("{}.sha256", archive.display()));
     let name = display_name(&sha_path);
-    let text = match read_side(&sha_path, SHA256_SIDE_LIMIT) {
+    let text = match read_side(&sha_path, SHA256_SIDE_LIMIT, "") {
         Ok(Side::Absent) => return,
         Ok(Side::Read(text)) => text,
         Ok(Side::Unread(why)) => {
@@ -437,10 +440,10 @@ enum SideManifest {
 }
 
 impl SideManifest {
-    fn read(archive: &Path) -> Self {
+    fn read(archive: &Path, limits: &Limits) -> Self {
         let Some(path) = side_manifest_path(archive) else { return Self::Absent };
         let name = display_name(&path);
-        match read_side(&path, TAG_FILES_LIMIT) {
+        match read_side(&path, limits.tag_files(), RAISE_TAG_FILES) {
             Ok(Side::Read(bytes)) => {
                 let figures = serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| Figures::of(name.clone(), &m));
                 Self::Read { name, sha256: Sha256::digest(&bytes).into(), len: bytes.len(), figures }
@@ -518,7 +521,9 @@ pub fn read_manifest(archive: &Path, limits: &Limits) -> Result<Manifest, Error>
         detail: excerpt(e.to_string().as_bytes()),
     };
     if let Some(side) = side_manifest_path(archive) {
-        match read_side(&side, TAG_FILES_LIMIT).map_err(|source| Error::Read { path: side.clone(), source })? {
+        match read_side(&side, limits.tag_files(), RAISE_TAG_FILES)
+            .map_err(|source| Error::Read { path: side.clone(), source })?
+        {
             Side::Read(bytes) => return serde_json::from_slice(&bytes).map_err(|e| malformed(&side, e)),
             Side::Unread(why) => {
                 let refusal = Refusal::SideFile { file: display_name(&side), why };
@@ -537,8 +542,10 @@ pub fn read_manifest(archive: &Path, limits: &Limits) -> Result<Manifest, Error>
         if !(top_level && entry.path.ends_with("/manifest.json")) {
             return Ok(Flow::Continue);
         }
-        if entry.size > TAG_FILES_LIMIT {
-            let refusal = Refusal::TagFiles { file: "manifest.json".into(), declared: entry.size, total: entry.size };
+        if entry.size > limits.tag_files() {
+            let limit = limits.tag_files();
+            let refusal =
+                Refusal::TagFiles { file: "manifest.json".into(), declared: entry.size, total: entry.size, limit };
             return Err(refusal.into());
         }
         found = Some(serde_json::from_reader::<_, Manifest>(entry.data.take(entry.size)));

@@ -8,7 +8,7 @@
 
 use std::io::{self, Read};
 
-use super::bounds::{Budget, Limits, Metered, NAME_LIMIT, NAMES_LIMIT, PAX_LIMIT, Refusal};
+use super::bounds::{Budget, Limits, Metered, NAME_LIMIT, PAX_LIMIT, Refusal};
 
 /// One member of the archive, its long name or PAX path applied.
 pub struct Entry<'a> {
@@ -70,8 +70,8 @@ pub fn walk<R: Read>(
             let mut bytes = Vec::with_capacity(size as usize);
             (&mut entry).take(size).read_to_end(&mut bytes).map_err(corrupt)?;
             names = names.saturating_add(size);
-            if names > NAMES_LIMIT {
-                return Err(Refusal::Names { entry: entries + 1 }.into());
+            if names > limits.tag_files() {
+                return Err(Refusal::Names { entry: entries + 1, limit: limits.tag_files() }.into());
             }
             pending.add(kind, bytes).map_err(WalkError::Corrupt)?;
             continue;
@@ -82,8 +82,8 @@ pub fn walk<R: Read>(
         }
         let path = pending.path(entry.header().path_bytes().into_owned(), size).map_err(WalkError::Corrupt)?;
         names = names.saturating_add(path.len() as u64);
-        if names > NAMES_LIMIT {
-            return Err(Refusal::Names { entry: entries }.into());
+        if names > limits.tag_files() {
+            return Err(Refusal::Names { entry: entries, limit: limits.tag_files() }.into());
         }
         let path = String::from_utf8_lossy(&path).into_owned();
         budget.admit(size, &path)?;
