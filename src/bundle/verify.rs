@@ -1,7 +1,8 @@
 //! `preserve verify`: proves a bundle intact by streaming it once (no extraction to disk). Checks the archive hash
 //! against the `.sha256` beside it, every entry against `manifest-sha256.txt` and `tagmanifest-sha256.txt`, that no
 //! file is missing or unlisted, Payload-Oxum, and that `manifest.json` agrees with the payload. Entries with unsafe
-//! paths or types are refused. Every problem is reported, not just the first.
+//! paths or types are refused. Every problem is reported, not just the first. Everything is read within the bounds of
+//! `bounds` (names, tag files, entries, side files, decompressed size); a bundle over one is refused with one line.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
