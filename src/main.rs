@@ -6,7 +6,11 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
-    bundle::{manifest::CollectorStatus, verify},
+    bundle::{
+        bounds::{Limits, printable},
+        manifest::CollectorStatus,
+        verify,
+    },
     config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::Progress,
     redact::{FingerprintKey, fingerprint},
@@ -45,8 +49,14 @@ enum Command {
     Snapshot(SnapshotArgs),
     /// Prove a bundle intact: archive hash, every file's hash, no missing or extra file, manifest agreement.
     #[command(
-        after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n\n\
-        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault), 2 usage error."
+        after_help = "Examples:\n  preserve verify evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  preserve verify --json bundle.tar.zst\n  \
+        preserve verify --max-bytes 200GiB --max-entries 1000000 huge.tar.zst\n\n\
+        A bundle is read within bounds (docs/bundle-format.md): names, tag files, entries,\n\
+        side files and the decompressed size (by default what its manifest says it holds,\n\
+        plus room for tar framing). A bundle over a bound is refused unread, with one line\n\
+        naming the bound and the flag that raises it where there is one.\n\n\
+        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault)\n\
+        or refused, 2 usage error."
     )]
     Verify {
         /// The bundle (`.tar.zst`); the `.sha256` and `.manifest.json` beside it are checked too.
@@ -54,14 +64,24 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Summarize a bundle: collectors, status, sizes, records, findings.
-    #[command(after_help = "Example:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst")]
+    #[command(
+        after_help = "Examples:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  \
+        preserve inspect --max-bytes 50GiB copied-without-side-files.tar.zst\n\n\
+        The copy of the manifest beside the bundle is read when present; else the archive\n\
+        is read, within the same bounds as `preserve verify`.\n\n\
+        Exit codes: 0 shown, 1 unreadable or refused, 2 usage error."
+    )]
     Inspect {
         bundle: PathBuf,
         /// Print the manifest as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
     #[command(after_help = "Examples:\n  \
@@ -133,6 +153,29 @@ struct ConfigArgs {
 }
 
 #[derive(Args)]
+struct LimitArgs {
+    /// Most bytes the archive may expand to, decompressed (`500MiB`, `200GiB`). Default: what the manifest beside
+    /// it says the bundle holds plus 8 KiB per artifact and 128 MiB; without that manifest, 256 times the
+    /// compressed size and at least 1 GiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_bytes: Option<u64>,
+    /// Most entries (files, directories, anything else) the archive may hold; also makes room for their names
+    /// and tag files (640 bytes each, at least 64 MiB).
+    #[arg(long, value_name = "N", default_value_t = preserve::bundle::bounds::DEFAULT_MAX_ENTRIES)]
+    max_entries: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits { max_bytes: self.max_bytes, max_entries: self.max_entries }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("not a size like `500MiB` or `2GB`: {e}"))
+}
+
+#[derive(Args)]
 struct SnapshotArgs {
     /// Incident profile to run; may be repeated (see `preserve list`).
     #[arg(long = "profile", short = 'p', value_name = "PROFILE")]
@@ -176,8 +219,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
-        Command::Verify { bundle, json } => verify_cmd(&bundle, json),
-        Command::Inspect { bundle, json } => inspect_cmd(&bundle, json),
+        Command::Verify { bundle, json, limits } => verify_cmd(&bundle, json, &limits.limits()),
+        Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
         Command::List { config, json } => list_cmd(&config, json),
         Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
         Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
@@ -331,10 +374,10 @@ fn print_plan(plan: &snapshot::Plan) {
     }
 }
 
-fn verify_cmd(bundle: &std::path::Path, json: bool) -> u8 {
-    let report = match verify::verify(bundle) {
+fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
+    let report = match verify::verify_with(bundle, limits) {
         Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot read {}: {e}", bundle.display())),
+        Err(e) => return fail(1, &e.to_string()),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
@@ -356,20 +399,23 @@ fn verify_cmd(bundle: &std::path::Path, json: bool) -> u8 {
     if report.intact() { 0 } else { 1 }
 }
 
-fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
-    let m = match verify::read_manifest(bundle) {
+fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
+    let m = match verify::read_manifest(bundle, limits) {
         Ok(m) => m,
-        Err(e) => return fail(1, &format!("cannot read the manifest of {}: {e}", bundle.display())),
+        Err(e) => return fail(1, &e.to_string()),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
         return 0;
     }
     let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    println!("bundle:   {}", m.bundle_id);
+    // The manifest is the bundle author's text: shown with its control characters escaped, so it cannot steer the
+    // terminal or forge lines.
+    let p = |s: &str| printable(s);
+    println!("bundle:   {}", p(&m.bundle_id));
     println!("status:   {}", m.status.as_str());
-    println!("profile:  {}", m.profile);
-    println!("host:     {}   tool: {} {}", m.host, m.tool.name, m.tool.version);
+    println!("profile:  {}", p(&m.profile));
+    println!("host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version));
     println!("taken:    {} .. {}", m.created_at, m.finished_at);
     println!("window:   {} .. {}", w(m.window.since), w(m.window.until));
     println!(
@@ -377,7 +423,7 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
         serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     );
     for a in &m.trigger.alerts {
-        println!("  alert {} {:?}", a.name().unwrap_or("?"), a.labels);
+        println!("  alert {} {:?}", p(a.name().unwrap_or("?")), a.labels);
     }
     println!("collectors:");
     for c in &m.collectors {
@@ -386,20 +432,20 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool) -> u8 {
         let redacted: u64 = c.redactions.iter().map(|r| r.count).sum();
         println!(
             "  {:<24} {:<8} {:>10} {:>9} records {:>4} files {:>6} ms{}{}",
-            c.name,
+            p(&c.name),
             c.status.as_str(),
             bytesize::ByteSize::b(bytes).display().iec().to_string(),
             records,
             c.artifacts.len(),
             c.duration_ms,
             if redacted > 0 { format!(", {redacted} redacted") } else { String::new() },
-            c.error.as_ref().map(|e| format!("\n      {e}")).unwrap_or_default()
+            c.error.as_ref().map(|e| format!("\n      {}", p(e))).unwrap_or_default()
         );
     }
     if !m.findings.is_empty() {
         println!("findings:");
         for f in &m.findings {
-            println!("  [{:?}] {} {}: {}", f.severity, f.collector, f.code, f.summary);
+            println!("  [{:?}] {} {}: {}", f.severity, p(&f.collector), p(&f.code), p(&f.summary));
         }
     }
     0

@@ -2,9 +2,11 @@
 
 pub mod artifact;
 pub mod bagit;
+pub mod bounds;
 pub mod manifest;
 pub mod outdir;
 pub mod verify;
+mod walk;
 pub mod writer;
 
 /// `preserve-<profile>-<UTC yyyymmddThhmmssZ>-<8 hex>`.

@@ -1,7 +1,8 @@
 //! `preserve verify`: proves a bundle intact by streaming it once (no extraction to disk). Checks the archive hash
 //! against the `.sha256` beside it, every entry against `manifest-sha256.txt` and `tagmanifest-sha256.txt`, that no
 //! file is missing or unlisted, Payload-Oxum, and that `manifest.json` agrees with the payload. Entries with unsafe
-//! paths or types are refused. Every problem is reported, not just the first.
+//! paths or types are refused. Every problem is reported, not just the first. Everything is read within the bounds of
+//! `bounds` (names, tag files, entries, side files, decompressed size); a bundle over one is refused with one line.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -13,12 +14,30 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::{bagit, manifest::Manifest};
+use super::{
+    bagit,
+    bounds::{Budget, Figures, Limits, Refusal, SHA256_SIDE_LIMIT, Side, Unread, excerpt, printable, read_side},
+    manifest::Manifest,
+    walk::{self, Flow, WalkError},
+};
 
-/// Tag files larger than this are not held in memory (a bundle's are a few MiB at most).
-const TAG_FILE_LIMIT: u64 = 256 << 20;
+/// The manifest's copy beside the archive is bounded as the tag files are.
+const RAISE_TAG_FILES: &str = "; --max-entries N raises the bound";
 const TAG_FILES: [&str; 5] =
     ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sha256.txt", "manifest.json"];
+
+/// Why a bundle could not be checked or read at all (as opposed to a [`Report`] of what is wrong inside it).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("refused `{}`: {refusal}", path.display())]
+    Refused { path: PathBuf, refusal: Refusal },
+    #[error("`{}` holds no manifest.json", path.display())]
+    NoManifest { path: PathBuf },
+    #[error("`{}` is not a preserve manifest: {detail}", path.display())]
+    Malformed { path: PathBuf, detail: String },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -53,7 +72,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.path, self.kind, self.detail)
+        f.write_str(&printable(&format!("{}: {}: {}", self.path, self.kind, self.detail)))
     }
 }
 
@@ -84,57 +103,74 @@ struct Seen {
     bytes: u64,
 }
 
-/// Verifies the bundle at `archive`. `Err` only when the archive cannot be opened at all.
-pub fn verify(archive: &Path) -> io::Result<Report> {
-    let mut report = Report { archive: archive.to_path_buf(), ..Default::default() };
-    let file = File::open(archive)?;
-    let mut hashing = HashingReader::new(file);
-    let mut top: Option<String> = None;
-    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
-    let mut tags: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+/// Verifies the bundle at `archive` within the default bounds.
+pub fn verify(archive: &Path) -> Result<Report, Error> {
+    verify_with(archive, &Limits::default())
+}
 
-    let read = read_entries(&mut hashing, &mut report, &mut top, &mut seen, &mut tags);
-    if let Err(e) = read {
-        report.problem(display_name(archive), ProblemKind::Corrupt, format!("archive is truncated or corrupt: {e}"));
+/// Verifies the bundle at `archive`. `Err` when the archive cannot be opened, or is refused for going over a bound
+/// (then nothing else about it is reported: a crafted bundle gets one line, not a flood).
+pub fn verify_with(archive: &Path, limits: &Limits) -> Result<Report, Error> {
+    let mut report = Report { archive: archive.to_path_buf(), ..Default::default() };
+    let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
+    let file = File::open(archive).map_err(read_error)?;
+    let compressed = file.metadata().map_err(read_error)?.len();
+    let side = SideManifest::read(archive, limits);
+    let budget = Budget::derive(limits, compressed, side.figures());
+    let mut hashing = HashingReader::new(file);
+    let mut bag = Bag::default();
+
+    match read_entries(&mut hashing, limits, &budget, &mut report, &mut bag) {
+        Ok(()) => {}
+        Err(WalkError::Refused(refusal)) => return Err(Error::Refused { path: archive.to_path_buf(), refusal }),
+        Err(WalkError::Corrupt(e)) => {
+            report.problem(display_name(archive), ProblemKind::Corrupt, format!("archive is truncated or corrupt: {e}"))
+        }
     }
-    // Hash the whole file even where decoding stopped early.
+    // Hash the whole file even where decoding stopped early; this reads the compressed bytes, expanding nothing.
     let _ = io::copy(&mut hashing, &mut io::sink());
     report.archive_sha256 = hashing.finish();
-    check_side_files(archive, &mut report, tags.get("manifest.json"));
+    check_sha256_side_file(archive, &mut report);
+    side.check(&mut report, bag.tags.get("manifest.json"));
 
-    let Some(top) = top else {
+    let Some(top) = bag.top else {
         report.problem(display_name(archive), ProblemKind::Missing, "archive holds no bag directory");
         return Ok(report);
     };
     report.bundle_id = Some(top.clone());
-    check_bag(&mut report, &top, &seen, &tags);
+    check_bag(&mut report, &top, &bag.seen, &bag.tags);
     Ok(report)
+}
+
+/// What the archive holds, as far as verification needs it.
+#[derive(Default)]
+struct Bag {
+    top: Option<String>,
+    seen: BTreeMap<String, Seen>,
+    tags: BTreeMap<String, Vec<u8>>,
+    tag_bytes: u64,
 }
 
 fn read_entries(
     reader: &mut HashingReader<File>,
+    limits: &Limits,
+    budget: &Budget,
     report: &mut Report,
-    top: &mut Option<String>,
-    seen: &mut BTreeMap<String, Seen>,
-    tags: &mut BTreeMap<String, Vec<u8>>,
-) -> io::Result<()> {
-    let decoder = zstd::stream::read::Decoder::new(reader)?;
-    let mut archive = tar::Archive::new(decoder);
+    bag: &mut Bag,
+) -> Result<(), WalkError> {
     let mut buf = vec![0u8; 256 * 1024];
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let kind = entry.header().entry_type();
-        let Some(rel) = bag_relative(&raw, top) else {
+    walk::walk(reader, limits, budget, |entry| {
+        let raw = entry.path;
+        let Some(rel) = bag_relative(&raw, &mut bag.top) else {
             report.problem(
                 raw.clone(),
                 ProblemKind::UnsafeEntry,
                 "refused: absolute path, `..`, or outside the bag directory",
             );
-            continue;
+            return Ok(Flow::Continue);
         };
-        match kind {
-            tar::EntryType::Directory => continue,
+        match entry.kind {
+            tar::EntryType::Directory => return Ok(Flow::Continue),
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             other => {
                 report.problem(
@@ -142,19 +178,32 @@ fn read_entries(
                     ProblemKind::UnsafeEntry,
                     format!("refused: entry type {other:?} (only files and directories belong in a bundle)"),
                 );
-                continue;
+                return Ok(Flow::Continue);
             }
         }
         if rel.is_empty() {
             report.problem(raw, ProblemKind::UnsafeEntry, "refused: a file where the bag directory should be");
-            continue;
+            return Ok(Flow::Continue);
         }
-        let keep = TAG_FILES.contains(&rel.as_str()) && entry.size() <= TAG_FILE_LIMIT;
-        let mut kept = Vec::new();
+        // Tag files are held to be checked, so they are bounded together, before any of their bytes is read.
+        let keep = TAG_FILES.contains(&rel.as_str());
+        if keep {
+            bag.tag_bytes = bag.tag_bytes.saturating_add(entry.size);
+            if bag.tag_bytes > limits.tag_files() {
+                let refusal = Refusal::TagFiles {
+                    file: excerpt(rel.as_bytes()),
+                    declared: entry.size,
+                    total: bag.tag_bytes,
+                    limit: limits.tag_files(),
+                };
+                return Err(refusal.into());
+            }
+        }
+        let mut kept = Vec::with_capacity(if keep { entry.size as usize } else { 0 });
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
         loop {
-            let n = entry.read(&mut buf)?;
+            let n = entry.data.read(&mut buf).map_err(WalkError::Corrupt)?;
             if n == 0 {
                 break;
             }
@@ -165,14 +214,36 @@ fn read_entries(
             bytes += n as u64;
         }
         if keep {
-            tags.insert(rel.clone(), kept);
+            learn_figures(budget, &rel, &kept);
+            bag.tags.insert(rel.clone(), kept);
         }
         let record = Seen { sha256: hex::encode(hasher.finalize()), bytes };
-        if seen.insert(rel.clone(), record).is_some() {
+        if bag.seen.insert(rel.clone(), record).is_some() {
             report.problem(rel, ProblemKind::Duplicate, "the archive holds this path more than once");
         }
-    }
-    Ok(())
+        Ok(Flow::Continue)
+    })
+}
+
+/// The bag's own account of its payload, met on the way, tightens the decompressed-size bound for the rest of the
+/// archive (tag files come last in a genuine bundle, so this mostly guards what a crafted one appends after them).
+fn learn_figures(budget: &Budget, rel: &str, bytes: &[u8]) {
+    let figures = match rel {
+        "bag-info.txt" => {
+            let text = String::from_utf8_lossy(bytes);
+            let oxum = bagit::tag_field(&text, "Payload-Oxum").and_then(|o| o.split_once('.'));
+            let Some((Ok(artifact_bytes), Ok(artifacts))) = oxum.map(|(b, n)| (b.parse(), n.parse())) else {
+                return;
+            };
+            Figures { file: "bag-info.txt".into(), artifacts, artifact_bytes }
+        }
+        "manifest.json" => match serde_json::from_slice::<Manifest>(bytes) {
+            Ok(m) => Figures::of("manifest.json", &m),
+            Err(_) => return,
+        },
+        _ => return,
+    };
+    budget.tighten(figures);
 }
 
 /// The path of an entry relative to the bag directory, or `None` when it is unsafe. The first entry fixes the bag
@@ -232,7 +303,7 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
             Some(oxum) => report.problem(
                 "bag-info.txt",
                 ProblemKind::PayloadOxum,
-                format!("Payload-Oxum says {oxum}, the payload is {expected}"),
+                format!("Payload-Oxum says {}, the payload is {expected}", excerpt(oxum.as_bytes())),
             ),
             None => report.problem("bag-info.txt", ProblemKind::Malformed, "no Payload-Oxum"),
         }
@@ -255,18 +326,26 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
     let manifest: Manifest = match serde_json::from_slice(raw) {
         Ok(m) => m,
         Err(e) => {
-            report.problem("manifest.json", ProblemKind::Malformed, format!("not a preserve manifest: {e}"));
+            report.problem(
+                "manifest.json",
+                ProblemKind::Malformed,
+                format!("not a preserve manifest: {}", excerpt(e.to_string().as_bytes())),
+            );
             return;
         }
     };
     if manifest.format != super::manifest::FORMAT {
-        report.problem("manifest.json", ProblemKind::Malformed, format!("unknown format `{}`", manifest.format));
+        report.problem(
+            "manifest.json",
+            ProblemKind::Malformed,
+            format!("unknown format `{}`", excerpt(manifest.format.as_bytes())),
+        );
     }
     if manifest.bundle_id != top {
         report.problem(
             "manifest.json",
             ProblemKind::ManifestMismatch,
-            format!("bundle_id `{}` is not the bag directory `{top}`", manifest.bundle_id),
+            format!("bundle_id `{}` is not the bag directory `{top}`", excerpt(manifest.bundle_id.as_bytes())),
         );
     }
     let mut described = BTreeSet::new();
@@ -281,7 +360,10 @@ fn check_bag(report: &mut Report, top: &str, seen: &BTreeMap<String, Seen>, tags
                 ProblemKind::ManifestMismatch,
                 format!(
                     "manifest.json says {} bytes sha256 {}, the archive holds {} bytes sha256 {}",
-                    a.bytes, a.sha256, s.bytes, s.sha256
+                    a.bytes,
+                    excerpt(a.sha256.as_bytes()),
+                    s.bytes,
+                    s.sha256
                 ),
             ),
             Some(_) => {}
@@ -325,40 +407,83 @@ fn check_listed(report: &mut Report, path: &str, sha: &str, seen: Option<&Seen>,
     }
 }
 
-fn check_side_files(archive: &Path, report: &mut Report, inner_manifest: Option<&Vec<u8>>) {
+fn check_sha256_side_file(archive: &Path, report: &mut Report) {
     let sha_path = PathBuf::from(format!("{}.sha256", archive.display()));
-    let text = match std::fs::read_to_string(&sha_path) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => {
-            report.problem(display_name(&sha_path), ProblemKind::ArchiveHash, format!("cannot read: {e}"));
-            None
+    let name = display_name(&sha_path);
+    let text = match read_side(&sha_path, SHA256_SIDE_LIMIT, "") {
+        Ok(Side::Absent) => return,
+        Ok(Side::Read(text)) => text,
+        Ok(Side::Unread(why)) => {
+            report.archive_hash_checked = true;
+            return report.problem(name, ProblemKind::ArchiveHash, why.to_string());
         }
+        Err(e) => return report.problem(name, ProblemKind::ArchiveHash, format!("cannot read: {e}")),
     };
-    if let Some(text) = text {
-        report.archive_hash_checked = true;
-        let expected = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
-        if expected != report.archive_sha256 {
-            report.problem(
-                display_name(&sha_path),
-                ProblemKind::ArchiveHash,
-                format!("archive sha256 is {}, {} says {expected}", report.archive_sha256, display_name(&sha_path)),
-            );
+    report.archive_hash_checked = true;
+    let first = text.split(|b| b.is_ascii_whitespace()).find(|t| !t.is_empty()).unwrap_or_default();
+    if first.len() != 64 || !first.iter().all(u8::is_ascii_hexdigit) {
+        let detail = format!("holds no sha256 (it begins `{}`)", excerpt(&text));
+        return report.problem(name, ProblemKind::ArchiveHash, detail);
+    }
+    let expected = String::from_utf8_lossy(first).to_ascii_lowercase();
+    if expected != report.archive_sha256 {
+        let detail = format!("archive sha256 is {}, {name} says {expected}", report.archive_sha256);
+        report.problem(name, ProblemKind::ArchiveHash, detail);
+    }
+}
+
+/// `<id>.manifest.json`, read once before the archive (capped) for the figures that bound its decompressed size, and
+/// remembered by hash to be compared with the manifest inside.
+enum SideManifest {
+    Absent,
+    Unread { name: String, why: Unread },
+    Read { name: String, sha256: [u8; 32], len: usize, figures: Option<Figures> },
+}
+
+impl SideManifest {
+    fn read(archive: &Path, limits: &Limits) -> Self {
+        let Some(path) = side_manifest_path(archive) else { return Self::Absent };
+        let name = display_name(&path);
+        match read_side(&path, limits.tag_files(), RAISE_TAG_FILES) {
+            Ok(Side::Read(bytes)) => {
+                let figures = serde_json::from_slice::<Manifest>(&bytes).ok().map(|m| Figures::of(name.clone(), &m));
+                Self::Read { name, sha256: Sha256::digest(&bytes).into(), len: bytes.len(), figures }
+            }
+            Ok(Side::Unread(why)) => Self::Unread { name, why },
+            // Unreadable beside a readable archive: nothing to compare, as when it is absent.
+            Ok(Side::Absent) | Err(_) => Self::Absent,
         }
     }
+
+    fn figures(&self) -> Option<Figures> {
+        match self {
+            Self::Read { figures, .. } => figures.clone(),
+            _ => None,
+        }
+    }
+
+    fn check(&self, report: &mut Report, inner: Option<&Vec<u8>>) {
+        match (self, inner) {
+            (Self::Unread { name, why }, _) => {
+                report.problem(name.as_str(), ProblemKind::ManifestMismatch, why.to_string())
+            }
+            (Self::Read { name, sha256, len, .. }, Some(inner))
+                if *len != inner.len() || sha256[..] != Sha256::digest(inner)[..] =>
+            {
+                report.problem(
+                    name.as_str(),
+                    ProblemKind::ManifestMismatch,
+                    "differs from manifest.json inside the archive",
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+fn side_manifest_path(archive: &Path) -> Option<PathBuf> {
     let name = display_name(archive);
-    if let Some(stem) = name.strip_suffix(".tar.zst") {
-        let side = archive.with_file_name(format!("{stem}.manifest.json"));
-        if let (Ok(copy), Some(inner)) = (std::fs::read(&side), inner_manifest)
-            && &copy != inner
-        {
-            report.problem(
-                display_name(&side),
-                ProblemKind::ManifestMismatch,
-                "differs from manifest.json inside the archive",
-            );
-        }
-    }
+    name.strip_suffix(".tar.zst").map(|stem| archive.with_file_name(format!("{stem}.manifest.json")))
 }
 
 fn display_name(p: &Path) -> String {
@@ -388,23 +513,52 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Reads `manifest.json` of a bundle: the side copy when present, else from inside the archive (streamed).
-pub fn read_manifest(archive: &Path) -> io::Result<Manifest> {
-    let name = display_name(archive);
-    if let Some(stem) = name.strip_suffix(".tar.zst") {
-        let side = archive.with_file_name(format!("{stem}.manifest.json"));
-        if let Ok(bytes) = std::fs::read(&side) {
-            return serde_json::from_slice(&bytes).map_err(io::Error::other);
+/// Reads `manifest.json` of a bundle: the side copy when present (capped), else from inside the archive, streamed
+/// and bounded like `verify`.
+pub fn read_manifest(archive: &Path, limits: &Limits) -> Result<Manifest, Error> {
+    let malformed = |path: &Path, e: serde_json::Error| Error::Malformed {
+        path: path.to_path_buf(),
+        // serde quotes the offending value, which may be anything the bundle's author wrote.
+        detail: excerpt(e.to_string().as_bytes()),
+    };
+    if let Some(side) = side_manifest_path(archive) {
+        match read_side(&side, limits.tag_files(), RAISE_TAG_FILES)
+            .map_err(|source| Error::Read { path: side.clone(), source })?
+        {
+            Side::Read(bytes) => return serde_json::from_slice(&bytes).map_err(|e| malformed(&side, e)),
+            Side::Unread(why) => {
+                let refusal = Refusal::SideFile { file: display_name(&side), why };
+                return Err(Error::Refused { path: archive.to_path_buf(), refusal });
+            }
+            Side::Absent => {}
         }
     }
-    let decoder = zstd::stream::read::Decoder::new(BufReader::new(File::open(archive)?))?;
-    let mut tar = tar::Archive::new(decoder);
-    for entry in tar.entries()? {
-        let entry = entry?;
-        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if path.split('/').filter(|s| !s.is_empty()).count() == 2 && path.ends_with("/manifest.json") {
-            return serde_json::from_reader(entry.take(TAG_FILE_LIMIT)).map_err(io::Error::other);
+    let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
+    let file = File::open(archive).map_err(read_error)?;
+    let compressed = file.metadata().map_err(read_error)?.len();
+    let budget = Budget::derive(limits, compressed, None);
+    let mut found = None;
+    let walked = walk::walk(BufReader::new(file), limits, &budget, |entry| {
+        let top_level = entry.path.split('/').filter(|s| !s.is_empty()).count() == 2;
+        if !(top_level && entry.path.ends_with("/manifest.json")) {
+            return Ok(Flow::Continue);
         }
+        if entry.size > limits.tag_files() {
+            let limit = limits.tag_files();
+            let refusal =
+                Refusal::TagFiles { file: "manifest.json".into(), declared: entry.size, total: entry.size, limit };
+            return Err(refusal.into());
+        }
+        found = Some(serde_json::from_reader::<_, Manifest>(entry.data.take(entry.size)));
+        Ok(Flow::Stop)
+    });
+    match walked {
+        Ok(()) => {}
+        Err(WalkError::Refused(refusal)) => return Err(Error::Refused { path: archive.to_path_buf(), refusal }),
+        Err(WalkError::Corrupt(e)) => return Err(read_error(e)),
     }
-    Err(io::Error::new(io::ErrorKind::NotFound, "no manifest.json in the archive"))
+    match found {
+        Some(parsed) => parsed.map_err(|e| malformed(archive, e)),
+        None => Err(Error::NoManifest { path: archive.to_path_buf() }),
+    }
 }

@@ -145,7 +145,7 @@ pub enum CheckError {
 pub fn bundle_manifest(path: &Path) -> Result<Manifest, CheckError> {
     let err = |why: String| CheckError::Manifest { path: path.display().to_string(), why };
     if path.extension().is_none_or(|e| e != "json") {
-        return crate::bundle::verify::read_manifest(path).map_err(|e| err(e.to_string()));
+        return crate::bundle::verify::read_manifest(path, &Default::default()).map_err(|e| err(e.to_string()));
     }
     let mut raw = Vec::new();
     std::fs::File::open(path)
