@@ -102,3 +102,26 @@ fn assert_no_staging_left(out: &Path) {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Side files are preserve's own, never links: one planted in their place (pointing at a file the attacker wants
+/// shown) is named and not followed.
+#[test]
+fn side_files_replaced_by_links_are_not_followed() {
+    let ws = Workspace::new();
+    let collectors = collectors_dir(
+        &ws,
+        "one.toml",
+        "[[collector]]\nname = \"one\"\nkind = \"command\"\nargv = [\"echo\", \"evidence\"]\n",
+    );
+    let out = run(ws.snapshot(&collectors).args(["-c", "one"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bundle = ws.only_bundle();
+    let sha = std::path::PathBuf::from(format!("{}.sha256", bundle.display()));
+    let target = ws.write("elsewhere/shadow", "root:$6$the-hash-an-attacker-wants-printed:19000:0:99999:7:::\n");
+    std::fs::remove_file(&sha).unwrap();
+    std::os::unix::fs::symlink(&target, &sha).unwrap();
+    let verify = run(ws.preserve().arg("verify").arg(&bundle));
+    let said = format!("{}{}", stdout(&verify), stderr(&verify));
+    assert!(said.contains("symbolic link"), "{said}");
+    assert!(!said.contains("the-hash-an-attacker-wants-printed"), "{said}");
+}

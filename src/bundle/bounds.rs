@@ -5,7 +5,6 @@
 use std::{
     cell::Cell,
     fmt,
-    fs::File,
     io::{self, Read},
     path::Path,
     rc::Rc,
@@ -255,15 +254,19 @@ pub enum Side {
 pub enum Unread {
     #[error("not a regular file; not read")]
     NotRegular,
+    #[error("a symbolic link, which preserve never makes; not followed")]
+    Link,
     #[error("{}, over the {} bound for this file; not read{raise}", Bytes(*size), Bytes(*cap))]
     TooLarge { size: u64, cap: u64, raise: &'static str },
 }
 
 /// `raise` ends the message when the cap is too large (e.g. which flag raises it), empty when nothing does.
 pub fn read_side(path: &Path, cap: u64, raise: &'static str) -> io::Result<Side> {
-    let file = match File::open(path) {
+    let file = match super::outdir::open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Side::Absent),
+        // preserve never makes a side file a link: one there is someone else's, and is not followed.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(Side::Unread(Unread::Link)),
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;

@@ -6,7 +6,7 @@ pub mod bounds;
 pub mod manifest;
 pub mod outdir;
 pub mod verify;
-mod walk;
+pub mod walk;
 pub mod writer;
 
 /// `preserve-<profile>-<UTC yyyymmddThhmmssZ>-<8 hex>`.

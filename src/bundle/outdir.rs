@@ -150,6 +150,15 @@ impl PrivateDir {
     }
 }
 
+/// Opens for reading a file preserve wrote into an output directory (a side file, a previous bundle), refusing a
+/// link at its name (`ELOOP`: preserve never makes one) and never blocking on a FIFO planted there.
+pub fn open_no_follow(path: &Path) -> io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(libc_flags(OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC))
+        .open(path)
+}
+
 fn open_dir(at: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     Ok(openat(at, name, flags, Mode::empty())?)

@@ -4,8 +4,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs::File,
-    io::{self, Read},
+    io,
     path::{Path, PathBuf},
 };
 
@@ -14,7 +13,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Text;
-use crate::bundle::manifest::{CollectorStatus, RedactionScheme};
+use crate::bundle::{
+    bounds,
+    manifest::{CollectorStatus, RedactionScheme},
+    walk,
+};
 
 /// Only what is needed of a side manifest, so bundles written by other versions still serve as baselines.
 #[derive(Deserialize)]
@@ -78,8 +81,12 @@ pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Op
         if !archive.is_file() {
             continue;
         }
-        let Some(m) = std::fs::read(entry.path()).ok().and_then(|b| serde_json::from_slice::<SideManifest>(&b).ok())
-        else {
+        // Another user may have planted files here: no link is followed and no size trusted.
+        let read = bounds::read_side(&entry.path(), bounds::TAG_FILES_LIMIT, "");
+        let Some(m) = read.ok().and_then(|side| match side {
+            bounds::Side::Read(b) => serde_json::from_slice::<SideManifest>(&b).ok(),
+            _ => None,
+        }) else {
             continue;
         };
         if m.bundle_id != id || m.created_at >= before || best.as_ref().is_some_and(|(t, _)| *t >= m.created_at) {
@@ -119,24 +126,25 @@ impl Previous {
         cap: usize,
         cancelled: impl Fn() -> bool,
     ) -> io::Result<BTreeMap<String, Result<Text, String>>> {
-        let decoder = zstd::stream::read::Decoder::new(File::open(&self.archive)?)?;
-        let mut archive = tar::Archive::new(decoder);
+        let file = crate::bundle::outdir::open_no_follow(&self.archive)?;
+        let compressed = file.metadata()?.len();
+        // Read within the bounds `verify` keeps: a planted archive costs bounded memory.
+        let limits = bounds::Limits::default();
+        let budget = bounds::Budget::derive(&limits, compressed, None);
         let prefix = format!("{}/data/{collector}/current/", self.bundle_id);
         let mut found = BTreeMap::new();
-        for entry in archive.entries()? {
+        let walked = walk::walk(file, &limits, &budget, |entry| {
             if cancelled() {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "collection stopped"));
+                return Err(walk::WalkError::Corrupt(io::Error::new(io::ErrorKind::Interrupted, "collection stopped")));
             }
-            let mut entry = entry?;
-            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let Some(name) = path.strip_prefix(&prefix) else { continue };
-            let Some(want) = self.items.get(name) else { continue };
+            let Some(name) = entry.path.strip_prefix(&prefix) else { return Ok(walk::Flow::Continue) };
+            let Some(want) = self.items.get(name) else { return Ok(walk::Flow::Continue) };
             let name = name.to_string();
             let mut bytes = Vec::new();
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = entry.read(&mut buf)?;
+                let n = entry.data.read(&mut buf).map_err(walk::WalkError::Corrupt)?;
                 if n == 0 {
                     break;
                 }
@@ -146,15 +154,18 @@ impl Previous {
             }
             let got = hex::encode(hasher.finalize());
             let text = if got == *want {
-                let truncated = bytes.len() as u64 != entry.size() || self.truncated.contains(&name);
+                let truncated = bytes.len() as u64 != entry.size || self.truncated.contains(&name);
                 Ok(Text { bytes, truncated })
             } else {
                 Err(format!("current/{name} in {} does not match the hash its manifest records", self.bundle_id))
             };
             found.insert(name, text);
-            if found.len() == self.items.len() {
-                break;
-            }
+            Ok(if found.len() == self.items.len() { walk::Flow::Stop } else { walk::Flow::Continue })
+        });
+        match walked {
+            Ok(()) => {}
+            Err(walk::WalkError::Corrupt(e)) => return Err(e),
+            Err(e) => return Err(io::Error::other(e.to_string())),
         }
         for name in self.items.keys() {
             found
