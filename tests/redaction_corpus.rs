@@ -112,11 +112,11 @@ fn load_postgres(pg: &PgServer, data: &[&Planted]) {
 /// A stand-in service: the text entries as a text/plain body, JSON and YAML bodies, the header entries as response
 /// headers. Returns its base URL; it runs as long as `runtime`.
 fn serve_http(runtime: &tokio::runtime::Runtime, c: &Corpus) -> String {
-    let text = joined(&c.texts_with_keeps(Place::Text));
-    let json_body = joined(&c.texts_with_keeps(Place::Json));
-    let yaml = joined(&c.texts_with_keeps(Place::Yaml));
+    let text = joined(&c.written_in(Place::Text));
+    let json_body = joined(&c.written_in(Place::Json));
+    let yaml = joined(&c.written_in(Place::Yaml));
     let mut headers = axum::http::HeaderMap::new();
-    for p in c.texts_with_keeps(Place::Header) {
+    for p in c.written_in(Place::Header) {
         for line in p.text.lines() {
             let (name, value) = line.split_once(':').unwrap_or_else(|| panic!("{}: not `Name: value`", p.label));
             let name = HeaderName::from_bytes(name.trim().as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", p.label));
@@ -215,7 +215,7 @@ fn everything(ws: &Workspace, bag: &Path, out: &std::process::Output) -> Vec<(St
             let raw = std::process::Command::new("zstd").arg("-dc").arg(&p).output().expect("zstd must be installed");
             all.push(("the archive".into(), format!("{file} (decompressed)"), raw.stdout));
         } else {
-            all.push((format!("side file {}", file.rsplit_once(".tar").map_or(&file[..], |(_, e)| e)), file, b));
+            all.push((format!("side file {file}"), file, b));
         }
     }
     all.push(("stdout".into(), "stdout of preserve".into(), out.stdout.clone()));
@@ -263,7 +263,12 @@ fn kept_where(k: &Planted) -> Vec<(&'static str, &'static str, String)> {
                     }
                 }
             }
-            Place::Header => want.push(("http", "headers.response.json", json_inner(&k.text))),
+            Place::Header => {
+                for line in k.text.lines() {
+                    let value = line.split_once(':').map_or(line, |(_, v)| v.trim());
+                    want.push(("http", "headers.response.json", json_inner(value)));
+                }
+            }
             Place::Env => {
                 want.push(("files", "corpus.env", k.text.clone()));
                 want.push(("config", "current/caracal.env", k.text.clone()));
@@ -296,23 +301,25 @@ fn kept_where(k: &Planted) -> Vec<(&'static str, &'static str, String)> {
     want
 }
 
-#[test]
-fn no_shape_of_the_corpus_survives_any_source_kind() {
-    let path = std::env::var_os("REDACTION_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/redaction.toml"));
-    let c = Corpus::load(&path);
-    let ws = Workspace::new();
-    ws.write(&format!("home/secrets/{}", c.known_file), &c.known_value);
+/// What the corpus was planted in: the servers run until this is dropped.
+struct Systems {
+    redis: RedisServer,
+    pg: PgServer,
+    http: String,
+    _runtime: tokio::runtime::Runtime,
+}
 
+/// Writes every entry where its `in` says, the known value into `$CARACAL_HOME/secrets/`, and starts the servers.
+fn plant(ws: &Workspace, c: &Corpus) -> Systems {
+    ws.write(&format!("home/secrets/{}", c.known_file), &c.known_value);
     for (place, file) in FILES {
-        ws.write(&format!("evidence/{file}"), joined(&c.texts_with_keeps(*place)));
+        ws.write(&format!("evidence/{file}"), joined(&c.written_in(*place)));
     }
-    let docker = c.texts_with_keeps(Place::Docker);
-    write_docker(&ws, "plain", &docker_records(&docker, false));
-    write_docker(&ws, "wrapped", &docker_records(&docker, true));
-    ws.write("install/caracal.env", format!("# caracal.env\n{}", joined(&c.texts_with_keeps(Place::Env))));
-    ws.write("install/compose.yml", format!("# compose.yml\n{}", joined(&c.texts_with_keeps(Place::Yaml))));
+    let docker = c.written_in(Place::Docker);
+    write_docker(ws, "plain", &docker_records(&docker, false));
+    write_docker(ws, "wrapped", &docker_records(&docker, true));
+    ws.write("install/caracal.env", format!("# caracal.env\n{}", joined(&c.written_in(Place::Env))));
+    ws.write("install/compose.yml", format!("# compose.yml\n{}", joined(&c.written_in(Place::Yaml))));
     ws.write("known-good/caracal.env", "# caracal.env\n");
     ws.write("known-good/compose.yml", "# compose.yml\n");
 
@@ -323,33 +330,18 @@ fn no_shape_of_the_corpus_survives_any_source_kind() {
     load_postgres(&pg, &data);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio runtime");
-    let http = serve_http(&runtime, &c);
+    let http = serve_http(&runtime, c);
+    Systems { redis, pg, http, _runtime: runtime }
+}
 
-    let dir = collectors(&ws, &http);
-    let out = run(ws
-        .snapshot(&dir)
-        .args(["-c", "files", "-c", "docker", "-c", "redis", "-c", "postgres", "-c", "http", "-c", "config"])
-        .args(["-c", "command"])
-        .env("CARACAL_HOME", ws.path().join("home"))
-        .env("PRESERVE_REDIS_URL", redis.url())
-        .env("PRESERVE_POSTGRES_URL", pg.url("postgres", "corpus")));
-    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
-    let m = manifest(&bag);
-
-    let mut failures = String::new();
-    // A collector that failed lost evidence, or the last scan dropped an artifact redaction let a known value into.
-    for col in m["collectors"].as_array().unwrap() {
-        if col["status"] != "ok" {
-            writeln!(failures, "collector {} is {}: {}", col["name"], col["status"], col["error"]).unwrap();
-        }
-    }
-
-    // Every line holding something planted, then a summary per entry of the sources it survived in. The archive
-    // decompressed is the bag again: it is reported only for what the unpacked files do not show (tar headers).
+/// Every line of the run's leftovers holding something planted, after a summary per entry of the sources it
+/// survived in; empty when nothing survived. The archive decompressed is the bag again: it is reported only for
+/// what the unpacked files do not show (tar headers).
+fn survivors(c: &Corpus, ws: &Workspace, bag: &Path, out: &std::process::Output) -> String {
     let mut survived: Vec<(String, std::collections::BTreeSet<String>)> = Vec::new();
     let mut lines = String::new();
-    for (source, name, bytes) in everything(&ws, &bag, &out) {
-        for (line, text) in lines_with_needles(&c, &bytes) {
+    for (source, name, bytes) in everything(ws, bag, out) {
+        for (line, text) in lines_with_needles(c, &bytes) {
             let mut found: Vec<&corpus::Needle> = c.needles.iter().filter(|n| text.contains(&n.value)).collect();
             if found.iter().any(|n| !n.part) {
                 found.retain(|n| !n.part);
@@ -375,28 +367,67 @@ fn no_shape_of_the_corpus_survives_any_source_kind() {
             writeln!(lines, "  {name}:{line}: {}\n      {shown}", by.join("; ")).unwrap();
         }
     }
-    if !survived.is_empty() {
-        // In corpus order: canaries by their entry's number, then the known value's spellings.
-        survived.sort_by_key(|(by, _)| {
-            by.strip_prefix("secret #").and_then(|r| r.split(' ').next()?.parse::<usize>().ok()).unwrap_or(usize::MAX)
-        });
-        writeln!(failures, "SURVIVED (entry: sources):").unwrap();
-        for (by, sources) in &survived {
-            writeln!(failures, "  {by}: {}", sources.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap();
-        }
-        writeln!(failures, "where:\n{lines}").unwrap();
+    if survived.is_empty() {
+        return String::new();
     }
+    // In corpus order: canaries by their entry's number, then the known value's spellings.
+    survived.sort_by_key(|(by, _)| {
+        by.strip_prefix("secret #").and_then(|r| r.split(' ').next()?.parse::<usize>().ok()).unwrap_or(usize::MAX)
+    });
+    let mut report = String::from("SURVIVED (entry: sources):\n");
+    for (by, sources) in &survived {
+        writeln!(report, "  {by}: {}", sources.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap();
+    }
+    writeln!(report, "where:\n{lines}").unwrap();
+    report
+}
 
+/// Every kept text that did not come out verbatim where it must.
+fn lost(c: &Corpus, bag: &Path) -> String {
+    let mut report = String::new();
     for k in &c.keeps {
-        for (collector, suffix, want) in kept_where(k) {
-            match artifact(&bag, collector, suffix) {
+        for (collector, part, want) in kept_where(k) {
+            match artifact(bag, collector, part) {
                 Some(text) if text.contains(&want) => {}
                 Some(_) => {
-                    writeln!(failures, "LOST {} is not verbatim in {collector}/…{suffix}…: {want:?}", k.label).unwrap()
+                    writeln!(report, "LOST {} is not verbatim in {collector}/…{part}…: {want:?}", k.label).unwrap()
                 }
-                None => writeln!(failures, "LOST {}: no artifact {collector}/…{suffix}…", k.label).unwrap(),
+                None => writeln!(report, "LOST {}: no artifact {collector}/…{part}…", k.label).unwrap(),
             }
         }
     }
+    report
+}
+
+#[test]
+fn no_shape_of_the_corpus_survives_any_source_kind() {
+    let path = std::env::var_os("REDACTION_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/redaction.toml"));
+    let c = Corpus::load(&path);
+    let ws = Workspace::new();
+    let systems = plant(&ws, &c);
+    let dir = collectors(&ws, &systems.http);
+    let out = run(ws
+        .snapshot(&dir)
+        .args(["-c", "files", "-c", "docker", "-c", "redis", "-c", "postgres", "-c", "http", "-c", "config"])
+        .args(["-c", "command"])
+        .env("CARACAL_HOME", ws.path().join("home"))
+        .env("PRESERVE_REDIS_URL", systems.redis.url())
+        .env("PRESERVE_POSTGRES_URL", systems.pg.url("postgres", "corpus")));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+
+    let mut failures = String::new();
+    if out.status.code() != Some(0) {
+        writeln!(failures, "preserve exited {:?}", out.status.code()).unwrap();
+    }
+    // A collector that failed lost evidence, or the last scan dropped an artifact redaction let a known value into.
+    for col in manifest(&bag)["collectors"].as_array().unwrap() {
+        if col["status"] != "ok" {
+            writeln!(failures, "collector {} is {}: {}", col["name"], col["status"], col["error"]).unwrap();
+        }
+    }
+    failures.push_str(&survivors(&c, &ws, &bag, &out));
+    failures.push_str(&lost(&c, &bag));
     assert!(failures.is_empty(), "redaction corpus {}:\n{failures}", c.path.display());
 }

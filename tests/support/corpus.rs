@@ -198,13 +198,8 @@ impl Corpus {
         self.secrets.iter().chain(&self.known)
     }
 
-    /// The texts of every planting entry written in `place`, in corpus order.
-    pub fn texts(&self, place: Place) -> Vec<&Planted> {
-        self.planted().filter(|p| p.places.contains(&place)).collect()
-    }
-
-    /// The texts of every entry (keeps too) written in `place`.
-    pub fn texts_with_keeps(&self, place: Place) -> Vec<&Planted> {
+    /// Every entry written in `place` (keeps too), in corpus order.
+    pub fn written_in(&self, place: Place) -> Vec<&Planted> {
         self.planted().chain(&self.keeps).filter(|p| p.places.contains(&place)).collect()
     }
 
