@@ -17,15 +17,25 @@ pub fn variants(value: &str) -> Vec<(&'static str, String)> {
             out.push((name, v));
         }
     };
-    let json = json_escaped(value, false);
-    let go_json = json_escaped(value, true);
-    push("json-escaped", json_escaped(&json, false));
-    push("json-escaped", json.clone());
-    push("json-escaped", go_json.clone());
-    // A service's JSON line inside Docker's: escaped twice, the inner escape in either style.
-    push("json-escaped twice", json_escaped(&json, false));
-    push("json-escaped twice", json_escaped(&go_json, false));
-    push("json-escaped twice", json_escaped(&go_json, true));
+    // Escaped once (a JSON log line), twice (that line inside Docker's record, or in a Redis value that a JSON line
+    // then shows) and three times, each time in serde's style or Go's; and each as a CSV field doubles its quotes.
+    let mut escaped = vec![value.to_string()];
+    for (depth, name) in ["json-escaped", "json-escaped twice", "json-escaped thrice"].into_iter().enumerate() {
+        let mut next = Vec::new();
+        for e in &escaped[escaped.len() - 2usize.pow(depth as u32)..] {
+            next.push(json_escaped(e, false));
+            next.push(json_escaped(e, true));
+        }
+        for n in &next {
+            push(name, n.clone());
+        }
+        escaped.extend(next);
+    }
+    for e in &escaped {
+        if e.contains('"') {
+            push("csv-quoted", e.replace('"', "\"\""));
+        }
+    }
 
     let url = percent_encoding::utf8_percent_encode(value, URL_COMPONENT).to_string();
     push("url-encoded", url.clone());

@@ -228,7 +228,7 @@ impl Redactor {
         let text = self.redact_known(input, tally);
         let hits: Vec<_> = self.structured.data_hits(&text).into_iter().map(|(rule, range)| (range, rule)).collect();
         let len = text.len();
-        structured::apply(self, text, len, 0, hits, tally)
+        structured::apply(self, text, len, 0, hits, false, tally)
     }
 
     /// Masks secrets in place with `*`, keeping every length: for binary artifacts whose framing counts bytes
@@ -486,13 +486,13 @@ mod tests {
     }
 
     #[test]
-    fn data_keeps_its_signatures_but_not_passwords() {
+    fn data_keeps_its_signatures_but_not_credentials() {
         let r = redactor();
         let t = Tally::default();
         let row = b"42,ALTER ROLE caracalapi PASSWORD 'r0tated-pw',https://hook:h00k-pw@example/x,sig=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc,s3cr3t-value\n";
         let out = String::from_utf8(r.redact_data(row, &t).into_owned()).unwrap();
         assert!(!out.contains("r0tated-pw") && !out.contains("h00k-pw") && !out.contains("s3cr3t-value"), "{out}");
-        assert!(out.contains("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc"), "a token in a row is evidence: {out}");
+        assert!(!out.contains("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc"), "a JWT is a bearer credential: {out}");
         // Each shape alone, in any case: its own anchor finds it (data is searched for these two anchors only).
         for (row, secret) in [
             (&b"7,create user x with Password 'n0-url-here'\n"[..], "n0-url-here"),
@@ -500,6 +500,93 @@ mod tests {
         ] {
             let out = String::from_utf8(r.redact_data(row, &t).into_owned()).unwrap();
             assert!(!out.contains(secret) && out.contains("[REDACTED:"), "{out}");
+        }
+    }
+
+    /// Each shape the security review found passing, as `(format, line, secret)`: the secret goes, the rest stays.
+    #[test]
+    fn the_single_line_shapes_of_the_review_are_caught() {
+        let r = redactor();
+        for (format, line, secret) in [
+            (Format::Text, "exec redis-cli --password Xx9flagpw ping", "Xx9flagpw"),
+            (Format::Text, "exec redis-cli -h cache -a Xx9dasha ping", "Xx9dasha"),
+            (Format::Text, "redis-server --requirepass Xx9reqpass --port 6379", "Xx9reqpass"),
+            (Format::Text, "redis-server --masterauth 'Xx9master' --replicaof a 1", "Xx9master"),
+            (Format::Text, "mysql -h db -u root -pXx9mysqlpw caracal", "Xx9mysqlpw"),
+            (Format::Text, "curl -sS -u admin:Xx9curlpw https://api/v1", "Xx9curlpw"),
+            (Format::Text, "config {'host': 'db', 'password': 'Xx9pyrepr'}", "Xx9pyrepr"),
+            (Format::Text, "config &{Host:db Password:Xx9gorepr Port:5432}", "Xx9gorepr"),
+            (Format::Text, "password: Xx9colonpw", "Xx9colonpw"),
+            (Format::Text, "> X-Api-Key: Xx9apikeyhdr", "Xx9apikeyhdr"),
+            (Format::Text, "> Authorization: Token Xx9tokenscheme", "Xx9tokenscheme"),
+            (Format::Text, "> Cookie: theme=dark; sessionid=Xx9django; lang=en", "Xx9django"),
+            (Format::Text, "Set-Cookie: JSESSIONID=Xx9java; Path=/; HttpOnly", "Xx9java"),
+            (Format::Text, "Cookie: csrftoken=a; caracal_ui=Xx9anycookie", "Xx9anycookie"),
+            (Format::Env, "DB_PASS=Xx9dbpass", "Xx9dbpass"),
+            (Format::Env, "SMTP_PWD=Xx9smtppwd", "Xx9smtppwd"),
+            (Format::Text, "pwd=Xx9pwdkey user=x", "Xx9pwdkey"),
+            (Format::Yaml, "passphrase: Xx9phrase", "Xx9phrase"),
+            (Format::Json, r#"{"auth":"Xx9authval","user":"u"}"#, "Xx9authval"),
+            (Format::Env, "ENCRYPTION_KEY=Xx9enckey", "Xx9enckey"),
+            (Format::Env, "JWT_SIGNING_KEY=Xx9signkey", "Xx9signkey"),
+            (Format::Toml, r#"client_key = "Xx9clientkey""#, "Xx9clientkey"),
+            (Format::Text, "x-auth: Xx9xauth", "Xx9xauth"),
+            (Format::Text, "DB_PASSWORD=$XX9LOOKSLIKEVAR", "XX9LOOKSLIKEVAR"),
+            (Format::Text, "login password=abc,Xx9afterComma", "Xx9afterComma"),
+            (Format::Text, "dsn=postgres://app:p/ss@Xx9at@db:5432/caracal", "Xx9at"),
+            (Format::Text, "dsn=redis://:Xx9sl/ash@cache:6379/0", "Xx9sl/ash"),
+            (Format::Text, "HOME=/root\0DB_PASSWORD=Xx9environ\0PATH=/bin".replace("\\0", "\0").as_str(), "Xx9environ"),
+            (Format::Text, "ALTER ROLE app PASSWORD E'Xx9escaped\\'s'", "Xx9escaped"),
+            (Format::Text, "ALTER ROLE app PASSWORD $$Xx9dollar$$", "Xx9dollar"),
+            (Format::Text, "ALTER ROLE app PASSWORD $q$Xx9tagged$q$", "Xx9tagged"),
+            (Format::Text, "CREATE ROLE app PASSWORD U&'Xx9unicode'", "Xx9unicode"),
+        ] {
+            let out = text(&r, line, format);
+            assert!(!out.contains(secret), "{format:?} {line:?} -> {out:?}");
+            assert!(out.contains(MARK_PREFIX), "{out}");
+        }
+    }
+
+    /// What the review found redacted though no secret: settings about secrets, and where a secret is kept.
+    #[test]
+    fn settings_about_secrets_are_kept() {
+        let r = redactor();
+        for (format, line) in [
+            (Format::Env, "CARACAL_SECRET_BACKEND=builtin"),
+            (Format::Env, "API_OPERATOR_AI_MAX_OUTPUT_TOKENS=4096"),
+            (Format::Env, "STS_SECRET_VERIFY_CONCURRENCY=8"),
+            (Format::Env, "SESSION_RETENTION_DAYS=30"),
+            (Format::Env, "CARACAL_PASSWORD_SIGNUP=true"),
+            (Format::Env, "GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp.json"),
+            (Format::Yaml, "  CARACAL_SECRET_BACKEND: builtin"),
+            (Format::Yaml, "  POSTGRES_PASSWORD: ${POSTGRES_PASSWORD}"),
+            (Format::Json, r#"{"session_id":"sess_01","sessionId":"s2","token_type":"Bearer"}"#),
+            (Format::Text, "https://gateway:8443/v1/@me and author: ann, authority record ar_1"),
+            (Format::Text, "ls --all -a /tmp; curl -u admin https://x"),
+        ] {
+            assert_eq!(text(&r, line, format), line, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn data_gets_every_credential_only_shape_but_keeps_digests_and_signatures() {
+        let r = redactor();
+        let t = Tally::default();
+        let digest = "9f86d081884c7d659a2feaea0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0";
+        let sig = "sig=3q2-7w_signature-of-the-event";
+        for (row, secret) in [
+            ("1,Authorization: Bearer Xx9bearerrow", "Xx9bearerrow"),
+            ("2,AKIAXX9AWSKEYROW0042", "AKIAXX9AWSKEYROW0042"),
+            ("3,-----BEGIN RSA PRIVATE KEY-----\\nXx9pemrow\\n-----END RSA PRIVATE KEY-----", "Xx9pemrow"),
+            ("4,login password=Xx9pairrow", "Xx9pairrow"),
+            (r#"5,{"data":"{\"password\":\"Xx9escapedrow\"}"}"#, "Xx9escapedrow"),
+            ("6,redis-cli -a Xx9clirow ping", "Xx9clirow"),
+            ("7,eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJYeDlqd3Ryb3cifQ.Xx9jwtrow", "Xx9jwtrow"),
+        ] {
+            let row = format!("{row},{digest},{sig}\n");
+            let out = String::from_utf8(r.redact_data(row.as_bytes(), &t).into_owned()).unwrap();
+            assert!(!out.contains(secret), "{row} -> {out}");
+            assert!(out.contains(digest) && out.contains(sig), "evidence stays: {out}");
         }
     }
 

@@ -22,7 +22,28 @@ const SECRET_KEY_PARTS: &[&str] = &[
     "credential",
     // Caracal's `METRICS_BEARER`.
     "bearer",
+    "passphrase",
+    "encryptionkey",
+    "signingkey",
+    "clientkey",
+    "masterkey",
+    "sharedkey",
+    "authkey",
+    "requirepass",
+    "masterauth",
 ];
+
+/// Short names a secret goes by, matched at the end of the key (normalized): `DB_PASS`, `SMTP_PWD`, `REDIS_PW`,
+/// `pwd`, `auth`, `x-auth`. As substrings they would catch `passenger` or `author`.
+const SECRET_KEY_ENDINGS: &[&str] = &["pass", "pwd", "pw", "auth"];
+
+/// Keys ending like a secret's short name that are not one.
+const NOT_SECRET_ENDINGS: &[&str] = &["oauth", "bypass", "compass", "nopass"];
+
+/// Cookies that carry a login session, as their servers name them. Matched on the key as written, ignoring case
+/// only: Caracal's evidence ids are `session_id` and `sessionId`, which these are not.
+const SESSION_COOKIES: &[&str] =
+    &["sessionid", "jsessionid", "phpsessid", "sessid", "connect.sid", "asp.net_sessionid"];
 
 /// The fragments a secret key shows in raw text, separators included (`api_key` normalizes to `apikey`): a line
 /// holding none of them has no secret key.
@@ -32,8 +53,16 @@ pub fn raw_key_fragments() -> impl Iterator<Item = &'static str> {
         .flat_map(|p| match *p {
             "apikey" => &["apikey", "api_key", "api-key"][..],
             "privatekey" => &["privatekey", "private_key", "private-key"][..],
+            "encryptionkey" => &["encryptionkey", "encryption_key", "encryption-key"][..],
+            "signingkey" => &["signingkey", "signing_key", "signing-key"][..],
+            "clientkey" => &["clientkey", "client_key", "client-key"][..],
+            "masterkey" => &["masterkey", "master_key", "master-key"][..],
+            "sharedkey" => &["sharedkey", "shared_key", "shared-key"][..],
+            "authkey" => &["authkey", "auth_key", "auth-key"][..],
             _ => std::slice::from_ref(p),
         })
+        .chain(SECRET_KEY_ENDINGS)
+        .chain(&["sessid", "connect.sid"])
         .copied()
 }
 
@@ -59,6 +88,35 @@ const DESCRIPTIVE_SUFFIXES: &[&str] = &[
     "at",
     "chainhmac",
     "ingestsignature",
+    // Settings about secrets, not secrets: which backend holds them (`CARACAL_SECRET_BACKEND=builtin`, the very
+    // question of a secret exposure), limits, counts, durations and switches (`API_OPERATOR_AI_MAX_OUTPUT_TOKENS`,
+    // `STS_SECRET_VERIFY_CONCURRENCY`, `SESSION_RETENTION_DAYS`, `CARACAL_PASSWORD_SIGNUP`), and where they are.
+    "backend",
+    "provider",
+    "store",
+    "concurrency",
+    "days",
+    "hours",
+    "minutes",
+    "signup",
+    "limit",
+    "size",
+    "ttl",
+    "timeout",
+    "interval",
+    "enabled",
+    "disabled",
+    "version",
+    "algorithm",
+    "length",
+    "name",
+    "url",
+    "uri",
+    "endpoint",
+    "mode",
+    "policy",
+    "rotation",
+    "retention",
 ];
 
 /// Whether a value under `key` must be redacted. Called for every key of every line that could hold one: no
@@ -81,14 +139,51 @@ pub fn is_secret_key(key: &[u8]) -> bool {
         n += 1;
     }
     let k = &buf[..n];
-    PARTS.is_match(k)
+    if SESSION_COOKIES.iter().any(|c| key.eq_ignore_ascii_case(c.as_bytes())) && key != b"sessionId" {
+        return true;
+    }
+    let named = PARTS.is_match(k)
+        || (SECRET_KEY_ENDINGS.iter().any(|s| k.ends_with(s.as_bytes()))
+            && !NOT_SECRET_ENDINGS.iter().any(|s| k.ends_with(s.as_bytes())));
+    named
         && !EVIDENCE_ID_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes()))
         && !DESCRIPTIVE_SUFFIXES.iter().any(|s| k.ends_with(s.as_bytes()))
+        && !is_token_budget(k)
+}
+
+/// A limit counted in (language-model) tokens, `API_OPERATOR_AI_MAX_OUTPUT_TOKENS`: a number of tokens, not one.
+/// `ADMIN_TOKENS` (a list of them) is not.
+fn is_token_budget(normalized: &[u8]) -> bool {
+    normalized.ends_with(b"tokens")
+        && [&b"max"[..], b"limit", b"budget"].iter().any(|w| memchr::memmem::find(normalized, w).is_some())
 }
 
 /// Values kept even under a secret key: nothing (`""`), numbers and booleans (`token_count=5`, `session_ttl: 3600`
-/// are evidence, and no credential is a short number), and references to a secret rather than its value
-/// (`POSTGRES_PASSWORD: ${POSTGRES_PASSWORD}`, `password = "env:REDIS_PASSWORD"`).
+/// are evidence, and no credential is a short number), where a secret is kept (an absolute file path,
+/// `GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp.json`) and references to a secret rather than its value
+/// (`password = "env:REDIS_PASSWORD"`). Variable references (`${POSTGRES_PASSWORD}`) count only in configuration
+/// (`references`): a service's log shows resolved values, so there `$HUNTER2` is a password.
+pub fn is_harmless(v: &[u8], references: bool) -> bool {
+    let t = v.trim_ascii();
+    if is_file_path(t) {
+        return true;
+    }
+    if !references && t.first() == Some(&b'$') && t.len() > 1 {
+        return false;
+    }
+    is_harmless_value(v)
+}
+
+/// An absolute path of plain path characters with a folder in it: `/run/secrets/gcp.json`.
+fn is_file_path(v: &[u8]) -> bool {
+    v.len() > 3
+        && v[0] == b'/'
+        && v[1..].contains(&b'/')
+        && !v.contains(&b'@')
+        && v.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
+}
+
+/// [`is_harmless`] for configuration, where variable references are kept.
 pub fn is_harmless_value(v: &[u8]) -> bool {
     let v = v.trim_ascii();
     if v.is_empty() || v.len() <= 1 {
@@ -106,12 +201,22 @@ pub fn is_harmless_value(v: &[u8]) -> bool {
     if (v.starts_with(b"env:") || v.starts_with(b"file:")) && !v.contains(&b' ') {
         return true;
     }
-    // `$NAME` only in the shape of an environment variable: `$Hunter2023` is a password.
+    // `${NAME}`, or `$NAME` only in the shape of an environment variable's name: upper case words, digits only
+    // after an `_` (`$POSTGRES_PASSWORD`, `$HOME`, `$DB_PASSWORD_2`). `$Hunter2023` and `$X7K2QZ9` are passwords.
     (v.starts_with(b"${") && v.ends_with(b"}") && !v[2..v.len() - 1].contains(&b'}'))
-        || (v.len() > 1
-            && v[0] == b'$'
-            && !v[1].is_ascii_digit()
-            && v[1..].iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_'))
+        || is_variable_name(&v[1..]) && v[0] == b'$'
+}
+
+/// An environment variable's name as people write them: upper-case words joined by `_`, a digit only where a word
+/// starts after `_` or ends one.
+fn is_variable_name(name: &[u8]) -> bool {
+    let mut words = name.split(|b| *b == b'_');
+    !name.is_empty()
+        && name[0].is_ascii_uppercase()
+        && words.all(|w| {
+            let letters = w.iter().take_while(|b| b.is_ascii_uppercase()).count();
+            w[letters..].iter().all(u8::is_ascii_digit)
+        })
 }
 
 /// A value pattern: a credential recognised by its shape, whatever holds it.
@@ -141,6 +246,22 @@ pub const PATTERN_ANCHORS: &[&str] = &[
     "github_pat_",
     "xox",
     "PRIVATE KEY",
+    // Command lines (`--password X`, `--requirepass X`, `redis-cli -a X`, `mysql -pX`, `curl -u user:X`) and
+    // `Authorization: <scheme> X`.
+    "pass",
+    "pwd",
+    "auth",
+    "token",
+    "secret",
+    "api-key",
+    "apikey",
+    "access-key",
+    "redis-cli",
+    "mysql",
+    "mariadb",
+    " -u ",
+    "--user",
+    " -U ",
 ];
 
 pub fn patterns() -> Vec<Pattern> {
@@ -148,12 +269,31 @@ pub fn patterns() -> Vec<Pattern> {
     vec![
         // A whole PEM private key on one line: a JSON string or an escaped log field holds its newlines as `\n`.
         p("private-key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(.+?)-----END [A-Z0-9 ]*PRIVATE KEY-----", 1),
-        p("url-password", r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>\\]*:([^\s@/"'<>\\]+)@"#, 1),
+        // The password may hold `/` and `@` unencoded: it runs to the last `@` before the host.
+        p("url-password", r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>\\]*:([^\s"'<>\\]+)@[^\s@/"'<>\\]*"#, 1),
         p("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1),
         // Basic credentials only where they are an Authorization value: "basic" alone is a common word.
         p("basic-auth", r#"(?i)\bauthorization["']?\s*[:=]\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})"#, 1),
         // `ALTER ROLE … PASSWORD '…'`, `CREATE USER … WITH PASSWORD '…'`, as `pg_stat_activity` shows statements.
-        p("sql-password", r"(?i)\bpassword\s+'((?:[^']|'')+)'", 1),
+        p("sql-password", r"(?i)\bpassword\s+(?:E|U&)?'((?:[^'\\]|''|\\.)+)'", 1),
+        // Dollar quoting: `PASSWORD $$x$$`, `PASSWORD $tag$x$tag$`.
+        p("sql-password", r"(?i)\bpassword\s+\$[A-Za-z_0-9]*\$(.+?)\$[A-Za-z_0-9]*\$", 1),
+        // `Authorization: Token X`, any scheme: the credential after the scheme's name.
+        p(
+            "auth-header",
+            r#"(?i)\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:token|bearer|basic|digest|apikey|api-key|key|sso-key|negotiate|ntlm|hmac|signature)\s+([^\s"',]+)"#,
+            1,
+        ),
+        // Flags of command lines that take a credential: `--password X`, `--password=X`, `--requirepass X`.
+        p(
+            "command-line",
+            r#"(?i)(?:^|[\s"'])--(?:[a-z0-9]+-)*(?:password|passwd|pass|pwd|passphrase|requirepass|masterauth|auth|token|secret|api-?key|client-secret|access-key|secret-key)(?:\s+|=)("[^"]*"|'[^']*'|[^\s"'-][^\s"']*)"#,
+            1,
+        ),
+        // `redis-cli -a X`, `mysql -pX`, `curl -u user:X` (`--user`, `--proxy-user` too).
+        p("command-line", r#"\bredis-cli\b[^\n]*?\s-a\s+("[^"]*"|'[^']*'|[^\s"']+)"#, 1),
+        p("command-line", r#"\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s"']+)"#, 1),
+        p("command-line", r#"(?:^|\s)(?:-u|--user|--proxy-user|-U)\s+["']?[^\s:"']*:([^\s"']+?)["']?(?:\s|$)"#, 1),
         p("jwt", r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", 1),
         p("aws-access-key", r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", 1),
         p("google-api-key", r"\b(AIza[0-9A-Za-z_\-]{35})", 1),

@@ -85,22 +85,31 @@ pub(super) struct Rules {
     yaml: Regex,
     /// `key: value` inside a YAML flow mapping `{a: 1, password: x}`.
     yaml_flow_pair: Regex,
+    /// `"key": value` / `'key': value` (JSON without its string value, a Python dict's repr).
+    quoted_colon_pair: Regex,
+    /// `key: value` in prose and headers (`password: X`, `X-Api-Key: X`, `Cookie: a=b; c=d`).
+    colon_pair: Regex,
+    /// `Key:value` inside a Go struct printed with `%+v`: `{Host:db Password:X}`.
+    go_field: Regex,
+    /// In data: a password's pair however it is written (`password=X`, `"password": "X"`, `\"pwd\":\"X\"`).
+    data_pair: Regex,
 }
 
 impl Rules {
     pub(super) fn new() -> Self {
         let regex = |re: &str| Regex::new(re).expect("valid regex");
-        let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;,"'<>)}\]\\]+)"#;
+        // An unquoted value runs to a blank, `&`, `;`, a quote or a closing bracket: `password=a,b` whole.
+        let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;"'<>)}\]\\\x00]+)"#;
         Self {
             any: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied().chain(rules::raw_key_fragments())),
             anchors: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied()),
             keys: Prefilter::new(rules::raw_key_fragments()),
-            data_anchors: Prefilter::new(["://", "password"].into_iter()),
+            data_anchors: Prefilter::new(DATA_ANCHORS.iter().copied()),
             patterns: rules::patterns(),
             pem_begin: rules::pem_begin(),
             pem_end: rules::pem_end(),
             pair: regex(&format!(
-                r#"(?:^|[\s?&;,({{\["'])-{{0,2}}(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})={value}"#
+                r#"(?:^|[\s?&;,({{\["'\x00])-{{0,2}}(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})={value}"#
             )),
             spaced_pair: regex(&format!(
                 r#"^\s*(?:export\s+)?["']?([A-Za-z_][A-Za-z0-9_.\-]{{0,127}})["']?\s*=\s*{value}"#
@@ -108,6 +117,16 @@ impl Rules {
             escaped_json_pair: regex(r#"\\"([A-Za-z0-9_.\-]{1,128})\\"\s*:\s*\\"([^"\\]*)\\""#),
             yaml: regex(r#"^(\s*(?:-\s+)?)("[^"]*"|'[^']*'|[^\s#"'\-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*?))?\s*$"#),
             yaml_flow_pair: regex(r#"([A-Za-z_][A-Za-z0-9_.\-]*)\s*:\s*("[^"]*"|'[^']*'|[^,}\s][^,}]*)"#),
+            quoted_colon_pair: regex(
+                r#"["']([A-Za-z_][A-Za-z0-9_.\-]{0,127})["']\s*:\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;}\]'"{\[][^\s,;}\]'"]*)"#,
+            ),
+            colon_pair: regex(
+                r#"(?:^|[\s{,(\[<>;|])([A-Za-z_][A-Za-z0-9_.\-]{0,127})\s*:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;}\]'"{\[][^\s,;}\]'"]*)"#,
+            ),
+            go_field: regex(r#"(?:\{|&\{|\s)([A-Z][A-Za-z0-9_]*):([^\s{}\[\]]+)"#),
+            data_pair: regex(
+                r#"(?i)([a-z0-9_.\-]*(?:pass|passwd|password|passphrase|pwd|secret|api_key|apikey|api-key|private_key|privatekey))(?:\\*["'])?\s*[:=]\s*(?:\\*["'])?((?:[^\s"'\\&;,}\]]|\\u[0-9a-fA-F]{4})+)"#,
+            ),
         }
     }
 
@@ -119,14 +138,27 @@ impl Rules {
         self.hits(text, |_| true)
     }
 
-    /// The hits of the [`DATA_RULES`] alone. Data is searched in batches of many rows: with every anchor, nearly
-    /// every batch of hex-heavy rows held one, and then every pattern ran over the whole batch (a Postgres
-    /// export's largest redaction cost, docs/performance.md).
+    /// The hits of the credential-only rules (every value pattern, and a password's pair) in data. Data comes
+    /// in batches of many rows: only the lines holding one of [`DATA_ANCHORS`] are searched (searching every batch
+    /// that held one anywhere was a Postgres export's largest redaction cost, docs/performance.md).
     pub(super) fn data_hits(&self, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
-        if !self.data_anchors.is_match(text) {
-            return Vec::new();
-        }
-        self.hits(text, |rule| DATA_RULES.contains(&rule))
+        let mut hits = Vec::new();
+        self.data_anchors.each_line(text, |line| {
+            let at = line.start;
+            let line = &text[line];
+            let shifted = |(rule, r): (&'static str, Range<usize>)| (rule, r.start + at..r.end + at);
+            hits.extend(self.hits(line, |_| true).into_iter().map(shifted));
+            for c in self.data_pair.captures_iter(line) {
+                if let (Some(k), Some(v)) = (c.get(1), c.get(2))
+                    && rules::is_secret_key(k.as_bytes())
+                    && !holds_marker(v.as_bytes())
+                    && !rules::is_harmless(v.as_bytes(), false)
+                {
+                    hits.push(("password", v.start() + at..v.end() + at));
+                }
+            }
+        });
+        hits
     }
 
     fn hits(&self, text: &[u8], wanted: impl Fn(&str) -> bool) -> Vec<(&'static str, Range<usize>)> {
@@ -136,7 +168,17 @@ impl Rules {
                 if let Some(m) = caps.get(p.group)
                     && !holds_marker(m.as_bytes())
                 {
-                    hits.push((p.rule, m.range()));
+                    let range = unquoted(text, m.range());
+                    let value = &text[range.clone()];
+                    let skip = match p.rule {
+                        // `https://host:8443/path/@user`: a port and a path, no password.
+                        "url-password" => is_port_and_path(value),
+                        "command-line" => rules::is_harmless(value, false),
+                        _ => false,
+                    };
+                    if !skip {
+                        hits.push((p.rule, range));
+                    }
                 }
             }
         }
@@ -144,9 +186,107 @@ impl Rules {
     }
 }
 
-/// The value patterns that apply to data that is evidence as it is (see [`super::Redactor::redact_data`]), whose
-/// anchors are `://` and `password`.
-pub(super) const DATA_RULES: [&str; 2] = ["url-password", "sql-password"];
+/// `key: value` pairs outside JSON's own string pairs: prose and header lines (`password: X`, `X-Api-Key: X`), a
+/// Python dict's repr (`{'password': 'X'}`), a Go struct's (`{Password:X}`), and every value of a `Cookie:` header.
+fn colon_edits(rules: &Rules, body: &[u8], edits: &mut Vec<(Range<usize>, &'static str)>) {
+    if memchr::memchr(b':', body).is_none() {
+        return;
+    }
+    for c in rules.quoted_colon_pair.captures_iter(body) {
+        if let (Some(k), Some(v)) = (c.get(1), c.get(2))
+            && rules::is_secret_key(k.as_bytes())
+        {
+            edits.push((unquoted(body, v.range()), "key-name"));
+        }
+    }
+    for c in rules.colon_pair.captures_iter(body) {
+        let (Some(k), Some(v)) = (c.get(1), c.get(2)) else { continue };
+        let key = k.as_bytes();
+        if key.eq_ignore_ascii_case(b"cookie") || key.eq_ignore_ascii_case(b"set-cookie") {
+            cookie_edits(body, v.start(), edits);
+            continue;
+        }
+        // In prose a plural names a collection (`admin_tokens: permission denied for table admin_tokens`).
+        let plural = key.last().is_some_and(|b| b.eq_ignore_ascii_case(&b's'))
+            && !key.get(key.len().wrapping_sub(2)).is_some_and(|b| b.eq_ignore_ascii_case(&b's'));
+        if !rules::is_secret_key(key) || plural {
+            continue;
+        }
+        let range = unquoted(body, v.range());
+        // `Authorization: Token X`: the credential after the scheme is a value pattern's (`auth-header`).
+        if AUTH_SCHEMES.iter().any(|s| body[range.clone()].eq_ignore_ascii_case(s.as_bytes())) {
+            continue;
+        }
+        edits.push((range, "key-name"));
+    }
+    if memchr::memchr(b'{', body).is_some() {
+        for c in rules.go_field.captures_iter(body) {
+            if let (Some(k), Some(v)) = (c.get(1), c.get(2))
+                && rules::is_secret_key(k.as_bytes())
+            {
+                edits.push((v.range(), "key-name"));
+            }
+        }
+    }
+}
+
+const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "token", "digest", "apikey", "api-key", "negotiate", "ntlm", "key"];
+
+/// Every cookie's value in a `Cookie:` or `Set-Cookie:` header's value starting at `start`: a cookie is a session's
+/// credential whatever its name. `Set-Cookie`'s attributes (`Path=/`, `Max-Age=3600`) are kept.
+fn cookie_edits(body: &[u8], start: usize, edits: &mut Vec<(Range<usize>, &'static str)>) {
+    const ATTRIBUTES: &[&str] =
+        &["path", "domain", "expires", "max-age", "samesite", "secure", "httponly", "partitioned", "priority"];
+    let mut at = start;
+    for part in body[start..].split(|b| *b == b';') {
+        let part_start = at;
+        at += part.len() + 1;
+        let Some(eq) = memchr::memchr(b'=', part) else { continue };
+        let name = part[..eq].trim_ascii();
+        if ATTRIBUTES.iter().any(|a| name.eq_ignore_ascii_case(a.as_bytes())) {
+            continue;
+        }
+        let value_start = part_start + eq + 1;
+        let value_end = part_start + part.trim_ascii_end().len();
+        if value_start < value_end {
+            edits.push((unquoted(body, value_start..value_end), "cookie"));
+        }
+    }
+}
+
+/// Whether what a URL pattern took for a password is a port followed by a path (`8443/v1/x`).
+fn is_port_and_path(v: &[u8]) -> bool {
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    (1..=5).contains(&digits) && (digits == v.len() || v[digits] == b'/')
+}
+
+/// Fragments one of which every credential-only shape in data holds (see [`Rules::data_hits`]).
+const DATA_ANCHORS: &[&str] = &[
+    "://",
+    "pass",
+    "pwd",
+    "secret",
+    "api_key",
+    "apikey",
+    "api-key",
+    "private",
+    "bearer",
+    "basic",
+    "authorization",
+    "redis-cli",
+    "mysql",
+    "mariadb",
+    "--",
+    " -u ",
+    " -U ",
+    "akia",
+    "asia",
+    "aiza",
+    "gh",
+    "github_pat_",
+    "xox",
+    "eyj",
+];
 
 /// Whether a text holds any of a few fragments, ignoring ASCII case: the test every line passes first.
 ///
@@ -169,6 +309,30 @@ impl Prefilter {
             .expect("literal patterns always build");
         let teddy = aho_corasick::packed::Config::new().builder().extend(&lower).build();
         Self { teddy, automaton }
+    }
+
+    /// Calls `f` with the range of every line of `text` that holds a fragment, once per line.
+    fn each_line(&self, text: &[u8], mut f: impl FnMut(Range<usize>)) {
+        let mut each = |pos: usize, from: &mut usize| {
+            let start = memchr::memrchr(b'\n', &text[..pos]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
+            f(start..end);
+            *from = end + 1;
+        };
+        let mut from = 0;
+        let Some(teddy) = &self.teddy else {
+            while from < text.len() {
+                let Some(m) = self.automaton.find(&text[from..]) else { return };
+                each(from + m.start(), &mut from);
+            }
+            return;
+        };
+        // Lowered once, searched from each line's end on.
+        let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
+        while from < text.len() {
+            let Some(m) = teddy.find_in(&lower, aho_corasick::Span::from(from..lower.len())) else { return };
+            each(m.start(), &mut from);
+        }
     }
 
     fn is_match(&self, text: &[u8]) -> bool {
@@ -243,7 +407,8 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             (body.len(), end)
         };
         let edits = self.edits(&text[..body_len]);
-        apply(&self.r, text, body_len, end, edits, tally)
+        let references = matches!(self.format, Format::Yaml | Format::Env | Format::Toml);
+        apply(&self.r, text, body_len, end, edits, references, tally)
     }
 
     /// The ranges of `body` (a line without its end) to redact, and by which rule; moves the multi-line state.
@@ -300,6 +465,9 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
                         edits.push((v.range(), "key-name"));
                     }
                 }
+            }
+            if matches!(self.format, Format::Text | Format::Json | Format::DockerJson) {
+                colon_edits(rules, body, &mut edits);
             }
         }
         if keyed && memchr::memchr(b'=', body).is_some() {
@@ -427,6 +595,7 @@ pub(super) fn apply<'a>(
     body_len: usize,
     end: usize,
     mut edits: Vec<(Range<usize>, &'static str)>,
+    references: bool,
     tally: &Tally,
 ) -> Cow<'a, [u8]> {
     edits.retain(|(r, _)| r.start < r.end && r.end <= body_len);
@@ -446,7 +615,7 @@ pub(super) fn apply<'a>(
             continue; // inside an edit already made
         }
         let value = &text[r.clone()];
-        if holds_marker(value) || rules::is_harmless_value(value) && rule == "key-name" {
+        if holds_marker(value) || rules::is_harmless(value, references) && rule == "key-name" {
             continue;
         }
         out.extend_from_slice(&text[last..r.start]);
