@@ -95,11 +95,16 @@ impl Sidecar {
             .await
             .map_err(|source| ServeError::Listen { addr: env.listen.clone(), source })?;
         let addr = listener.local_addr().map_or_else(|_| env.listen.clone(), |a| a.to_string());
-        if let Err(e) = std::fs::create_dir_all(&env.out_dir) {
-            eprintln!(
+        match crate::bundle::outdir::OutDir::open(&env.out_dir) {
+            Ok(out) => {
+                if let Some(why) = out.exposure() {
+                    eprintln!("preserve serve: warning: {why}");
+                }
+            }
+            Err(e) => eprintln!(
                 "preserve serve: output directory {}: {e} (not ready until it is writable)",
                 env.out_dir.display()
-            );
+            ),
         }
         for r in s.rules.iter() {
             eprintln!("preserve serve: rule {} -> profile {}", r.origin, r.profile);
