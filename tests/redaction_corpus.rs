@@ -27,7 +27,11 @@ use axum::{
 };
 use corpus::{Corpus, Place, Planted, go_escape, json_inner};
 use serde_json::json;
-use support::{postgres::PgServer, redis::RedisServer, *};
+use support::{
+    postgres::PgServer,
+    redis::{RedisServer, redis_quote},
+    *,
+};
 
 /// Files of the `file` kind, by format.
 const FILES: &[(Place, &str)] = &[
@@ -67,21 +71,6 @@ fn write_docker(ws: &Workspace, service: &str, records: &[String]) {
         .to_string(),
     );
     ws.write(&format!("docker/{id}/{id}-json.log"), records.iter().map(|r| format!("{r}\n")).collect::<String>());
-}
-
-/// A value quoted for `redis-cli`, byte for byte.
-fn redis_quote(b: &[u8]) -> String {
-    let mut s = String::from("\"");
-    for &c in b {
-        match c {
-            b'"' => s.push_str("\\\""),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(c as char),
-            _ => write!(s, "\\x{c:02x}").unwrap(),
-        }
-    }
-    s.push('"');
-    s
 }
 
 /// Each data entry as a stream entry's field, a string key and a binary value (after a byte that is not UTF-8, so

@@ -16,7 +16,10 @@ use std::{
 };
 
 use serde_json::{Value as Json, json};
-use support::{redis::RedisServer, *};
+use support::{
+    redis::{RedisServer, redis_quote},
+    *,
+};
 
 const T0: u64 = 1_764_370_000_000; // 2025-11-28T22:46:40Z, ids below are T0+n ms
 
@@ -24,20 +27,6 @@ const T0: u64 = 1_764_370_000_000; // 2025-11-28T22:46:40Z, ids below are T0+n m
 struct Entry {
     id: String,
     fields: Vec<(&'static str, Vec<u8>)>,
-}
-
-fn redis_quote(b: &[u8]) -> String {
-    let mut s = String::from("\"");
-    for &c in b {
-        match c {
-            b'"' => s.push_str("\\\""),
-            b'\\' => s.push_str("\\\\"),
-            0x20..=0x7e => s.push(c as char),
-            _ => s.push_str(&format!("\\x{c:02x}")),
-        }
-    }
-    s.push('"');
-    s
 }
 
 fn json_bytes(b: &[u8]) -> Json {

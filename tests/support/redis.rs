@@ -121,3 +121,18 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A value quoted for `redis-cli`, byte for byte.
+pub fn redis_quote(b: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for &c in b {
+        match c {
+            b'"' => s.push_str("\\\""),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s.push('"');
+    s
+}
