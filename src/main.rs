@@ -13,7 +13,7 @@ use preserve::{
     },
     config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::Progress,
-    redact::{FingerprintKey, fingerprint},
+    redact::FingerprintKey,
     runner::Stop,
     serve,
     snapshot::{self, Request},
@@ -471,14 +471,15 @@ fn fingerprint_cmd(
         Ok(k) => k,
         Err(e) => return fail(2, &e.to_string()),
     };
-    let manifest = match bundle.map(fingerprint::bundle_manifest).transpose() {
+    let manifest = match bundle.map(preserve::bundle::fingerprints::bundle_manifest).transpose() {
         Ok(m) => m,
         Err(e) => return fail(2, &e.to_string()),
     };
-    let checked = match fingerprint::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock()) {
-        Ok(c) => c,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let checked =
+        match preserve::bundle::fingerprints::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock()) {
+            Ok(c) => c,
+            Err(e) => return fail(2, &e.to_string()),
+        };
     if json {
         println!("{}", serde_json::to_string_pretty(&checked).unwrap_or_default());
     } else {

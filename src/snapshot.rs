@@ -413,7 +413,7 @@ pub async fn execute(
         host: gethostname::gethostname().to_string_lossy().into_owned(),
         trigger,
         window: WindowRecord { since: plan.window.since, until: plan.window.until },
-        redaction: rc.redactor.key().scheme(),
+        redaction: bundle::manifest::RedactionScheme::of(rc.redactor.key()),
         collectors: records,
         findings,
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::alert::Alert;
+use crate::{alert::Alert, redact::FingerprintKey};
 
 pub const FORMAT: &str = "preserve-bundle/1";
 
@@ -50,23 +50,23 @@ pub struct RedactionScheme {
     pub key_id: Option<String>,
 }
 
-/// The kind of key a bundle's fingerprints were made with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyKind {
-    /// The site's `[redaction] fingerprint_key`: markers are the same in every bundle of the site.
-    Site,
-    /// A random key made for this bundle and written nowhere: markers are the same within the bundle only, and
-    /// nobody can check a value against them.
-    PerBundle,
-}
+pub use crate::redact::fingerprint::KeyKind;
 
-impl KeyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Site => "site",
-            Self::PerBundle => "per-bundle",
+impl RedactionScheme {
+    /// What the manifest says about `key`: its kind, and a site key's id.
+    pub fn of(key: &FingerprintKey) -> Self {
+        Self {
+            marker: "[REDACTED:<fingerprint>]".into(),
+            fingerprint: "hex(HMAC-SHA256(key, secret))[..16]".into(),
+            key: Some(key.kind()),
+            key_id: key.id(),
         }
+    }
+
+    /// Whether the markers written under this scheme were made with this very `key`, so they compare with its
+    /// markers. A per-bundle key is never the same as another bundle's.
+    pub fn made_by(&self, key: &FingerprintKey) -> bool {
+        key.kind() == KeyKind::Site && self.key == Some(KeyKind::Site) && self.key_id == key.id()
     }
 }
 
@@ -175,13 +175,7 @@ pub struct ArtifactRecord {
     pub redaction: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RedactionRecord {
-    pub rule: String,
-    pub count: u64,
-    /// Fingerprints of the redacted values, as in their markers (see [`RedactionScheme`]); at most 32 per rule.
-    pub fingerprints: Vec<String>,
-}
+pub use crate::redact::RedactionRecord;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Finding {

@@ -3,6 +3,7 @@
 pub mod artifact;
 pub mod bagit;
 pub mod bounds;
+pub mod fingerprints;
 pub mod manifest;
 pub mod outdir;
 pub mod verify;

@@ -23,7 +23,9 @@ use std::{
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
-use crate::{bundle::manifest::RedactionRecord, config::Secret};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
 pub use fingerprint::FingerprintKey;
 pub use structured::{Format, TextRedactor};
 
@@ -100,6 +102,16 @@ impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redactor").field("values", &self.known.as_ref().map_or(0, |k| k.rules.len())).finish()
     }
+}
+
+/// What one rule redacted in one collector, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactionRecord {
+    pub rule: String,
+    pub count: u64,
+    /// Fingerprints of the redacted values, as in their markers (see `bundle::manifest::RedactionScheme`); at most
+    /// 32 per rule.
+    pub fingerprints: Vec<String>,
 }
 
 /// Redactions counted for one collector.

@@ -528,7 +528,7 @@ fn write_item(cx: &Collection, item: &Item, markers_compare: bool) -> Result<ser
 /// Why the markers of an earlier bundle (`id`, keyed as `scheme`) cannot be compared with those made with `key`;
 /// `None` when one key made both.
 fn why_uncompared(key: &FingerprintKey, id: &str, scheme: &RedactionScheme) -> Option<String> {
-    if key.made(scheme) {
+    if scheme.made_by(key) {
         return None;
     }
     Some(match (scheme.key, key.kind()) {
