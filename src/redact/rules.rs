@@ -207,6 +207,9 @@ mod tests {
             "session",
             "assertion",
             "AWS_SECRET_ACCESS_KEY",
+            "tls.key",
+            ".dockerconfigjson",
+            ".DOCKERCFG",
         ] {
             assert!(is_secret_key(k.as_bytes()), "{k}");
         }
@@ -228,6 +231,9 @@ mod tests {
             "msg",
             "level",
             "user",
+            "tls.crt",
+            "ca.crt",
+            "redis.key",
         ] {
             assert!(!is_secret_key(k.as_bytes()), "{k}");
         }

@@ -439,14 +439,15 @@ fn toml_edits(body: &[u8], spans: &mut Spans, edits: &mut Edits) {
 }
 
 /// Calls for every `\\\"key\\\":\\\"value\\\"` pair under a secret key: JSON inside a JSON string inside a JSON
-/// string, or deeper (`\\\\\\\"`). One level (`\"key\":\"value\"`) is the line rules'. A level's quotes are
-/// preceded by exactly its number of backslashes, so a value ends at the first quote with that many.
+/// string, or deeper (`\\\\\\\"`), up to five levels. One level (`\"key\":\"value\"`) is the line rules'. A
+/// level's quotes are preceded by exactly its number of backslashes (3, 7, 15, 31), so a value ends at the first
+/// quote with that many; one scan per level, whatever the line holds.
 fn nested_escaped_pairs(body: &[u8], edits: &mut Edits) {
     let mut i = 0;
     while let Some(q) = memchr::memchr(b'"', &body[i..]).map(|q| i + q) {
         i = q + 1;
         let k = backslashes_before(body, q);
-        if k < 3 || k.is_multiple_of(2) {
+        if !matches!(k, 3 | 7 | 15 | 31) {
             continue;
         }
         let key_start = q + 1;
