@@ -190,7 +190,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             Span::YamlNext { indent } => {
                 let own = body.iter().take_while(|b| **b == b' ').count();
                 let t = body[own..].trim_ascii_end();
-                if t.is_empty() {
+                if t.is_empty() || own > indent && t[0] == b'#' {
                     self.spans.span = Some(Span::YamlNext { indent });
                     return Some(edits);
                 }
@@ -207,10 +207,10 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
                     }
                     return Some(edits);
                 }
-                // A mapping, a list, a flow collection or a comment under the key: its own lines, read as any.
+                // A mapping, a list or a flow collection under the key: its own lines, read as any.
                 if t.starts_with(b"- ")
                     || t == b"-"
-                    || matches!(t[0], b'#' | b'[' | b'{' | b'|' | b'>' | b'&' | b'*' | b'!')
+                    || matches!(t[0], b'[' | b'{' | b'|' | b'>' | b'&' | b'*' | b'!')
                     || memchr::memmem::find(t, b": ").is_some()
                     || t.ends_with(b":")
                 {
@@ -409,7 +409,8 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
 /// Whether a Docker json-file record is a partial one (its `log` does not end its line: the next record goes on
 /// with it), read from its last bytes only: `"log"` comes first and `"stream"` after it.
 pub(super) fn is_partial_record(line: &[u8]) -> bool {
-    let tail = &line[line.len().saturating_sub(192)..];
+    // Past the `log`: `stream`, perhaps `attrs` (labels), `time`.
+    let tail = &line[line.len().saturating_sub(512)..];
     memchr::memmem::rfind(tail, b"\",\"stream\":").is_some_and(|i| !tail[..i].ends_with(b"\\n"))
 }
 
@@ -746,7 +747,7 @@ mod tests {
     #[test]
     fn multi_line_values_under_secret_keys_are_removed_and_what_follows_is_kept() {
         let r = redactor();
-        let yaml = "db:\n  password:\n    hunter2-next-line\n    continued-plain\n\n  user: caracal\n  token: \"first-quoted\n    second \\\" quoted\"\n  apiKey: 'single-first\n    single ''second'''\n  secretKeyRef:\n    name: db\n    key: password\n  secrets:\n    - postgresPassword\n  after: kept\n";
+        let yaml = "db:\n  password:\n    # set at install\n    hunter2-next-line\n    continued-plain\n\n  user: caracal\n  token: \"first-quoted\n    second \\\" quoted\"\n  apiKey: 'single-first\n    single ''second'''\n  secretKeyRef:\n    name: db\n    key: password\n  secrets:\n    - postgresPassword\n  after: kept\n";
         let toml = "[db]\npassword = \"\"\"\nmulti-line-secret-one\nmulti-line-secret-two\"\"\"\nuser = \"caracal\"\ntoken = '''literal-secret'''\nprivate_key = '''\nliteral-multi\n'''\nhost = \"db\"\nconn = { user = \"u\", password = \"inline-secret\", \"api_key\" = 'inline-key' }\n";
         let env = "PRIVATE_KEY=\"-----BEGIN RSA PRIVATE KEY-----\nMIIEenvBodyOne\nenvBodyTwo\n-----END RSA PRIVATE KEY-----\"\nDB_PASSWORD='first env line\nsecond env line'\nMODE=x\nLOG_LEVEL=debug\n";
         for (name, format, input, gone, kept) in [
