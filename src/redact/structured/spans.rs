@@ -35,8 +35,9 @@ pub(super) enum Span {
     /// The body of an armored key (PEM, PGP) after its header, each line perhaps behind a prefix of the header's
     /// shape (the shapes of its words, digits left out).
     Armor { prefix: Vec<Vec<u8>> },
-    /// A key on one line whose line was cut before its END: everything up to the END is the key.
-    Cut,
+    /// A key on one line whose line was cut before its END: everything up to the END is the key. The last bytes of
+    /// the key so far, for an END cut in two.
+    Cut { tail: Vec<u8> },
     /// A line was cut inside what may be a key's header: its start, which the next line may complete.
     HeaderCut { head: Vec<u8> },
     /// A PuTTY key file: this many private lines are still to come.
@@ -127,15 +128,24 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
                 }
                 self.spans.span = Some(Span::Armor { prefix });
             }
-            Span::Cut => {
+            Span::Cut { tail } => {
                 if let Some(m) = ARMOR_END.find(body) {
                     edits.push((0..m.start(), "private-key"));
                     self.rest_after(body, m.end(), &mut edits);
                     return Some(edits);
                 }
+                let mut joined = tail;
+                let seen = joined.len();
+                joined.extend_from_slice(&body[..body.len().min(64)]);
+                if let Some(m) = ARMOR_END.find(&joined).filter(|m| m.end() > seen) {
+                    // The END was cut in two: its start ended the last line (and went with the key).
+                    self.rest_after(body, m.end() - seen, &mut edits);
+                    return Some(edits);
+                }
                 edits.push((0..body.len(), "private-key"));
                 if self.spans.cut {
-                    self.spans.span = Some(Span::Cut);
+                    joined.extend_from_slice(&body[body.len().min(64)..]);
+                    self.spans.span = Some(Span::Cut { tail: last_bytes(&joined) });
                 }
             }
             Span::HeaderCut { head } => {
@@ -293,7 +303,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             let prefix = &body[..start];
             if self.spans.cut {
                 self.in_pem = false;
-                self.spans.span = Some(Span::Cut);
+                self.spans.span = Some(Span::Cut { tail: last_bytes(body) });
             } else if ours || !prefix.trim_ascii().is_empty() {
                 self.in_pem = false;
                 self.spans.span = Some(Span::Armor { prefix: shape(prefix) });
@@ -309,7 +319,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             edits.push((end..body.len(), "private-key"));
             if self.spans.cut {
                 self.in_pem = false;
-                self.spans.span = Some(Span::Cut);
+                self.spans.span = Some(Span::Cut { tail: last_bytes(body) });
             }
         }
     }
@@ -566,6 +576,11 @@ fn after_prefix(prefix: &[Vec<u8>], line: &[u8]) -> Option<usize> {
     Some(i)
 }
 
+/// The last bytes of a text, as many as an END marker can have.
+fn last_bytes(text: &[u8]) -> Vec<u8> {
+    text[text.len().saturating_sub(64)..].to_vec()
+}
+
 /// `line[from..]` without its surrounding blanks.
 fn trimmed(line: &[u8], from: usize) -> Range<usize> {
     let from = from.min(line.len());
@@ -717,7 +732,8 @@ mod tests {
         );
         let gone_windows: Vec<&str> = (0..body.len() - 8).map(|i| &body[i..i + 8]).collect();
         // Cut inside the body twice, and right after the header.
-        for cuts in [vec![80, 120], vec![line.find("\\nMIIE").unwrap()], vec![60, 61, 62]] {
+        let end = line.find("-----END").unwrap();
+        for cuts in [vec![80, 120], vec![line.find("\\nMIIE").unwrap()], vec![60, 61, 62], vec![90, end + 7, end + 9]] {
             let mut pieces = Vec::new();
             let mut from = 0;
             for c in &cuts {
