@@ -260,11 +260,8 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             let (body, end) = split_line_end(&text);
             (body.len(), end)
         };
-        self.spans.cut = end == 0;
+        self.spans.start_line(&text[..body_len], end == 0);
         let edits = self.edits(&text[..body_len]);
-        if end == 0 {
-            self.header_cut(&text[..body_len]);
-        }
         apply(&self.r, text, body_len, end, edits, tally)
     }
 
@@ -441,9 +438,9 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     }
 
     fn in_inner_state(&self) -> bool {
-        self.inner.as_ref().is_some_and(|i| {
-            i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.spans.span.is_some()
-        })
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.spans.active())
     }
 }
 

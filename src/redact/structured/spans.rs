@@ -28,7 +28,41 @@ pub(super) struct Spans {
     /// The line being read has no line end: a Docker partial record or a piece of a long line, which the next
     /// line continues.
     pub(super) cut: bool,
+    /// The last line was cut inside what may be a key's header: its start, which this line may complete.
+    head_cut: Option<Vec<u8>>,
     k8s: Option<K8s>,
+}
+
+impl Spans {
+    /// Called before a line is read: what the last line left, and whether this one is cut.
+    pub(super) fn start_line(&mut self, body: &[u8], cut: bool) {
+        if let Some(head) = self.head_cut.take()
+            && self.span.is_none()
+        {
+            self.span = Some(Span::HeaderCut { head });
+        }
+        self.cut = cut;
+        if cut {
+            self.head_cut = header_start(body);
+        }
+    }
+
+    /// Whether a span is open (or may be, after a line cut inside a header).
+    pub(super) fn active(&self) -> bool {
+        self.span.is_some() || self.head_cut.is_some()
+    }
+}
+
+/// The start of a key's header that ends a cut line (`-----BEGIN RSA PRIV`), which the next line may complete.
+fn header_start(body: &[u8]) -> Option<Vec<u8>> {
+    // A header's start ends in `-`, a space or a capital: others are not looked at.
+    if !(body.last() == Some(&b'-') || body.ends_with(b" ") || body.last().is_some_and(u8::is_ascii_uppercase)) {
+        return None;
+    }
+    let tail = body.len().saturating_sub(64);
+    let m = HEADER_START.find(&body[tail..])?;
+    let head = &body[tail + m.start()..];
+    (!ARMOR_BEGIN.is_match(head)).then(|| head.to_vec())
 }
 
 pub(super) enum Span {
@@ -157,7 +191,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
                     if !(self.spans.cut && whole) {
                         return None;
                     }
-                    self.spans.span = Some(Span::HeaderCut { head: joined });
+                    self.spans.head_cut = Some(joined);
                     return Some(edits);
                 };
                 let end = b.end() - head.len();
@@ -271,21 +305,6 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         let Some(b) = ARMOR_BEGIN.find(body) else { return };
         let pgp = b.as_bytes().starts_with(b"-----BEGIN PGP");
         self.after_header(body, b.start(), b.end(), pgp, edits);
-    }
-
-    /// A line cut (a Docker partial record, a long line's piece) may end inside a key's header.
-    pub(super) fn header_cut(&mut self, body: &[u8]) {
-        if self.spans.span.is_some() {
-            return;
-        }
-        let tail = body.len().saturating_sub(64);
-        // A header ends in `-`, a space or a capital: others are not looked at.
-        if (body.last() == Some(&b'-') || body.ends_with(b" ") || body.last().is_some_and(u8::is_ascii_uppercase))
-            && let Some(m) = HEADER_START.find(&body[tail..])
-            && !ARMOR_BEGIN.is_match(&body[tail + m.start()..])
-        {
-            self.spans.span = Some(Span::HeaderCut { head: body[tail + m.start()..].to_vec() });
-        }
     }
 
     /// What follows a key's header, which spans `start..end` of the line. `ours` when the line rules do not read
