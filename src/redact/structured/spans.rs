@@ -66,9 +66,9 @@ fn header_start(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub(super) enum Span {
-    /// The body of an armored key (PEM, PGP) after its header, each line perhaps behind a prefix of the header's
-    /// shape (the shapes of its words, digits left out).
-    Armor { prefix: Vec<Vec<u8>> },
+    /// The body of an armored key (PEM, PGP) after its header, each line perhaps between a prefix and a suffix of
+    /// the shapes the header's line had (digits aside): a log's timestamp, a JSON log line's `{"msg":"` and `"}`.
+    Armor { prefix: Vec<u8>, suffix: Vec<u8> },
     /// A key on one line whose line was cut before its END: everything up to the END is the key. The last bytes of
     /// the key so far, for an END cut in two.
     Cut { tail: Vec<u8> },
@@ -145,22 +145,25 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         let span = self.spans.span.take()?;
         let mut edits = Edits::new();
         match span {
-            Span::Armor { prefix } => {
-                let at = after_prefix(&prefix, body).filter(|at| is_pem_body(&body[*at..]));
+            Span::Armor { prefix, suffix } => {
+                let at = between(body, &prefix, &suffix).filter(|r| is_pem_body(&body[r.clone()]));
                 if let Some(m) = ARMOR_END.find(body) {
-                    edits.push((at.unwrap_or(m.start()).min(m.start())..m.start(), "private-key"));
+                    let from = at.map_or(m.start(), |r| r.start).min(m.start());
+                    edits.push((from..m.start(), "private-key"));
                     self.rest_after(body, m.end(), &mut edits);
                     return Some(edits);
                 }
                 let at = match at {
                     Some(at) => at,
-                    None if is_pem_body(body) => 0,
+                    // As the unprefixed PEM rule reads: the key's lines alone, after a header ending its line.
+                    None if suffix.is_empty() && is_pem_body(body) => 0..body.len(),
                     None => return None,
                 };
-                if !is_armor_header(body[at..].trim_ascii()) {
-                    edits.push((trimmed(body, at), "private-key"));
+                if !is_armor_header(body[at.clone()].trim_ascii()) {
+                    let r = trimmed(&body[..at.end], at.start);
+                    edits.push((r, "private-key"));
                 }
-                self.spans.span = Some(Span::Armor { prefix });
+                self.spans.span = Some(Span::Armor { prefix, suffix });
             }
             Span::Cut { tail } => {
                 if let Some(m) = ARMOR_END.find(body) {
@@ -318,15 +321,22 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             }
             return;
         }
+        let prefix = &body[..start];
         if after.trim_ascii().is_empty() {
-            let prefix = &body[..start];
             if self.spans.cut {
                 self.in_pem = false;
                 self.spans.span = Some(Span::Cut { tail: last_bytes(body) });
             } else if ours || !prefix.trim_ascii().is_empty() {
                 self.in_pem = false;
-                self.spans.span = Some(Span::Armor { prefix: shape(prefix) });
+                self.spans.span = Some(Span::Armor { prefix: shape(prefix), suffix: Vec::new() });
             }
+            return;
+        }
+        // The header closes a JSON string (`{"msg":"-----BEGIN PRIVATE KEY-----"}`): a JSON log line per line of
+        // the key, each line's text between the same prefix and suffix.
+        if after[0] == b'"' && after.len() <= 256 && memchr::memchr(b'"', prefix).is_some() && !self.spans.cut {
+            self.in_pem = false;
+            self.spans.span = Some(Span::Armor { prefix: shape(prefix), suffix: shape(after) });
             return;
         }
         // The key goes on after its header on this line (escaped line ends, or spaces for them) but its END is not
@@ -570,29 +580,48 @@ fn is_armor_header(t: &[u8]) -> bool {
         && memchr::memchr(b':', t).is_some_and(|i| t[..i].iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'))
 }
 
-/// The words of a line's prefix, digits left out: `2026-12-04T08:00:00.123Z stderr F` reads as the prefix of every
-/// line of the same log, whatever its time.
-fn shape(prefix: &[u8]) -> Vec<Vec<u8>> {
-    prefix
-        .split(u8::is_ascii_whitespace)
-        .filter(|w| !w.is_empty())
-        .map(|w| w.iter().filter(|b| !b.is_ascii_digit()).copied().collect())
-        .collect()
+/// A line's prefix or suffix as a shape: each run of digits as one `0`. `2026-12-04T08:00:00.123Z stderr F ` is
+/// the prefix of every line of the same log, whatever its time.
+fn shape(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    for &b in text {
+        let b = if b.is_ascii_digit() { b'0' } else { b };
+        if !(b == b'0' && out.last() == Some(&b'0')) {
+            out.push(b);
+        }
+    }
+    out
 }
 
-/// Where a line's text starts after a prefix of the given shape.
-fn after_prefix(prefix: &[Vec<u8>], line: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    for word in prefix {
-        let start = i + line[i..].iter().take_while(|b| b.is_ascii_whitespace()).count();
-        let len = line[start..].iter().take_while(|b| !b.is_ascii_whitespace()).count();
-        let w = &line[start..start + len];
-        if len == 0 || !w.iter().filter(|b| !b.is_ascii_digit()).eq(word.iter()) {
+/// How many bytes of `text` a shape spans from its start (or, reading both reversed, from its end).
+fn span_of(mut text: impl Iterator<Item = u8>, shape: impl Iterator<Item = u8>) -> Option<usize> {
+    let mut n = 0;
+    let mut next = text.next();
+    for s in shape {
+        let b = next?;
+        if s == b'0' {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            while next.is_some_and(|b| b.is_ascii_digit()) {
+                n += 1;
+                next = text.next();
+            }
+        } else if b == s {
+            n += 1;
+            next = text.next();
+        } else {
             return None;
         }
-        i = start + len;
     }
-    Some(i)
+    Some(n)
+}
+
+/// The part of a line between a prefix and a suffix of the given shapes.
+fn between(line: &[u8], prefix: &[u8], suffix: &[u8]) -> Option<Range<usize>> {
+    let start = span_of(line.iter().copied(), prefix.iter().copied())?;
+    let end = line.len() - span_of(line[start..].iter().rev().copied(), suffix.iter().rev().copied())?;
+    Some(start..end)
 }
 
 /// The last bytes of a text, as many as an END marker can have.
@@ -680,6 +709,7 @@ mod tests {
         let r = redactor();
         let prefixed = "2026-12-04T08:00:00.123Z loading key\n2026-12-04T08:00:00.123Z -----BEGIN RSA PRIVATE KEY-----\n2026-12-04T08:00:00.124Z MIIEowIBAAKCAQEAprefixedBodyOne\n2026-12-04T08:00:00.1255Z prefixedBodyTwo+/=\n2026-12-04T08:00:00.126Z -----END RSA PRIVATE KEY-----\n2026-12-04T08:00:00.127Z listening on 8443\nMODE=x\n";
         let cri = "2026-12-04T08:00:00.123456789Z stderr F -----BEGIN PRIVATE KEY-----\n2026-12-04T08:00:00.123456790Z stderr F MIIEvQcriBodyOne\n2026-12-04T08:00:00.12345679Z stderr F criBodyTwo==\n2026-12-04T08:00:00.123456791Z stderr F -----END PRIVATE KEY-----\n2026-12-04T08:00:00.123456792Z stderr F ready\n";
+        let json_lines = "{\"level\":\"info\",\"msg\":\"-----BEGIN PRIVATE KEY-----\",\"ts\":1}\n{\"level\":\"info\",\"msg\":\"MIIEvQjsonLineBody\",\"ts\":22}\n{\"level\":\"info\",\"msg\":\"-----END PRIVATE KEY-----\",\"ts\":333}\n{\"level\":\"info\",\"msg\":\"abcdef\",\"ts\":4444}\n";
         let pgp = "gpg export:\n-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\nComment: caracal signing\n\nlQOYBGVjcGdwU2VjcmV0Qm9keU9uZQ\nPgpSecretBodyTwo+/xyz\n=AbCd\n-----END PGP PRIVATE KEY BLOCK-----\ndone\nabcdef\n";
         let pgp_one = "{\"key\":\"-----BEGIN PGP PRIVATE KEY BLOCK-----\\nVersion: x\\n\\nlQOYonelinePgpBody\\n=AbCd\\n-----END PGP PRIVATE KEY BLOCK-----\\n\",\"ok\":\"yes\"}\n";
         let putty2 = "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\nComment: rsa-key-20261204\nPublic-Lines: 2\nAAAAB3NzaC1yc2EPublicLineOne\nPublicLineTwo\nPrivate-Lines: 2\nAAABAPuttyPrivateOne\nPuttyPrivateTwo+/=\nPrivate-MAC: 0123abcd\nabcdef\n";
@@ -706,6 +736,12 @@ mod tests {
                 cri,
                 &["MIIEvQcriBodyOne", "criBodyTwo"],
                 &["stderr F [REDACTED:", "stderr F -----END PRIVATE KEY-----", "stderr F ready"],
+            ),
+            (
+                "a JSON log line per line of a key",
+                json_lines,
+                &["MIIEvQjsonLineBody"],
+                &["\"msg\":\"-----END PRIVATE KEY-----\",\"ts\":333}", "\"msg\":\"abcdef\",\"ts\":4444}"],
             ),
             (
                 "PGP",
