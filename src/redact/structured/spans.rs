@@ -446,11 +446,14 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
 }
 
 /// Whether a Docker json-file record is a partial one (its `log` does not end its line: the next record goes on
-/// with it), read from its last bytes only: `"log"` comes first and `"stream"` after it.
+/// with it) that may end inside a key's header, read from its last bytes only: `"log"` comes first, then
+/// `"stream"` (and `"attrs"`, when labels are logged, which may hide it), then `"time"`.
 pub(super) fn is_partial_record(line: &[u8]) -> bool {
-    // Past the `log`: `stream`, perhaps `attrs` (labels), `time`.
-    let tail = &line[line.len().saturating_sub(512)..];
-    memchr::memmem::rfind(tail, b"\",\"stream\":").is_some_and(|i| !tail[..i].ends_with(b"\\n"))
+    let tail = &line[line.len().saturating_sub(128)..];
+    memchr::memmem::rfind(tail, b"\",\"stream\":").is_some_and(|i| {
+        let log = &tail[..i];
+        !log.ends_with(b"\\n") && log.last().is_some_and(|b| matches!(b, b'-' | b' ' | b'A'..=b'Z'))
+    })
 }
 
 /// A TOML line's multi-line string under a secret key (`password = """`) and its inline tables' pairs.
