@@ -148,7 +148,8 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             Span::Armor { prefix, suffix } => {
                 let at = between(body, &prefix, &suffix).filter(|r| is_pem_body(&body[r.clone()]));
                 if let Some(m) = ARMOR_END.find(body) {
-                    let from = at.map_or(m.start(), |r| r.start).min(m.start());
+                    // What precedes the END after the prefix is the key's, as on any line of it.
+                    let from = between(body, &prefix, b"").map_or(m.start(), |r| r.start).min(m.start());
                     edits.push((from..m.start(), "private-key"));
                     self.rest_after(body, m.end(), &mut edits);
                     return Some(edits);
@@ -409,9 +410,13 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             let (_, value) = entry(t).unwrap_or((b"", 0..0));
             let value = own + value.start..own + value.end;
             let v = &body[value.clone()];
-            if own > entry_col || own == entry_col && matches!(v.first(), Some(b'|' | b'>')) {
+            if own > entry_col {
                 // A block scalar's lines, a nested object's: a Secret's are secret, another object's evidence.
                 return (section == Section::All).then(|| vec![(trimmed(body, own), "key-name")]);
+            }
+            if matches!(v.first(), Some(b'|' | b'>')) {
+                // The entry's name stays; its lines follow.
+                return (section == Section::All).then(Vec::new);
             }
             if section == Section::All || is_secret_data(v) {
                 return Some(vec![(value, "key-name")]);
@@ -883,6 +888,7 @@ mod tests {
                 "name: caracal-tls",
                 "type: kubernetes.io/tls",
                 "name: registry",
+                "  config.json: |\n",
                 "LOG_LEVEL: debug",
                 "checksum: 5d41402abc4b2a76b9719d911017c592",
                 "mode: c2VjcmV0TW9kZQ==",
