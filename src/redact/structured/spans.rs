@@ -393,14 +393,17 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             return None;
         }
         let mut col = own;
-        if t.starts_with(b"- ") {
+        let item = t.starts_with(b"- ");
+        if item {
             let d = 1 + t[1..].iter().take_while(|b| **b == b' ').count();
             t = &t[d..];
             col += d;
         }
-        if t.starts_with(b"apiVersion:") || t.starts_with(b"\"apiVersion\"") {
+        // An object starts with its `apiVersion` or its `kind`, whichever comes first.
+        let names_object =
+            |t: &[u8]| [&b"apiVersion:"[..], b"\"apiVersion\"", b"kind:", b"\"kind\""].iter().any(|p| t.starts_with(p));
+        if names_object(t) && (item || self.spans.k8s.as_ref().is_none_or(|k| k.col != col)) {
             self.spans.k8s = Some(K8s { col, secret: None, section: None, entry_col: None });
-            return None;
         }
         let k = self.spans.k8s.as_mut()?;
         if own > k.col
@@ -872,7 +875,8 @@ mod tests {
     fn kubernetes_secrets_data_is_removed_and_other_objects_data_kept() {
         let r = redactor();
         let yaml = "apiVersion: v1\ndata:\n  tls.crt: Q0VSVElGSUNBVEU=\n  tls.key: a2V5LWJvZHktc2VjcmV0\n  password.txt: aHVudGVyMi1wYXNzd29yZA==\nkind: Secret\nmetadata:\n  name: caracal-tls\ntype: kubernetes.io/tls\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: registry\nstringData:\n  config.json: |\n    {\"auths\": {\"r\": {\"auth\": \"c3RyaW5nZGF0YQ\"}}}\n  username: robot\ndata:\n  .dockerconfigjson: eyJhdXRocyI6e319\n  ca.crt: Y2EtY2VydA==\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  LOG_LEVEL: debug\n  checksum: 5d41402abc4b2a76b9719d911017c592\n  mode: c2VjcmV0TW9kZQ==\n  app.yaml: |\n    listen: 8080\n";
-        let out = text(&r, yaml, Format::Yaml);
+        let yaml = format!("{yaml}---\nkind: Secret\napiVersion: v1\ndata:\n  anything: kind-came-first\n");
+        let out = text(&r, &yaml, Format::Yaml);
         check(
             "YAML Secret",
             &out,
@@ -883,6 +887,7 @@ mod tests {
                 "robot",
                 "eyJhdXRocyI6e319",
                 "Y2EtY2VydA",
+                "kind-came-first",
             ],
             &[
                 "name: caracal-tls",
