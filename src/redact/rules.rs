@@ -64,6 +64,17 @@ pub fn raw_key_fragments() -> impl Iterator<Item = &'static str> {
         .chain(SECRET_KEY_ENDINGS)
         .chain(&["sessid", "connect.sid"])
         .copied()
+        .chain(SECRET_FILE_KEYS.iter().copied())
+}
+
+/// What the names of [`is_secret_file_key`] show in raw text.
+const SECRET_FILE_KEYS: &[&str] = &["tls.key", ".dockerconfigjson", ".dockercfg"];
+
+/// Whether a key names a secret *file* rather than holding a secret word: the entries of a Kubernetes Secret
+/// (`tls.key`, `.dockerconfigjson`, `.dockercfg`), wherever they appear. `ca.crt` and `tls.crt` are certificates,
+/// public; other `*.key` names are too often a cache's or a map's key to be taken for a file.
+pub fn is_secret_file_key(key: &[u8]) -> bool {
+    SECRET_FILE_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// Evidence ids: never redacted, though "session" would match them. Compared with the key normalized (lower case,
@@ -130,6 +141,9 @@ pub fn is_secret_key(key: &[u8]) -> bool {
     });
     if key.is_empty() || key.len() > 128 {
         return false;
+    }
+    if is_secret_file_key(key) {
+        return true;
     }
     // Lower case, without `_` and `-`.
     let mut buf = [0u8; 128];
@@ -333,6 +347,9 @@ mod tests {
             "session",
             "assertion",
             "AWS_SECRET_ACCESS_KEY",
+            "tls.key",
+            ".dockerconfigjson",
+            ".DOCKERCFG",
         ] {
             assert!(is_secret_key(k.as_bytes()), "{k}");
         }
@@ -354,6 +371,9 @@ mod tests {
             "msg",
             "level",
             "user",
+            "tls.crt",
+            "ca.crt",
+            "redis.key",
         ] {
             assert!(!is_secret_key(k.as_bytes()), "{k}");
         }

@@ -12,6 +12,8 @@ use regex::bytes::Regex;
 
 use super::{Redactor, Tally, holds_marker, rules};
 
+mod spans;
+
 /// How to read an artifact's lines for key-name rules. Known values and value patterns apply to every format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -101,7 +103,13 @@ impl Rules {
         // An unquoted value runs to a blank, `&`, `;`, a quote or a closing bracket: `password=a,b` whole.
         let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;"'<>)}\]\\\x00]+)"#;
         Self {
-            any: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied().chain(rules::raw_key_fragments())),
+            any: Prefilter::new(
+                rules::PATTERN_ANCHORS
+                    .iter()
+                    .copied()
+                    .chain(rules::raw_key_fragments())
+                    .chain(spans::ANCHORS.iter().copied()),
+            ),
             anchors: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied()),
             keys: Prefilter::new(rules::raw_key_fragments()),
             data_anchors: Prefilter::new(DATA_ANCHORS.iter().copied()),
@@ -366,11 +374,21 @@ pub struct TextRedactor<R: Deref<Target = Redactor> + Clone> {
     yaml_secret_name: Option<usize>,
     /// For Docker logs: the redactor of the services' own lines, which keeps its own state.
     inner: Option<Box<TextRedactor<R>>>,
+    /// Secrets that span lines in other shapes ([`spans`]).
+    spans: spans::Spans,
 }
 
 impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     pub fn new(r: R, format: Format) -> Self {
-        Self { r, format, in_pem: false, yaml_block: None, yaml_secret_name: None, inner: None }
+        Self {
+            r,
+            format,
+            in_pem: false,
+            yaml_block: None,
+            yaml_secret_name: None,
+            inner: None,
+            spans: Default::default(),
+        }
     }
 
     /// Redacts whole lines (a body, a file's text); borrowed when nothing matched.
@@ -406,6 +424,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             let (body, end) = split_line_end(&text);
             (body.len(), end)
         };
+        self.spans.start_line(&text[..body_len], end == 0);
         let edits = self.edits(&text[..body_len]);
         let references = matches!(self.format, Format::Yaml | Format::Env | Format::Toml);
         apply(&self.r, text, body_len, end, edits, references, tally)
@@ -414,6 +433,9 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     /// The ranges of `body` (a line without its end) to redact, and by which rule; moves the multi-line state.
     fn edits(&mut self, body: &[u8]) -> Vec<(Range<usize>, &'static str)> {
         let mut edits: Vec<(Range<usize>, &'static str)> = Vec::new();
+        if let Some(spanned) = self.span_edits(body) {
+            return spanned;
+        }
         let rules = &self.r.structured;
         if self.in_pem {
             if let Some(m) = rules.pem_end.find(body) {
@@ -491,6 +513,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
                 }
             }
         }
+        self.span_starts(body, keyed, &mut edits);
         if self.format == Format::Yaml {
             self.yaml_edits(body, keyed, &mut edits);
         }
@@ -558,7 +581,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         // Cheap test first: most lines hold nothing to redact.
         let known = self.r.known.as_ref().is_some_and(|k| k.is_match(line));
         let rules = &self.r.structured;
-        if !known && !rules.any.is_match(line) && !self.in_inner_state() {
+        if !known && !rules.any.is_match(line) && !self.in_inner_state() && !spans::is_partial_record(line) {
             return Some(None);
         }
         let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
@@ -583,7 +606,9 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     }
 
     fn in_inner_state(&self) -> bool {
-        self.inner.as_ref().is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some())
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.spans.active())
     }
 }
 
