@@ -330,18 +330,19 @@ pub async fn execute(
 ) -> Result<Outcome, SnapshotError> {
     let created_at = Timestamp::now();
     let bundle_id = plan.bundle_id.clone().unwrap_or_else(|| bundle::bundle_id(&plan.profile_label, created_at));
-    let staging_name = format!(".{bundle_id}.staging");
-    let staging_dir = env.out_dir.join(&staging_name);
     let out = OutDir::open(&env.out_dir)
         .map(Arc::new)
         .map_err(|source| SnapshotError::Staging { path: env.out_dir.clone(), source })?;
     if let Some(why) = out.exposure() {
         progress.note(&format!("warning: {why}"));
     }
-    let private = out
-        .private(&staging_name)
-        .map(Arc::new)
-        .map_err(|source| SnapshotError::Staging { path: staging_dir.clone(), source })?;
+    // The bundle id is public (`/snapshots` shows it): the staging directory's name has a secret part too, so
+    // nobody can take that name first and stop the snapshot.
+    let (staging_name, private) = out.private_unique(&format!(".{bundle_id}"), ".staging").map_err(|source| {
+        SnapshotError::Staging { path: env.out_dir.join(format!(".{bundle_id}.*.staging")), source }
+    })?;
+    let private = Arc::new(private);
+    let staging_dir = private.path().to_path_buf();
     let staging = Staging::create(private.clone(), env.zstd_level);
     let opts = ArchiveOptions {
         out: out.clone(),

@@ -17,7 +17,7 @@ i=0
 while [ $i -lt 2000 ]; do
   for d in "$out"/.preserve-*.staging; do
     [ -d "$d" ] || continue
-    id="${d##*/.}"; id="${id%.staging}"
+    id="${d##*/.}"; id="${id%.staging}"; id="${id%.*}"
     ln -s "$v/archive" "$out/.$id.tar.zst.partial"
     ln -s "$v/sha-partial" "$out/.$id.tar.zst.sha256.partial"
     ln -s "$v/manifest-partial" "$out/.$id.manifest.json.partial"

@@ -6,7 +6,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use support::{serve::*, *};
 use tokio::{
@@ -99,7 +102,12 @@ fn open_fds(pid: i32) -> usize {
 async fn slow_clients_are_cut_off_and_real_webhooks_are_still_answered() {
     let ws = Workspace::new();
     let dir = profiles(&ws, 0);
-    let sidecar = Sidecar::start(&ws, &dir, "max_connections = 20\nheader_timeout = \"1s\"\nbody_timeout = \"2s\"\n");
+    // All from one address here, the real clients too: the share of one address is the whole.
+    let sidecar = Sidecar::start(
+        &ws,
+        &dir,
+        "max_connections = 20\nmax_connections_per_client = 20\nheader_timeout = \"1s\"\nbody_timeout = \"2s\"\n",
+    );
     let addr = sidecar.url.trim_start_matches("http://").to_string();
     let c = client();
     assert_eq!(c.get(format!("{}/healthz", sidecar.url)).send().await.unwrap().status(), 200);
@@ -139,6 +147,45 @@ async fn slow_clients_are_cut_off_and_real_webhooks_are_still_answered() {
     for (how, a) in attackers {
         assert!(a.await.unwrap(), "a {how:?} client was never cut off by the server");
     }
+}
+
+/// One host opening connections and saying nothing holds only its share of the places: another is answered at
+/// once, not after the idle ones time out (`header_timeout` is 20 s here, the patience of the real client 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_place() {
+    let ws = Workspace::new();
+    let dir = profiles(&ws, 0);
+    let sidecar =
+        Sidecar::start(&ws, &dir, "max_connections = 20\nmax_connections_per_client = 5\nheader_timeout = \"20s\"\n");
+    let addr: std::net::SocketAddr = sidecar.url.trim_start_matches("http://").parse().unwrap();
+    // The hostile host: 40 connections from 127.0.0.3 that never send a byte.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(addr).await.unwrap());
+    }
+    // Those past its share are closed at once, told why.
+    let mut closed = 0;
+    let mut told = 0;
+    for s in &mut held {
+        let mut buf = [0u8; 128];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            closed += 1;
+            told += usize::from(buf[..n].starts_with(b"HTTP/1.1 503"));
+        }
+    }
+    assert_eq!(closed, 35, "five kept, the rest closed");
+    assert!(told > 0, "those closed are answered 503");
+    let c = client();
+    let r = tokio::time::timeout(Duration::from_secs(5), c.get(format!("{}/healthz", sidecar.url)).send())
+        .await
+        .expect("another client is answered at once")
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let open = metric(&c, &sidecar.url, "preserve_http_connections_open").await;
+    assert!(open <= 7.0, "the hostile host holds five places: {open} open");
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,4 +353,41 @@ async fn readyz_writes_through_no_link_planted_in_the_output_directory() {
     assert!(planted.symlink_metadata().unwrap().file_type().is_symlink(), "the planted link is left as it was");
     let left: Vec<_> = std::fs::read_dir(ws.out()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 1, "the probe leaves no file behind: {left:?}");
+}
+
+/// A queued snapshot's id is public (the webhook's answer, `GET /snapshots`), so a neighbour can take the names it
+/// will use before it starts: the old staging directory's name and the bundle's own name, as a directory a rename
+/// cannot replace. The snapshot still runs, and its finished archive is kept and named, never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_taken_in_advance_neither_stop_a_snapshot_nor_cost_its_archive() {
+    let ws = Workspace::new();
+    let dir = profiles(&ws, 2);
+    let sidecar = Sidecar::start(&ws, &dir, "");
+    let c = client();
+    let send = |name: &str, fp: &str| webhook(serde_json::json!([alert(name, fp, &[])]));
+    assert_eq!(post(&c, &sidecar.url, &send("SlowAlert", "s1")).await.0, 202);
+    sidecar.wait_for_line("collector slow: started", Duration::from_secs(10));
+    let (s, b) = post(&c, &sidecar.url, &send("FastAlert1", "f1")).await;
+    assert_eq!(s, 202, "{b}");
+    let id = b["snapshots"][0].as_str().unwrap().to_string();
+    std::fs::create_dir(ws.out().join(format!(".{id}.staging"))).unwrap();
+    let squatted = ws.out().join(format!("{id}.tar.zst"));
+    std::fs::create_dir(&squatted).unwrap();
+    std::fs::write(squatted.join("mine"), "the neighbour's").unwrap();
+
+    let line = sidecar.wait_for_line(&format!("snapshot {id} failed"), Duration::from_secs(30));
+    assert!(line.contains("complete and kept at"), "{line}");
+    let kept = std::path::PathBuf::from(line.split("complete and kept at ").nth(1).unwrap().split(';').next().unwrap());
+    assert!(kept.starts_with(ws.out()) && kept.is_file(), "{line}");
+    let staging = kept.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    assert_ne!(staging, format!(".{id}.staging"), "the run made its own staging directory");
+    // The kept archive is the whole bundle: it decompresses and holds the bag with its tag files.
+    let listed = Command::new("sh").arg("-c").arg(format!("zstd -dc '{}' | tar -t", kept.display())).output().unwrap();
+    let names = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success() && names.contains(&format!("{id}/tagmanifest-sha256.txt")), "{names}");
+    assert_eq!(
+        std::fs::read_to_string(squatted.join("mine")).unwrap(),
+        "the neighbour's",
+        "nothing of theirs is touched"
+    );
 }

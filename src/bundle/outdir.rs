@@ -79,6 +79,23 @@ impl OutDir {
         Ok(PrivateDir { path: self.path.join(name), fd })
     }
 
+    /// Creates a new private directory named `prefix`, a random part and `suffix`; a name already taken (by
+    /// chance, or by someone who guessed it) is skipped for another. Returns the name and the directory.
+    pub fn private_unique(&self, prefix: &str, suffix: &str) -> io::Result<(String, PrivateDir)> {
+        let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+        for _ in 0..8 {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(io::Error::other)?;
+            let name = format!("{prefix}.{}{suffix}", hex::encode(random));
+            match self.private(&name) {
+                Ok(dir) => return Ok((name, dir)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
     /// Removes the private directory `name` and everything in it. The standard library's removal does not follow
     /// links, not even one planted in place of the directory (that link is what is removed then).
     pub fn remove_private(&self, name: &str) -> io::Result<()> {

@@ -51,6 +51,10 @@ pub enum WriteError {
     Io { path: PathBuf, source: io::Error },
     #[error("staged artifact {path} changed size while archiving (expected {expected} bytes)")]
     Staged { path: String, expected: u64 },
+    /// The archive is finished and synced, but it or a side file could not be put in place (something stands at
+    /// the name that a rename cannot replace, such as a directory another user made there). It is kept where it is.
+    #[error("cannot put {path} in place: {source}; the finished bundle is complete and kept at {kept}")]
+    Publish { path: PathBuf, kept: PathBuf, source: io::Error },
 }
 
 /// Paths of a bundle's files, from its id and the output directory.
@@ -196,10 +200,11 @@ impl ArchiveStream {
     }
 
     /// Appends whatever was not streamed yet and the tag files, then fsyncs and renames the archive into place and
-    /// writes the side files. On failure the partial archive is removed (a full disk stays full otherwise).
+    /// writes the side files. When it fails before the archive is complete, the partial archive is removed (a full
+    /// disk stays full otherwise); a complete archive is never removed, whatever fails after it.
     pub fn finish(mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
         let result = self.complete(manifest, artifacts);
-        if result.is_err() {
+        if matches!(result, Err(WriteError::Io { .. } | WriteError::Staged { .. })) {
             let _ = self.opts.staging.remove_file(PARTIAL);
         }
         result
@@ -239,11 +244,16 @@ impl ArchiveStream {
         let (file, sha256, bytes) = asm.finish().map_err(io_err(&partial))?;
         file.sync_all().map_err(io_err(&partial))?;
 
+        // From here on the archive is complete: whatever fails, it is kept.
+        let kept = |path: &Path| {
+            let (path, kept) = (path.to_path_buf(), partial.clone());
+            move |source| WriteError::Publish { path, kept, source }
+        };
         let archive_name = format!("{}.tar.zst", self.id);
-        self.side_file(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes())?;
-        self.side_file(&manifest_file, &manifest_json)?;
+        self.side_file(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes()).map_err(kept(&sha_file))?;
+        self.side_file(&manifest_file, &manifest_json).map_err(kept(&manifest_file))?;
         // The archive appears last, complete and synced: its presence means the bundle is finished.
-        self.opts.staging.publish(PARTIAL, &self.opts.out, &archive_name).map_err(io_err(&archive))?;
+        self.opts.staging.publish(PARTIAL, &self.opts.out, &archive_name).map_err(kept(&archive))?;
         sync_dir(self.opts.out.path());
         Ok(WrittenBundle { archive, sha256, bytes, sha256_file: sha_file, manifest_file })
     }
@@ -251,14 +261,13 @@ impl ArchiveStream {
 
 impl ArchiveStream {
     /// Writes a side file in the staging directory, synced, and renames it into place as `path`'s name.
-    fn side_file(&self, path: &Path, content: &[u8]) -> Result<(), WriteError> {
-        let err = |source| WriteError::Io { path: path.to_path_buf(), source };
+    fn side_file(&self, path: &Path, content: &[u8]) -> io::Result<()> {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = format!("{name}.partial");
-        let mut f = self.opts.staging.create_file(&tmp).map_err(err)?;
-        f.write_all(content).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        self.opts.staging.publish(&tmp, &self.opts.out, &name).map_err(err)
+        let mut f = self.opts.staging.create_file(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        self.opts.staging.publish(&tmp, &self.opts.out, &name)
     }
 }
 

@@ -164,6 +164,10 @@ pub struct ServeConfig {
     pub grace: Option<SignedDuration>,
     /// Connections served at once (default 128); more wait in the kernel's listen backlog until one closes.
     pub max_connections: Option<usize>,
+    /// Of those, connections one client address may hold (default 32; an IPv6 client's whole /64 counts as one):
+    /// one more from it is closed at once with a 503, so one host cannot take every place. Behind a proxy or a
+    /// service mesh every client has the proxy's address; raise it to `max_connections` there.
+    pub max_connections_per_client: Option<usize>,
     /// Time a client gets to send a request's headers, counted from when the sidecar waits for them: a new
     /// connection, or the next request of a kept-alive one, which is closed when idle that long (default 10s).
     pub header_timeout: Option<SignedDuration>,
@@ -218,6 +222,7 @@ pub struct ServeSettings {
     pub body_limit: u64,
     pub grace: SignedDuration,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub header_timeout: std::time::Duration,
     pub body_timeout: std::time::Duration,
     pub write_timeout: std::time::Duration,
@@ -250,6 +255,7 @@ impl ServeSettings {
             body_limit: c.body_limit.map_or(1 << 20, |b| b.as_u64()),
             grace: c.grace.unwrap_or(SignedDuration::from_secs(25)),
             max_connections: c.max_connections.unwrap_or(128),
+            max_connections_per_client: c.max_connections_per_client.unwrap_or(32),
             header_timeout: positive("header_timeout", c.header_timeout, 10)?,
             body_timeout: positive("body_timeout", c.body_timeout, 30)?,
             write_timeout: positive("write_timeout", c.write_timeout, 30)?,
@@ -267,6 +273,7 @@ impl ServeSettings {
         }
         for (name, n) in [
             ("max_connections", s.max_connections),
+            ("max_connections_per_client", s.max_connections_per_client),
             ("remembered_alerts", s.remembered_alerts),
             ("listed_snapshots", s.listed_snapshots),
             ("listed_alerts", s.listed_alerts),
@@ -839,12 +846,13 @@ mod tests {
         let e = Environment::resolve(SiteConfig::default(), "site.toml".into(), None, None, &none).unwrap();
         let s = &e.serve;
         assert_eq!(
-            (s.max_connections, s.remembered_alerts, s.listed_snapshots, s.listed_alerts),
-            (128, 10_000, 100, 20)
+            (s.max_connections, s.max_connections_per_client, s.remembered_alerts, s.listed_snapshots, s.listed_alerts),
+            (128, 32, 10_000, 100, 20)
         );
         assert_eq!((s.header_timeout.as_secs(), s.body_timeout.as_secs(), s.write_timeout.as_secs()), (10, 30, 30));
         for (setting, says) in [
             ("max_connections = 0", "serve.max_connections must be at least 1"),
+            ("max_connections_per_client = 0", "serve.max_connections_per_client must be at least 1"),
             ("remembered_alerts = 0", "serve.remembered_alerts must be at least 1"),
             ("listed_snapshots = 0", "serve.listed_snapshots must be at least 1"),
             ("header_timeout = \"0s\"", "serve.header_timeout must be more than 0"),
