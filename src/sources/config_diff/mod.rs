@@ -393,7 +393,16 @@ impl ConfigDiffSource {
         let out_dir = &cx.env.out_dir;
         let found = previous::find(out_dir, &cx.name, jiff::Timestamp::now())
             .map_err(CollectError::io(format!("looking for earlier bundles in {}", out_dir.display())))?;
-        let Some(prev) = found else {
+        if !found.not_ours.is_empty() {
+            out.warn(format!(
+                "passed over {} bundle(s) in {} as baselines: written by another user or writable by others (a \
+                 baseline planted there would hide a change): {}",
+                found.not_ours.len(),
+                out_dir.display(),
+                found.not_ours.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let Some(prev) = found.previous else {
             let why = format!("no earlier bundle in {} holds collector `{}`", out_dir.display(), cx.name);
             items.iter_mut().for_each(|i| i.baseline = Err(why.clone()));
             out.detail("previous_bundle", serde_json::Value::Null);

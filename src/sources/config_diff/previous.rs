@@ -60,16 +60,34 @@ pub struct Previous {
     pub scheme: RedactionScheme,
 }
 
+/// What [`find`] found: the baseline bundle, if any, and the bundle names it passed over because preserve's user
+/// did not write them or others could have changed them (on a shared output directory, a planted baseline would
+/// hide a change: that is evidence in itself, and is reported).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub previous: Option<Previous>,
+    pub not_ours: Vec<String>,
+}
+
+/// Whether a file preserve reads back as its own could be: owned by the user preserve runs as, and writable by
+/// nobody else.
+fn ours(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0
+}
+
 /// The newest finished bundle in `out_dir` created before `before` in which `collector` (a `config_diff` collector
-/// that did not fail) wrote a current side. Unreadable or foreign files are passed over.
-pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Option<Previous>> {
+/// that did not fail) wrote a current side. Unreadable or foreign files are passed over; bundles that are not
+/// preserve's user's own are passed over and named.
+pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Found> {
     let entries = match std::fs::read_dir(out_dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::default()),
         Err(e) => return Err(e),
     };
     let prefix = format!("data/{collector}/current/");
     let mut best: Option<(Timestamp, Previous)> = None;
+    let mut not_ours = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let file_name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = file_name.strip_prefix("preserve-").and_then(|_| file_name.strip_suffix(".manifest.json"))
@@ -78,7 +96,14 @@ pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Op
         };
         // The archive is renamed into place last: without it the bundle is unfinished (or was removed).
         let archive = out_dir.join(format!("{id}.tar.zst"));
-        if !archive.is_file() {
+        let (Ok(side_meta), Ok(archive_meta)) = (entry.metadata(), std::fs::symlink_metadata(&archive)) else {
+            continue;
+        };
+        if !archive_meta.is_file() {
+            continue;
+        }
+        if !ours(&side_meta) || !ours(&archive_meta) {
+            not_ours.push(bounds::printable(&format!("{id}.tar.zst")));
             continue;
         }
         // Another user may have planted files here: no link is followed and no size trusted.
@@ -114,7 +139,8 @@ pub fn find(out_dir: &Path, collector: &str, before: Timestamp) -> io::Result<Op
             best = Some((m.created_at, Previous { bundle_id: m.bundle_id, archive, items, truncated, scheme }));
         }
     }
-    Ok(best.map(|(_, p)| p))
+    not_ours.sort();
+    Ok(Found { previous: best.map(|(_, p)| p), not_ours })
 }
 
 impl Previous {
@@ -127,7 +153,15 @@ impl Previous {
         cancelled: impl Fn() -> bool,
     ) -> io::Result<BTreeMap<String, Result<Text, String>>> {
         let file = crate::bundle::outdir::open_no_follow(&self.archive)?;
-        let compressed = file.metadata()?.len();
+        let meta = file.metadata()?;
+        // Checked again on the file opened: it may have been replaced since it was chosen.
+        if !meta.is_file() || !ours(&meta) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} was replaced by a file preserve's user did not write", self.archive.display()),
+            ));
+        }
+        let compressed = meta.len();
         // Read within the bounds `verify` keeps: a planted archive costs bounded memory.
         let limits = bounds::Limits::default();
         let budget = bounds::Budget::derive(&limits, compressed, None);
@@ -204,14 +238,37 @@ mod tests {
         side(d, "preserve-full-20261104T000000Z-00000004", "2026-11-04T00:00:00Z", "ok", false);
         side(d, "preserve-full-20261106T000000Z-00000006", "2026-11-06T00:00:00Z", "ok", true);
         std::fs::write(d.join("preserve-x.manifest.json"), b"not json").unwrap();
+        // Newer, but others could have written them: a neighbour's planted baseline would hide a change.
+        let planted = ["preserve-full-20261104T100000Z-00000005", "preserve-full-20261104T110000Z-00000007"];
+        side(d, planted[0], "2026-11-04T10:00:00Z", "ok", true);
+        side(d, planted[1], "2026-11-04T11:00:00Z", "ok", true);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join(format!("{}.tar.zst", planted[0])), std::fs::Permissions::from_mode(0o666))
+            .unwrap();
+        std::fs::set_permissions(
+            d.join(format!("{}.manifest.json", planted[1])),
+            std::fs::Permissions::from_mode(0o620),
+        )
+        .unwrap();
+        let mut others = planted.map(|id| format!("{id}.tar.zst")).to_vec();
+        if nix::unistd::geteuid().is_root() {
+            // Another user's, with the modes preserve gives its own.
+            let id = "preserve-full-20261104T120000Z-00000008";
+            side(d, id, "2026-11-04T12:00:00Z", "ok", true);
+            let nobody = Some(nix::unistd::Uid::from_raw(65534));
+            nix::unistd::chown(&d.join(format!("{id}.manifest.json")), nobody, None).unwrap();
+            others.push(format!("{id}.tar.zst"));
+        }
         let before: Timestamp = "2026-11-05T00:00:00Z".parse().unwrap();
-        let p = find(d, "cfg", before).unwrap().expect("a baseline");
+        let found = find(d, "cfg", before).unwrap();
+        let p = found.previous.expect("a baseline");
         assert_eq!(
             p.bundle_id, "preserve-full-20261102T000000Z-00000002",
-            "failed, unfinished and later ones are passed over"
+            "failed, unfinished, later and others' ones are passed over"
         );
         assert_eq!(p.items.keys().collect::<Vec<_>>(), ["compose.yml"], "only the current side is a baseline");
-        assert!(find(d, "other", before).unwrap().is_none());
-        assert!(find(&d.join("nowhere"), "cfg", before).unwrap().is_none());
+        assert_eq!(found.not_ours, others, "those others wrote or could write are named");
+        assert!(find(d, "other", before).unwrap().previous.is_none());
+        assert!(find(&d.join("nowhere"), "cfg", before).unwrap().previous.is_none());
     }
 }
