@@ -552,6 +552,11 @@ mod tests {
             (Format::Text, "ALTER ROLE app PASSWORD $$Xx9dollar$$", "Xx9dollar"),
             (Format::Text, "ALTER ROLE app PASSWORD $q$Xx9tagged$q$", "Xx9tagged"),
             (Format::Text, "CREATE ROLE app PASSWORD U&'Xx9unicode'", "Xx9unicode"),
+            // Review findings: a password of digits only; a backslash ending a standard string; a statement cut.
+            (Format::Text, "dsn=redis://default:31337@cache:6379/0", ":31337@"),
+            (Format::Text, "ALTER ROLE app PASSWORD 'Xx9backslash\\'", "Xx9backslash"),
+            (Format::Text, "ALTER ROLE app PASSWORD 'Xx9backslash\\' VALID UNTIL 'infinity'", "Xx9backslash"),
+            (Format::Text, "ALTER ROLE app PASSWORD 'Xx9cutshort", "Xx9cutshort"),
         ] {
             let out = text(&r, line, format);
             assert!(!out.contains(secret), "{format:?} {line:?} -> {out:?}");
@@ -575,6 +580,10 @@ mod tests {
             (Format::Json, r#"{"session_id":"sess_01","sessionId":"s2","token_type":"Bearer"}"#),
             (Format::Text, "https://gateway:8443/v1/@me and author: ann, authority record ar_1"),
             (Format::Text, "ls --all -a /tmp; curl -u admin https://x"),
+            // Review findings: the shell's working directory, an outcome after a secret's short name.
+            (Format::Env, "PWD=/app"),
+            (Format::Text, "HOME=/root\0PWD=/app\0OLDPWD=/\0".replace("\\0", "\0").as_str()),
+            (Format::Text, "2026-12-04T10:00:00Z WARN gateway auth: denied"),
         ] {
             assert_eq!(text(&r, line, format), line, "{format:?}");
         }

@@ -139,7 +139,8 @@ pub fn is_secret_key(key: &[u8]) -> bool {
             .build(SECRET_KEY_PARTS)
             .expect("literal patterns always build")
     });
-    if key.is_empty() || key.len() > 128 {
+    // The shell's working directories, as environments (`/proc/<pid>/environ`, `env`) always spell them.
+    if key.is_empty() || key.len() > 128 || key == b"PWD" || key == b"OLDPWD" {
         return false;
     }
     if is_secret_file_key(key) {
@@ -209,6 +210,29 @@ pub fn is_harmless_value(v: &[u8]) -> bool {
     }
     let lower = v.to_ascii_lowercase();
     if matches!(&lower[..], b"true" | b"false" | b"null" | b"none" | b"yes" | b"no" | b"on" | b"off" | b"~") {
+        return true;
+    }
+    // An outcome, as logs write one after a secret's short name (`auth: denied`), is not the secret.
+    if matches!(
+        &lower[..],
+        b"ok"
+            | b"denied"
+            | b"failed"
+            | b"failure"
+            | b"success"
+            | b"succeeded"
+            | b"required"
+            | b"optional"
+            | b"disabled"
+            | b"enabled"
+            | b"invalid"
+            | b"expired"
+            | b"missing"
+            | b"rejected"
+            | b"granted"
+            | b"unauthorized"
+            | b"forbidden"
+    ) {
         return true;
     }
     // preserve's own credential references (`password = "env:REDIS_PASSWORD"`) name a secret, never hold one.
@@ -289,7 +313,10 @@ pub fn patterns() -> Vec<Pattern> {
         // Basic credentials only where they are an Authorization value: "basic" alone is a common word.
         p("basic-auth", r#"(?i)\bauthorization["']?\s*[:=]\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})"#, 1),
         // `ALTER ROLE … PASSWORD '…'`, `CREATE USER … WITH PASSWORD '…'`, as `pg_stat_activity` shows statements.
-        p("sql-password", r"(?i)\bpassword\s+(?:E|U&)?'((?:[^'\\]|''|\\.)+)'", 1),
+        // Only an `E'…'` string has backslash escapes; in the others a backslash is itself, and `\'` ends them. A
+        // statement cut short (`pg_stat_activity` keeps its first 1 KiB) ends the string where it is cut.
+        p("sql-password", r"(?i)\bpassword\s+E'((?:[^'\\]|''|\\.)+)(?:'|$)", 1),
+        p("sql-password", r"(?i)\bpassword\s+(?:U&)?'((?:[^']|'')+)(?:'|$)", 1),
         // Dollar quoting: `PASSWORD $$x$$`, `PASSWORD $tag$x$tag$`.
         p("sql-password", r"(?i)\bpassword\s+\$[A-Za-z_0-9]*\$(.+?)\$[A-Za-z_0-9]*\$", 1),
         // `Authorization: Token X`, any scheme: the credential after the scheme's name.
@@ -381,7 +408,9 @@ mod tests {
 
     #[test]
     fn numbers_booleans_and_variable_references_are_kept() {
-        for v in ["", "5", "3600", "true", "off", "${POSTGRES_PASSWORD}", "$TOKEN", "env:X", "file:/run/secrets/x"] {
+        for v in
+            ["", "5", "3600", "true", "off", "${POSTGRES_PASSWORD}", "$TOKEN", "env:X", "file:/run/secrets/x", "denied"]
+        {
             assert!(is_harmless_value(v.as_bytes()), "{v}");
         }
         for v in ["hunter2", "0123456789abcdef", "${A}x", "s3cr3t", "$Hunter2023"] {

@@ -262,10 +262,11 @@ fn cookie_edits(body: &[u8], start: usize, edits: &mut Vec<(Range<usize>, &'stat
     }
 }
 
-/// Whether what a URL pattern took for a password is a port followed by a path (`8443/v1/x`).
+/// Whether what a URL pattern took for a password is a port followed by a path (`8443/v1/x`). Digits alone are a
+/// password (`redis://default:8675309@cache`): before an `@` there is no port.
 fn is_port_and_path(v: &[u8]) -> bool {
     let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
-    (1..=5).contains(&digits) && (digits == v.len() || v[digits] == b'/')
+    (1..=5).contains(&digits) && v.get(digits) == Some(&b'/')
 }
 
 /// Fragments one of which every credential-only shape in data holds (see [`Rules::data_hits`]).
