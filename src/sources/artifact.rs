@@ -34,8 +34,12 @@ impl Redaction {
     }
 }
 
-/// Redacted text is written a line at a time; a line longer than this is redacted in pieces of this size.
+/// Redacted text is written a line at a time; a line longer than this is redacted in pieces of about this size,
+/// cut where no secret is split (see [`Artifact::long_line_cut`]).
 const MAX_PIECE: usize = 1 << 20;
+/// How much of a long line on each side of a cut must redact to itself for the cut to split no secret: more than
+/// any key, separator and secret value preserve's rules take together.
+const CUT_CONTEXT: usize = 512;
 /// Binary content is masked a line at a time too (the COPY data inside a dump is line-based); past
 /// [`MAX_BINARY_PIECE`] without a line end, it is masked in pieces that keep this much back, so a secret that
 /// starts before the cut is masked whole and one starting after it waits for the next piece.
@@ -123,6 +127,47 @@ impl Artifact {
         self.emit(&rest)
     }
 
+    /// Writes the pending part of a line past `max_line` long in pieces, each cut by [`Artifact::long_line_cut`].
+    fn drain_long_line(&mut self) -> io::Result<()> {
+        while self.pending.len() >= self.max_line {
+            let cut = self.long_line_cut();
+            let rest = self.pending.split_off(cut);
+            let piece = std::mem::replace(&mut self.pending, rest);
+            self.emit(&piece)?;
+        }
+        Ok(())
+    }
+
+    /// Where to cut the pending part of a line too long to redact whole: just after a separator (space, tab, `,`,
+    /// `;`, `&`) whose surroundings, [`CUT_CONTEXT`] bytes each side, redact to themselves, so that no secret nor
+    /// the key before one lies across the cut. Tries separators from the end back to half of what is pending; when
+    /// none is quiet (a line made to defeat this), the last separator, or everything without one.
+    fn long_line_cut(&self) -> usize {
+        let p = &self.pending;
+        let floor = p.len() / 2;
+        let scratch = Tally::default();
+        let quiet = |window: &[u8]| match self.redaction {
+            Redaction::Data => matches!(self.redactor.redact_data(window, &scratch), std::borrow::Cow::Borrowed(_)),
+            // Text rules cover every format's key-value shapes on a fragment, which a format's parser may not.
+            _ => matches!(self.redactor.redact_as(window, Format::Text, &scratch), std::borrow::Cow::Borrowed(_)),
+        };
+        let mut fallback = None;
+        let mut end = p.len().saturating_sub(CUT_CONTEXT);
+        for _ in 0..64 {
+            let Some(i) = p[floor..end].iter().rposition(|b| matches!(b, b' ' | b'\t' | b',' | b';' | b'&')) else {
+                break;
+            };
+            let at = floor + i + 1;
+            fallback.get_or_insert(at);
+            if quiet(&p[at.saturating_sub(CUT_CONTEXT)..(at + CUT_CONTEXT).min(p.len())]) {
+                return at;
+            }
+            // The next candidate's surroundings must not hold what made this one loud.
+            end = (at - 1).saturating_sub(CUT_CONTEXT).max(floor);
+        }
+        fallback.unwrap_or(p.len())
+    }
+
     /// Redacts lines up to `bytes` long whole instead of in pieces of 1 MiB: for content whose structure spans a
     /// long line (a JSON document without line ends), at the cost of holding that much.
     pub fn set_max_line(&mut self, bytes: usize) {
@@ -197,9 +242,11 @@ impl Write for Artifact {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.out()?;
         if let Redaction::Binary { .. } = self.redaction {
+            // What was pending holds no line end: only the new bytes are searched.
+            let before = self.pending.len();
             self.pending.extend_from_slice(buf);
-            let cut = match memchr::memrchr(b'\n', &self.pending) {
-                Some(i) => i + 1,
+            let cut = match memchr::memrchr(b'\n', &self.pending[before..]) {
+                Some(i) => before + i + 1,
                 None if self.pending.len() > MAX_BINARY_PIECE => self.pending.len() - BINARY_KEEP,
                 None => return Ok(buf.len()),
             };
@@ -208,10 +255,7 @@ impl Write for Artifact {
         }
         let Some(last) = memchr::memrchr(b'\n', buf) else {
             self.pending.extend_from_slice(buf);
-            if self.pending.len() >= self.max_line {
-                self.drain_pending()?;
-            }
-            return Ok(buf.len());
+            return self.drain_long_line().map(|()| buf.len());
         };
         let (lines, rest) = buf.split_at(last + 1);
         if self.pending.is_empty() {
@@ -297,6 +341,45 @@ mod tests {
                 (a.record.path, a.record.redaction, text)
             })
             .collect()
+    }
+
+    /// A line past the 1 MiB redacted at once is cut where no secret is: however a secret, with or without its
+    /// key, straddles where a fixed cut would fall, none survives, and the line comes out otherwise whole.
+    #[test]
+    fn a_line_too_long_to_redact_whole_is_cut_where_no_secret_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cx, staging) = collection(&dir);
+        let shapes = [("password=", "Xx9longlinepw"), ("Authorization: Bearer ", "Xx9longlinebearer0"), ("", SECRET)];
+        let mut lines = Vec::new();
+        for (n, (key, value)) in shapes.iter().enumerate() {
+            for shift in (1..key.len() + value.len()).step_by(4) {
+                for (m, mode) in [Redaction::Text(Format::Text), Redaction::Data].into_iter().enumerate() {
+                    let mut line = "filler ".repeat(MAX_PIECE / 7 + 1).into_bytes();
+                    line.truncate(MAX_PIECE - shift - 1);
+                    line.push(b' ');
+                    line.extend(format!("{key}{value} and more ").bytes());
+                    line.extend("tail ".repeat(300).bytes());
+                    line.push(b'\n');
+                    let path = format!("long-{n}-{shift}-{m}.log");
+                    let mut a = cx.artifact(&path, "text/plain", mode).unwrap();
+                    // Written as a reader hands it over: fixed-size chunks, the old cut falling at exactly 1 MiB.
+                    for chunk in line.chunks(4096) {
+                        a.write_all(chunk).unwrap();
+                    }
+                    a.finish().unwrap();
+                    lines.push((path, line.len()));
+                }
+            }
+        }
+        let out = written(&staging, &dir);
+        assert_eq!(out.len(), lines.len());
+        for (path, _, text) in &out {
+            for (_, value) in shapes {
+                assert!(!text.contains(value), "{path}: {value} survived");
+            }
+            assert!(text.starts_with("filler filler ") && text.ends_with(&format!("{}\n", "tail ".repeat(300))));
+            assert_eq!(text.matches('\n').count(), 1, "{path}: one line still");
+        }
     }
 
     #[test]
