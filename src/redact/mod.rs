@@ -82,6 +82,15 @@ impl Known {
         self.find(haystack).is_some()
     }
 
+    /// Where the first known value at or after `from` starts.
+    pub(crate) fn next_at(&self, haystack: &[u8], from: usize) -> Option<usize> {
+        let span = aho_corasick::Span::from(from..haystack.len());
+        match &self.packed {
+            Some(p) => p.find_in(haystack, span).map(|m| m.start()),
+            None => self.ac.find(aho_corasick::Input::new(haystack).span(span)).map(|m| m.start()),
+        }
+    }
+
     /// Every known value in `haystack`, leftmost-longest, not overlapping.
     pub(crate) fn find_iter<'h>(&'h self, haystack: &'h [u8]) -> impl Iterator<Item = aho_corasick::Match> + 'h {
         let (packed, ac) = match &self.packed {

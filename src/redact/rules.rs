@@ -61,7 +61,10 @@ pub fn raw_key_fragments() -> impl Iterator<Item = &'static str> {
             "authkey" => &["authkey", "auth_key", "auth-key"][..],
             _ => std::slice::from_ref(p),
         })
-        .chain(SECRET_KEY_ENDINGS)
+        // `pw` as a key's ending, with what follows a key: a two-byte fragment would make the SIMD prefilter let
+        // through so many candidates that it cost a log's redaction several percent (docs/performance.md).
+        .chain(SECRET_KEY_ENDINGS.iter().filter(|e| **e != "pw"))
+        .chain(&["pw=", "pw:", "pw\"", "pw'", "pw ", "pw\\", "pw\t"])
         .chain(&["sessid", "connect.sid"])
         .copied()
         .chain(SECRET_FILE_KEYS.iter().copied())
@@ -263,6 +266,10 @@ pub struct Pattern {
     pub regex: Regex,
     /// The capture group holding the secret; the rest of the match is kept.
     pub group: usize,
+    /// Fragments (lower case) one of which every match holds, ignoring case: a text without any is not searched.
+    pub any: &'static [&'static str],
+    /// Fragments every match holds besides.
+    pub all: &'static [&'static str],
 }
 
 /// Literal fragments one of which every pattern match contains: lines with none of them skip the regexes.
@@ -303,43 +310,79 @@ pub const PATTERN_ANCHORS: &[&str] = &[
 ];
 
 pub fn patterns() -> Vec<Pattern> {
-    let p = |rule, re: &str, group| Pattern { rule, regex: Regex::new(re).expect("valid regex"), group };
+    let p = |rule, re: &str, group, any: &'static [&'static str]| Pattern {
+        rule,
+        regex: Regex::new(re).expect("valid regex"),
+        group,
+        any,
+        all: &[],
+    };
+    let mut url =
+        p("url-password", r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>\\]*:([^\s"'<>\\]+)@[^\s@/"'<>\\]*"#, 1, &["://"]);
+    url.all = &["@"];
     vec![
         // A whole PEM private key on one line: a JSON string or an escaped log field holds its newlines as `\n`.
-        p("private-key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(.+?)-----END [A-Z0-9 ]*PRIVATE KEY-----", 1),
+        p(
+            "private-key",
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(.+?)-----END [A-Z0-9 ]*PRIVATE KEY-----",
+            1,
+            &["private key"],
+        ),
         // The password may hold `/` and `@` unencoded: it runs to the last `@` before the host.
-        p("url-password", r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"'<>\\]*:([^\s"'<>\\]+)@[^\s@/"'<>\\]*"#, 1),
-        p("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1),
+        url,
+        p("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1, &["bearer"]),
         // Basic credentials only where they are an Authorization value: "basic" alone is a common word.
-        p("basic-auth", r#"(?i)\bauthorization["']?\s*[:=]\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})"#, 1),
+        p(
+            "basic-auth",
+            r#"(?i)\bauthorization["']?\s*[:=]\s*["']?basic\s+([A-Za-z0-9+/]{8,}={0,2})"#,
+            1,
+            &["authorization"],
+        ),
         // `ALTER ROLE … PASSWORD '…'`, `CREATE USER … WITH PASSWORD '…'`, as `pg_stat_activity` shows statements.
         // Only an `E'…'` string has backslash escapes; in the others a backslash is itself, and `\'` ends them. A
         // statement cut short (`pg_stat_activity` keeps its first 1 KiB) ends the string where it is cut.
-        p("sql-password", r"(?i)\bpassword\s+E'((?:[^'\\]|''|\\.)+)(?:'|$)", 1),
-        p("sql-password", r"(?i)\bpassword\s+(?:U&)?'((?:[^']|'')+)(?:'|$)", 1),
+        p("sql-password", r"(?i)\bpassword\s+E'((?:[^'\\]|''|\\.)+)(?:'|$)", 1, &["password"]),
+        p("sql-password", r"(?i)\bpassword\s+(?:U&)?'((?:[^']|'')+)(?:'|$)", 1, &["password"]),
         // Dollar quoting: `PASSWORD $$x$$`, `PASSWORD $tag$x$tag$`.
-        p("sql-password", r"(?i)\bpassword\s+\$[A-Za-z_0-9]*\$(.+?)\$[A-Za-z_0-9]*\$", 1),
+        p("sql-password", r"(?i)\bpassword\s+\$[A-Za-z_0-9]*\$(.+?)\$[A-Za-z_0-9]*\$", 1, &["password"]),
         // `Authorization: Token X`, any scheme: the credential after the scheme's name.
         p(
             "auth-header",
             r#"(?i)\b(?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:token|bearer|basic|digest|apikey|api-key|key|sso-key|negotiate|ntlm|hmac|signature)\s+([^\s"',]+)"#,
             1,
+            &["authorization"],
         ),
         // Flags of command lines that take a credential: `--password X`, `--password=X`, `--requirepass X`.
         p(
             "command-line",
             r#"(?i)(?:^|[\s"'])--(?:[a-z0-9]+-)*(?:password|passwd|pass|pwd|passphrase|requirepass|masterauth|auth|token|secret|api-?key|client-secret|access-key|secret-key)(?:\s+|=)("[^"]*"|'[^']*'|[^\s"'-][^\s"']*)"#,
             1,
+            &["--", "pass", "pwd", "auth", "token", "secret", "api-key", "apikey", "access-key"],
         ),
         // `redis-cli -a X`, `mysql -pX`, `curl -u user:X` (`--user`, `--proxy-user` too).
-        p("command-line", r#"\bredis-cli\b[^\n]*?\s-a\s+("[^"]*"|'[^']*'|[^\s"']+)"#, 1),
-        p("command-line", r#"\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s"']+)"#, 1),
-        p("command-line", r#"(?:^|\s)(?:-u|--user|--proxy-user|-U)\s+["']?[^\s:"']*:([^\s"']+?)["']?(?:\s|$)"#, 1),
-        p("jwt", r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", 1),
-        p("aws-access-key", r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", 1),
-        p("google-api-key", r"\b(AIza[0-9A-Za-z_\-]{35})", 1),
-        p("github-token", r"\b(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})", 1),
-        p("slack-token", r"\b(xox[abposr]-[A-Za-z0-9-]{10,})", 1),
+        p("command-line", r#"\bredis-cli\b[^\n]*?\s-a\s+("[^"]*"|'[^']*'|[^\s"']+)"#, 1, &["redis-cli"]),
+        p(
+            "command-line",
+            r#"\b(?:mysql|mysqldump|mysqladmin|mariadb)\b[^\n]*?\s-p([^\s"']+)"#,
+            1,
+            &["mysql", "mariadb"],
+        ),
+        p(
+            "command-line",
+            r#"(?:^|\s)(?:-u|--user|--proxy-user|-U)\s+["']?[^\s:"']*:([^\s"']+?)["']?(?:\s|$)"#,
+            1,
+            &["-u", "--"],
+        ),
+        p("jwt", r"\b(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", 1, &["eyj"]),
+        p("aws-access-key", r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b", 1, &["akia", "asia"]),
+        p("google-api-key", r"\b(AIza[0-9A-Za-z_\-]{35})", 1, &["aiza"]),
+        p(
+            "github-token",
+            r"\b(gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})",
+            1,
+            &["ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"],
+        ),
+        p("slack-token", r"\b(xox[abposr]-[A-Za-z0-9-]{10,})", 1, &["xox"]),
     ]
 }
 

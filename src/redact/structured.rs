@@ -71,8 +71,14 @@ pub(super) struct Rules {
     anchors: Prefilter,
     /// Fragments of secret key names as they appear in raw text: lines without any skip the key rules.
     keys: Prefilter,
-    /// The anchors of the [`DATA_RULES`] alone: data (rows, stream entries) is searched for nothing else.
+    /// The anchors of the credential-only rules data (rows, stream entries) is searched for.
     data_anchors: Prefilter,
+    /// Per entry of [`DATA_ANCHORS`]: the patterns (indices into `patterns`) a line holding it is searched with,
+    /// and whether it also calls for `data_pair`. A row holding only `://` (a resource URL) is searched for a
+    /// URL's password alone, and only when it holds an `@` too.
+    data_gates: Vec<(Vec<usize>, bool)>,
+    /// Per entry of [`rules::PATTERN_ANCHORS`]: the patterns a line holding it is searched with.
+    text_gates: Vec<Vec<usize>>,
     patterns: Vec<rules::Pattern>,
     pem_begin: Regex,
     pem_end: Regex,
@@ -102,6 +108,7 @@ impl Rules {
         let regex = |re: &str| Regex::new(re).expect("valid regex");
         // An unquoted value runs to a blank, `&`, `;`, a quote or a closing bracket: `password=a,b` whole.
         let value = r#"("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&;"'<>)}\]\\\x00]+)"#;
+        let patterns = rules::patterns();
         Self {
             any: Prefilter::new(
                 rules::PATTERN_ANCHORS
@@ -113,7 +120,9 @@ impl Rules {
             anchors: Prefilter::new(rules::PATTERN_ANCHORS.iter().copied()),
             keys: Prefilter::new(rules::raw_key_fragments()),
             data_anchors: Prefilter::new(DATA_ANCHORS.iter().copied()),
-            patterns: rules::patterns(),
+            data_gates: data_gates(&patterns),
+            text_gates: rules::PATTERN_ANCHORS.iter().map(|a| gated(a, &patterns)).collect(),
+            patterns,
             pem_begin: rules::pem_begin(),
             pem_end: rules::pem_end(),
             pair: regex(&format!(
@@ -140,10 +149,27 @@ impl Rules {
 
     /// Every value-pattern hit in `text`: rule and the secret's range.
     pub(super) fn pattern_hits(&self, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
-        if !self.anchors.is_match(text) {
-            return Vec::new();
+        self.pattern_hits_with(text, self.anchors.fragments_in(text))
+    }
+
+    /// [`Rules::pattern_hits`] with the anchors `text` holds already known.
+    fn pattern_hits_with(&self, text: &[u8], anchors: Option<u64>) -> Vec<(&'static str, Range<usize>)> {
+        // Only the patterns the anchors the text holds call for: a log line naming `redis://` is not searched
+        // for JWTs and cloud keys (searching every pattern on every anchored line doubled a log's redaction).
+        let Some(anchors) = anchors else { return self.hits(text, |_| true) };
+        let mut wanted = [false; 64];
+        for (i, patterns) in self.text_gates.iter().enumerate() {
+            if anchors & (1 << i) != 0 {
+                patterns.iter().for_each(|p| wanted[*p] = true);
+            }
         }
-        self.hits(text, |_| true)
+        let mut hits = Vec::new();
+        for (i, p) in self.patterns.iter().enumerate() {
+            if wanted[i] && p.all.iter().all(|f| memchr::memmem::find(text, f.as_bytes()).is_some()) {
+                hits.extend(self.pattern(p, text));
+            }
+        }
+        hits
     }
 
     /// The hits of the credential-only rules (every value pattern, and a password's pair) in data. Data comes
@@ -151,11 +177,51 @@ impl Rules {
     /// that held one anywhere was a Postgres export's largest redaction cost, docs/performance.md).
     pub(super) fn data_hits(&self, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
         let mut hits = Vec::new();
-        self.data_anchors.each_line(text, |line| {
+        // A URL's password first, apart: data is full of URLs (`resource://billing/0` in every audit row), and
+        // anchoring on `://` made nearly every row a candidate; every match holds an `@`, which most data has not.
+        if let Some(url) = self.patterns.iter().find(|p| p.rule == "url-password") {
+            let mut done = 0;
+            for at in memchr::memchr_iter(b'@', text) {
+                if at < done {
+                    continue;
+                }
+                let start = memchr::memrchr(b'\n', &text[..at]).map_or(0, |i| i + 1);
+                let end = memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |i| at + i);
+                done = end;
+                if memchr::memmem::find(&text[start..at], b"://").is_some() {
+                    hits.extend(
+                        self.pattern(url, &text[start..end])
+                            .into_iter()
+                            .map(|(r, x)| (r, x.start + start..x.end + start)),
+                    );
+                }
+            }
+        }
+        self.data_anchors.each_line_with(text, |line, anchors| {
             let at = line.start;
             let line = &text[line];
             let shifted = |(rule, r): (&'static str, Range<usize>)| (rule, r.start + at..r.end + at);
-            hits.extend(self.hits(line, |_| true).into_iter().map(shifted));
+            // Only the patterns the anchors found call for, and of those only the ones whose other fragments
+            // the line holds: most rows that hold an anchor hold a URL without a password.
+            let mut wanted = [false; 64];
+            let mut pair = false;
+            for (i, (patterns, with_pair)) in self.data_gates.iter().enumerate() {
+                if anchors & (1 << i) != 0 {
+                    patterns.iter().for_each(|p| wanted[*p] = true);
+                    pair |= with_pair;
+                }
+            }
+            for (i, p) in self.patterns.iter().enumerate() {
+                if wanted[i]
+                    && p.rule != "url-password"
+                    && p.all.iter().all(|f| memchr::memmem::find(line, f.as_bytes()).is_some())
+                {
+                    hits.extend(self.pattern(p, line).into_iter().map(shifted));
+                }
+            }
+            if !pair {
+                return;
+            }
             for c in self.data_pair.captures_iter(line) {
                 if let (Some(k), Some(v)) = (c.get(1), c.get(2))
                     && rules::is_secret_key(k.as_bytes())
@@ -170,8 +236,13 @@ impl Rules {
     }
 
     fn hits(&self, text: &[u8], wanted: impl Fn(&str) -> bool) -> Vec<(&'static str, Range<usize>)> {
+        self.patterns.iter().filter(|p| wanted(p.rule)).flat_map(|p| self.pattern(p, text)).collect()
+    }
+
+    /// The hits of one pattern.
+    fn pattern(&self, p: &rules::Pattern, text: &[u8]) -> Vec<(&'static str, Range<usize>)> {
         let mut hits = Vec::new();
-        for p in self.patterns.iter().filter(|p| wanted(p.rule)) {
+        {
             for caps in p.regex.captures_iter(text) {
                 if let Some(m) = caps.get(p.group)
                     && !holds_marker(m.as_bytes())
@@ -196,45 +267,66 @@ impl Rules {
 
 /// `key: value` pairs outside JSON's own string pairs: prose and header lines (`password: X`, `X-Api-Key: X`), a
 /// Python dict's repr (`{'password': 'X'}`), a Go struct's (`{Password:X}`), and every value of a `Cookie:` header.
+///
+/// The pair regexes run only from keys that hold a secret key's fragment and stand before a colon, each for the
+/// one pair starting there: a JSON log line has a dozen pairs, and reading them all on every line that named a
+/// session was a log's largest redaction cost (docs/performance.md).
 fn colon_edits(rules: &Rules, body: &[u8], edits: &mut Vec<(Range<usize>, &'static str)>) {
     if memchr::memchr(b':', body).is_none() {
         return;
     }
-    for c in rules.quoted_colon_pair.captures_iter(body) {
-        if let (Some(k), Some(v)) = (c.get(1), c.get(2))
-            && rules::is_secret_key(k.as_bytes())
-        {
-            edits.push((unquoted(body, v.range()), "key-name"));
-        }
+    for start in rules.keys.keys_before_colon(body) {
+        // The pair's opening (a quote, a delimiter, `&{`) is at most two bytes before its key.
+        let from = start.saturating_sub(2);
+        let at = |m: Option<regex::bytes::Match<'_>>| m.is_some_and(|m| m.start() + from <= start);
+        colon_pair_at(rules, body, from, &at, edits);
     }
-    for c in rules.colon_pair.captures_iter(body) {
-        let (Some(k), Some(v)) = (c.get(1), c.get(2)) else { continue };
+}
+
+/// The pair `colon_edits` finds starting within two bytes of `from`'s window start.
+fn colon_pair_at(
+    rules: &Rules,
+    body: &[u8],
+    from: usize,
+    starts_here: &dyn Fn(Option<regex::bytes::Match<'_>>) -> bool,
+    edits: &mut Vec<(Range<usize>, &'static str)>,
+) {
+    let window = &body[from..];
+    let shift = |r: Range<usize>| r.start + from..r.end + from;
+    if let Some(c) = rules.quoted_colon_pair.captures(window)
+        && starts_here(c.get(0))
+        && let (Some(k), Some(v)) = (c.get(1), c.get(2))
+        && rules::is_secret_key(k.as_bytes())
+    {
+        edits.push((unquoted(body, shift(v.range())), "key-name"));
+    }
+    if let Some(c) = rules.colon_pair.captures(window)
+        && starts_here(c.get(0))
+    {
+        let (Some(k), Some(v)) = (c.get(1), c.get(2)) else { return };
         let key = k.as_bytes();
         if key.eq_ignore_ascii_case(b"cookie") || key.eq_ignore_ascii_case(b"set-cookie") {
-            cookie_edits(body, v.start(), edits);
-            continue;
+            cookie_edits(body, v.start() + from, edits);
+            return;
         }
         // In prose a plural names a collection (`admin_tokens: permission denied for table admin_tokens`).
         let plural = key.last().is_some_and(|b| b.eq_ignore_ascii_case(&b's'))
             && !key.get(key.len().wrapping_sub(2)).is_some_and(|b| b.eq_ignore_ascii_case(&b's'));
-        if !rules::is_secret_key(key) || plural {
-            continue;
-        }
-        let range = unquoted(body, v.range());
-        // `Authorization: Token X`: the credential after the scheme is a value pattern's (`auth-header`).
-        if AUTH_SCHEMES.iter().any(|s| body[range.clone()].eq_ignore_ascii_case(s.as_bytes())) {
-            continue;
-        }
-        edits.push((range, "key-name"));
-    }
-    if memchr::memchr(b'{', body).is_some() {
-        for c in rules.go_field.captures_iter(body) {
-            if let (Some(k), Some(v)) = (c.get(1), c.get(2))
-                && rules::is_secret_key(k.as_bytes())
-            {
-                edits.push((v.range(), "key-name"));
+        if rules::is_secret_key(key) && !plural {
+            let range = unquoted(body, shift(v.range()));
+            // `Authorization: Token X`: the credential after the scheme is a value pattern's (`auth-header`).
+            if !AUTH_SCHEMES.iter().any(|s| body[range.clone()].eq_ignore_ascii_case(s.as_bytes())) {
+                edits.push((range, "key-name"));
             }
         }
+    }
+    if memchr::memchr(b'{', body).is_some()
+        && let Some(c) = rules.go_field.captures(window)
+        && starts_here(c.get(0))
+        && let (Some(k), Some(v)) = (c.get(1), c.get(2))
+        && rules::is_secret_key(k.as_bytes())
+    {
+        edits.push((shift(v.range()), "key-name"));
     }
 }
 
@@ -269,9 +361,26 @@ fn is_port_and_path(v: &[u8]) -> bool {
     (1..=5).contains(&digits) && v.get(digits) == Some(&b'/')
 }
 
+/// For each of [`DATA_ANCHORS`], the patterns it calls for (those gated on a fragment it contains or that
+/// contains it: `pass` calls for the `password` ones) and whether it calls for a password's pair.
+fn data_gates(patterns: &[rules::Pattern]) -> Vec<(Vec<usize>, bool)> {
+    const PAIR_KEYS: &[&str] = &["pass", "pwd", "secret", "api_key", "apikey", "api-key", "private"];
+    DATA_ANCHORS.iter().map(|anchor| (gated(anchor, patterns), PAIR_KEYS.iter().any(|k| related(anchor, k)))).collect()
+}
+
+/// The patterns (indices) an anchor calls for: those gated on a fragment it contains or that contains it.
+fn gated(anchor: &str, patterns: &[rules::Pattern]) -> Vec<usize> {
+    assert!(patterns.len() <= 64, "patterns fit a bit set");
+    patterns.iter().enumerate().filter(|(_, p)| p.any.iter().any(|f| related(anchor, f))).map(|(i, _)| i).collect()
+}
+
+fn related(anchor: &str, fragment: &str) -> bool {
+    let anchor = anchor.to_ascii_lowercase();
+    fragment.contains(anchor.trim()) || anchor.contains(fragment)
+}
+
 /// Fragments one of which every credential-only shape in data holds (see [`Rules::data_hits`]).
 const DATA_ANCHORS: &[&str] = &[
-    "://",
     "pass",
     "pwd",
     "secret",
@@ -285,13 +394,23 @@ const DATA_ANCHORS: &[&str] = &[
     "redis-cli",
     "mysql",
     "mariadb",
-    "--",
+    // Every fragment is 3 bytes or more: a 2-byte one lets Teddy's SIMD filter through so many candidates that
+    // the search cost a Postgres export 12% of its CPU (docs/performance.md). A flag's `--` is where the command
+    // line pattern looks for it, after a blank or a quote.
+    " --",
+    "\t--",
+    "\"--",
+    "'--",
     " -u ",
     " -U ",
     "akia",
     "asia",
     "aiza",
-    "gh",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
     "github_pat_",
     "xox",
     "eyj",
@@ -303,8 +422,13 @@ const DATA_ANCHORS: &[&str] = &[
 /// case-insensitive automaton allows no such prefilter: it stepped through every byte, the largest single cost of
 /// redacting logs (docs/performance.md).
 struct Prefilter {
+    /// Every fragment, for [`Prefilter::each_line_with`], which tells them apart.
     teddy: Option<aho_corasick::packed::Searcher>,
-    /// Without Teddy (no SSSE3, or too many fragments): the automaton.
+    /// For [`Prefilter::is_match`]: only the fragments no other one is part of (a line holding `password` holds
+    /// `pass`), in groups small enough for Teddy. Teddy takes a few dozen fragments; past that the prefilter fell
+    /// back to the automaton, which stepped through every byte of every line of a log (docs/performance.md).
+    groups: Vec<aho_corasick::packed::Searcher>,
+    /// Without Teddy (no SSSE3): the automaton.
     automaton: AhoCorasick,
 }
 
@@ -317,42 +441,127 @@ impl Prefilter {
             .build(&lower)
             .expect("literal patterns always build");
         let teddy = aho_corasick::packed::Config::new().builder().extend(&lower).build();
-        Self { teddy, automaton }
+        let mut unique = lower.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let minimal: Vec<&String> =
+            unique.iter().filter(|f| !unique.iter().any(|g| g != *f && f.contains(g.as_str()))).collect();
+        let built: Option<Vec<_>> = minimal
+            .chunks(64)
+            .map(|chunk| aho_corasick::packed::Config::new().builder().extend(chunk).build())
+            .collect();
+        Self { teddy, groups: built.unwrap_or_default(), automaton }
     }
 
-    /// Calls `f` with the range of every line of `text` that holds a fragment, once per line.
-    fn each_line(&self, text: &[u8], mut f: impl FnMut(Range<usize>)) {
-        let mut each = |pos: usize, from: &mut usize| {
+    /// Which fragments `text` holds (bit `i`: the `i`th, overlapping ones included); `None` when this cannot tell
+    /// (no Teddy here), so the caller searches for everything.
+    fn fragments_in(&self, text: &[u8]) -> Option<u64> {
+        let teddy = self.teddy.as_ref()?;
+        thread_local! {
+            static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        Some(LOWER.with_borrow_mut(|lower| {
+            lower.clear();
+            lower.extend(text.iter().map(u8::to_ascii_lowercase));
+            let mut bits = 0u64;
+            let mut from = 0;
+            while let Some(m) = teddy.find_in(&lower[..], aho_corasick::Span::from(from..lower.len())) {
+                bits |= 1 << m.pattern().as_usize();
+                from = m.start() + 1;
+            }
+            if lower.capacity() > 1 << 20 {
+                *lower = Vec::new();
+            }
+            bits
+        }))
+    }
+
+    /// Where the keys holding a fragment start in `line`, for each that stands before a colon (after its closing
+    /// quote or escape, if any, and blanks): `password: X`, `"client_secret": "X"`, `\"pwd\":`, `{Password:X}`.
+    fn keys_before_colon(&self, line: &[u8]) -> Vec<usize> {
+        let is_key = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+        let mut starts: Vec<usize> = Vec::new();
+        let mut check = |at: usize| {
+            let start = line[..at].iter().rposition(|b| !is_key(*b)).map_or(0, |i| i + 1);
+            if starts.last() == Some(&start) {
+                return;
+            }
+            let mut end = at + line[at..].iter().position(|b| !is_key(*b)).unwrap_or(line.len() - at);
+            while end < line.len() && matches!(line[end], b'"' | b'\'' | b'\\') {
+                end += 1;
+            }
+            while end < line.len() && matches!(line[end], b' ' | b'\t') {
+                end += 1;
+            }
+            if line.get(end) == Some(&b':') {
+                starts.push(start);
+            }
+        };
+        match &self.teddy {
+            Some(teddy) => {
+                let lower: Vec<u8> = line.iter().map(u8::to_ascii_lowercase).collect();
+                let mut from = 0;
+                while let Some(m) = teddy.find_in(&lower, aho_corasick::Span::from(from..lower.len())) {
+                    check(m.start());
+                    from = m.start() + 1;
+                }
+            }
+            None => {
+                for m in self.automaton.find_iter(line) {
+                    check(m.start());
+                }
+            }
+        }
+        starts
+    }
+
+    /// Calls `f` with the range of every line of `text` that holds a fragment, once per line, and which fragments
+    /// it holds (bit `i`: the `i`th; as found left to right without overlaps, so a fragment inside another's match
+    /// counts as the first).
+    fn each_line_with(&self, text: &[u8], mut f: impl FnMut(Range<usize>, u64)) {
+        let line_of = |pos: usize| {
             let start = memchr::memrchr(b'\n', &text[..pos]).map_or(0, |i| i + 1);
             let end = memchr::memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
-            f(start..end);
-            *from = end + 1;
+            start..end
         };
         let mut from = 0;
         let Some(teddy) = &self.teddy else {
             while from < text.len() {
                 let Some(m) = self.automaton.find(&text[from..]) else { return };
-                each(from + m.start(), &mut from);
+                let line = line_of(from + m.start());
+                let bits =
+                    self.automaton.find_iter(&text[line.clone()]).fold(0u64, |b, m| b | 1 << m.pattern().as_usize());
+                from = line.end + 1;
+                f(line, bits);
             }
             return;
         };
-        // Lowered once, searched from each line's end on.
         let lower: Vec<u8> = text.iter().map(u8::to_ascii_lowercase).collect();
         while from < text.len() {
             let Some(m) = teddy.find_in(&lower, aho_corasick::Span::from(from..lower.len())) else { return };
-            each(m.start(), &mut from);
+            let line = line_of(m.start());
+            let mut bits = 1u64 << m.pattern().as_usize();
+            let mut at = m.end();
+            while let Some(n) = teddy.find_in(&lower, aho_corasick::Span::from(at..line.end)) {
+                bits |= 1 << n.pattern().as_usize();
+                at = n.end();
+            }
+            from = line.end + 1;
+            f(line, bits);
         }
     }
 
     fn is_match(&self, text: &[u8]) -> bool {
-        let Some(teddy) = &self.teddy else { return self.automaton.is_match(text) };
+        if self.groups.is_empty() {
+            return self.automaton.is_match(text);
+        }
         thread_local! {
             static LOWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         LOWER.with_borrow_mut(|lower| {
             lower.clear();
             lower.extend(text.iter().map(u8::to_ascii_lowercase));
-            let hit = teddy.find(&lower[..]).is_some();
+            let hit = self.groups.iter().any(|g| g.find(&lower[..]).is_some());
             if lower.capacity() > 1 << 20 {
                 *lower = Vec::new(); // one huge line does not pin its size for the thread's life
             }
@@ -396,8 +605,18 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     pub fn lines<'a>(&mut self, input: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
         let mut out: Option<Vec<u8>> = None;
         let mut start = 0;
+        // Where the next line that any rule or known value could need starts to be, found for the whole chunk
+        // in one pass rather than line by line (the per-line searches were most of a log's redaction cost).
+        // Logs only: a YAML or JSON document's lines are all read, for the Kubernetes object they may be part of.
+        let r = self.r.clone();
+        let mut ahead = Ahead::new(&r, input, matches!(self.format, Format::Text | Format::DockerJson));
         for line in input.split_inclusive(|b| *b == b'\n') {
-            let clean = self.line(line, tally);
+            let end = start + line.len();
+            let quiet = ahead.quiet_until(end, start)
+                && line.ends_with(b"\n")
+                && self.idle()
+                && !(self.format == Format::DockerJson && spans::is_partial_record(line));
+            let clean = if quiet { Cow::Borrowed(line) } else { self.line(line, tally) };
             match (&mut out, clean) {
                 (None, Cow::Borrowed(_)) => {}
                 (None, Cow::Owned(c)) => {
@@ -411,6 +630,17 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             start += line.len();
         }
         out.map_or(Cow::Borrowed(input), Cow::Owned)
+    }
+
+    /// Whether no multi-line state is open: a line with nothing for any rule then leaves the state as it is.
+    fn idle(&self) -> bool {
+        !self.in_pem
+            && self.yaml_block.is_none()
+            && self.yaml_secret_name.is_none()
+            && !self.spans.active()
+            && !self.spans.cut
+            && !self.in_inner_state()
+            && self.inner.as_ref().is_none_or(|i| !i.spans.cut)
     }
 
     /// Redacts one line (with or without its line end).
@@ -462,14 +692,17 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             }
             self.yaml_block = None;
         }
-        // One pass decides for most lines: nothing any rule could need.
-        if !rules.any.is_match(body) {
+        // Two passes decide for most lines: the value patterns' anchors (which also say which patterns to run)
+        // and the secret keys' fragments; a line with neither (nor a PuTTY key's header) needs no rule at all.
+        let anchors = rules.anchors.fragments_in(body);
+        let keyed = rules.keys.is_match(body);
+        if anchors == Some(0) && !keyed && memchr::memmem::find(body, spans::ANCHORS[0].as_bytes()).is_none() {
             if self.format == Format::Yaml && self.yaml_secret_name.is_some() {
                 self.yaml_edits(body, false, &mut edits);
             }
             return edits;
         }
-        edits.extend(rules.pattern_hits(body).into_iter().map(|(rule, range)| (range, rule)));
+        edits.extend(rules.pattern_hits_with(body, anchors).into_iter().map(|(rule, range)| (range, rule)));
         // A key's body follows on the next lines only when its header ends the line.
         if memchr::memmem::find(body, b"PRIVATE KEY").is_some()
             && let Some(b) = rules.pem_begin.find(body)
@@ -477,7 +710,6 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         {
             self.in_pem = true;
         }
-        let keyed = rules.keys.is_match(body);
         if keyed {
             json_pairs(body, |r| edits.push((r, "key-name")));
             if memchr::memmem::find(body, b"\\\"").is_some() {
@@ -610,6 +842,43 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         self.inner
             .as_ref()
             .is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.spans.active())
+    }
+}
+
+/// The next place in a chunk where a line may need redaction: the first fragment any rule looks for (ignoring
+/// case) or known value at or after a position. `None` inside when it cannot tell (no Teddy here): every line is
+/// then redacted on its own.
+struct Ahead<'a> {
+    redactor: &'a Redactor,
+    input: &'a [u8],
+    lower: Option<Vec<u8>>,
+    /// The next fragment's start and the next known value's, each searched again only once passed: a search
+    /// that finds nothing has looked to the end of the chunk.
+    next_fragment: Vec<Option<usize>>,
+    next_known: Option<usize>,
+}
+
+impl<'a> Ahead<'a> {
+    fn new(redactor: &'a Redactor, input: &'a [u8], enabled: bool) -> Self {
+        let lower = (enabled && !redactor.structured.any.groups.is_empty()).then(|| input.to_ascii_lowercase());
+        let groups = redactor.structured.any.groups.len();
+        Self { redactor, input, lower, next_fragment: vec![None; groups], next_known: None }
+    }
+
+    /// Whether nothing any rule looks for starts before `end`; `from` (the line's start) only moves forward.
+    fn quiet_until(&mut self, end: usize, from: usize) -> bool {
+        let Some(lower) = &self.lower else { return false };
+        for (g, next) in self.redactor.structured.any.groups.iter().zip(self.next_fragment.iter_mut()) {
+            if next.is_none_or(|n| n < from) {
+                let found = g.find_in(lower, aho_corasick::Span::from(from..lower.len())).map(|m| m.start());
+                *next = Some(found.unwrap_or(lower.len()));
+            }
+        }
+        if self.next_known.is_none_or(|n| n < from) {
+            let found = self.redactor.known.as_ref().and_then(|k| k.next_at(self.input, from));
+            self.next_known = Some(found.unwrap_or(self.input.len()));
+        }
+        self.next_fragment.iter().all(|n| n.unwrap_or(0) >= end) && self.next_known.unwrap_or(0) >= end
     }
 }
 

@@ -34,6 +34,9 @@ impl Redaction {
     }
 }
 
+/// Text and data are redacted in batches of whole lines of about this size (see `Write for Artifact`).
+const BATCH: usize = 64 << 10;
+
 /// Redacted text is written a line at a time; a line longer than this is redacted in pieces of about this size,
 /// cut where no secret is split (see [`Artifact::long_line_cut`]).
 const MAX_PIECE: usize = 1 << 20;
@@ -253,20 +256,25 @@ impl Write for Artifact {
             self.emit_binary(cut)?;
             return Ok(buf.len());
         }
-        let Some(last) = memchr::memrchr(b'\n', buf) else {
-            self.pending.extend_from_slice(buf);
-            return self.drain_long_line().map(|()| buf.len());
-        };
-        let (lines, rest) = buf.split_at(last + 1);
-        if self.pending.is_empty() {
-            // The common case: whole lines, redacted where they are.
-            self.emit(lines)?;
-        } else {
-            let mut joined = std::mem::take(&mut self.pending);
-            joined.extend_from_slice(lines);
-            self.emit(&joined)?;
+        // Lines are gathered into batches of about [`BATCH`]: the redactor finds what it looks for in a batch in
+        // one pass, where a source writing a line at a time (a log's reader) cost it a search per line.
+        let before = self.pending.len();
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() < BATCH {
+            return Ok(buf.len());
         }
-        self.pending.extend_from_slice(rest);
+        let last = memchr::memrchr(b'\n', &self.pending[before..])
+            .map(|i| before + i)
+            .or_else(|| memchr::memrchr(b'\n', &self.pending[..before]));
+        match last {
+            Some(last) => {
+                let rest = self.pending.split_off(last + 1);
+                let lines = std::mem::replace(&mut self.pending, rest);
+                self.emit(&lines)?;
+                self.drain_long_line()?;
+            }
+            None => self.drain_long_line()?,
+        }
         Ok(buf.len())
     }
 
