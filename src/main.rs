@@ -132,6 +132,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that this site is ready: config, CARACAL_HOME, and whether each collector of a profile can run here.
+    #[command(after_help = "Examples:\n  \
+        preserve check                          # the collectors of the `full` profile\n  \
+        preserve check --profile audit-tamper --config /etc/preserve/preserve.toml\n  \
+        preserve check -c redis-streams -c postgres-audit --json\n\n\
+        One line per site fact and per collector: `ok`, `skip` (it will find nothing to read here,\n\
+        and record that: a Compose file on a Kubernetes site), or `NO` with why it cannot run\n\
+        (an input absent, a server not answering or refusing the read-only role, a credential\n\
+        reference that does not resolve). Read-only; never prints a credential's value.\n\n\
+        Exit codes: 0 every collector can run, 3 some cannot, 2 usage or configuration error.")]
+    Check {
+        /// Profile whose collectors are checked; may be repeated (default: `full`, unless --collector is given).
+        #[arg(long = "profile", short = 'p', value_name = "PROFILE")]
+        profiles: Vec<String>,
+        /// A single collector to check; may be repeated.
+        #[arg(long = "collector", short = 'c', value_name = "NAME")]
+        collectors: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Where bundles would go (overrides the config and $PRESERVE_OUT).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the collectors and profiles available.
     #[command(after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json")]
     List {
@@ -222,6 +248,9 @@ fn main() -> ExitCode {
         Command::Verify { bundle, json, limits } => verify_cmd(&bundle, json, &limits.limits()),
         Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
         Command::List { config, json } => list_cmd(&config, json),
+        Command::Check { profiles, collectors, config, out, json } => {
+            check_cmd(profiles, collectors, &config, out, json)
+        }
         Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
         Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
     };
@@ -263,7 +292,7 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         } else {
-            print_plan(&plan);
+            print_plan(&plan, &env);
         }
         return 0;
     }
@@ -363,15 +392,65 @@ fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) 
     }
 }
 
-fn print_plan(plan: &snapshot::Plan) {
+fn print_plan(plan: &snapshot::Plan, env: &Environment) {
     let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
     println!("profile: {}", plan.profile_label);
     println!("window:  {} .. {}", w(plan.window.since), w(plan.window.until));
-    println!("trigger: {:?} ({} alert(s))", plan.trigger.kind, plan.trigger.alerts.len());
-    println!("collectors:");
-    for c in &plan.collectors {
-        println!("  {:<24} {:<8} timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
+    let alerts: Vec<&str> = plan.trigger.alerts.iter().map(|a| a.name().unwrap_or("?")).collect();
+    if alerts.is_empty() {
+        println!("trigger: the command line (no alert)");
+    } else {
+        println!("trigger: {} alert(s): {}", alerts.len(), printable(&alerts.join(", ")));
     }
+    println!("output:  {}", env.out_dir.display());
+    println!("collectors:");
+    let width = plan.collectors.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    for c in &plan.collectors {
+        println!("  {:<width$} {:<11} timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
+    }
+    let warnings: Vec<_> = preserve::check::site(env).into_iter().filter(|s| !s.ok).collect();
+    if !warnings.is_empty() {
+        println!("warnings (`preserve check` also asks each collector's servers):");
+        for s in warnings {
+            println!("  {}: {}", s.name, s.detail);
+        }
+    }
+}
+
+fn check_cmd(
+    profiles: Vec<String>,
+    collectors: Vec<String>,
+    config: &ConfigArgs,
+    out: Option<PathBuf>,
+    json: bool,
+) -> u8 {
+    let (mut env, catalog) = match load(config) {
+        Ok(x) => x,
+        Err(e) => return fail(2, &e),
+    };
+    if let Some(out) = out {
+        env.out_dir = out;
+    }
+    let profiles = if profiles.is_empty() && collectors.is_empty() { vec!["full".to_string()] } else { profiles };
+    let request = Request { profiles, collectors, ..Default::default() };
+    let plan = match snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()) {
+        Ok(p) => p,
+        Err(e) => return fail(2, &e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
+    };
+    let report = runtime.block_on(preserve::check::run(&env, &plan.collectors));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        for line in report.lines() {
+            println!("{}", printable(&line));
+        }
+    }
+    if report.all_can_run() { 0 } else { 3 }
 }
 
 fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {

@@ -191,7 +191,19 @@ async fn readyz(State(app): State<App>) -> Response {
     }
     let out = app.scheduler.env.out_dir.clone();
     match tokio::task::spawn_blocking(move || writable(&out)).await {
-        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Ok(())) => {
+            // Ready means snapshots can be written; what the check at start found of each collector is shown, not
+            // counted: a sidecar that is taken out of service cannot take even the snapshots that would work.
+            let preflight = app.scheduler.preflight.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let mut body = String::from("ready\n");
+            if preflight.is_empty() {
+                body.push_str("check: still running\n");
+            }
+            for line in preflight {
+                body.push_str(&format!("check: {line}\n"));
+            }
+            body.into_response()
+        }
         Ok(Err(e)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("output directory {} is not writable: {e}\n", app.scheduler.env.out_dir.display()),

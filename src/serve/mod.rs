@@ -123,6 +123,11 @@ impl Sidecar {
         );
 
         tokio::spawn(s.clone().dispatch());
+        // The pre-flight runs beside the listener: a server that takes its time to answer delays nothing.
+        tokio::spawn({
+            let s = s.clone();
+            async move { s.preflight().await }
+        });
         let closing = CancellationToken::new();
         let app = http::router(s.clone(), &self.token);
         let open = s.metrics.connections_open.clone();

@@ -138,6 +138,8 @@ pub struct Scheduler {
     snapshots: Handle,
     /// Redacts the alert labels `GET /snapshots` shows, with the secrets known when the sidecar started.
     redactor: Redactor,
+    /// What `preserve check` found at start, as lines (`/readyz` shows them); empty until it finished.
+    pub preflight: std::sync::RwLock<Vec<String>>,
 }
 
 /// The fingerprint Alertmanager gives an alert; for an alert without one, a hash of its labels.
@@ -206,7 +208,35 @@ impl Scheduler {
             wake: Notify::new(),
             stop: Stop::default(),
             progress: Progress::lines(),
+            preflight: Default::default(),
         })
+    }
+
+    /// Runs `preserve check` over the collectors of every profile a rule may start, logs what cannot run, and
+    /// keeps the report for `/readyz`.
+    pub async fn preflight(&self) {
+        let mut profiles: Vec<String> = self.rules.iter().map(|r| r.profile.clone()).collect();
+        profiles.sort();
+        profiles.dedup();
+        let request = crate::snapshot::Request { profiles, ..Default::default() };
+        let lines = match crate::snapshot::plan(&self.env, &self.catalog, &request, jiff::Timestamp::now()) {
+            Ok(plan) => {
+                let report = crate::check::run(&self.env, &plan.collectors).await;
+                for s in report.site.iter().filter(|s| !s.ok) {
+                    eprintln!("preserve serve: check: {}: {}", s.name, s.detail);
+                }
+                for c in report.cannot() {
+                    if let crate::sources::Readiness::Cannot(why) = &c.readiness {
+                        eprintln!("preserve serve: check: collector {} cannot run: {why}", c.name);
+                    }
+                }
+                let lines = report.lines();
+                eprintln!("preserve serve: check: {}", lines.last().map(String::as_str).unwrap_or_default());
+                lines
+            }
+            Err(e) => vec![format!("the check could not plan the rules' profiles: {e}")],
+        };
+        *self.preflight.write().unwrap_or_else(|p| p.into_inner()) = lines;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

@@ -75,6 +75,14 @@ impl Source for CommandSource {
         self.argv.iter().map(|a| env.expand(a).unwrap_or_else(|_| a.clone())).collect::<Vec<_>>().join(" ")
     }
 
+    async fn preflight(&self, env: &Environment) -> super::Readiness {
+        let program = env.expand(&self.argv[0]).unwrap_or_else(|_| self.argv[0].clone());
+        match find_program(&program) {
+            Some(_) => super::Readiness::Ready(Vec::new()),
+            None => super::Readiness::Cannot(format!("`{program}` is not installed here (not found on PATH)")),
+        }
+    }
+
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let mut running = self.invocation().start(&cx)?;
         let cap = self.max_output_bytes.map_or(u64::MAX, |b| b.as_u64());
@@ -264,4 +272,18 @@ async fn pump(pipe: Option<impl AsyncRead + Unpin>, mut artifact: Artifact, cap:
         artifact.add_records(1);
     }
     artifact.finish().map_err(CollectError::io("writing command output"))
+}
+
+/// Where `program` would be run from: itself when it names a path, else the first executable file of that name on
+/// `PATH`, as the system would find it.
+pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return runnable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| runnable(p))
 }

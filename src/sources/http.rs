@@ -147,6 +147,40 @@ impl Source for HttpSource {
         format!("{} {}", self.bases(env).join(","), names.join(","))
     }
 
+    async fn preflight(&self, env: &Environment) -> super::Readiness {
+        use super::Readiness;
+        let mut notes = Vec::new();
+        match self.bearer_ref(env) {
+            Err(e) => return Readiness::Cannot(e),
+            Ok(Some(r @ CredentialRef::File(_))) if !matches!(&r, CredentialRef::File(p) if p.exists()) => {
+                notes.push(format!("bearer {r} does not exist: requests will go without a token"));
+            }
+            Ok(Some(r)) => {
+                if let Err(e) = r.resolve() {
+                    return Readiness::Cannot(format!("bearer: {e}"));
+                }
+            }
+            Ok(None) => {}
+        }
+        if let Err(e) = client(self) {
+            return Readiness::Cannot(e);
+        }
+        let bases = self.bases(env);
+        if bases.is_empty() {
+            let service = self.service.as_deref().unwrap_or("?");
+            return Readiness::Cannot(format!(
+                "no URL for service `{service}`: set it in the site config's [services]"
+            ));
+        }
+        let checks = bases.iter().map(|b| reach(b));
+        let unreachable: Vec<String> = futures::future::join_all(checks).await.into_iter().flatten().collect();
+        if unreachable.len() == bases.len() {
+            return Readiness::Cannot(unreachable.join("; "));
+        }
+        notes.extend(unreachable);
+        Readiness::Ready(notes)
+    }
+
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
         let client = client(self).map_err(CollectError::Failed)?;
@@ -193,6 +227,26 @@ impl Source for HttpSource {
         }
         out.detail("requests", &index);
         Ok(out)
+    }
+}
+
+/// Why `base` cannot be reached (a TCP connection to its host and port, within 3 s), or `None` when it can.
+async fn reach(base: &str) -> Option<String> {
+    let url = match reqwest::Url::parse(base) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("{base}: not a URL: {e}")),
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Some(format!("{base}: no host to connect to"));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match tokio::time::timeout(std::time::Duration::from_secs(3), tokio::net::TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Some(format!("{base} refuses connections (is the service running?)"))
+        }
+        Ok(Err(e)) => Some(format!("{base} cannot be reached: {e}")),
+        Err(_) => Some(format!("{base} did not answer within 3 s")),
     }
 }
 

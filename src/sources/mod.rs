@@ -44,8 +44,34 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     /// What this collector reads, with credentials removed: for `--dry-run` and the manifest's `source`.
     fn describe(&self, env: &Environment) -> String;
 
+    /// Whether this collector can run on this site now (`preserve check`): what it reads is there, what it talks
+    /// to answers and lets it read, its credentials resolve. Reads no evidence and never shows a credential.
+    async fn preflight(&self, _env: &Environment) -> Readiness {
+        Readiness::Ready(Vec::new())
+    }
+
     /// Collects into artifacts. A source should return promptly once `cx.is_cancelled()`; what it wrote is kept.
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError>;
+}
+
+/// What `preserve check` finds of a collector before it runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "why")]
+pub enum Readiness {
+    /// It can run; the notes say what it will do without (a token file that is absent, one URL of several down).
+    Ready(Vec<String>),
+    /// It would find nothing to read here, by design of the site (an optional input that is absent: a Compose
+    /// file on a Kubernetes site): it runs and records that. Why, naming the place.
+    Skip(String),
+    /// It cannot run: why, naming the place and what to do.
+    Cannot(String),
+}
+
+impl Readiness {
+    /// Whether a snapshot would get what this collector is for (`Ready` or `Skip`).
+    pub fn can_run(&self) -> bool {
+        !matches!(self, Self::Cannot(_))
+    }
 }
 
 /// How a collection ended when it did not fail outright.

@@ -192,6 +192,12 @@ impl Sandbox {
     pub fn psql(&self, sql: &str) -> String {
         self.pg.psql("caracal", sql)
     }
+
+    /// Kills the sandbox's `redis-server`, as a crash would.
+    #[allow(dead_code)] // each test binary uses its own part of the sandbox
+    pub fn stop_redis(&mut self) {
+        self.redis.kill();
+    }
 }
 
 /// Serves `router` on a free local port on the sandbox's runtime; returns the base URL.

@@ -167,6 +167,58 @@ impl Source for ConfigDiffSource {
         format!("{current} against {baseline}")
     }
 
+    async fn preflight(&self, env: &Environment) -> crate::sources::Readiness {
+        use crate::sources::Readiness;
+        let absent = |why: String| if self.required { Readiness::Cannot(why) } else { Readiness::Skip(why) };
+        if !self.command.is_empty() {
+            let program = env.expand(&self.command[0]).unwrap_or_else(|_| self.command[0].clone());
+            if crate::sources::command::find_program(&program).is_none() {
+                return absent(format!("`{program}` is not installed here (not found on PATH)"));
+            }
+            if let Some((probe, args)) = self.available_if.split_first() {
+                let probe = env.expand(probe).unwrap_or_else(|_| probe.clone());
+                let ran = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    tokio::process::Command::new(&probe)
+                        .args(args.iter().map(|a| env.expand(a).unwrap_or_else(|_| a.clone())))
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .status(),
+                )
+                .await;
+                if !matches!(ran, Ok(Ok(status)) if status.success()) {
+                    return absent(format!("`{}` says `{program}` cannot run here", self.available_if.join(" ")));
+                }
+            }
+            return Readiness::Ready(Vec::new());
+        }
+        let mut unmatched = Vec::new();
+        let mut found = false;
+        for p in &self.files {
+            let Ok(pattern) = env.expand(p) else { continue };
+            let any = glob::glob(&pattern)
+                .map(|mut paths| paths.any(|p| p.is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))))
+                .unwrap_or(false);
+            if any {
+                found = true;
+            } else {
+                unmatched.push(pattern);
+            }
+        }
+        match found {
+            true => Readiness::Ready(unmatched.into_iter().map(|p| format!("no file matches {p}")).collect()),
+            false if !env.caracal_home.is_dir() && self.files.iter().any(|f| f.contains("caracal_home")) => {
+                absent(format!(
+                    "CARACAL_HOME {} not found: set it, or caracal_home in the site config",
+                    env.caracal_home.display()
+                ))
+            }
+            false => absent(format!("nothing to compare: no file matches {}", unmatched.join(", "))),
+        }
+    }
+
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
         let current = if self.command.is_empty() {

@@ -110,6 +110,14 @@ impl Source for FileSource {
         parts.join(" ")
     }
 
+    async fn preflight(&self, env: &Environment) -> super::Readiness {
+        let spec = self.clone();
+        let env = env.clone();
+        tokio::task::spawn_blocking(move || spec.preflight_blocking(&env))
+            .await
+            .unwrap_or_else(|e| super::Readiness::Cannot(format!("check stopped: {e}")))
+    }
+
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let spec = self.clone();
         tokio::task::spawn_blocking(move || spec.collect_blocking(&cx))
@@ -119,6 +127,55 @@ impl Source for FileSource {
 }
 
 impl FileSource {
+    /// Whether anything is there to read: a file each pattern matches, the Docker directory and a container of
+    /// the selected services in it. Nothing matched at all is `Skip` when no Docker directory exists (not a
+    /// Compose host) or nothing is required, else `Cannot`; some patterns matching nothing are notes.
+    fn preflight_blocking(&self, env: &Environment) -> super::Readiness {
+        use super::Readiness;
+        let mut found = false;
+        let mut unmatched = Vec::new();
+        for pattern in &self.paths {
+            let Ok(pattern) = env.expand(pattern) else { continue };
+            let any = glob::glob(&pattern)
+                .map(|mut paths| paths.any(|p| p.is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))))
+                .unwrap_or(false);
+            if any {
+                found = true;
+            } else {
+                unmatched.push(format!("no file matches {pattern}"));
+            }
+        }
+        let mut no_docker = None;
+        if let Some(select) = &self.docker {
+            let dir = match select.dir.as_ref().map(|d| env.expand(d)) {
+                Some(Ok(d)) => PathBuf::from(d),
+                Some(Err(e)) => return Readiness::Cannot(format!("docker.dir: {e}")),
+                None => env.docker_dir.clone(),
+            };
+            let services = if select.services.is_empty() { "any".into() } else { select.services.join(", ") };
+            match docker::discover(&dir, select) {
+                Ok((logs, _)) if !logs.is_empty() => found = true,
+                Ok(_) => unmatched.push(format!(
+                    "no container of Compose project {} (services: {services}) in {}",
+                    select.project,
+                    dir.display()
+                )),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    no_docker = Some(format!("Docker directory {} not found (not a Docker host?)", dir.display()));
+                }
+                Err(e) => unmatched.push(format!("Docker directory {}: {e}", dir.display())),
+            }
+        }
+        match (found, no_docker) {
+            (true, None) => Readiness::Ready(unmatched),
+            (true, Some(why)) => Readiness::Ready(std::iter::once(why).chain(unmatched).collect()),
+            (false, Some(why)) if unmatched.is_empty() => Readiness::Skip(why),
+            (false, Some(why)) => Readiness::Skip(format!("{why}; {}", unmatched.join("; "))),
+            (false, None) if !self.required => Readiness::Skip(unmatched.join("; ")),
+            (false, None) => Readiness::Cannot(format!("nothing to read: {}", unmatched.join("; "))),
+        }
+    }
+
     fn collect_blocking(&self, cx: &Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
         let mut inputs = self.discover(cx, &mut out)?;
@@ -293,6 +350,8 @@ impl FileSource {
         if skip > 0 || cut {
             artifact.set_truncated();
         }
+        // What is still gathered for redaction counts too.
+        let _ = artifact.flush_lines();
         let written = artifact.bytes();
         artifact.finish().map_err(CollectError::io(format!("writing {relative}")))?;
         result.map_err(CollectError::io(shown))?;

@@ -146,6 +146,61 @@ impl Source for PostgresSource {
         format!("{} {}", env.postgres.display, names.join(","))
     }
 
+    /// Connects as the collector would and asks, read-only, whether the role may read each table named exactly
+    /// (patterns are resolved only when collecting).
+    async fn preflight(&self, env: &Environment) -> crate::sources::Readiness {
+        use crate::sources::Readiness;
+        let display = &env.postgres.display;
+        let (config, tls) = match sql::connect_config(env) {
+            Ok(c) => c,
+            Err(e) => return Readiness::Cannot(e),
+        };
+        let connector = match tls.connector() {
+            Ok(c) => c,
+            Err(e) => return Readiness::Cannot(e),
+        };
+        let connect = async {
+            let (client, conn) = config.connect(connector).await?;
+            tokio::spawn(conn);
+            Ok::<_, tokio_postgres::Error>(client)
+        };
+        let client = match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Readiness::Cannot(format!("cannot connect to {display}: {}", sql::describe_error(&e)));
+            }
+            Err(_) => {
+                return Readiness::Cannot(format!("{display} did not answer within 5 s (is PostgreSQL running?)"));
+            }
+        };
+        let exact: Vec<&str> =
+            self.tables.iter().map(|t| t.table.as_str()).filter(|t| !t.contains(['*', '?'])).collect();
+        let mut notes = Vec::new();
+        let mut refused = Vec::new();
+        for table in exact {
+            let qualified = if table.contains('.') { table.to_string() } else { format!("public.{table}") };
+            let row = client
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL, \
+                     to_regclass($1) IS NOT NULL AND has_table_privilege(to_regclass($1), 'SELECT'), current_user::text",
+                    &[&qualified],
+                )
+                .await;
+            match row {
+                Ok(r) if !r.get::<_, bool>(0) => notes.push(format!("table {qualified} does not exist")),
+                Ok(r) if !r.get::<_, bool>(1) => {
+                    refused.push(format!("role {} has no SELECT on {qualified}", r.get::<_, String>(2)))
+                }
+                Ok(_) => {}
+                Err(e) => return Readiness::Cannot(format!("{display}: {}", sql::describe_error(&e))),
+            }
+        }
+        if !refused.is_empty() {
+            return Readiness::Cannot(refused.join("; "));
+        }
+        Readiness::Ready(notes)
+    }
+
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let (config, tls) = sql::connect_config(&cx.env).map_err(CollectError::Failed)?;
         let connector = tls.connector().map_err(CollectError::Failed)?;

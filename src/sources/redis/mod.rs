@@ -102,6 +102,45 @@ impl Source for RedisSource {
         format!("{} {}", env.redis.display, what.join(" "))
     }
 
+    async fn preflight(&self, env: &Environment) -> crate::sources::Readiness {
+        use crate::sources::Readiness;
+        let mut notes = Vec::new();
+        let password = match &env.redis.password {
+            Some(r) => match r.resolve() {
+                Ok(p) => Some(p),
+                Err(_) if env.redis.password_is_default => {
+                    notes.push(format!("Caracal's default secret {r} is absent: connecting without AUTH"));
+                    None
+                }
+                Err(e) => return Readiness::Cannot(format!("redis.password: {e}")),
+            },
+            None => None,
+        };
+        let info = match conn::connection_info(env, password.as_ref()) {
+            Ok(i) => i,
+            Err(e) => return Readiness::Cannot(e),
+        };
+        let display = &env.redis.display;
+        let probe = async {
+            let mut node = Node::connect(info).await?;
+            node.query(redis::cmd("INFO").arg("server")).await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+            Ok(Ok(redis::Value::BulkString(b))) if b.windows(14).any(|w| w == b"redis_version:") => {
+                Readiness::Ready(notes)
+            }
+            Ok(Ok(_)) => Readiness::Cannot(format!("{display} answered INFO, but not as a Redis server does")),
+            Ok(Err(e)) if conn::is_connection_error(&e) || e.kind() == redis::ErrorKind::Io => {
+                Readiness::Cannot(format!("cannot connect to {display}: {e} (is Redis running there?)"))
+            }
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
+                Readiness::Cannot(format!("{display} refused the password: check redis.password"))
+            }
+            Ok(Err(e)) => Readiness::Cannot(format!("{display}: {e} (is this Redis's address and port?)")),
+            Err(_) => Readiness::Cannot(format!("{display} did not answer within 5 s (is this Redis's port?)")),
+        }
+    }
+
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
         let password = match &cx.env.redis.password {
