@@ -123,8 +123,10 @@ async fn run_one(c: PlannedCollector, rc: &RunContext, stop: &Stop, run_deadline
         _ = stop.token.cancelled() => End::Stopped(format!("interrupted: {}", stop.reason().unwrap_or("stop requested"))),
     };
     let (status, error, outcome) = match end {
-        End::Finished(Ok(Ok(o))) if o.warnings.is_empty() => (CollectorStatus::Ok, None, Some(o)),
-        End::Finished(Ok(Ok(o))) => (CollectorStatus::Partial, Some(o.warnings.join("; ")), Some(o)),
+        End::Finished(Ok(Ok(o))) => {
+            let (status, error) = o.status();
+            (status, error, Some(o))
+        }
         End::Finished(Ok(Err(e))) => (CollectorStatus::Failed, Some(e.to_string()), None),
         End::Finished(Err(e)) => (CollectorStatus::Failed, Some(join_error(e)), None),
         End::TimedOut(why) | End::Stopped(why) => {

@@ -204,16 +204,18 @@ required = false
     let missing = collector(&m, "no-helm");
     assert_eq!(missing["status"], "failed");
     assert!(missing["error"].as_str().unwrap().contains("cannot start `preserve-test-no-such-helm`"), "{missing}");
-    // Unless it is not required (a Kubernetes-only collector on a Compose host): only noted.
+    // Unless it is not required (a Kubernetes-only collector on a Compose host): skipped, saying why.
     let optional = collector(&m, "optional-helm");
-    assert_eq!(optional["status"], "ok");
-    assert_eq!(findings(&m, "optional-helm", "config.unavailable").len(), 1, "{m}");
+    assert_eq!(optional["status"], "skipped", "{optional}");
+    assert!(
+        optional["error"].as_str().unwrap().contains("`preserve-test-no-such-helm` is not installed here"),
+        "{optional}"
+    );
 
     // `docker` without its Compose plugin: the probe says the command cannot run here, so it is not run.
     let probed = collector(&m, "no-compose-plugin");
-    assert_eq!(probed["status"], "ok", "{probed}");
-    let f = findings(&m, "no-compose-plugin", "config.unavailable");
-    assert!(f.len() == 1 && f[0]["summary"].as_str().unwrap().contains("exit 125` says `cat` cannot run here"), "{m}");
+    assert_eq!(probed["status"], "skipped", "{probed}");
+    assert!(probed["error"].as_str().unwrap().contains("exit 125` says `cat` cannot run here"), "{probed}");
     assert!(!bag.join("data/no-compose-plugin/current").exists());
 
     let fails = collector(&m, "helm-fails");

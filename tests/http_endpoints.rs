@@ -211,9 +211,10 @@ fn https_instances_are_trusted_through_the_sites_own_ca_and_only_through_it() {
         "the bearer went over TLS"
     );
 
-    // Without the site's CA the certificate is not trusted: each request says so, nothing is read.
+    // Without the site's CA the certificate is not trusted: each request says so, nothing is read: failed.
     let untrusted = collector(&m, "system-roots");
-    assert_eq!(untrusted["status"], "partial", "{untrusted}");
+    assert_eq!(untrusted["status"], "failed", "{untrusted}");
+    assert!(untrusted["error"].as_str().unwrap().starts_with("every request failed: "), "{untrusted}");
     for r in untrusted["details"]["requests"].as_array().unwrap() {
         let e = r["error"].as_str().unwrap_or_default().to_ascii_lowercase();
         assert!(e.contains("certificate") || e.contains("issuer"), "{r}");

@@ -16,7 +16,7 @@ mod target;
 
 pub use target::refused;
 
-use super::{CollectError, Collection, Outcome, Redaction, Source};
+use super::{CollectError, Collection, Outcome, Redaction, Source, Verdict};
 use crate::{
     config::{CredentialRef, Environment},
     redact::Format,
@@ -199,18 +199,26 @@ impl Source for HttpSource {
         let timeout = self.request_timeout.unwrap_or(SignedDuration::from_secs(10)).unsigned_abs();
         let max_body = self.max_body.map_or(64 << 20, |b| b.as_u64());
         let mut index = Vec::new();
-        for base in self.bases(&cx.env) {
-            let instance = instance_name(&base);
+        // Requests tried (sent or refused) and those of them that got no response: none answered is `failed`.
+        let (mut tried, mut unanswered) = (0usize, 0usize);
+        let mut labels_missing = std::collections::BTreeSet::new();
+        let bases = self.bases(&cx.env);
+        for base in &bases {
+            let instance = instance_name(base);
             for r in &self.requests {
                 if cx.is_cancelled() {
                     return Err(CollectError::Cancelled);
                 }
-                let url = match target::request_url(&base, &r.path, &cx.labels) {
+                let url = match target::request_url(base, &r.path, &cx.labels) {
                     Ok(u) => u,
                     Err(unsent) => {
                         let why = cx.redact_str(&unsent.to_string());
                         if unsent.is_refusal() {
                             out.warn(format!("{instance} {}: {why}", r.name));
+                            (tried, unanswered) = (tried + 1, unanswered + 1);
+                        }
+                        if let target::Unsent::MissingLabel(label) = unsent {
+                            labels_missing.insert(label);
                         }
                         index.push(json!({ "instance": instance, "name": r.name, "skipped": why }));
                         continue;
@@ -219,13 +227,27 @@ impl Source for HttpSource {
                 let auth = r.auth.unwrap_or(token.is_some()).then_some(token.as_ref()).flatten();
                 let rec =
                     fetch(&cx, &client, &url, auth.map(|t| t.expose()), timeout, max_body, &instance, &r.name).await;
+                tried += 1;
                 if let Some(e) = rec.get("error").and_then(|e| e.as_str()) {
                     out.warn(format!("{instance} {}: {e}", r.name));
+                    unanswered += 1;
                 }
                 index.push(rec);
             }
         }
         out.detail("requests", &index);
+        if tried > 0 && unanswered == tried {
+            out.verdict = Verdict::AllFailed("every request failed".into());
+        } else if tried == 0 {
+            // Nothing asked: no instance, or every request needs a label no alert gave.
+            let labels: Vec<String> = labels_missing.into_iter().map(|l| format!("`{l}`")).collect();
+            out.verdict = Verdict::Absent(match (&self.service, bases.is_empty()) {
+                (Some(s), true) => format!("no instance of service `{s}` is configured"),
+                (None, true) => "no base URL is configured".into(),
+                _ if labels.is_empty() => "no request is configured".into(),
+                _ => format!("every request needs an alert label that is not given: {}", labels.join(", ")),
+            });
+        }
         Ok(out)
     }
 }

@@ -9,6 +9,7 @@ pub mod context;
 pub mod file;
 pub mod http;
 pub mod postgres;
+pub mod presence;
 pub mod redis;
 
 use std::{collections::BTreeMap, io::Write, sync::Arc};
@@ -20,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 pub use artifact::{Artifact, Redaction};
 
 use crate::{
-    bundle::artifact::{ArtifactError, Counters, Staging},
+    bundle::{
+        artifact::{ArtifactError, Counters, Staging},
+        manifest::CollectorStatus,
+    },
     config::Environment,
     redact::{Format, Redactor, Tally},
     time::Window,
@@ -74,18 +78,40 @@ impl Readiness {
     }
 }
 
-/// How a collection ended when it did not fail outright.
+/// How a collection ended when it did not fail outright. With its warnings, its [`Verdict`] decides the collector's
+/// status in the manifest ([`Outcome::status`]).
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Problems that did not stop the collector; any makes its status `partial`.
+    /// Problems that did not stop the collector, each naming the part that failed; any makes its status `partial`.
     pub warnings: Vec<String>,
     /// Kind-specific facts for the manifest.
     pub details: serde_json::Map<String, serde_json::Value>,
     /// Results of analysis steps (e.g. audit-chain verification), for the manifest's `findings`.
     pub findings: Vec<crate::bundle::manifest::Finding>,
+    /// What the collection amounted to.
+    pub verdict: Verdict,
+}
+
+/// What a collection that did not fail outright amounted to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It read what there was to read; a warning names a part that failed (`partial`), none means `ok`.
+    #[default]
+    Collected,
+    /// Nothing to read because its input is absent here (a directory or a home that does not exist, a program
+    /// that is not installed): `skipped`, with this reason. Never for an input that exists but cannot be read:
+    /// skipping that would hide evidence (see [`presence`]).
+    Absent(String),
+    /// Every part it tried (every request, every file) failed, so nothing was collected: `failed`. Says what
+    /// failed (`every request failed`); the warnings say how.
+    AllFailed(String),
 }
 
 impl Outcome {
+    /// An outcome with nothing read, because its input is absent: `skipped` with `reason`.
+    pub fn absent(reason: impl Into<String>) -> Self {
+        Self { verdict: Verdict::Absent(reason.into()), ..Default::default() }
+    }
     pub fn warn(&mut self, w: impl Into<String>) {
         self.warnings.push(w.into());
     }
@@ -97,6 +123,20 @@ impl Outcome {
         self.warnings.extend(other.warnings);
         self.findings.extend(other.findings);
         self.details.extend(other.details);
+    }
+
+    /// The collector's status and error, as the manifest records them. Every part failing is `failed`; a part
+    /// failing is `partial` (even when an input was also absent); nothing read because the input is absent is
+    /// `skipped` with the reason; the rest is `ok`.
+    pub fn status(&self) -> (CollectorStatus, Option<String>) {
+        let warned = (!self.warnings.is_empty()).then(|| self.warnings.join("; "));
+        match (&self.verdict, warned) {
+            (Verdict::AllFailed(what), Some(how)) => (CollectorStatus::Failed, Some(format!("{what}: {how}"))),
+            (Verdict::AllFailed(what), None) => (CollectorStatus::Failed, Some(what.clone())),
+            (_, Some(how)) => (CollectorStatus::Partial, Some(how)),
+            (Verdict::Absent(why), None) => (CollectorStatus::Skipped, Some(why.clone())),
+            (Verdict::Collected, None) => (CollectorStatus::Ok, None),
+        }
     }
 }
 
@@ -280,4 +320,36 @@ fn parse_as<T: Source + DeserializeOwned + 'static>(
     d: toml::de::ValueDeserializer<'_>,
 ) -> Result<Arc<dyn Source>, toml::de::Error> {
     Ok(Arc::new(T::deserialize(d)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_says_what_was_collected() {
+        let with = |verdict: Verdict, warnings: &[&str]| Outcome {
+            verdict,
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+            ..Default::default()
+        };
+        let absent = || Verdict::Absent("nothing to read: `/x` does not exist".into());
+        let all_failed = || Verdict::AllFailed("every request failed".into());
+        let cases = [
+            (with(Verdict::Collected, &[]), CollectorStatus::Ok, None),
+            (
+                with(Verdict::Collected, &["a: refused", "b: refused"]),
+                CollectorStatus::Partial,
+                Some("a: refused; b: refused"),
+            ),
+            (with(absent(), &[]), CollectorStatus::Skipped, Some("nothing to read: `/x` does not exist")),
+            // Something failed besides the absence: not a clean skip.
+            (with(absent(), &["b: permission denied"]), CollectorStatus::Partial, Some("b: permission denied")),
+            (with(all_failed(), &["a: refused"]), CollectorStatus::Failed, Some("every request failed: a: refused")),
+            (with(all_failed(), &[]), CollectorStatus::Failed, Some("every request failed")),
+        ];
+        for (outcome, status, error) in cases {
+            assert_eq!(outcome.status(), (status, error.map(String::from)), "{outcome:?}");
+        }
+    }
 }

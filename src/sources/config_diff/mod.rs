@@ -18,9 +18,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{
-    CollectError, Collection, Outcome, Redaction, Source,
+    CollectError, Collection, Outcome, Redaction, Source, Verdict,
     command::{Invocation, StartError},
     file::media_type,
+    presence::Presence,
 };
 use crate::{
     bundle::manifest::{KeyKind, RedactionScheme, Severity},
@@ -66,8 +67,9 @@ pub struct ConfigDiffSource {
     #[serde(default = "previous")]
     pub baseline: String,
     /// Whether a file pattern matching nothing, or a program that is not installed (or that `available_if` says
-    /// cannot run here), makes the collector `partial` or `failed` (default true). With false it is only noted, as an
-    /// `info` finding.
+    /// cannot run here, or whose `needs_files` are missing), makes the collector `partial` or `failed` (default
+    /// true). With false, a collector left with nothing to read is `skipped`, with the reason. A file or directory
+    /// that exists but cannot be read is never skipped.
     #[serde(default = "yes")]
     pub required: bool,
     /// With `command`: a program and arguments that tell whether `command` can run on this host at all, e.g.
@@ -75,6 +77,10 @@ pub struct ConfigDiffSource {
     /// cannot start or exits non-zero, the program counts as not installed.
     #[serde(default)]
     pub available_if: Vec<String>,
+    /// With `command`: files the program reads, `${var}` expanded (e.g. `["${caracal_home}/compose.yml"]`). When
+    /// one does not exist, there is nothing to run it on, and it is not run: as a program that is not installed.
+    #[serde(default)]
+    pub needs_files: Vec<String>,
 }
 
 fn previous() -> String {
@@ -91,13 +97,18 @@ pub struct Text {
     pub truncated: bool,
 }
 
-/// The current sides as read: (name, where from, text) per item, problems met, and the names of files that
-/// exist but could not be read (not to be mistaken for removed ones).
+/// The current sides as read: (name, where from, text) per item, problems met, the names of files that exist but
+/// could not be read (not to be mistaken for removed ones), and why patterns that are not required matched nothing.
 #[derive(Debug, Default)]
 struct Current {
     items: Vec<(String, String, Text)>,
     warnings: Vec<String>,
     unreadable: BTreeSet<String>,
+    absent: BTreeSet<String>,
+    /// Files and directories that exist but could not be read or looked into.
+    failed: usize,
+    /// Whether a directory could not be looked into: which files it holds is unknown, so none counts as removed.
+    unlooked: bool,
 }
 
 /// One configuration item: what it is now and what it is compared with.
@@ -132,11 +143,15 @@ impl Source for ConfigDiffSource {
         for a in &self.command {
             env.expand(a).map_err(|e| format!("command: {e}"))?;
         }
+        for f in &self.needs_files {
+            env.expand(f).map_err(|e| format!("needs_files: {e}"))?;
+        }
         if !self.files.is_empty() {
             let with_command = [
                 ("stdout", self.stdout.is_some()),
                 ("inherit_env", !self.inherit_env.is_empty()),
                 ("available_if", !self.available_if.is_empty()),
+                ("needs_files", !self.needs_files.is_empty()),
                 ("env_credentials", !self.env_credentials.is_empty()),
             ];
             if let Some((key, _)) = with_command.iter().find(|(_, set)| *set) {
@@ -220,7 +235,6 @@ impl Source for ConfigDiffSource {
     }
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
-        let mut out = Outcome::default();
         let current = if self.command.is_empty() {
             let spec = self.clone();
             let cx = cx.clone();
@@ -228,19 +242,12 @@ impl Source for ConfigDiffSource {
         } else {
             match self.run_command(&cx).await? {
                 Ok(item) => Current { items: vec![item], ..Default::default() },
-                Err(why) => {
-                    let f = cx.finding(
-                        "config.unavailable",
-                        Severity::Info,
-                        format!("{why}; nothing to compare (required = false)"),
-                    );
-                    out.findings.push(f);
-                    return Ok(out);
-                }
+                // Not required here, and nothing to read: skipped, saying why.
+                Err(why) => return Ok(Outcome::absent(why)),
             }
         };
         let spec = self.clone();
-        blocking(move || spec.compare(&cx, current, out)).await
+        blocking(move || spec.compare(&cx, current, Outcome::default())).await
     }
 }
 
@@ -259,15 +266,37 @@ impl ConfigDiffSource {
         for pattern in &self.files {
             let Ok(pattern) = cx.env.expand(pattern) else { continue };
             let mut matched = 0;
-            for path in glob::glob(&pattern).into_iter().flatten().filter_map(Result::ok) {
+            for entry in glob::glob(&pattern).into_iter().flatten() {
+                let path = match entry {
+                    Ok(p) => p,
+                    // A directory that exists but cannot be listed may hold configuration: said, not passed over.
+                    Err(e) => {
+                        current.warnings.push(format!("{}: {}", e.path().display(), e.error()));
+                        (current.failed, current.unlooked) = (current.failed + 1, true);
+                        continue;
+                    }
+                };
                 // Only regular files: a FIFO or device would block or never end.
                 if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
                     matched += 1;
                     paths.insert(path);
                 }
             }
-            if matched == 0 && self.required {
-                current.warnings.push(format!("no file matched `{pattern}`"));
+            if matched == 0 {
+                let presence = Presence::of(&pattern);
+                match (&presence, self.required) {
+                    (Presence::Unreadable { .. }, _) => {
+                        current.warnings.push(presence.reason(&pattern));
+                        (current.failed, current.unlooked) = (current.failed + 1, true);
+                    }
+                    (Presence::Absent(_), true) => {
+                        current.warnings.push(format!("no file matched `{pattern}`: {}", presence.reason(&pattern)))
+                    }
+                    (Presence::NoMatch, true) => current.warnings.push(format!("no file matched `{pattern}`")),
+                    (_, false) => {
+                        current.absent.insert(presence.reason(&pattern));
+                    }
+                }
             }
         }
         for path in &paths {
@@ -277,6 +306,7 @@ impl ConfigDiffSource {
                 Err(e) => {
                     current.warnings.push(format!("{}: {e}", path.display()));
                     current.unreadable.insert(name);
+                    current.failed += 1;
                 }
             }
         }
@@ -295,6 +325,14 @@ impl ConfigDiffSource {
             env_credentials: &self.env_credentials,
             cwd: None,
         };
+        let absent = |why: String| if self.required { Err(CollectError::Failed(why)) } else { Ok(Err(why)) };
+        for needed in &self.needs_files {
+            let needed = cx.env.expand(needed).map_err(CollectError::Failed)?;
+            // Only a file that is not there skips the program; one that cannot be looked at, it reports itself.
+            if let missing @ Presence::Absent(_) = Presence::of_path(Path::new(&needed)) {
+                return absent(format!("nothing to run `{}` on: {}", self.command[0], missing.reason(&needed)));
+            }
+        }
         if !self.available_if.is_empty() {
             let probe = match invocation(&self.available_if).start(cx) {
                 Ok(mut r) => {
@@ -305,12 +343,14 @@ impl ConfigDiffSource {
                     };
                     r.wait(cx, drain).await?.success()
                 }
+                Err(StartError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return absent(format!("`{}` is not installed here", self.available_if[0]));
+                }
                 Err(StartError::Spawn { .. }) => false,
                 Err(e) => return Err(e.into()),
             };
             if !probe {
-                let why = format!("`{}` says `{}` cannot run here", self.available_if.join(" "), self.command[0]);
-                return if self.required { Err(CollectError::Failed(why)) } else { Ok(Err(why)) };
+                return absent(format!("`{}` says `{}` cannot run here", self.available_if.join(" "), self.command[0]));
             }
         }
         let mut running = match invocation(&self.command).start(cx) {
@@ -356,6 +396,8 @@ impl ConfigDiffSource {
     /// Pairs the current items with their baselines, writes every side and diff, and records the result.
     fn compare(&self, cx: &Collection, current: Current, mut out: Outcome) -> Result<Outcome, CollectError> {
         current.warnings.into_iter().for_each(|w| out.warn(w));
+        let absent: Vec<String> = current.absent.into_iter().collect();
+        let (failed, unlooked) = (current.failed, current.unlooked);
         let mut items: Vec<Item> = current
             .items
             .into_iter()
@@ -371,13 +413,24 @@ impl ConfigDiffSource {
         // per-bundle key, which is gone), no marker can be compared, and the diff compares everything else.
         let mut uncompared = None;
         if self.baseline == PREVIOUS {
-            let scheme = self.pair_with_previous(cx, &mut items, &current.unreadable, &mut out)?;
+            let scheme = self.pair_with_previous(cx, &mut items, &current.unreadable, unlooked, &mut out)?;
             uncompared = scheme.and_then(|(id, scheme)| why_uncompared(cx.redactor().key(), &id, &scheme));
         } else {
             let path = PathBuf::from(cx.env.expand(&self.baseline).map_err(CollectError::Failed)?);
             pair_with_path(&path, &mut items, &mut out)?;
         }
         items.sort_by(|a, b| a.name.cmp(&b.name));
+        if !absent.is_empty() {
+            out.detail("absent", &absent);
+        }
+        // Nothing now and nothing in the baseline (a file since removed would be an item): nothing to compare.
+        if items.is_empty() && out.warnings.is_empty() && !absent.is_empty() {
+            out.verdict = Verdict::Absent(format!("nothing to read: {}", absent.join("; ")));
+            return Ok(out);
+        }
+        if items.is_empty() && failed > 0 {
+            out.verdict = Verdict::AllFailed("no configuration could be read".into());
+        }
 
         let mut records = Vec::new();
         let (mut changed, mut unmatched) = (Vec::new(), Vec::new());
@@ -440,6 +493,7 @@ impl ConfigDiffSource {
         cx: &Collection,
         items: &mut Vec<Item>,
         unreadable: &BTreeSet<String>,
+        unlooked: bool,
         out: &mut Outcome,
     ) -> Result<Option<(String, RedactionScheme)>, CollectError> {
         let out_dir = &cx.env.out_dir;
@@ -464,8 +518,9 @@ impl ConfigDiffSource {
         let mut sides = prev
             .read(&cx.name, MAX_SIDE, || cx.is_cancelled())
             .map_err(CollectError::io(format!("reading {}", prev.bundle_id)))?;
-        if self.command.is_empty() {
-            // Files that vanished since (one that exists but could not be read was warned of instead).
+        // Files that vanished since (one that exists but could not be read was warned of instead, and behind a
+        // directory that could not be looked into, nothing is known to have vanished).
+        if self.command.is_empty() && !unlooked {
             for name in prev.items.keys() {
                 if !items.iter().any(|i| &i.name == name) && !unreadable.contains(name) {
                     items.push(Item { name: name.clone(), source: None, current: None, baseline: Err(String::new()) });

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use docker::DockerSelect;
 use records::{Format, LineFilter};
 
-use super::{CollectError, Collection, Outcome, Source};
+use super::{CollectError, Collection, Outcome, Source, Verdict, presence::Presence};
 use crate::config::Environment;
 
 /// A line longer than this is handled in pieces, so one endless line cannot exhaust memory.
@@ -55,7 +55,9 @@ pub struct FileSource {
     pub max_file_bytes: Option<ByteSize>,
     /// Cap for the whole collector; newest files first.
     pub max_bytes: Option<ByteSize>,
-    /// Whether a pattern that matches no file makes the collector `partial` (default true).
+    /// Whether a pattern that matches no file makes the collector `partial` (default true). With false, a
+    /// collector that finds no file at all is `skipped`, naming what is missing. A missing Docker directory always
+    /// skips (not a Docker host); a directory that exists but cannot be read never does.
     #[serde(default = "yes")]
     pub required: bool,
     /// Read files of pseudo file systems (procfs, sysfs, debugfs, tracefs, securityfs, cgroup, ...) that the
@@ -71,6 +73,16 @@ fn default_time_field() -> String {
 }
 fn yes() -> bool {
     true
+}
+
+/// What looking for the files found besides them.
+#[derive(Debug, Default)]
+struct Found {
+    inputs: Vec<Input>,
+    /// Inputs that are genuinely absent (a directory that does not exist), each with the reason.
+    absent: Vec<String>,
+    /// Places that exist but could not be looked into (each also a warning).
+    failed: usize,
 }
 
 /// One file to read, with where it goes in the bag.
@@ -178,13 +190,23 @@ impl FileSource {
 
     fn collect_blocking(&self, cx: &Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
-        let mut inputs = self.discover(cx, &mut out)?;
+        let Found { mut inputs, absent, mut failed } = self.discover(cx, &mut out)?;
+        if inputs.is_empty() && out.warnings.is_empty() && !absent.is_empty() {
+            // Nothing here to read, and nothing that could not be read: not this kind of host.
+            out.detail("absent", &absent);
+            out.verdict = Verdict::Absent(format!("nothing to read: {}", absent.join("; ")));
+            return Ok(out);
+        }
+        if !absent.is_empty() {
+            out.detail("absent", &absent);
+        }
         // Newest first, so the collector's byte budget keeps the newest data.
         inputs.sort_by(|a, b| b.mtime.cmp(&a.mtime).then_with(|| a.relative.cmp(&b.relative)));
         let mut budget = self.max_bytes.map_or(u64::MAX, |b| b.as_u64());
         let mut skipped_by_time = Vec::new();
         let mut dropped_by_cap = Vec::new();
         let mut refused = Vec::new();
+        let mut read = 0usize;
         // Every file found, with its size and mtime as they were before reading (replay files: how old the backlog is).
         let inventory: Vec<serde_json::Value> = inputs
             .iter()
@@ -216,15 +238,22 @@ impl FileSource {
                         refused.push(why.clone());
                     }
                     out.warn(why);
+                    failed += 1;
                     continue;
                 }
             };
             let cap = self.max_file_bytes.map_or(u64::MAX, |b| b.as_u64()).min(budget);
             match self.copy(cx, &input, &opened, cap) {
-                Ok(written) => budget = budget.saturating_sub(written),
+                Ok(written) => {
+                    budget = budget.saturating_sub(written);
+                    read += 1;
+                }
                 Err(_) if cx.is_cancelled() => return Err(CollectError::Cancelled),
                 // One unreadable or unnameable file must not cost the others.
-                Err(e) => out.warn(e.to_string()),
+                Err(e) => {
+                    out.warn(e.to_string());
+                    failed += 1;
+                }
             }
         }
         if !skipped_by_time.is_empty() {
@@ -237,11 +266,14 @@ impl FileSource {
             out.warn(format!("{} older file(s) left out by max_bytes", dropped_by_cap.len()));
             out.detail("left_out_by_max_bytes", &dropped_by_cap);
         }
+        if failed > 0 && read == 0 && skipped_by_time.is_empty() && dropped_by_cap.is_empty() {
+            out.verdict = Verdict::AllFailed("no file could be read".into());
+        }
         Ok(out)
     }
 
-    fn discover(&self, cx: &Collection, out: &mut Outcome) -> Result<Vec<Input>, CollectError> {
-        let mut inputs = Vec::new();
+    fn discover(&self, cx: &Collection, out: &mut Outcome) -> Result<Found, CollectError> {
+        let mut found = Found::default();
         let mut seen = std::collections::BTreeSet::new();
         for pattern in &self.paths {
             let pattern = cx.env.expand(pattern).map_err(CollectError::Failed)?;
@@ -252,6 +284,7 @@ impl FileSource {
                     Ok(p) => p,
                     Err(e) => {
                         out.warn(format!("{}: {}", e.path().display(), e.error()));
+                        found.failed += 1;
                         continue;
                     }
                 };
@@ -261,17 +294,30 @@ impl FileSource {
                     Ok(_) => continue,
                     Err(e) => {
                         out.warn(format!("{}: {e}", path.display()));
+                        found.failed += 1;
                         continue;
                     }
                 }
                 matched += 1;
                 if seen.insert(path.clone()) {
                     let relative = path.to_string_lossy().trim_start_matches('/').to_string();
-                    inputs.push(input(path, relative));
+                    found.inputs.push(input(path, relative));
                 }
             }
-            if matched == 0 && self.required {
-                out.warn(format!("no file matched `{pattern}`"));
+            if matched == 0 {
+                let presence = Presence::of(&pattern);
+                let reason = presence.reason(&pattern);
+                if !presence.is_absent() {
+                    out.warn(reason);
+                    found.failed += 1;
+                } else if self.required {
+                    out.warn(match presence {
+                        Presence::Absent(_) => format!("no file matched `{pattern}`: {reason}"),
+                        _ => format!("no file matched `{pattern}`"),
+                    });
+                } else {
+                    found.absent.push(reason);
+                }
             }
         }
         if let Some(select) = &self.docker {
@@ -288,15 +334,30 @@ impl FileSource {
                             self.describe(&cx.env)
                         ));
                     }
+                    found.failed += problems.len();
                     for p in problems {
                         out.warn(p);
                     }
-                    inputs.extend(logs.into_iter().map(|l| input(l.path, l.relative)));
+                    found.inputs.extend(logs.into_iter().map(|l| input(l.path, l.relative)));
                 }
-                Err(e) => out.warn(format!("cannot read Docker containers directory {}: {e}", dir.display())),
+                // No Docker directory at all: not a Docker host, nothing to read here.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match Presence::of_path(&dir) {
+                    missing @ Presence::Absent(_) => found.absent.push(format!(
+                        "no Docker containers directory: {}",
+                        missing.reason(&dir.display().to_string())
+                    )),
+                    _ => {
+                        out.warn(format!("cannot read Docker containers directory {}: {e}", dir.display()));
+                        found.failed += 1;
+                    }
+                },
+                Err(e) => {
+                    out.warn(format!("cannot read Docker containers directory {}: {e}", dir.display()));
+                    found.failed += 1;
+                }
             }
         }
-        Ok(inputs)
+        Ok(found)
     }
 
     /// Copies one opened file into an artifact, filtered and redacted, keeping at most `cap` bytes: the newest of

@@ -35,6 +35,11 @@ pub struct RedisSource {
     /// Streams to leave out even when `streams` matches them (e.g. `*.dlq` when another collector takes DLQs).
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// With `streams`: patterns of streams Caracal's Redis always holds (`["caracal.*"]`: Caracal provisions them at
+    /// every start). When the server holds no stream matching any of them, a `warning` finding
+    /// `redis.no_caracal_streams` asks whether this is Caracal's Redis at all (a wrong URL, port or database).
+    #[serde(default)]
+    pub expect_streams: Vec<String>,
     /// Key families to export (`{ pattern = "audit:jti:*" }`, `count_only`, `max_keys`, `max_elements`).
     #[serde(default)]
     pub keys: Vec<KeyFamily>,
@@ -78,8 +83,12 @@ impl Source for RedisSource {
         if self.streams.is_empty() && self.keys.is_empty() && !self.server_info {
             return Err("a redis collector needs `streams`, `keys` or `server_info`".into());
         }
-        for p in self.streams.iter().chain(&self.exclude) {
-            glob::Pattern::new(p).map_err(|e| format!("streams/exclude: `{p}` is not a valid pattern: {e}"))?;
+        for p in self.streams.iter().chain(&self.exclude).chain(&self.expect_streams) {
+            glob::Pattern::new(p)
+                .map_err(|e| format!("streams/exclude/expect_streams: `{p}` is not a valid pattern: {e}"))?;
+        }
+        if self.streams.is_empty() && !self.expect_streams.is_empty() {
+            return Err("expect_streams: only applies with `streams`".into());
         }
         if self.page == 0 {
             return Err("page: must be at least 1".into());
@@ -186,10 +195,14 @@ impl RedisSource {
         if !self.streams.is_empty() {
             let compile = |ps: &[String]| ps.iter().filter_map(|p| glob::Pattern::new(p).ok()).collect::<Vec<_>>();
             let (patterns, excluded) = (compile(&self.streams), compile(&self.exclude));
+            let expected = compile(&self.expect_streams);
+            let (mut streams_there, mut expected_there) = (0usize, false);
             let mut found = std::collections::BTreeSet::new();
             for node in nodes.iter_mut() {
                 for key in find_streams(cx, node, self.page).await? {
                     let name = String::from_utf8_lossy(&key).into_owned();
+                    streams_there += 1;
+                    expected_there |= expected.iter().any(|p| p.matches(&name));
                     if !patterns.iter().any(|p| p.matches(&name)) || excluded.iter().any(|p| p.matches(&name)) {
                         continue;
                     }
@@ -213,6 +226,9 @@ impl RedisSource {
                 out.detail("absent_streams", absent);
             }
             out.detail("streams", &stream_reports);
+            if !expected.is_empty() && !expected_there {
+                out.findings.push(not_caracals(cx, &self.expect_streams, streams_there));
+            }
         }
 
         let mut family_reports = Vec::new();
@@ -235,6 +251,25 @@ impl RedisSource {
         }
         Ok(())
     }
+}
+
+/// The finding for a server that holds none of the streams Caracal's Redis always holds.
+fn not_caracals(cx: &Collection, expected: &[String], streams_there: usize) -> crate::bundle::manifest::Finding {
+    let server = &cx.env.redis.display;
+    let patterns: Vec<String> = expected.iter().map(|p| format!("`{p}`")).collect();
+    let mut f = cx.finding(
+        "redis.no_caracal_streams",
+        crate::bundle::manifest::Severity::Warning,
+        format!(
+            "{server} holds no {} stream ({streams_there} stream(s) in all): is this Caracal's Redis? Caracal \
+             provisions its streams at every start; a wrong URL, port or database number reaches another server",
+            patterns.join(" or ")
+        ),
+    );
+    f.details.insert("server".into(), json!(server));
+    f.details.insert("expected".into(), json!(expected));
+    f.details.insert("streams".into(), json!(streams_there));
+    f
 }
 
 /// On a cluster, connects to every master (streams and keys are read from their owner). Returns whether the
