@@ -75,7 +75,8 @@ enum Command {
         preserve snapshot --profile host --out /srv/evidence --json\n  \
         preserve snapshot --collector sts-logs --collector gateway-logs --since 2026-11-29T01:00:00Z --until 2026-11-29T02:00:00Z\n  \
         preserve snapshot --profile audit-tamper --alert alert.json\n  \
-        preserve snapshot --profile full --dry-run\n\n\
+        preserve snapshot --profile full --dry-run\n  \
+        preserve snapshot --profile full --verbose   # each collector's error whole, not cut to one line\n\n\
         Exit codes: 0 complete, 3 partial (some collector failed; the bundle is still written and verifiable),\n\
         1 no bundle could be written, 2 usage or configuration error (nothing written).")]
     Snapshot(SnapshotArgs),
