@@ -353,7 +353,7 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
             } else {
                 out!("{}", outcome.bundle.archive.display());
                 // Each error was said as its collector ended, unless progress was not shown.
-                let errors = args.quiet && args.verbose;
+                let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
                 for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors)
                 {
                     eprintln!("{line}");

@@ -115,9 +115,14 @@ impl Progress {
 }
 
 /// The lines that end a snapshot on stderr: the collectors that did not finish ok, counted by status and named on
-/// one line; `hint` (why so many failed, when preserve can tell); and where the details are. With `errors`, each
-/// of those collectors' errors whole, one line each (for a run whose progress was not shown).
-pub fn closing_lines(manifest: &Manifest, bundle: &std::path::Path, hint: Option<&str>, errors: bool) -> Vec<String> {
+/// one line; `hint` (why so many failed, when preserve can tell); and where the details are. For a run whose
+/// progress was not shown, `errors` is the longest line each of those collectors' errors gets (`usize::MAX`: whole).
+pub fn closing_lines(
+    manifest: &Manifest,
+    bundle: &std::path::Path,
+    hint: Option<&str>,
+    errors: Option<usize>,
+) -> Vec<String> {
     const ORDER: [CollectorStatus; 4] =
         [CollectorStatus::Failed, CollectorStatus::Timeout, CollectorStatus::Partial, CollectorStatus::Skipped];
     let mut counts = Vec::new();
@@ -134,14 +139,10 @@ pub fn closing_lines(manifest: &Manifest, bundle: &std::path::Path, hint: Option
     }
     let head = format!("preserve: {}: ", counts.join(", "));
     let mut lines = vec![head.clone() + &name_list(&names, LINE.saturating_sub(head.chars().count()))];
-    if errors {
+    if let Some(room) = errors {
         for c in &names {
-            lines.push(printable(&format!(
-                "preserve: {} {}: {}",
-                c.name,
-                c.status.as_str(),
-                c.error.as_deref().unwrap_or("")
-            )));
+            let error = c.error.as_deref().unwrap_or("");
+            lines.push(fit(&format!("preserve: {} {}: {error}", c.name, c.status.as_str()), room));
         }
     }
     if let Some(h) = hint {

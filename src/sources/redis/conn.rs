@@ -114,10 +114,10 @@ impl Node {
     async fn send(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
         use redis::aio::ConnectionLike;
         let reply = match self.conn.req_packed_command(cmd).await {
-            Err(e) if is_connection_error(&e) && self.reconnects == 0 => {
-                self.reconnect().await?;
-                self.conn.req_packed_command(cmd).await
-            }
+            Err(e) if is_connection_error(&e) && self.reconnects == 0 => match self.reconnect().await {
+                Ok(()) => self.conn.req_packed_command(cmd).await,
+                Err(e) => Err(e),
+            },
             other => other,
         };
         if reply.as_ref().is_err_and(is_not_resp) {
