@@ -1,24 +1,56 @@
 //! The `preserve` command line: argument handling and exit codes, nothing else.
 //! Exit codes: 0 complete / intact, 3 partial bundle, 1 no bundle / not intact, 2 usage or config error.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+};
 
 use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
     bundle::{
         bounds::{Limits, printable},
-        manifest::CollectorStatus,
         verify,
     },
     config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
-    progress::Progress,
+    progress::{self, Progress},
     redact::FingerprintKey,
     runner::Stop,
     serve,
     snapshot::{self, Request},
     sources,
 };
+
+/// What became of stdout: 0 open, 1 closed by its reader (`preserve list | head -1`), 2 failed otherwise.
+static STDOUT: AtomicU8 = AtomicU8::new(0);
+
+/// `println!` for everything the commands print on stdout. A reader that closed the pipe ends the output quietly,
+/// as ripgrep does (the command still finishes and exits with its own code); any other write error is said once
+/// and makes the exit code 1.
+macro_rules! out {
+    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
+}
+
+fn emit(args: std::fmt::Arguments) {
+    if STDOUT.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT.store(1, Ordering::Relaxed);
+        } else {
+            STDOUT.store(2, Ordering::Relaxed);
+            eprintln!("preserve: error: cannot write to stdout: {e}");
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +75,8 @@ enum Command {
         preserve snapshot --profile host --out /srv/evidence --json\n  \
         preserve snapshot --collector sts-logs --collector gateway-logs --since 2026-11-29T01:00:00Z --until 2026-11-29T02:00:00Z\n  \
         preserve snapshot --profile audit-tamper --alert alert.json\n  \
-        preserve snapshot --profile full --dry-run\n\n\
+        preserve snapshot --profile full --dry-run\n  \
+        preserve snapshot --profile full --verbose   # each collector's error whole, not cut to one line\n\n\
         Exit codes: 0 complete, 3 partial (some collector failed; the bundle is still written and verifiable),\n\
         1 no bundle could be written, 2 usage or configuration error (nothing written).")]
     Snapshot(SnapshotArgs),
@@ -232,6 +265,10 @@ struct SnapshotArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Each collector's error whole (by default cut to fit one line; the manifest has it whole, see
+    /// `preserve inspect`).
+    #[arg(long, short = 'v')]
+    verbose: bool,
 }
 
 fn main() -> ExitCode {
@@ -254,6 +291,8 @@ fn main() -> ExitCode {
         Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
         Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
     };
+    // Output a reader stopped taking is no error; output that could not be written is.
+    let code = if STDOUT.load(Ordering::Relaxed) == 2 && code == 0 { 1 } else { code };
     ExitCode::from(code)
 }
 
@@ -290,7 +329,7 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
     if args.dry_run {
         let summary = plan.summary(&env);
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
         } else {
             print_plan(&plan, &env);
         }
@@ -305,7 +344,8 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
         Ok(r) => r,
         Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
     };
-    let progress = Progress::new(args.quiet || args.json);
+    let progress = Progress::new(args.quiet || args.json).verbose(args.verbose);
+    let hint = env.caracal_home_hint();
     let stop = Stop::default();
     let result = runtime.block_on(async {
         let watcher = tokio::spawn(watch_signals(stop.clone()));
@@ -338,11 +378,14 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
                     "status": outcome.manifest.status,
                     "collectors": collectors,
                 });
-                println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
             } else {
-                println!("{}", outcome.bundle.archive.display());
-                for c in outcome.manifest.collectors.iter().filter(|c| c.status != CollectorStatus::Ok) {
-                    eprintln!("preserve: {} {}: {}", c.name, c.status.as_str(), c.error.as_deref().unwrap_or(""));
+                out!("{}", outcome.bundle.archive.display());
+                // Each error was said as its collector ended, unless progress was not shown.
+                let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
+                for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors)
+                {
+                    eprintln!("{line}");
                 }
             }
             outcome.exit_code() as u8
@@ -394,25 +437,26 @@ fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) 
 
 fn print_plan(plan: &snapshot::Plan, env: &Environment) {
     let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    println!("profile: {}", plan.profile_label);
-    println!("window:  {} .. {}", w(plan.window.since), w(plan.window.until));
+    out!("profile: {}", plan.profile_label);
+    out!("window:  {} .. {}", w(plan.window.since), w(plan.window.until));
     let alerts: Vec<&str> = plan.trigger.alerts.iter().map(|a| a.name().unwrap_or("?")).collect();
     if alerts.is_empty() {
-        println!("trigger: the command line (no alert)");
+        out!("trigger: the command line (no alert)");
     } else {
-        println!("trigger: {} alert(s): {}", alerts.len(), printable(&alerts.join(", ")));
+        out!("trigger: {} alert(s): {}", alerts.len(), printable(&alerts.join(", ")));
     }
-    println!("output:  {}", env.out_dir.display());
-    println!("collectors:");
-    let width = plan.collectors.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    out!("output:  {}", env.out_dir.display());
+    out!("collectors:");
+    let nw = plan.collectors.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+    let kw = plan.collectors.iter().map(|c| c.kind.chars().count()).max().unwrap_or(0);
     for c in &plan.collectors {
-        println!("  {:<width$} {:<11} timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
+        out!("  {:<nw$}  {:<kw$}  timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
     }
     let warnings: Vec<_> = preserve::check::site(env).into_iter().filter(|s| !s.ok).collect();
     if !warnings.is_empty() {
-        println!("warnings (`preserve check` also asks each collector's servers):");
+        out!("warnings (`preserve check` also asks each collector's servers):");
         for s in warnings {
-            println!("  {}: {}", s.name, s.detail);
+            out!("  {}: {}", s.name, s.detail);
         }
     }
 }
@@ -444,10 +488,10 @@ fn check_cmd(
     let report = runtime.block_on(preserve::check::run(&env, &plan.collectors));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         for line in report.lines() {
-            println!("{}", printable(&line));
+            out!("{}", printable(&line));
         }
     }
     if report.all_can_run() { 0 } else { 3 }
@@ -459,9 +503,9 @@ fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         Err(e) => return fail(1, &e.to_string()),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else if report.intact() {
-        println!(
+        out!(
             "intact: {} ({} payload files, {} bytes; archive sha256 {}{})",
             report.bundle_id.as_deref().unwrap_or("?"),
             report.payload_files,
@@ -470,9 +514,9 @@ fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
             if report.archive_hash_checked { ", matches .sha256" } else { ", no .sha256 beside it" }
         );
     } else {
-        println!("NOT INTACT: {}", bundle.display());
+        out!("NOT INTACT: {}", bundle.display());
         for p in &report.problems {
-            println!("  {p}");
+            out!("  {p}");
         }
     }
     if report.intact() { 0 } else { 1 }
@@ -484,32 +528,32 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         Err(e) => return fail(1, &e.to_string()),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
         return 0;
     }
     let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
     // The manifest is the bundle author's text: shown with its control characters escaped, so it cannot steer the
     // terminal or forge lines.
     let p = |s: &str| printable(s);
-    println!("bundle:   {}", p(&m.bundle_id));
-    println!("status:   {}", m.status.as_str());
-    println!("profile:  {}", p(&m.profile));
-    println!("host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version));
-    println!("taken:    {} .. {}", m.created_at, m.finished_at);
-    println!("window:   {} .. {}", w(m.window.since), w(m.window.until));
-    println!(
+    out!("bundle:   {}", p(&m.bundle_id));
+    out!("status:   {}", m.status.as_str());
+    out!("profile:  {}", p(&m.profile));
+    out!("host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version));
+    out!("taken:    {} .. {}", m.created_at, m.finished_at);
+    out!("window:   {} .. {}", w(m.window.since), w(m.window.until));
+    out!(
         "trigger:  {}",
         serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     );
     for a in &m.trigger.alerts {
-        println!("  alert {} {:?}", p(a.name().unwrap_or("?")), a.labels);
+        out!("  alert {} {:?}", p(a.name().unwrap_or("?")), a.labels);
     }
-    println!("collectors:");
+    out!("collectors:");
     for c in &m.collectors {
         let bytes: u64 = c.artifacts.iter().map(|a| a.bytes).sum();
         let records: u64 = c.artifacts.iter().filter_map(|a| a.records).sum();
         let redacted: u64 = c.redactions.iter().map(|r| r.count).sum();
-        println!(
+        out!(
             "  {:<24} {:<8} {:>10} {:>9} records {:>4} files {:>6} ms{}{}",
             p(&c.name),
             c.status.as_str(),
@@ -522,9 +566,9 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         );
     }
     if !m.findings.is_empty() {
-        println!("findings:");
+        out!("findings:");
         for f in &m.findings {
-            println!("  [{:?}] {} {}: {}", f.severity, p(&f.collector), p(&f.code), p(&f.summary));
+            out!("  [{:?}] {} {}: {}", f.severity, p(&f.collector), p(&f.code), p(&f.summary));
         }
     }
     0
@@ -560,15 +604,15 @@ fn fingerprint_cmd(
             Err(e) => return fail(2, &e.to_string()),
         };
     if json {
-        println!("{}", serde_json::to_string_pretty(&checked).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&checked).unwrap_or_default());
     } else {
         for c in &checked {
             match &c.matches {
-                None => println!("line {}: {}", c.line, c.marker),
-                Some(m) if m.is_empty() => println!("line {}: {}  no match", c.line, c.marker),
+                None => out!("line {}: {}", c.line, c.marker),
+                Some(m) if m.is_empty() => out!("line {}: {}  no match", c.line, c.marker),
                 Some(m) => {
                     let places: Vec<_> = m.iter().map(ToString::to_string).collect();
-                    println!("line {}: {}  MATCH: {}", c.line, c.marker, places.join("; "));
+                    out!("line {}: {}  MATCH: {}", c.line, c.marker, places.join("; "));
                 }
             }
         }
@@ -588,24 +632,29 @@ fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
             "collectors": catalog.collectors.values().map(|c| serde_json::json!({"name": c.name, "kind": c.kind, "description": c.description, "defined_at": c.origin.to_string()})).collect::<Vec<_>>(),
             "kinds": sources::KINDS.iter().map(|k| serde_json::json!({"name": k.name, "summary": k.summary})).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return 0;
     }
-    println!("Profiles:");
+    // Columns as wide as their longest entry: a site's own collector names may be longer than the built-in ones.
+    let width = |names: &mut dyn Iterator<Item = usize>| names.max().unwrap_or(0);
+    let pw = width(&mut catalog.profiles.values().map(|p| p.name.chars().count()));
+    out!("Profiles:");
     for p in catalog.profiles.values() {
-        println!("  {:<20} {}", p.name, p.description);
+        out!("  {:<pw$}  {}", p.name, p.description);
         if !p.alerts.is_empty() {
-            println!("  {:<20} alerts: {}", "", p.alerts.join(", "));
+            out!("  {:<pw$}  alerts: {}", "", p.alerts.join(", "));
         }
         if let Some(w) = p.window {
-            println!("  {:<20} window: {w:#}", "");
+            out!("  {:<pw$}  window: {w:#}", "");
         }
         let names: Vec<_> = catalog.profile_collectors(p).iter().map(|c| c.name.clone()).collect();
-        println!("  {:<20} collectors: {}", "", names.join(", "));
+        out!("  {:<pw$}  collectors: {}", "", names.join(", "));
     }
-    println!("\nCollectors:");
+    let cw = width(&mut catalog.collectors.values().map(|c| c.name.chars().count()));
+    let kw = width(&mut catalog.collectors.values().map(|c| c.kind.chars().count()));
+    out!("\nCollectors:");
     for c in catalog.collectors.values() {
-        println!("  {:<24} {:<8} {}", c.name, c.kind, c.description);
+        out!("  {:<cw$}  {:<kw$}  {}", c.name, c.kind, c.description);
     }
     0
 }

@@ -98,6 +98,8 @@ pub enum PlanError {
     Time { which: &'static str, source: time::TimeParseError },
     #[error("--since is after --until")]
     EmptyWindow,
+    #[error("--since `{given}` is in the future ({at}, now is {now}): give a time before now, or a duration ago (2h)")]
+    FutureSince { given: String, at: String, now: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -164,7 +166,14 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
     let point = |which, s: &Option<String>| {
         s.as_deref().map(|v| time::parse_point(v, now).map_err(|source| PlanError::Time { which, source })).transpose()
     };
-    let since = point("since", &req.since)?.or_else(|| default_window.and_then(|w| now.checked_sub(w).ok()));
+    let given_since = point("since", &req.since)?;
+    if let (Some(at), Some(given)) = (given_since, &req.since)
+        && at > now
+    {
+        let seconds = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        return Err(PlanError::FutureSince { given: given.clone(), at: seconds(at), now: seconds(now) });
+    }
+    let since = given_since.or_else(|| default_window.and_then(|w| now.checked_sub(w).ok()));
     let until = point("until", &req.until)?;
     if let (Some(s), Some(u)) = (since, until)
         && s > u

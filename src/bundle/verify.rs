@@ -1,8 +1,10 @@
 //! `preserve verify`: proves a bundle intact by streaming it once (no extraction to disk). Checks the archive hash
 //! against the `.sha256` beside it, every entry against `manifest-sha256.txt` and `tagmanifest-sha256.txt`, that no
 //! file is missing or unlisted, Payload-Oxum, and that `manifest.json` agrees with the payload. Entries with unsafe
-//! paths or types are refused. Every problem is reported, not just the first. Everything is read within the bounds of
-//! `bounds` (names, tag files, entries, side files, decompressed size); a bundle over one is refused with one line.
+//! paths or types are refused. Every problem is reported, not just the first, but once: an archive cut short is
+//! named as such, without the missing and unlisted files that follow from the cut. Everything is read within the
+//! bounds of `bounds` (names, tag files, entries, side files, decompressed size); a bundle over one is refused with
+//! one line.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -120,13 +122,16 @@ pub fn verify_with(archive: &Path, limits: &Limits) -> Result<Report, Error> {
     let mut hashing = HashingReader::new(file);
     let mut bag = Bag::default();
 
-    match read_entries(&mut hashing, limits, &budget, &mut report, &mut bag) {
-        Ok(()) => {}
+    let cut_short = match read_entries(&mut hashing, limits, &budget, &mut report, &mut bag) {
+        Ok(()) => false,
         Err(WalkError::Refused(refusal)) => return Err(Error::Refused { path: archive.to_path_buf(), refusal }),
         Err(WalkError::Corrupt(e)) => {
-            report.problem(display_name(archive), ProblemKind::Corrupt, format!("archive is truncated or corrupt: {e}"))
+            // The first cause comes first, before what the entries read until then showed.
+            let detail = format!("archive is truncated or corrupt after {} files: {e}", bag.seen.len());
+            report.problems.insert(0, Problem { path: display_name(archive), kind: ProblemKind::Corrupt, detail });
+            true
         }
-    }
+    };
     // Hash the whole file even where decoding stopped early; this reads the compressed bytes, expanding nothing.
     let _ = io::copy(&mut hashing, &mut io::sink());
     report.archive_sha256 = hashing.finish();
@@ -134,12 +139,39 @@ pub fn verify_with(archive: &Path, limits: &Limits) -> Result<Report, Error> {
     side.check(&mut report, bag.tags.get("manifest.json"));
 
     let Some(top) = bag.top else {
-        report.problem(display_name(archive), ProblemKind::Missing, "archive holds no bag directory");
+        if !cut_short {
+            report.problem(display_name(archive), ProblemKind::Missing, "archive holds no bag directory");
+        }
         return Ok(report);
     };
     report.bundle_id = Some(top.clone());
     check_bag(&mut report, &top, &bag.seen, &bag.tags);
+    if cut_short {
+        suppress_what_follows_from_the_cut(&mut report, &bag.tags);
+    }
     Ok(report)
+}
+
+/// An archive read only up to a cut holds less than its listings say: the files past the cut are missing, and,
+/// while the listings themselves (the last entries of a bundle) were not reached, every file read is unlisted.
+/// Those follow from the cut, which is reported once; what the files read before it show is kept (a hash that
+/// does not match, an unsafe entry, a duplicate).
+fn suppress_what_follows_from_the_cut(report: &mut Report, tags: &BTreeMap<String, Vec<u8>>) {
+    let listings_read =
+        ["manifest-sha256.txt", "tagmanifest-sha256.txt", "manifest.json"].iter().all(|t| tags.contains_key(*t));
+    let before = report.problems.len();
+    report.problems.retain(|p| match p.kind {
+        ProblemKind::Missing | ProblemKind::PayloadOxum => false,
+        ProblemKind::Unlisted => listings_read,
+        _ => true,
+    });
+    let suppressed = before - report.problems.len();
+    if suppressed > 0
+        && let Some(cut) = report.problems.iter_mut().find(|p| p.kind == ProblemKind::Corrupt)
+    {
+        cut.detail
+            .push_str(&format!(" ({suppressed} problems that follow from it, missing or unlisted files, not listed)"));
+    }
 }
 
 /// What the archive holds, as far as verification needs it.

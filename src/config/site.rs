@@ -349,6 +349,8 @@ pub struct Environment {
     pub out_dir: PathBuf,
     pub organization: String,
     pub caracal_home: PathBuf,
+    /// Who named `caracal_home` (`CARACAL_HOME`, or `caracal_home` in the config file); `None`: the default.
+    pub caracal_home_set_by: Option<String>,
     pub docker_dir: PathBuf,
     pub collectors_dirs: Vec<PathBuf>,
     pub vars: BTreeMap<String, String>,
@@ -409,8 +411,11 @@ impl Environment {
         env: &dyn EnvSource,
     ) -> Result<Self, ConfigError> {
         let err = |m: String| ConfigError::new(&file, m);
-        let caracal_home =
-            env.var("CARACAL_HOME").map(PathBuf::from).or(c.caracal_home).unwrap_or_else(|| default_caracal_home(env));
+        let (caracal_home, caracal_home_set_by) = match (env.var("CARACAL_HOME"), c.caracal_home) {
+            (Some(v), _) => (PathBuf::from(v), Some("CARACAL_HOME".to_string())),
+            (None, Some(p)) => (p, Some(format!("caracal_home in {}", file.display()))),
+            (None, None) => (default_caracal_home(env), None),
+        };
         let docker_dir = env
             .var("PRESERVE_DOCKER_DIR")
             .map(PathBuf::from)
@@ -523,6 +528,7 @@ impl Environment {
             out_dir,
             organization: c.organization.unwrap_or_else(|| "unspecified".into()),
             caracal_home,
+            caracal_home_set_by,
             docker_dir,
             collectors_dirs: c.collectors_dirs,
             vars,
@@ -541,6 +547,22 @@ impl Environment {
             fingerprint_key,
             redact_refs,
             env_secrets,
+        })
+    }
+
+    /// One line for a run that found nothing of Caracal's because Caracal's home is not where preserve looked:
+    /// the path, who named it, and what to do. `None` when the home exists.
+    pub fn caracal_home_hint(&self) -> Option<String> {
+        if self.caracal_home.is_dir() {
+            return None;
+        }
+        let path = self.caracal_home.display();
+        Some(match (&self.caracal_home_set_by, &self.config_file) {
+            (Some(by), _) => format!("{by} names {path}, which does not exist"),
+            (None, None) => format!("CARACAL_HOME not found ({path}): set it or pass --config"),
+            (None, Some(f)) => {
+                format!("CARACAL_HOME not found ({path}): set it, or caracal_home in {}", f.display())
+            }
         })
     }
 

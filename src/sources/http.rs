@@ -12,8 +12,10 @@ use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+mod failures;
 mod target;
 
+use failures::{Failure, Failures};
 pub use target::refused;
 
 use super::{CollectError, Collection, Outcome, Redaction, Source, Verdict};
@@ -202,6 +204,7 @@ impl Source for HttpSource {
         // Requests tried (sent or refused) and those of them that got no response: none answered is `failed`.
         let (mut tried, mut unanswered) = (0usize, 0usize);
         let mut labels_missing = std::collections::BTreeSet::new();
+        let mut failures = Failures::default();
         let bases = self.bases(&cx.env);
         for base in &bases {
             let instance = instance_name(base);
@@ -225,15 +228,18 @@ impl Source for HttpSource {
                     }
                 };
                 let auth = r.auth.unwrap_or(token.is_some()).then_some(token.as_ref()).flatten();
-                let rec =
+                let (rec, failure) =
                     fetch(&cx, &client, &url, auth.map(|t| t.expose()), timeout, max_body, &instance, &r.name).await;
                 tried += 1;
-                if let Some(e) = rec.get("error").and_then(|e| e.as_str()) {
-                    out.warn(format!("{instance} {}: {e}", r.name));
+                if let Some(f) = failure {
+                    failures.add(&failures::authority(&url), &r.name, &f);
                     unanswered += 1;
                 }
                 index.push(rec);
             }
+        }
+        for clause in failures.clauses() {
+            out.warn(cx.redact_str(&clause));
         }
         out.detail("requests", &index);
         if tried > 0 && unanswered == tried {
@@ -298,7 +304,7 @@ fn client(s: &HttpSource) -> Result<reqwest::Client, String> {
 }
 
 /// One GET: the body streamed (redacted) into `<instance>/<name>.body`, the response's metadata into
-/// `<instance>/<name>.response.json`; returns that metadata.
+/// `<instance>/<name>.response.json`; returns that metadata (with the error whole) and why the request failed.
 #[allow(clippy::too_many_arguments)]
 async fn fetch(
     cx: &Collection,
@@ -309,7 +315,7 @@ async fn fetch(
     max_body: u64,
     instance: &str,
     name: &str,
-) -> serde_json::Value {
+) -> (serde_json::Value, Option<Failure>) {
     let shown = crate::config::strip_password(url.as_str()).unwrap_or_else(|| url.to_string());
     let mut rec = json!({ "instance": instance, "name": name, "url": cx.redact_str(&shown),
                           "started_at": jiff::Timestamp::now() });
@@ -318,16 +324,18 @@ async fn fetch(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let result: Result<(), String> = async {
-        let resp = req.send().await.map_err(|e| describe(&e))?;
+    let other = |e: String| (e.clone(), Failure::Other(e));
+    let result: Result<(), (String, Failure)> = async {
+        let resp = req.send().await.map_err(|e| (describe(&e), Failure::of(&e, timeout)))?;
         rec["status"] = json!(resp.status().as_u16());
         rec["headers"] = headers(cx, resp.headers());
         rec["time_to_headers_ms"] = json!(started.elapsed().as_millis() as u64);
         let kind = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let media = if kind.is_empty() { "application/octet-stream".to_string() } else { kind };
         let body_redaction = Redaction::Text(Format::of(name, &media));
-        let mut artifact =
-            cx.artifact(&format!("{instance}/{name}.body"), &media, body_redaction).map_err(|e| e.to_string())?;
+        let mut artifact = cx
+            .artifact(&format!("{instance}/{name}.body"), &media, body_redaction)
+            .map_err(|e| other(e.to_string()))?;
         artifact.set_source(cx.redact_str(&shown));
         // A body without line ends (one JSON document) is redacted whole, up to `max_body`: its keys and values
         // are read together.
@@ -340,13 +348,19 @@ async fn fetch(
                 Err(e) => {
                     let why = format!("body interrupted after {total} bytes: {}", describe(&e));
                     artifact.abandon(&why);
-                    return Err(why);
+                    let failure = match Failure::of(&e, timeout) {
+                        Failure::Connect(c) | Failure::Other(c) => {
+                            Failure::Other(format!("body interrupted after {total} bytes: {c}"))
+                        }
+                        f => f,
+                    };
+                    return Err((why, failure));
                 }
             };
             let room = max_body.saturating_sub(total) as usize;
             let take = chunk.len().min(room);
             total += take as u64;
-            artifact.write_all(&chunk[..take]).map_err(|e| e.to_string())?;
+            artifact.write_all(&chunk[..take]).map_err(|e| other(e.to_string()))?;
             if take < chunk.len() {
                 cut = true;
                 break;
@@ -357,19 +371,22 @@ async fn fetch(
             rec["truncated"] = json!(format!("body cut at max_body ({max_body} bytes)"));
         }
         rec["body_bytes"] = json!(total);
-        artifact.flush().map_err(|e| e.to_string())?;
-        artifact.finish().map_err(|e| e.to_string())
+        artifact.flush().map_err(|e| other(e.to_string()))?;
+        artifact.finish().map_err(|e| other(e.to_string()))
     }
     .await;
     rec["elapsed_ms"] = json!(started.elapsed().as_millis() as u64);
-    if let Err(e) = result {
+    let mut failure = None;
+    if let Err((e, f)) = result {
         rec["error"] = json!(cx.redact_str(&e));
+        failure = Some(f);
     }
     let text = serde_json::to_vec_pretty(&rec).unwrap_or_default();
     if let Err(e) = cx.write_small(&format!("{instance}/{name}.response.json"), "application/json", &text) {
         rec["error"] = json!(e.to_string());
+        failure = Some(Failure::Other(e.to_string()));
     }
-    rec
+    (rec, failure)
 }
 
 /// Response headers, credentials replaced by the marker.

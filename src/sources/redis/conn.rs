@@ -81,13 +81,16 @@ pub struct Node {
     direct: Option<resp::Direct>,
     /// Reconnects made; at most one per node and run.
     pub reconnects: u32,
+    /// Whether the node answered something that is not RESP: then it is no Redis server, and what the client
+    /// says about the bytes (or the connection the other server closed) is no help to anyone.
+    pub not_redis: bool,
 }
 
 impl Node {
     pub async fn connect(info: ConnectionInfo) -> RedisResult<Self> {
         let label = label(&info);
         let conn = open(&info).await?;
-        Ok(Self { label, info, conn, direct: None, reconnects: 0 })
+        Ok(Self { label, info, conn, direct: None, reconnects: 0, not_redis: false })
     }
 
     /// Sends a read command. If the connection is lost, reconnects once (per node and run) and sends it again:
@@ -110,13 +113,17 @@ impl Node {
     /// The reply as parsed, a server's error still in it; reconnecting once as [`Node::query`] says.
     async fn send(&mut self, cmd: &redis::Cmd) -> RedisResult<Value> {
         use redis::aio::ConnectionLike;
-        match self.conn.req_packed_command(cmd).await {
-            Err(e) if is_connection_error(&e) && self.reconnects == 0 => {
-                self.reconnect().await?;
-                self.conn.req_packed_command(cmd).await
-            }
+        let reply = match self.conn.req_packed_command(cmd).await {
+            Err(e) if is_connection_error(&e) && self.reconnects == 0 => match self.reconnect().await {
+                Ok(()) => self.conn.req_packed_command(cmd).await,
+                Err(e) => Err(e),
+            },
             other => other,
+        };
+        if reply.as_ref().is_err_and(is_not_resp) {
+            self.not_redis = true;
         }
+        reply
     }
 
     /// The node's one reconnect. Whatever dropped one of its connections (a restart, `CLIENT KILL`, the network)
@@ -200,6 +207,16 @@ async fn open(info: &ConnectionInfo) -> RedisResult<MultiplexedConnection> {
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
     Client::open(info.clone())?.get_multiplexed_async_connection_with_config(&config).await
+}
+
+/// Whether the reply could not be read as RESP at all: another kind of server answered.
+pub fn is_not_resp(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Parse
+}
+
+/// What to say when `addr` answered, but not as Redis does (an HTTP server, a TLS port spoken to in plain text).
+pub fn not_redis(addr: &str) -> String {
+    format!("{addr} did not answer as a Redis server (is this Redis's port?)")
 }
 
 /// Whether an error means the connection is gone (worth one reconnect), rather than a refusal by the server.

@@ -164,9 +164,13 @@ impl Source for RedisSource {
             None => None,
         };
         let info = conn::connection_info(&cx.env, password.as_ref()).map_err(CollectError::Failed)?;
-        let mut seed = Node::connect(info)
-            .await
-            .map_err(|e| CollectError::Failed(format!("cannot connect to {}: {e}", cx.env.redis.display)))?;
+        let label = conn::label(&info);
+        let mut seed = Node::connect(info).await.map_err(|e| {
+            CollectError::Failed(match conn::is_not_resp(&e) {
+                true => conn::not_redis(&label),
+                false => format!("cannot connect to {}: {e}", cx.env.redis.display),
+            })
+        })?;
 
         let mut nodes = vec![];
         let cluster = discover(&mut seed, &mut nodes, &mut out).await;
@@ -178,6 +182,12 @@ impl Source for RedisSource {
 
         let result = self.collect_nodes(&cx, &mut nodes, &mut out).await;
         out.detail("reconnects", nodes.iter().map(|n| n.reconnects).sum::<u32>());
+        // What went wrong after another kind of server answered (a reply that does not parse, a connection it
+        // closed) all comes from that one cause.
+        let result = result.map_err(|e| match nodes.iter().find(|n| n.not_redis) {
+            Some(n) => CollectError::Failed(conn::not_redis(&n.label)),
+            None => e,
+        });
         result.map(|()| out)
     }
 }
