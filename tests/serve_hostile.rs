@@ -391,3 +391,35 @@ async fn names_taken_in_advance_neither_stop_a_snapshot_nor_cost_its_archive() {
         "nothing of theirs is touched"
     );
 }
+
+/// The sidecar checks at start what its rules' profiles will need (`preserve check`) and shows it on `/readyz`
+/// without ever making itself unready for it: here a collector whose program is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_shows_what_the_check_at_start_found() {
+    let ws = Workspace::new();
+    let dir = collectors_dir(
+        &ws,
+        "missing.toml",
+        "[[collector]]\nname = \"absent-tool\"\nkind = \"command\"\nargv = [\"no-such-program-anywhere\"]\n\n\
+         [[collector]]\nname = \"present-tool\"\nkind = \"command\"\nargv = [\"sh\", \"-c\", \"true\"]\n\n\
+         [[profile]]\nname = \"needs-tools\"\nalerts = [\"ToolAlert\"]\ncollectors = [\"absent-tool\", \"present-tool\"]\n",
+    );
+    let sidecar = Sidecar::start(&ws, &dir, "");
+    let logged = sidecar.wait_for_line("check: collector absent-tool cannot run", Duration::from_secs(20));
+    assert!(logged.contains("no-such-program-anywhere` is not installed"), "{logged}");
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let r = c.get(format!("{}/readyz", sidecar.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "a collector that cannot run never makes the sidecar unready");
+        let body = r.text().await.unwrap();
+        if !body.contains("still running") {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the check never finished: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body.starts_with("ready\n"), "{body}");
+    assert!(body.lines().any(|l| l.starts_with("check: NO") && l.contains("absent-tool")), "{body}");
+    assert!(body.lines().any(|l| l.starts_with("check: ok") && l.contains("present-tool")), "{body}");
+}
