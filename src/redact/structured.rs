@@ -612,11 +612,14 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         let mut ahead = Ahead::new(&r, input, matches!(self.format, Format::Text | Format::DockerJson));
         for line in input.split_inclusive(|b| *b == b'\n') {
             let end = start + line.len();
-            let quiet = ahead.quiet_until(end, start)
+            let nothing = ahead.quiet_until(end, start);
+            let quiet = nothing
                 && line.ends_with(b"\n")
                 && self.idle()
                 && !(self.format == Format::DockerJson && spans::is_partial_record(line));
-            let clean = if quiet { Cow::Borrowed(line) } else { self.line(line, tally) };
+            // A line the chunk's search found something in need not be searched again before it is read.
+            let found = ahead.enabled() && !nothing;
+            let clean = if quiet { Cow::Borrowed(line) } else { self.line_found(line, tally, found) };
             match (&mut out, clean) {
                 (None, Cow::Borrowed(_)) => {}
                 (None, Cow::Owned(c)) => {
@@ -645,8 +648,13 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
 
     /// Redacts one line (with or without its line end).
     pub fn line<'a>(&mut self, line: &'a [u8], tally: &Tally) -> Cow<'a, [u8]> {
+        self.line_found(line, tally, false)
+    }
+
+    /// [`TextRedactor::line`]; `found`: a fragment or known value is known to be in it.
+    fn line_found<'a>(&mut self, line: &'a [u8], tally: &Tally, found: bool) -> Cow<'a, [u8]> {
         if self.format == Format::DockerJson
-            && let Some(record) = self.docker_line(line, tally)
+            && let Some(record) = self.docker_line(line, tally, found)
         {
             return record.map_or(Cow::Borrowed(line), Cow::Owned);
         }
@@ -810,11 +818,15 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     /// A Docker json-file line: its `log` field redacted as the service's own JSON line, the line re-encoded only
     /// when something was redacted. `None` when the line is not such a record (it is then redacted as JSON text);
     /// `Some(None)` when it is one and holds nothing to redact.
-    fn docker_line(&mut self, line: &[u8], tally: &Tally) -> Option<Option<Vec<u8>>> {
+    fn docker_line(&mut self, line: &[u8], tally: &Tally, found: bool) -> Option<Option<Vec<u8>>> {
         // Cheap test first: most lines hold nothing to redact.
-        let known = self.r.known.as_ref().is_some_and(|k| k.is_match(line));
         let rules = &self.r.structured;
-        if !known && !rules.any.is_match(line) && !self.in_inner_state() && !spans::is_partial_record(line) {
+        if !found
+            && !self.r.known.as_ref().is_some_and(|k| k.is_match(line))
+            && !rules.any.is_match(line)
+            && !self.in_inner_state()
+            && !spans::is_partial_record(line)
+        {
             return Some(None);
         }
         let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
@@ -863,6 +875,10 @@ impl<'a> Ahead<'a> {
         let lower = (enabled && !redactor.structured.any.groups.is_empty()).then(|| input.to_ascii_lowercase());
         let groups = redactor.structured.any.groups.len();
         Self { redactor, input, lower, next_fragment: vec![None; groups], next_known: None }
+    }
+
+    fn enabled(&self) -> bool {
+        self.lower.is_some()
     }
 
     /// Whether nothing any rule looks for starts before `end`; `from` (the line's start) only moves forward.
