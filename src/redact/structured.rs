@@ -134,13 +134,15 @@ impl Rules {
             escaped_json_pair: regex(r#"\\"([A-Za-z0-9_.\-]{1,128})\\"\s*:\s*\\"([^"\\]*)\\""#),
             yaml: regex(r#"^(\s*(?:-\s+)?)("[^"]*"|'[^']*'|[^\s#"'\-][^:#]*?|-[^\s:#][^:#]*?)\s*:(?:\s+(.*?))?\s*$"#),
             yaml_flow_pair: regex(r#"([A-Za-z_][A-Za-z0-9_.\-]*)\s*:\s*("[^"]*"|'[^']*'|[^,}\s][^,}]*)"#),
+            // The three colon-pair rules are searched from a secret key found before a colon (`colon_edits`),
+            // anchored within two bytes of it: a search that fails there stops there, not at the line's end.
             quoted_colon_pair: regex(
-                r#"["']([A-Za-z_][A-Za-z0-9_.\-]{0,127})["']\s*:\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;}\]'"{\[][^\s,;}\]'"]*)"#,
+                r#"\A(?s:.){0,2}?["']([A-Za-z_][A-Za-z0-9_.\-]{0,127})["']\s*:\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;}\]'"{\[][^\s,;}\]'"]*)"#,
             ),
             colon_pair: regex(
-                r#"(?:^|[\s{,(\[<>;|])([A-Za-z_][A-Za-z0-9_.\-]{0,127})\s*:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;}\]'"{\[][^\s,;}\]'"]*)"#,
+                r#"\A(?s:.){0,2}?(?:^|[\s{,(\[<>;|])([A-Za-z_][A-Za-z0-9_.\-]{0,127})\s*:[ \t]+("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s,;}\]'"{\[][^\s,;}\]'"]*)"#,
             ),
-            go_field: regex(r#"(?:\{|&\{|\s)([A-Z][A-Za-z0-9_]*):([^\s{}\[\]]+)"#),
+            go_field: regex(r#"\A(?s:.){0,2}?(?:\{|&\{|\s)([A-Z][A-Za-z0-9_]*):([^\s{}\[\]]+)"#),
             data_pair: regex(
                 r#"(?i)([a-z0-9_.\-]*(?:pass|passwd|password|passphrase|pwd|secret|api_key|apikey|api-key|private_key|privatekey))(?:\\*["'])?\s*[:=]\s*(?:\\*["'])?((?:[^\s"'\\&;,}\]]|\\u[0-9a-fA-F]{4})+)"#,
             ),
@@ -835,10 +837,22 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         let clean = inner.line(log.as_bytes(), tally);
         // Docker's own fields (`stream`, `time`, `attrs`) pass the JSON rules too; the line is re-encoded, once,
         // only when something changed.
+        // Docker's own `stream` and `time`, as Docker writes them, hold nothing to redact: read only what else is there.
+        let plain = record.iter().all(|(k, v)| match (k.as_str(), v) {
+            ("stream", serde_json::Value::String(s)) => s == "stdout" || s == "stderr",
+            ("time", serde_json::Value::String(t)) => {
+                t.len() <= 40
+                    && t.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'T' | b'Z' | b':' | b'.' | b'-' | b'+'))
+            }
+            _ => false,
+        });
         let mut rest = serde_json::Value::Object(record);
-        let before = rest.clone();
-        super::redact_json(&mut rest, &self.r, tally);
-        if matches!(clean, Cow::Borrowed(_)) && rest == before {
+        let changed = !plain && {
+            let before = rest.clone();
+            super::redact_json(&mut rest, &self.r, tally);
+            rest != before
+        };
+        if matches!(clean, Cow::Borrowed(_)) && !changed {
             return Some(None);
         }
         let serde_json::Value::Object(mut record) = rest else { return None };
