@@ -209,19 +209,7 @@ impl Source for ConfigDiffSource {
             }
             return Readiness::Ready(Vec::new());
         }
-        let mut unmatched = Vec::new();
-        let mut found = false;
-        for p in &self.files {
-            let Ok(pattern) = env.expand(p) else { continue };
-            let any = glob::glob(&pattern)
-                .map(|mut paths| paths.any(|p| p.is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))))
-                .unwrap_or(false);
-            if any {
-                found = true;
-            } else {
-                unmatched.push(pattern);
-            }
-        }
+        let (found, unmatched) = crate::sources::file::unmatched_patterns(env, &self.files);
         match found {
             true => Readiness::Ready(unmatched.into_iter().map(|p| format!("no file matches {p}")).collect()),
             false if !env.caracal_home.is_dir() && self.files.iter().any(|f| f.contains("caracal_home")) => {

@@ -138,25 +138,34 @@ impl Source for FileSource {
     }
 }
 
+/// For `preserve check`: whether any of `patterns` (`${var}` expanded) matches a regular file, and those that match
+/// none, expanded.
+pub fn unmatched_patterns(env: &Environment, patterns: &[String]) -> (bool, Vec<String>) {
+    let mut found = false;
+    let mut unmatched = Vec::new();
+    for pattern in patterns {
+        let Ok(pattern) = env.expand(pattern) else { continue };
+        let any = glob::glob(&pattern)
+            .map(|mut paths| paths.any(|p| p.is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))))
+            .unwrap_or(false);
+        if any {
+            found = true;
+        } else {
+            unmatched.push(pattern);
+        }
+    }
+    (found, unmatched)
+}
+
 impl FileSource {
     /// Whether anything is there to read: a file each pattern matches, the Docker directory and a container of
     /// the selected services in it. Nothing matched at all is `Skip` when no Docker directory exists (not a
     /// Compose host) or nothing is required, else `Cannot`; some patterns matching nothing are notes.
     fn preflight_blocking(&self, env: &Environment) -> super::Readiness {
         use super::Readiness;
-        let mut found = false;
-        let mut unmatched = Vec::new();
-        for pattern in &self.paths {
-            let Ok(pattern) = env.expand(pattern) else { continue };
-            let any = glob::glob(&pattern)
-                .map(|mut paths| paths.any(|p| p.is_ok_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))))
-                .unwrap_or(false);
-            if any {
-                found = true;
-            } else {
-                unmatched.push(format!("no file matches {pattern}"));
-            }
-        }
+        let (found, unmatched) = unmatched_patterns(env, &self.paths);
+        let mut found = found;
+        let mut unmatched: Vec<String> = unmatched.into_iter().map(|p| format!("no file matches {p}")).collect();
         let mut no_docker = None;
         if let Some(select) = &self.docker {
             let dir = match select.dir.as_ref().map(|d| env.expand(d)) {
