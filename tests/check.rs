@@ -101,6 +101,11 @@ fn check_names_exactly_what_cannot_run_and_why() {
     let (mark, why) = not_ok["compose-config"];
     assert_eq!(mark, "skip", "{said}");
     assert!(why.contains("CARACAL_HOME") && why.contains("not found"), "{why}");
+    // The rendered Compose file needs compose.yml from there too: skipped as collection would skip it, whether or
+    // not `docker compose` is installed here.
+    let (mark, why) = not_ok["compose-config-rendered"];
+    assert_eq!(mark, "skip", "{said}");
+    assert!(why.contains("does not exist") || why.contains("not installed") || why.contains("cannot run"), "{why}");
     let home_line = said.lines().find(|l| l.contains("caracal_home")).unwrap();
     assert!(home_line.starts_with("WARN") && home_line.contains("set CARACAL_HOME"), "{home_line}");
     assert!(said.lines().last().unwrap().starts_with("3 of "), "{said}");

@@ -190,6 +190,13 @@ impl Source for ConfigDiffSource {
             if crate::sources::command::find_program(&program).is_none() {
                 return absent(format!("`{program}` is not installed here (not found on PATH)"));
             }
+            // As collection decides it (`run_command`): a file the program needs that is not there skips it.
+            for needed in &self.needs_files {
+                let Ok(needed) = env.expand(needed) else { continue };
+                if let missing @ Presence::Absent(_) = Presence::of_path(Path::new(&needed)) {
+                    return absent(format!("nothing to run `{program}` on: {}", missing.reason(&needed)));
+                }
+            }
             if let Some((probe, args)) = self.available_if.split_first() {
                 let probe = env.expand(probe).unwrap_or_else(|_| probe.clone());
                 let ran = tokio::time::timeout(
@@ -210,15 +217,19 @@ impl Source for ConfigDiffSource {
             return Readiness::Ready(Vec::new());
         }
         let (found, unmatched) = crate::sources::file::unmatched_patterns(env, &self.files);
+        if let Some((pattern, p)) = unmatched.iter().find(|(_, p)| !p.is_absent()) {
+            return Readiness::Cannot(p.reason(pattern));
+        }
+        // Where the first missing directory is Caracal's home (or above it), say so as the run's hint does.
+        let reason = |(pattern, p): &(String, Presence)| match (p, env.caracal_home_hint()) {
+            (Presence::Absent(missing), Some(hint)) if env.caracal_home.starts_with(missing) => hint,
+            _ => p.reason(pattern),
+        };
+        let mut reasons: Vec<String> = unmatched.iter().map(reason).collect();
+        reasons.dedup();
         match found {
-            true => Readiness::Ready(unmatched.into_iter().map(|p| format!("no file matches {p}")).collect()),
-            false if !env.caracal_home.is_dir() && self.files.iter().any(|f| f.contains("caracal_home")) => {
-                absent(format!(
-                    "CARACAL_HOME {} not found: set it, or caracal_home in the site config",
-                    env.caracal_home.display()
-                ))
-            }
-            false => absent(format!("nothing to compare: no file matches {}", unmatched.join(", "))),
+            true => Readiness::Ready(reasons),
+            false => absent(format!("nothing to compare: {}", reasons.join("; "))),
         }
     }
 

@@ -138,9 +138,9 @@ impl Source for FileSource {
     }
 }
 
-/// For `preserve check`: whether any of `patterns` (`${var}` expanded) matches a regular file, and those that match
-/// none, expanded.
-pub fn unmatched_patterns(env: &Environment, patterns: &[String]) -> (bool, Vec<String>) {
+/// For `preserve check`: whether any of `patterns` (`${var}` expanded) matches a regular file, and for each that
+/// matches none, what is there instead ([`Presence`], as collection tells absent from unreadable).
+pub fn unmatched_patterns(env: &Environment, patterns: &[String]) -> (bool, Vec<(String, Presence)>) {
     let mut found = false;
     let mut unmatched = Vec::new();
     for pattern in patterns {
@@ -151,7 +151,8 @@ pub fn unmatched_patterns(env: &Environment, patterns: &[String]) -> (bool, Vec<
         if any {
             found = true;
         } else {
-            unmatched.push(pattern);
+            let presence = Presence::of(&pattern);
+            unmatched.push((pattern, presence));
         }
     }
     (found, unmatched)
@@ -163,9 +164,12 @@ impl FileSource {
     /// Compose host) or nothing is required, else `Cannot`; some patterns matching nothing are notes.
     fn preflight_blocking(&self, env: &Environment) -> super::Readiness {
         use super::Readiness;
-        let (found, unmatched) = unmatched_patterns(env, &self.paths);
-        let mut found = found;
-        let mut unmatched: Vec<String> = unmatched.into_iter().map(|p| format!("no file matches {p}")).collect();
+        let (mut found, unmatched) = unmatched_patterns(env, &self.paths);
+        // A pattern under something that cannot be looked into is never skipped, as in collection.
+        if let Some((pattern, p)) = unmatched.iter().find(|(_, p)| !p.is_absent()) {
+            return Readiness::Cannot(p.reason(pattern));
+        }
+        let mut unmatched: Vec<String> = unmatched.iter().map(|(pattern, p)| p.reason(pattern)).collect();
         let mut no_docker = None;
         if let Some(select) = &self.docker {
             let dir = match select.dir.as_ref().map(|d| env.expand(d)) {
