@@ -52,8 +52,14 @@ impl Report {
         self.collectors.iter().filter(|c| !c.readiness.can_run())
     }
 
-    /// The report as lines for a terminal: one per site fact and per collector, then one line of totals.
+    /// The report as lines for a terminal or `/readyz`: one per site fact and per collector, then one line of
+    /// totals. A reason can hold what a server said (a Redis error, a Postgres notice), so every line is made
+    /// printable and cut to [`crate::progress::LINE`] characters; `--json` has the reasons whole.
     pub fn lines(&self) -> Vec<String> {
+        self.full_lines().iter().map(|l| crate::progress::fit(l, crate::progress::LINE)).collect()
+    }
+
+    fn full_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         let width = self.site.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &self.site {

@@ -122,3 +122,52 @@ fn check_names_exactly_what_cannot_run_and_why() {
     assert!(plan.lines().any(|l| l.contains("caracal_home:") && l.contains("not found")), "{plan}");
     assert!(!sb.root.join("evidence").exists(), "a dry run writes nothing");
 }
+
+/// Whoever answers on Redis's port writes the reason `preserve check` gives: a listener that answers every command
+/// with an error of escape sequences and 20,000 characters cannot clear the operator's screen nor flood it. Each
+/// line stays one printable line of at most 200 characters; `--json` keeps the reason whole, escaped as JSON.
+#[test]
+fn what_a_hostile_server_answers_reaches_the_check_printable_and_short() {
+    use std::io::{Read, Write};
+    let ws = support::Workspace::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let junk = format!("ERR \x1b[2J\x1b]0;owned\x07{}", "A".repeat(20_000));
+    let answer = format!("-{junk}\r\n");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(answer.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let config = ws.write("preserve.toml", format!("[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n"));
+    let check = |json: bool| {
+        let mut c = ws.preserve();
+        c.arg("check").arg("--config").arg(&config).args(["--collector", "redis-dlq"]);
+        if json {
+            c.arg("--json");
+        }
+        run(&mut c)
+    };
+    let out = check(false);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.contains("redis-dlq")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("NO"), "{line}");
+    assert!(line.contains("\\u{1b}[2J"), "the server's words are shown, escaped: {line}");
+    for l in text.lines() {
+        assert!(l.chars().count() <= 200, "{} characters: {l}", l.chars().count());
+        assert!(!l.chars().any(char::is_control), "{l:?}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&stdout(&check(true))).unwrap();
+    let whole = json.to_string();
+    assert!(whole.contains(&"A".repeat(20_000)) && whole.contains("\\u001b[2J"), "--json has the reason whole");
+}
