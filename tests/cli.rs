@@ -183,3 +183,58 @@ fn the_documented_site_configs_load() {
         assert!(plan.to_string().contains("gateway"), "{f}");
     }
 }
+
+/// Every alert of Caracal's PrometheusRule (`infra/helm/caracal/templates/prometheusrule.yaml`, group
+/// `caracal.enterprise-readiness`: 21 rules) is answered by exactly one profile, so the sidecar takes a snapshot
+/// for each and never has to choose between two.
+#[test]
+fn every_alert_of_caracals_rule_file_is_answered_by_one_profile() {
+    const CARACAL_ALERTS: [&str; 21] = [
+        "CaracalSTSOPACompileErrors",
+        "CaracalSTSPolicyBundleStale",
+        "CaracalSTSProviderRefreshErrors",
+        "CaracalSTSProviderCircuitOpen",
+        "CaracalAuditDLQNonEmpty",
+        "CaracalAuditDLQGrowth",
+        "CaracalAuditConsumerLagHigh",
+        "CaracalGatewayAuditReplayBacklogOld",
+        "CaracalSTSAuditReplayBacklogOld",
+        "CaracalGatewayAuditEvidenceLost",
+        "CaracalSTSAuditEvidenceLost",
+        "CaracalAuditTamperDetected",
+        "CaracalAPIOutboxDeadMessages",
+        "CaracalAPIOutboxPendingOldest",
+        "CaracalGatewaySTSExchangeErrors",
+        "CaracalGatewaySTSCircuitOpen",
+        "CaracalGatewayRevocationSnapshotStale",
+        "CaracalGatewayRevocationPropagationLag",
+        "CaracalGatewayRevocationReloadErrors",
+        "CaracalPostgresPoolSaturation",
+        "CaracalReadinessFlapping",
+    ];
+    let ws = Workspace::new();
+    let out = run(ws.preserve().args(["list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let profiles = list["profiles"].as_array().unwrap();
+    let collectors: Vec<&str> =
+        list["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let answers = |alert: &str, profile: &serde_json::Value| {
+        profile["alerts"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).any(|a| match a.strip_suffix('*') {
+            Some(prefix) => alert.starts_with(prefix),
+            None => a == alert,
+        })
+    };
+    for alert in CARACAL_ALERTS {
+        let by: Vec<&str> =
+            profiles.iter().filter(|p| answers(alert, p)).map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(by.len(), 1, "{alert} is answered by {by:?}");
+    }
+    // Each profile that answers an alert takes the alert's context and only collectors that exist.
+    for p in profiles.iter().filter(|p| !p["alerts"].as_array().unwrap().is_empty()) {
+        let cs: Vec<&str> = p["collectors"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(cs.first(), Some(&"alertmanager-alerts"), "{}", p["name"]);
+        for c in cs {
+            assert!(collectors.contains(&c), "{} names {c}, which does not exist", p["name"]);
+        }
+    }
+}
