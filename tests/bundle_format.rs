@@ -172,3 +172,63 @@ fn tar_headers_are_normalized_and_payload_hashes_reproducible() {
     assert_eq!(hashes(&first), hashes(&second), "same inputs, same payload hashes");
     assert_eq!(hashes(&first).len(), 3);
 }
+
+/// Artifacts whose staged frame is big (appended by the kernel while the archive's hash is read apart) and small
+/// ones, side by side: the archive's `.sha256` is the hash of its bytes, standard tools unpack every artifact to
+/// exactly what was collected, and `verify` finds it intact.
+#[test]
+fn big_staged_frames_are_appended_whole_and_hashed_exactly() {
+    let ws = Workspace::new();
+    // Text that does not compress (a staged frame of several MiB), as base64 of a hash chain.
+    let mut text = String::new();
+    let mut h = [0u8; 32];
+    while text.len() < 6 << 20 {
+        h = sha2_like(&h);
+        text.push_str(&hex_line(&h));
+    }
+    ws.write("big/a.log", &text);
+    ws.write("big/b.log", &text[..1 << 20]);
+    ws.write("big/c.txt", "small\n");
+    let dir = collectors_dir(
+        &ws,
+        "t.toml",
+        &format!(
+            "[[collector]]\nname = \"evidence-files\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/big/*\"]\n",
+            ws.path().display()
+        ),
+    );
+    let bundle = snapshot(&ws, &dir);
+    let archive = std::fs::read(&bundle).unwrap();
+    let side = std::fs::read_to_string(format!("{}.sha256", bundle.display())).unwrap();
+    let sum = Command::new("sha256sum").arg(&bundle).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
+    assert!(side.starts_with(&sum), "{side} against {sum} ({} bytes)", archive.len());
+    let into = ws.path().join("unpacked");
+    let bag = unpack(&bundle, &into);
+    let found: Vec<_> = files_below(&bag.join("data/evidence-files")).into_iter().map(|(p, _)| p).collect();
+    let find = |suffix: &str| found.iter().find(|p| p.ends_with(suffix)).unwrap().clone();
+    assert_eq!(std::fs::read_to_string(find("a.log")).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(find("b.log")).unwrap(), text[..1 << 20]);
+    assert_eq!(std::fs::read_to_string(find("c.txt")).unwrap(), "small\n");
+    let out = run(ws.preserve().arg("verify").arg(&bundle));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+/// A cheap, deterministic byte mixer for incompressible test text (not a hash anyone relies on).
+fn sha2_like(prev: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut x: u64 = prev.iter().fold(0xcbf29ce484222325, |a, b| (a ^ *b as u64).wrapping_mul(0x100000001b3));
+    for b in out.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    out
+}
+
+fn hex_line(h: &[u8; 32]) -> String {
+    let mut s: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    s.push('\n');
+    s
+}
