@@ -14,35 +14,28 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
-    bundle::{
-        bounds::{Limits, printable},
-        verify,
-    },
+    bundle::{bounds::Limits, verify},
     config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::{self, Progress},
     redact::FingerprintKey,
+    render,
     runner::Stop,
     serve,
     snapshot::{self, Request},
-    sources,
 };
 
 /// What became of stdout: 0 open, 1 closed by its reader (`preserve list | head -1`), 2 failed otherwise.
 static STDOUT: AtomicU8 = AtomicU8::new(0);
 
-/// `println!` for everything the commands print on stdout. A reader that closed the pipe ends the output quietly,
-/// as ripgrep does (the command still finishes and exits with its own code); any other write error is said once
-/// and makes the exit code 1.
-macro_rules! out {
-    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
-}
-
-fn emit(args: std::fmt::Arguments) {
+/// Writes what a command prints on stdout (rendered by `preserve::render`, each line ending in a newline). A
+/// reader that closed the pipe ends the output quietly, as ripgrep does (the command still finishes and exits with
+/// its own code); any other write error is said once and makes the exit code 1.
+fn show(what: impl std::fmt::Display) {
     if STDOUT.load(Ordering::Relaxed) != 0 {
         return;
     }
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+    if let Err(e) = write!(stdout, "{what}").and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             STDOUT.store(1, Ordering::Relaxed);
         } else {
@@ -50,6 +43,11 @@ fn emit(args: std::fmt::Arguments) {
             eprintln!("preserve: error: cannot write to stdout: {e}");
         }
     }
+}
+
+/// `--json` output: pretty, ending in a newline.
+fn show_json(value: &impl serde::Serialize) {
+    show(format_args!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
 }
 
 #[derive(Parser)]
@@ -327,11 +325,10 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
         Err(e) => return fail(2, &e.to_string()),
     };
     if args.dry_run {
-        let summary = plan.summary(&env);
         if args.json {
-            out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            show_json(&plan.summary(&env));
         } else {
-            print_plan(&plan, &env);
+            show(render::Plan { plan: &plan, env: &env, site: &preserve::check::site(&env) });
         }
         return 0;
     }
@@ -358,29 +355,9 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
     match result {
         Ok(outcome) => {
             if args.json {
-                let collectors: Vec<_> = outcome
-                    .manifest
-                    .collectors
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "name": c.name, "status": c.status, "error": c.error,
-                            "bytes": c.artifacts.iter().map(|a| a.bytes).sum::<u64>(),
-                            "records": c.artifacts.iter().filter_map(|a| a.records).sum::<u64>(),
-                        })
-                    })
-                    .collect();
-                let summary = serde_json::json!({
-                    "bundle": outcome.bundle.archive,
-                    "sha256": outcome.bundle.sha256,
-                    "bytes": outcome.bundle.bytes,
-                    "bundle_id": outcome.manifest.bundle_id,
-                    "status": outcome.manifest.status,
-                    "collectors": collectors,
-                });
-                out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+                show_json(&render::snapshot_json(&outcome));
             } else {
-                out!("{}", outcome.bundle.archive.display());
+                show(format_args!("{}\n", outcome.bundle.archive.display()));
                 // Each error was said as its collector ended, unless progress was not shown.
                 let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
                 for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors)
@@ -435,32 +412,6 @@ fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) 
     }
 }
 
-fn print_plan(plan: &snapshot::Plan, env: &Environment) {
-    let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    out!("profile: {}", plan.profile_label);
-    out!("window:  {} .. {}", w(plan.window.since), w(plan.window.until));
-    let alerts: Vec<&str> = plan.trigger.alerts.iter().map(|a| a.name().unwrap_or("?")).collect();
-    if alerts.is_empty() {
-        out!("trigger: the command line (no alert)");
-    } else {
-        out!("trigger: {} alert(s): {}", alerts.len(), printable(&alerts.join(", ")));
-    }
-    out!("output:  {}", env.out_dir.display());
-    out!("collectors:");
-    let nw = plan.collectors.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
-    let kw = plan.collectors.iter().map(|c| c.kind.chars().count()).max().unwrap_or(0);
-    for c in &plan.collectors {
-        out!("  {:<nw$}  {:<kw$}  timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
-    }
-    let warnings: Vec<_> = preserve::check::site(env).into_iter().filter(|s| !s.ok).collect();
-    if !warnings.is_empty() {
-        out!("warnings (`preserve check` also asks each collector's servers):");
-        for s in warnings {
-            out!("  {}: {}", s.name, s.detail);
-        }
-    }
-}
-
 fn check_cmd(
     profiles: Vec<String>,
     collectors: Vec<String>,
@@ -488,11 +439,9 @@ fn check_cmd(
     let report = runtime.block_on(preserve::check::run(&env, &plan.collectors));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if json {
-        out!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        show_json(&report);
     } else {
-        for line in report.lines() {
-            out!("{}", printable(&line));
-        }
+        show(render::Readiness(&report));
     }
     if report.all_can_run() { 0 } else { 3 }
 }
@@ -503,21 +452,9 @@ fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         Err(e) => return fail(1, &e.to_string()),
     };
     if json {
-        out!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    } else if report.intact() {
-        out!(
-            "intact: {} ({} payload files, {} bytes; archive sha256 {}{})",
-            report.bundle_id.as_deref().unwrap_or("?"),
-            report.payload_files,
-            report.payload_bytes,
-            report.archive_sha256,
-            if report.archive_hash_checked { ", matches .sha256" } else { ", no .sha256 beside it" }
-        );
+        show_json(&report);
     } else {
-        out!("NOT INTACT: {}", bundle.display());
-        for p in &report.problems {
-            out!("  {p}");
-        }
+        show(render::Verified { bundle, report: &report });
     }
     if report.intact() { 0 } else { 1 }
 }
@@ -528,48 +465,9 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
         Err(e) => return fail(1, &e.to_string()),
     };
     if json {
-        out!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
-        return 0;
-    }
-    let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    // The manifest is the bundle author's text: shown with its control characters escaped, so it cannot steer the
-    // terminal or forge lines.
-    let p = |s: &str| printable(s);
-    out!("bundle:   {}", p(&m.bundle_id));
-    out!("status:   {}", m.status.as_str());
-    out!("profile:  {}", p(&m.profile));
-    out!("host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version));
-    out!("taken:    {} .. {}", m.created_at, m.finished_at);
-    out!("window:   {} .. {}", w(m.window.since), w(m.window.until));
-    out!(
-        "trigger:  {}",
-        serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-    );
-    for a in &m.trigger.alerts {
-        out!("  alert {} {:?}", p(a.name().unwrap_or("?")), a.labels);
-    }
-    out!("collectors:");
-    for c in &m.collectors {
-        let bytes: u64 = c.artifacts.iter().map(|a| a.bytes).sum();
-        let records: u64 = c.artifacts.iter().filter_map(|a| a.records).sum();
-        let redacted: u64 = c.redactions.iter().map(|r| r.count).sum();
-        out!(
-            "  {:<24} {:<8} {:>10} {:>9} records {:>4} files {:>6} ms{}{}",
-            p(&c.name),
-            c.status.as_str(),
-            bytesize::ByteSize::b(bytes).display().iec().to_string(),
-            records,
-            c.artifacts.len(),
-            c.duration_ms,
-            if redacted > 0 { format!(", {redacted} redacted") } else { String::new() },
-            c.error.as_ref().map(|e| format!("\n      {}", p(e))).unwrap_or_default()
-        );
-    }
-    if !m.findings.is_empty() {
-        out!("findings:");
-        for f in &m.findings {
-            out!("  [{:?}] {} {}: {}", f.severity, p(&f.collector), p(&f.code), p(&f.summary));
-        }
+        show_json(&m);
+    } else {
+        show(render::Inspect(&m));
     }
     0
 }
@@ -604,18 +502,9 @@ fn fingerprint_cmd(
             Err(e) => return fail(2, &e.to_string()),
         };
     if json {
-        out!("{}", serde_json::to_string_pretty(&checked).unwrap_or_default());
+        show_json(&checked);
     } else {
-        for c in &checked {
-            match &c.matches {
-                None => out!("line {}: {}", c.line, c.marker),
-                Some(m) if m.is_empty() => out!("line {}: {}  no match", c.line, c.marker),
-                Some(m) => {
-                    let places: Vec<_> = m.iter().map(ToString::to_string).collect();
-                    out!("line {}: {}  MATCH: {}", c.line, c.marker, places.join("; "));
-                }
-            }
-        }
+        show(render::Fingerprints(&checked));
     }
     let matched = checked.iter().any(|c| c.matches.as_ref().is_none_or(|m| !m.is_empty()));
     if manifest.is_some() && !matched { 1 } else { 0 }
@@ -627,34 +516,9 @@ fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
         Err(e) => return fail(2, &e),
     };
     if json {
-        let v = serde_json::json!({
-            "profiles": catalog.profiles.values().map(|p| serde_json::json!({"name": p.name, "description": p.description, "alerts": p.alerts, "window": p.window.map(|w| w.to_string()), "collectors": catalog.profile_collectors(p).iter().map(|c| &c.name).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-            "collectors": catalog.collectors.values().map(|c| serde_json::json!({"name": c.name, "kind": c.kind, "description": c.description, "defined_at": c.origin.to_string()})).collect::<Vec<_>>(),
-            "kinds": sources::KINDS.iter().map(|k| serde_json::json!({"name": k.name, "summary": k.summary})).collect::<Vec<_>>(),
-        });
-        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return 0;
-    }
-    // Columns as wide as their longest entry: a site's own collector names may be longer than the built-in ones.
-    let width = |names: &mut dyn Iterator<Item = usize>| names.max().unwrap_or(0);
-    let pw = width(&mut catalog.profiles.values().map(|p| p.name.chars().count()));
-    out!("Profiles:");
-    for p in catalog.profiles.values() {
-        out!("  {:<pw$}  {}", p.name, p.description);
-        if !p.alerts.is_empty() {
-            out!("  {:<pw$}  alerts: {}", "", p.alerts.join(", "));
-        }
-        if let Some(w) = p.window {
-            out!("  {:<pw$}  window: {w:#}", "");
-        }
-        let names: Vec<_> = catalog.profile_collectors(p).iter().map(|c| c.name.clone()).collect();
-        out!("  {:<pw$}  collectors: {}", "", names.join(", "));
-    }
-    let cw = width(&mut catalog.collectors.values().map(|c| c.name.chars().count()));
-    let kw = width(&mut catalog.collectors.values().map(|c| c.kind.chars().count()));
-    out!("\nCollectors:");
-    for c in catalog.collectors.values() {
-        out!("  {:<cw$}  {:<kw$}  {}", c.name, c.kind, c.description);
+        show_json(&render::list_json(&catalog));
+    } else {
+        show(render::List(&catalog));
     }
     0
 }
