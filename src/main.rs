@@ -117,7 +117,8 @@ enum Command {
     /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
     #[command(after_help = "Examples:\n  \
         PRESERVE_SERVE_TOKEN=file:/etc/preserve/serve-token preserve serve --config preserve.toml\n  \
-        preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n\n\
+        preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n  \
+        preserve serve --log-format json   # JSON lines on stderr, for a log shipper\n\n\
         Endpoints: POST /alertmanager (webhook v4, Authorization: Bearer <token>),\n\
         GET /healthz, /readyz, /metrics (Prometheus), /snapshots (recent snapshots).\n\
         Rules, cooldown, queue, concurrency, retention and the shutdown grace period are\n\
@@ -134,6 +135,10 @@ enum Command {
         /// Output directory for bundles (overrides the config and $PRESERVE_OUT).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// The log on stderr: `text` lines, or `json` lines (one object per event, its fields as keys) for a log
+        /// shipper.
+        #[arg(long, value_enum, value_name = "FORMAT", env = "PRESERVE_LOG_FORMAT", default_value_t)]
+        log_format: serve::log::LogFormat,
     },
     /// Check candidate secret values against a bundle's markers, with the site's fingerprint key.
     #[command(after_help = "Reads candidate values from stdin, one per line (never from the command line, where `ps` \
@@ -273,7 +278,13 @@ fn main() -> ExitCode {
     // A panic's message may quote the data being processed; say where, never what.
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("preserve: internal error at {at} (recorded in the manifest when inside a collector)");
+        let said = "(recorded in the manifest when inside a collector)";
+        // The sidecar's log may be JSON lines, which a line of text would break.
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!(at, "internal error at {at} {said}");
+        } else {
+            eprintln!("preserve: internal error at {at} {said}");
+        }
     }));
     // TLS (rediss://, Postgres sslmode) with ring, whichever library asks for rustls' process-wide default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -286,7 +297,7 @@ fn main() -> ExitCode {
         Command::Check { profiles, collectors, config, out, json } => {
             check_cmd(profiles, collectors, &config, out, json)
         }
-        Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
+        Command::Serve { config, listen, out, log_format } => serve_cmd(&config, listen, out, log_format),
         Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
     };
     // Output a reader stopped taking is no error; output that could not be written is.
@@ -384,7 +395,13 @@ async fn watch_signals(stop: Stop) {
     stop.stop(format!("{name} received"));
 }
 
-fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) -> u8 {
+fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>, log: serve::log::LogFormat) -> u8 {
+    serve::log::init(log);
+    // Said in the log's format, as `preserve: error: ...` in text.
+    let fail = |code: u8, message: &str| {
+        tracing::error!(exit_code = code, "error: {message}");
+        code
+    };
     let (mut env, catalog) = match load(config) {
         Ok(x) => x,
         Err(e) => return fail(2, &e),

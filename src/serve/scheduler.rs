@@ -207,7 +207,7 @@ impl Scheduler {
             state: Mutex::new(state),
             wake: Notify::new(),
             stop: Stop::default(),
-            progress: Progress::lines(),
+            progress: Progress::log(),
             preflight: Default::default(),
         })
     }
@@ -223,15 +223,15 @@ impl Scheduler {
             Ok(plan) => {
                 let report = crate::check::run(&self.env, &plan.collectors).await;
                 for s in report.site.iter().filter(|s| !s.ok) {
-                    eprintln!("preserve serve: check: {}: {}", s.name, s.detail);
+                    tracing::warn!(check = s.name, "check: {}: {}", s.name, s.detail);
                 }
                 for c in report.cannot() {
                     if let crate::sources::Readiness::Cannot(why) = &c.readiness {
-                        eprintln!("preserve serve: check: collector {} cannot run: {why}", c.name);
+                        tracing::warn!(collector = %c.name, "check: collector {} cannot run: {why}", c.name);
                     }
                 }
                 let lines = report.lines();
-                eprintln!("preserve serve: check: {}", lines.last().map(String::as_str).unwrap_or_default());
+                tracing::info!("check: {}", lines.last().map(String::as_str).unwrap_or_default());
                 lines
             }
             Err(e) => vec![format!("the check could not plan the rules' profiles: {e}")],
@@ -266,10 +266,8 @@ impl Scheduler {
             if alert.status.as_deref() == Some("resolved") {
                 self.metrics.ignored("resolved");
                 d.reason = Some("resolved".into());
-                eprintln!(
-                    "preserve serve: alert {} resolved: recorded, no snapshot",
-                    d.alertname.as_deref().unwrap_or("?")
-                );
+                let alert = d.alertname.as_deref().unwrap_or("?");
+                tracing::info!(alert, "alert {alert} resolved: recorded, no snapshot");
                 out.alerts.push(d);
                 continue;
             }
@@ -343,9 +341,14 @@ impl Scheduler {
                     st.history.remove(finished.unwrap_or(0));
                 }
                 d.disposition = "queued";
-                eprintln!(
-                    "preserve serve: alert {} -> {profile} ({}): snapshot {id} queued",
-                    d.alertname.as_deref().unwrap_or("?"),
+                let alert = d.alertname.as_deref().unwrap_or("?");
+                tracing::info!(
+                    alert,
+                    profile,
+                    rule = %rule.origin,
+                    snapshot = id,
+                    status = "queued",
+                    "alert {alert} -> {profile} ({}): snapshot {id} queued",
                     rule.origin
                 );
                 Some(id)
@@ -447,7 +450,17 @@ impl Scheduler {
                 self.metrics.snapshots.get_or_create(&labels(status)).inc();
                 self.metrics.bytes_written.inc_by(o.bundle.bytes);
                 self.metrics.last_success.set(Timestamp::now().as_millisecond() as f64 / 1000.0);
-                eprintln!("preserve serve: snapshot {} {status}: {}", q.id, o.bundle.archive.display());
+                tracing::info!(
+                    snapshot = q.id,
+                    profile = q.profile,
+                    status,
+                    archive = %o.bundle.archive.display(),
+                    sha256 = o.bundle.sha256,
+                    bytes = o.bundle.bytes,
+                    "snapshot {} {status}: {}",
+                    q.id,
+                    o.bundle.archive.display()
+                );
                 status
             }
             Err(e) => {
@@ -456,7 +469,14 @@ impl Scheduler {
                 // alert) takes a new snapshot instead of being deduplicated to this failure.
                 st.answered.forget_snapshot(&q.id);
                 self.metrics.alerts_remembered.set(st.answered.len() as i64);
-                eprintln!("preserve serve: snapshot {} failed, its alerts may take a new one: {e}", q.id);
+                tracing::error!(
+                    snapshot = q.id,
+                    profile = q.profile,
+                    status = "failed",
+                    error = %e,
+                    "snapshot {} failed, its alerts may take a new one: {e}",
+                    q.id
+                );
                 "failed"
             }
         };
@@ -477,7 +497,14 @@ impl Scheduler {
             }
         }
         if !stranded.is_empty() {
-            eprintln!("preserve serve: snapshot {} ended before {} late alert(s) could join it", q.id, stranded.len());
+            tracing::warn!(
+                snapshot = q.id,
+                profile = q.profile,
+                alerts = stranded.len(),
+                "snapshot {} ended before {} late alert(s) could join it",
+                q.id,
+                stranded.len()
+            );
         }
         self.metrics.running.set(st.running.len() as i64);
         drop(st);
@@ -508,13 +535,21 @@ impl Scheduler {
             Ok(deleted) => {
                 for d in deleted {
                     self.metrics.bundles_deleted.inc();
-                    eprintln!(
-                        "preserve serve: retention: deleted {} ({} bytes): {}",
-                        d.bundle.id, d.bundle.bytes, d.why
+                    tracing::info!(
+                        snapshot = d.bundle.id,
+                        bytes = d.bundle.bytes,
+                        "retention: deleted {} ({} bytes): {}",
+                        d.bundle.id,
+                        d.bundle.bytes,
+                        d.why
                     );
                 }
             }
-            Err(e) => eprintln!("preserve serve: retention: cannot list {}: {e}", self.env.out_dir.display()),
+            Err(e) => tracing::warn!(
+                out_dir = %self.env.out_dir.display(),
+                "retention: cannot list {}: {e}",
+                self.env.out_dir.display()
+            ),
         }
     }
 
@@ -533,7 +568,14 @@ impl Scheduler {
             st.accepting = false;
             let cancelled: Vec<Queued> = st.queue.drain(..).collect();
             for q in cancelled {
-                eprintln!("preserve serve: {why}: snapshot {} of {} cancelled before it started", q.id, q.profile);
+                tracing::info!(
+                    snapshot = q.id,
+                    profile = q.profile,
+                    status = "cancelled",
+                    "{why}: snapshot {} of {} cancelled before it started",
+                    q.id,
+                    q.profile
+                );
                 if let Some(r) = st.record(&q.id) {
                     r.status = "cancelled";
                     r.finished_at = Some(Timestamp::now());
@@ -553,7 +595,7 @@ impl Scheduler {
                 return false;
             }
             if !stopped && begun.elapsed() >= grace / 2 {
-                eprintln!("preserve serve: {why}: stopping running snapshots; they are written as partial bundles");
+                tracing::warn!("{why}: stopping running snapshots; they are written as partial bundles");
                 self.stop.stop(format!("{why}, grace period half over"));
                 stopped = true;
             }
