@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
     bundle::{bounds::Limits, verify},
-    config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
+    config::{Catalog, ConfigError, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::{self, Progress},
     redact::FingerprintKey,
     render,
@@ -233,8 +233,13 @@ impl LimitArgs {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("not a size like `500MiB` or `2GB`: {e}"))
+/// A `--max-bytes` that is not a size; bytesize says why.
+#[derive(Debug, thiserror::Error)]
+#[error("not a size like `500MiB` or `2GB`: {0}")]
+struct NotASize(String);
+
+fn parse_size(s: &str) -> Result<u64, NotASize> {
+    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(NotASize)
 }
 
 #[derive(Args)]
@@ -305,16 +310,16 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-fn load(config: &ConfigArgs) -> Result<(Environment, Catalog), String> {
-    let env = Environment::load(config.config.as_deref(), &ProcessEnv).map_err(|e| e.to_string())?;
-    let catalog = Catalog::load(&env, &config.collectors_dirs).map_err(|e| e.to_string())?;
+fn load(config: &ConfigArgs) -> Result<(Environment, Catalog), ConfigError> {
+    let env = Environment::load(config.config.as_deref(), &ProcessEnv)?;
+    let catalog = Catalog::load(&env, &config.collectors_dirs)?;
     Ok((env, catalog))
 }
 
 fn snapshot_cmd(args: SnapshotArgs) -> u8 {
     let (mut env, catalog) = match load(&args.config) {
         Ok(x) => x,
-        Err(e) => return fail(2, &e),
+        Err(e) => return fail(2, &e.to_string()),
     };
     if let Some(out) = &args.out {
         env.out_dir = out.clone();
@@ -404,7 +409,7 @@ fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>, 
     };
     let (mut env, catalog) = match load(config) {
         Ok(x) => x,
-        Err(e) => return fail(2, &e),
+        Err(e) => return fail(2, &e.to_string()),
     };
     if let Some(l) = listen {
         env.listen = l;
@@ -438,7 +443,7 @@ fn check_cmd(
 ) -> u8 {
     let (mut env, catalog) = match load(config) {
         Ok(x) => x,
-        Err(e) => return fail(2, &e),
+        Err(e) => return fail(2, &e.to_string()),
     };
     if let Some(out) = out {
         env.out_dir = out;
@@ -530,7 +535,7 @@ fn fingerprint_cmd(
 fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
     let (_env, catalog) = match load(config) {
         Ok(x) => x,
-        Err(e) => return fail(2, &e),
+        Err(e) => return fail(2, &e.to_string()),
     };
     if json {
         show_json(&render::list_json(&catalog));

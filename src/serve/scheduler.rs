@@ -103,6 +103,20 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// Why a sidecar's snapshot wrote no bundle; shown as the run's `error` and logged.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Plan(#[from] snapshot::PlanError),
+    #[error(transparent)]
+    Secrets(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    /// A panic's message, when it had one.
+    #[error("snapshot panicked: {0}")]
+    Panicked(String),
+}
+
 struct Queued {
     id: String,
     profile: String,
@@ -430,12 +444,11 @@ impl Scheduler {
         // concurrency 1, every snapshot) forever.
         let result = match std::panic::AssertUnwindSafe(self.snapshot(&q, late.clone())).catch_unwind().await {
             Ok(r) => r,
-            Err(p) => Err(format!(
-                "snapshot panicked: {}",
+            Err(p) => Err(RunError::Panicked(
                 p.downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
             )),
         };
         // A run that failed before writing its manifest still closes its list: later alerts get a new snapshot.
@@ -493,7 +506,7 @@ impl Scheduler {
                     r.sha256 = Some(o.bundle.sha256.clone());
                     r.bytes = Some(o.bundle.bytes);
                 }
-                Err(e) => r.error = Some(shown(e, SHOWN_ERROR_BYTES)),
+                Err(e) => r.error = Some(shown(&e.to_string(), SHOWN_ERROR_BYTES)),
             }
         }
         if !stranded.is_empty() {
@@ -512,20 +525,19 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    async fn snapshot(&self, q: &Queued, late: LateAlerts) -> Result<snapshot::Outcome, String> {
+    async fn snapshot(&self, q: &Queued, late: LateAlerts) -> Result<snapshot::Outcome, RunError> {
         let request = Request {
             profiles: vec![q.profile.clone()],
             alerts: q.alerts.clone(),
             trigger: Some(TriggerKind::Alert),
             ..Request::default()
         };
-        let mut plan =
-            snapshot::plan(&self.env, &self.catalog, &request, Timestamp::now()).map_err(|e| e.to_string())?;
+        let mut plan = snapshot::plan(&self.env, &self.catalog, &request, Timestamp::now())?;
         plan.bundle_id = Some(q.id.clone());
         plan.late_alerts = late;
-        let secrets = snapshot::resolve_secrets(&self.env, &plan).map_err(|e| e.to_string())?;
+        let secrets = snapshot::resolve_secrets(&self.env, &plan)?;
         self.prune();
-        snapshot::execute(plan, self.env.clone(), secrets, &self.stop, &self.progress).await.map_err(|e| e.to_string())
+        Ok(snapshot::execute(plan, self.env.clone(), secrets, &self.stop, &self.progress).await?)
     }
 
     /// Applies retention, sparing the bundles of running snapshots.
