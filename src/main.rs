@@ -45,6 +45,16 @@ fn show(what: impl std::fmt::Display) {
     }
 }
 
+/// Says `preserve: <message>` on stderr; in the sidecar's log once there is one, which may be JSON lines that a line
+/// of text would break (`serve::log` writes the same text line).
+fn say(message: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("preserve: {message}");
+    }
+}
+
 /// `--json` output: pretty, ending in a newline.
 fn show_json(value: &impl serde::Serialize) {
     show(format_args!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
@@ -283,18 +293,12 @@ fn main() -> ExitCode {
     // A panic's message may quote the data being processed; say where, never what.
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        let said = "(recorded in the manifest when inside a collector)";
-        // The sidecar's log may be JSON lines, which a line of text would break.
-        if tracing::dispatcher::has_been_set() {
-            tracing::error!(at, "internal error at {at} {said}");
-        } else {
-            eprintln!("preserve: internal error at {at} {said}");
-        }
+        say(&format!("internal error at {at} (recorded in the manifest when inside a collector)"));
     }));
     // TLS (rediss://, Postgres sslmode) with ring, whichever library asks for rustls' process-wide default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let code = match cli.command {
+    let result = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
         Command::Verify { bundle, json, limits } => verify_cmd(&bundle, json, &limits.limits()),
         Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
@@ -305,6 +309,10 @@ fn main() -> ExitCode {
         Command::Serve { config, listen, out, log_format } => serve_cmd(&config, listen, out, log_format),
         Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
     };
+    let code = result.unwrap_or_else(|f| {
+        say(&format!("error: {}", f.message));
+        f.code
+    });
     // Output a reader stopped taking is no error; output that could not be written is.
     let code = if STDOUT.load(Ordering::Relaxed) == 2 && code == 0 { 1 } else { code };
     ExitCode::from(code)
@@ -316,18 +324,37 @@ fn load(config: &ConfigArgs) -> Result<(Environment, Catalog), ConfigError> {
     Ok((env, catalog))
 }
 
-fn snapshot_cmd(args: SnapshotArgs) -> u8 {
-    let (mut env, catalog) = match load(&args.config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+/// A command that could not do its work: what it says, and its exit code (`2` for what the operator must fix before
+/// anything is tried, `1` otherwise).
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+/// Turns a library error into the command's [`Failure`], its text unchanged.
+trait OrExit<T> {
+    fn or_exit(self, code: u8) -> Result<T, Failure>;
+}
+
+impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
+    fn or_exit(self, code: u8) -> Result<T, Failure> {
+        self.map_err(|e| Failure { code, message: e.to_string() })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure { code: 1, message: format!("cannot start the runtime: {e}") })
+}
+
+fn snapshot_cmd(args: SnapshotArgs) -> Result<u8, Failure> {
+    let (mut env, catalog) = load(&args.config).or_exit(2)?;
     if let Some(out) = &args.out {
         env.out_dir = out.clone();
     }
-    let alerts = match args.alert.as_deref().map(alert::read_alerts).transpose() {
-        Ok(a) => a.unwrap_or_default(),
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let alerts = args.alert.as_deref().map(alert::read_alerts).transpose().or_exit(2)?.unwrap_or_default();
     let request = Request {
         profiles: args.profiles.clone(),
         collectors: args.collectors.clone(),
@@ -336,27 +363,18 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
         alerts,
         trigger: None,
     };
-    let plan = match snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()) {
-        Ok(p) => p,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let plan = snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()).or_exit(2)?;
     if args.dry_run {
         if args.json {
             show_json(&plan.summary(&env));
         } else {
             show(render::Plan { plan: &plan, env: &env, site: &preserve::check::site(&env) });
         }
-        return 0;
+        return Ok(0);
     }
-    let secrets = match snapshot::resolve_secrets(&env, &plan) {
-        Ok(s) => s,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let secrets = snapshot::resolve_secrets(&env, &plan).or_exit(2)?;
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
-    };
+    let runtime = runtime()?;
     let progress = Progress::new(args.quiet || args.json).verbose(args.verbose);
     let hint = env.caracal_home_hint();
     let stop = Stop::default();
@@ -368,23 +386,18 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
     });
     // Abandoned blocking readers (a collector cut off mid-read) must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(outcome) => {
-            if args.json {
-                show_json(&render::snapshot_json(&outcome));
-            } else {
-                show(format_args!("{}\n", outcome.bundle.archive.display()));
-                // Each error was said as its collector ended, unless progress was not shown.
-                let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
-                for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors)
-                {
-                    eprintln!("{line}");
-                }
-            }
-            outcome.exit_code() as u8
+    let outcome = result.or_exit(1)?;
+    if args.json {
+        show_json(&render::snapshot_json(&outcome));
+    } else {
+        show(format_args!("{}\n", outcome.bundle.archive.display()));
+        // Each error was said as its collector ended, unless progress was not shown.
+        let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
+        for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors) {
+            eprintln!("{line}");
         }
-        Err(e) => fail(1, &e.to_string()),
     }
+    Ok(outcome.exit_code() as u8)
 }
 
 async fn watch_signals(stop: Stop) {
@@ -400,37 +413,28 @@ async fn watch_signals(stop: Stop) {
     stop.stop(format!("{name} received"));
 }
 
-fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>, log: serve::log::LogFormat) -> u8 {
+fn serve_cmd(
+    config: &ConfigArgs,
+    listen: Option<String>,
+    out: Option<PathBuf>,
+    log: serve::log::LogFormat,
+) -> Result<u8, Failure> {
     serve::log::init(log);
-    // Said in the log's format, as `preserve: error: ...` in text.
-    let fail = |code: u8, message: &str| {
-        tracing::error!(exit_code = code, "error: {message}");
-        code
-    };
-    let (mut env, catalog) = match load(config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let (mut env, catalog) = load(config).or_exit(2)?;
     if let Some(l) = listen {
         env.listen = l;
     }
     if let Some(o) = out {
         env.out_dir = o;
     }
-    let sidecar = match serve::Sidecar::new(env, catalog) {
-        Ok(s) => s,
-        Err(e) => return fail(e.exit_code(), &e.to_string()),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
-    };
+    let sidecar =
+        serve::Sidecar::new(env, catalog).map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
+    let runtime = runtime()?;
     let result = runtime.block_on(sidecar.run());
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => fail(e.exit_code(), &e.to_string()),
+        Ok(in_time) => Ok(if in_time { 0 } else { 1 }),
+        Err(e) => Err(Failure { code: e.exit_code(), message: e.to_string() }),
     }
 }
 
@@ -440,24 +444,15 @@ fn check_cmd(
     config: &ConfigArgs,
     out: Option<PathBuf>,
     json: bool,
-) -> u8 {
-    let (mut env, catalog) = match load(config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+) -> Result<u8, Failure> {
+    let (mut env, catalog) = load(config).or_exit(2)?;
     if let Some(out) = out {
         env.out_dir = out;
     }
     let profiles = if profiles.is_empty() && collectors.is_empty() { vec!["full".to_string()] } else { profiles };
     let request = Request { profiles, collectors, ..Default::default() };
-    let plan = match snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()) {
-        Ok(p) => p,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
-    };
+    let plan = snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()).or_exit(2)?;
+    let runtime = runtime()?;
     let report = runtime.block_on(preserve::check::run(&env, &plan.collectors));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if json {
@@ -465,33 +460,27 @@ fn check_cmd(
     } else {
         show(render::Readiness(&report));
     }
-    if report.all_can_run() { 0 } else { 3 }
+    Ok(if report.all_can_run() { 0 } else { 3 })
 }
 
-fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
-    let report = match verify::verify_with(bundle, limits) {
-        Ok(r) => r,
-        Err(e) => return fail(1, &e.to_string()),
-    };
+fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
+    let report = verify::verify_with(bundle, limits).or_exit(1)?;
     if json {
         show_json(&report);
     } else {
         show(render::Verified { bundle, report: &report });
     }
-    if report.intact() { 0 } else { 1 }
+    Ok(if report.intact() { 0 } else { 1 })
 }
 
-fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
-    let m = match verify::read_manifest(bundle, limits) {
-        Ok(m) => m,
-        Err(e) => return fail(1, &e.to_string()),
-    };
+fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
+    let m = verify::read_manifest(bundle, limits).or_exit(1)?;
     if json {
         show_json(&m);
     } else {
         show(render::Inspect(&m));
     }
-    0
+    Ok(0)
 }
 
 fn fingerprint_cmd(
@@ -499,53 +488,35 @@ fn fingerprint_cmd(
     bundle: Option<&std::path::Path>,
     config: &ConfigArgs,
     json: bool,
-) -> u8 {
+) -> Result<u8, Failure> {
     let source = match key {
         Some(r) => KeySource::Reference(r),
-        None => match Environment::load(config.config.as_deref(), &ProcessEnv) {
-            Ok(env) => match env.fingerprint_key {
-                Some(k) => k,
-                None => return fail(2, "no fingerprint key: give --key file:PATH, or set [redaction] fingerprint_key"),
-            },
-            Err(e) => return fail(2, &e.to_string()),
-        },
+        None => {
+            Environment::load(config.config.as_deref(), &ProcessEnv).or_exit(2)?.fingerprint_key.ok_or(Failure {
+                code: 2,
+                message: "no fingerprint key: give --key file:PATH, or set [redaction] fingerprint_key".into(),
+            })?
+        }
     };
-    let key = match FingerprintKey::site_from(&source) {
-        Ok(k) => k,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let manifest = match bundle.map(preserve::bundle::fingerprints::bundle_manifest).transpose() {
-        Ok(m) => m,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let checked =
-        match preserve::bundle::fingerprints::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock()) {
-            Ok(c) => c,
-            Err(e) => return fail(2, &e.to_string()),
-        };
+    let key = FingerprintKey::site_from(&source).or_exit(2)?;
+    let manifest = bundle.map(preserve::bundle::fingerprints::bundle_manifest).transpose().or_exit(2)?;
+    let checked = preserve::bundle::fingerprints::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock())
+        .or_exit(2)?;
     if json {
         show_json(&checked);
     } else {
         show(render::Fingerprints(&checked));
     }
     let matched = checked.iter().any(|c| c.matches.as_ref().is_none_or(|m| !m.is_empty()));
-    if manifest.is_some() && !matched { 1 } else { 0 }
+    Ok(if manifest.is_some() && !matched { 1 } else { 0 })
 }
 
-fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
-    let (_env, catalog) = match load(config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+fn list_cmd(config: &ConfigArgs, json: bool) -> Result<u8, Failure> {
+    let (_env, catalog) = load(config).or_exit(2)?;
     if json {
         show_json(&render::list_json(&catalog));
     } else {
         show(render::List(&catalog));
     }
-    0
-}
-
-fn fail(code: u8, message: &str) -> u8 {
-    eprintln!("preserve: error: {message}");
-    code
+    Ok(0)
 }
