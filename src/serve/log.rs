@@ -9,8 +9,11 @@ use tracing::{
     field::{Field, Visit},
 };
 use tracing_subscriber::{
+    filter::Targets,
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::SubscriberExt,
     registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -22,12 +25,18 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sends this process's events to stderr in `format`, from now on. A second call changes nothing.
+/// Sends preserve's events to stderr in `format`, from now on. A second call changes nothing.
 pub fn init(format: LogFormat) {
-    let log = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(Level::INFO);
+    // preserve's own events only: what the libraries it uses say (through `log` or `tracing`) was never shown, and
+    // a line of theirs could quote what they were handling.
+    let ours = Targets::new().with_target("preserve", Level::INFO);
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => log.event_format(Plain).try_init(),
-        LogFormat::Json => log.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
+        LogFormat::Text => tracing_subscriber::registry().with(log.event_format(Plain)).with(ours).try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(log.json().flatten_event(true).with_current_span(false).with_span_list(false))
+            .with(ours)
+            .try_init(),
     };
 }
 
