@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod progress;
 pub mod redact;
+pub mod render;
 pub mod runner;
 pub mod serve;
 pub mod snapshot;

@@ -14,35 +14,28 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
-    bundle::{
-        bounds::{Limits, printable},
-        verify,
-    },
-    config::{Catalog, CredentialRef, Environment, KeySource, ProcessEnv},
+    bundle::{bounds::Limits, verify},
+    config::{Catalog, ConfigError, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::{self, Progress},
     redact::FingerprintKey,
+    render,
     runner::Stop,
     serve,
     snapshot::{self, Request},
-    sources,
 };
 
 /// What became of stdout: 0 open, 1 closed by its reader (`preserve list | head -1`), 2 failed otherwise.
 static STDOUT: AtomicU8 = AtomicU8::new(0);
 
-/// `println!` for everything the commands print on stdout. A reader that closed the pipe ends the output quietly,
-/// as ripgrep does (the command still finishes and exits with its own code); any other write error is said once
-/// and makes the exit code 1.
-macro_rules! out {
-    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
-}
-
-fn emit(args: std::fmt::Arguments) {
+/// Writes what a command prints on stdout (rendered by `preserve::render`, each line ending in a newline). A
+/// reader that closed the pipe ends the output quietly, as ripgrep does (the command still finishes and exits with
+/// its own code); any other write error is said once and makes the exit code 1.
+fn show(what: impl std::fmt::Display) {
     if STDOUT.load(Ordering::Relaxed) != 0 {
         return;
     }
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+    if let Err(e) = write!(stdout, "{what}").and_then(|()| stdout.flush()) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             STDOUT.store(1, Ordering::Relaxed);
         } else {
@@ -50,6 +43,21 @@ fn emit(args: std::fmt::Arguments) {
             eprintln!("preserve: error: cannot write to stdout: {e}");
         }
     }
+}
+
+/// Says `preserve: <message>` on stderr; in the sidecar's log once there is one, which may be JSON lines that a line
+/// of text would break (`serve::log` writes the same text line).
+fn say(message: &str) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("{message}");
+    } else {
+        eprintln!("preserve: {message}");
+    }
+}
+
+/// `--json` output: pretty, ending in a newline.
+fn show_json(value: &impl serde::Serialize) {
+    show(format_args!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
 }
 
 #[derive(Parser)]
@@ -119,7 +127,8 @@ enum Command {
     /// Run the sidecar: take snapshots by itself when Alertmanager posts critical alerts.
     #[command(after_help = "Examples:\n  \
         PRESERVE_SERVE_TOKEN=file:/etc/preserve/serve-token preserve serve --config preserve.toml\n  \
-        preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n\n\
+        preserve serve --listen 127.0.0.1:9731 --out /srv/evidence\n  \
+        preserve serve --log-format json   # JSON lines on stderr, for a log shipper\n\n\
         Endpoints: POST /alertmanager (webhook v4, Authorization: Bearer <token>),\n\
         GET /healthz, /readyz, /metrics (Prometheus), /snapshots (recent snapshots).\n\
         Rules, cooldown, queue, concurrency, retention and the shutdown grace period are\n\
@@ -136,6 +145,10 @@ enum Command {
         /// Output directory for bundles (overrides the config and $PRESERVE_OUT).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// The log on stderr: `text` lines, or `json` lines (one object per event, its fields as keys) for a log
+        /// shipper.
+        #[arg(long, value_enum, value_name = "FORMAT", env = "PRESERVE_LOG_FORMAT", default_value_t)]
+        log_format: serve::log::LogFormat,
     },
     /// Check candidate secret values against a bundle's markers, with the site's fingerprint key.
     #[command(after_help = "Reads candidate values from stdin, one per line (never from the command line, where `ps` \
@@ -230,8 +243,13 @@ impl LimitArgs {
     }
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(|e| format!("not a size like `500MiB` or `2GB`: {e}"))
+/// A `--max-bytes` that is not a size; bytesize says why.
+#[derive(Debug, thiserror::Error)]
+#[error("not a size like `500MiB` or `2GB`: {0}")]
+struct NotASize(String);
+
+fn parse_size(s: &str) -> Result<u64, NotASize> {
+    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64()).map_err(NotASize)
 }
 
 #[derive(Args)]
@@ -275,12 +293,12 @@ fn main() -> ExitCode {
     // A panic's message may quote the data being processed; say where, never what.
     std::panic::set_hook(Box::new(|info| {
         let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("preserve: internal error at {at} (recorded in the manifest when inside a collector)");
+        say(&format!("internal error at {at} (recorded in the manifest when inside a collector)"));
     }));
     // TLS (rediss://, Postgres sslmode) with ring, whichever library asks for rustls' process-wide default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let code = match cli.command {
+    let result = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
         Command::Verify { bundle, json, limits } => verify_cmd(&bundle, json, &limits.limits()),
         Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
@@ -288,32 +306,55 @@ fn main() -> ExitCode {
         Command::Check { profiles, collectors, config, out, json } => {
             check_cmd(profiles, collectors, &config, out, json)
         }
-        Command::Serve { config, listen, out } => serve_cmd(&config, listen, out),
+        Command::Serve { config, listen, out, log_format } => serve_cmd(&config, listen, out, log_format),
         Command::Fingerprint { key, bundle, config, json } => fingerprint_cmd(key, bundle.as_deref(), &config, json),
     };
+    let code = result.unwrap_or_else(|f| {
+        say(&format!("error: {}", f.message));
+        f.code
+    });
     // Output a reader stopped taking is no error; output that could not be written is.
     let code = if STDOUT.load(Ordering::Relaxed) == 2 && code == 0 { 1 } else { code };
     ExitCode::from(code)
 }
 
-fn load(config: &ConfigArgs) -> Result<(Environment, Catalog), String> {
-    let env = Environment::load(config.config.as_deref(), &ProcessEnv).map_err(|e| e.to_string())?;
-    let catalog = Catalog::load(&env, &config.collectors_dirs).map_err(|e| e.to_string())?;
+fn load(config: &ConfigArgs) -> Result<(Environment, Catalog), ConfigError> {
+    let env = Environment::load(config.config.as_deref(), &ProcessEnv)?;
+    let catalog = Catalog::load(&env, &config.collectors_dirs)?;
     Ok((env, catalog))
 }
 
-fn snapshot_cmd(args: SnapshotArgs) -> u8 {
-    let (mut env, catalog) = match load(&args.config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e),
-    };
+/// A command that could not do its work: what it says, and its exit code (`2` for what the operator must fix before
+/// anything is tried, `1` otherwise).
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+/// Turns a library error into the command's [`Failure`], its text unchanged.
+trait OrExit<T> {
+    fn or_exit(self, code: u8) -> Result<T, Failure>;
+}
+
+impl<T, E: std::fmt::Display> OrExit<T> for Result<T, E> {
+    fn or_exit(self, code: u8) -> Result<T, Failure> {
+        self.map_err(|e| Failure { code, message: e.to_string() })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure { code: 1, message: format!("cannot start the runtime: {e}") })
+}
+
+fn snapshot_cmd(args: SnapshotArgs) -> Result<u8, Failure> {
+    let (mut env, catalog) = load(&args.config).or_exit(2)?;
     if let Some(out) = &args.out {
         env.out_dir = out.clone();
     }
-    let alerts = match args.alert.as_deref().map(alert::read_alerts).transpose() {
-        Ok(a) => a.unwrap_or_default(),
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let alerts = args.alert.as_deref().map(alert::read_alerts).transpose().or_exit(2)?.unwrap_or_default();
     let request = Request {
         profiles: args.profiles.clone(),
         collectors: args.collectors.clone(),
@@ -322,28 +363,18 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
         alerts,
         trigger: None,
     };
-    let plan = match snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()) {
-        Ok(p) => p,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let plan = snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()).or_exit(2)?;
     if args.dry_run {
-        let summary = plan.summary(&env);
         if args.json {
-            out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+            show_json(&plan.summary(&env));
         } else {
-            print_plan(&plan, &env);
+            show(render::Plan { plan: &plan, env: &env, site: &preserve::check::site(&env) });
         }
-        return 0;
+        return Ok(0);
     }
-    let secrets = match snapshot::resolve_secrets(&env, &plan) {
-        Ok(s) => s,
-        Err(e) => return fail(2, &e.to_string()),
-    };
+    let secrets = snapshot::resolve_secrets(&env, &plan).or_exit(2)?;
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
-    };
+    let runtime = runtime()?;
     let progress = Progress::new(args.quiet || args.json).verbose(args.verbose);
     let hint = env.caracal_home_hint();
     let stop = Stop::default();
@@ -355,43 +386,18 @@ fn snapshot_cmd(args: SnapshotArgs) -> u8 {
     });
     // Abandoned blocking readers (a collector cut off mid-read) must not hold the process open.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(outcome) => {
-            if args.json {
-                let collectors: Vec<_> = outcome
-                    .manifest
-                    .collectors
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "name": c.name, "status": c.status, "error": c.error,
-                            "bytes": c.artifacts.iter().map(|a| a.bytes).sum::<u64>(),
-                            "records": c.artifacts.iter().filter_map(|a| a.records).sum::<u64>(),
-                        })
-                    })
-                    .collect();
-                let summary = serde_json::json!({
-                    "bundle": outcome.bundle.archive,
-                    "sha256": outcome.bundle.sha256,
-                    "bytes": outcome.bundle.bytes,
-                    "bundle_id": outcome.manifest.bundle_id,
-                    "status": outcome.manifest.status,
-                    "collectors": collectors,
-                });
-                out!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
-            } else {
-                out!("{}", outcome.bundle.archive.display());
-                // Each error was said as its collector ended, unless progress was not shown.
-                let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
-                for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors)
-                {
-                    eprintln!("{line}");
-                }
-            }
-            outcome.exit_code() as u8
+    let outcome = result.or_exit(1)?;
+    if args.json {
+        show_json(&render::snapshot_json(&outcome));
+    } else {
+        show(format_args!("{}\n", outcome.bundle.archive.display()));
+        // Each error was said as its collector ended, unless progress was not shown.
+        let errors = args.quiet.then_some(if args.verbose { usize::MAX } else { progress::LINE });
+        for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors) {
+            eprintln!("{line}");
         }
-        Err(e) => fail(1, &e.to_string()),
     }
+    Ok(outcome.exit_code() as u8)
 }
 
 async fn watch_signals(stop: Stop) {
@@ -407,57 +413,28 @@ async fn watch_signals(stop: Stop) {
     stop.stop(format!("{name} received"));
 }
 
-fn serve_cmd(config: &ConfigArgs, listen: Option<String>, out: Option<PathBuf>) -> u8 {
-    let (mut env, catalog) = match load(config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e),
-    };
+fn serve_cmd(
+    config: &ConfigArgs,
+    listen: Option<String>,
+    out: Option<PathBuf>,
+    log: serve::log::LogFormat,
+) -> Result<u8, Failure> {
+    serve::log::init(log);
+    let (mut env, catalog) = load(config).or_exit(2)?;
     if let Some(l) = listen {
         env.listen = l;
     }
     if let Some(o) = out {
         env.out_dir = o;
     }
-    let sidecar = match serve::Sidecar::new(env, catalog) {
-        Ok(s) => s,
-        Err(e) => return fail(e.exit_code(), &e.to_string()),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
-    };
+    let sidecar =
+        serve::Sidecar::new(env, catalog).map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
+    let runtime = runtime()?;
     let result = runtime.block_on(sidecar.run());
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(true) => 0,
-        Ok(false) => 1,
-        Err(e) => fail(e.exit_code(), &e.to_string()),
-    }
-}
-
-fn print_plan(plan: &snapshot::Plan, env: &Environment) {
-    let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    out!("profile: {}", plan.profile_label);
-    out!("window:  {} .. {}", w(plan.window.since), w(plan.window.until));
-    let alerts: Vec<&str> = plan.trigger.alerts.iter().map(|a| a.name().unwrap_or("?")).collect();
-    if alerts.is_empty() {
-        out!("trigger: the command line (no alert)");
-    } else {
-        out!("trigger: {} alert(s): {}", alerts.len(), printable(&alerts.join(", ")));
-    }
-    out!("output:  {}", env.out_dir.display());
-    out!("collectors:");
-    let nw = plan.collectors.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
-    let kw = plan.collectors.iter().map(|c| c.kind.chars().count()).max().unwrap_or(0);
-    for c in &plan.collectors {
-        out!("  {:<nw$}  {:<kw$}  timeout {:>5}s  {}", c.name, c.kind, c.timeout.as_secs(), c.describe);
-    }
-    let warnings: Vec<_> = preserve::check::site(env).into_iter().filter(|s| !s.ok).collect();
-    if !warnings.is_empty() {
-        out!("warnings (`preserve check` also asks each collector's servers):");
-        for s in warnings {
-            out!("  {}: {}", s.name, s.detail);
-        }
+        Ok(in_time) => Ok(if in_time { 0 } else { 1 }),
+        Err(e) => Err(Failure { code: e.exit_code(), message: e.to_string() }),
     }
 }
 
@@ -467,111 +444,43 @@ fn check_cmd(
     config: &ConfigArgs,
     out: Option<PathBuf>,
     json: bool,
-) -> u8 {
-    let (mut env, catalog) = match load(config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e),
-    };
+) -> Result<u8, Failure> {
+    let (mut env, catalog) = load(config).or_exit(2)?;
     if let Some(out) = out {
         env.out_dir = out;
     }
     let profiles = if profiles.is_empty() && collectors.is_empty() { vec!["full".to_string()] } else { profiles };
     let request = Request { profiles, collectors, ..Default::default() };
-    let plan = match snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()) {
-        Ok(p) => p,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),
-    };
+    let plan = snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()).or_exit(2)?;
+    let runtime = runtime()?;
     let report = runtime.block_on(preserve::check::run(&env, &plan.collectors));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if json {
-        out!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        show_json(&report);
     } else {
-        for line in report.lines() {
-            out!("{}", printable(&line));
-        }
+        show(render::Readiness(&report));
     }
-    if report.all_can_run() { 0 } else { 3 }
+    Ok(if report.all_can_run() { 0 } else { 3 })
 }
 
-fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
-    let report = match verify::verify_with(bundle, limits) {
-        Ok(r) => r,
-        Err(e) => return fail(1, &e.to_string()),
-    };
+fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
+    let report = verify::verify_with(bundle, limits).or_exit(1)?;
     if json {
-        out!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    } else if report.intact() {
-        out!(
-            "intact: {} ({} payload files, {} bytes; archive sha256 {}{})",
-            report.bundle_id.as_deref().unwrap_or("?"),
-            report.payload_files,
-            report.payload_bytes,
-            report.archive_sha256,
-            if report.archive_hash_checked { ", matches .sha256" } else { ", no .sha256 beside it" }
-        );
+        show_json(&report);
     } else {
-        out!("NOT INTACT: {}", bundle.display());
-        for p in &report.problems {
-            out!("  {p}");
-        }
+        show(render::Verified { bundle, report: &report });
     }
-    if report.intact() { 0 } else { 1 }
+    Ok(if report.intact() { 0 } else { 1 })
 }
 
-fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> u8 {
-    let m = match verify::read_manifest(bundle, limits) {
-        Ok(m) => m,
-        Err(e) => return fail(1, &e.to_string()),
-    };
+fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
+    let m = verify::read_manifest(bundle, limits).or_exit(1)?;
     if json {
-        out!("{}", serde_json::to_string_pretty(&m).unwrap_or_default());
-        return 0;
+        show_json(&m);
+    } else {
+        show(render::Inspect(&m));
     }
-    let w = |t: Option<jiff::Timestamp>| t.map_or("open".to_string(), |t| t.to_string());
-    // The manifest is the bundle author's text: shown with its control characters escaped, so it cannot steer the
-    // terminal or forge lines.
-    let p = |s: &str| printable(s);
-    out!("bundle:   {}", p(&m.bundle_id));
-    out!("status:   {}", m.status.as_str());
-    out!("profile:  {}", p(&m.profile));
-    out!("host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version));
-    out!("taken:    {} .. {}", m.created_at, m.finished_at);
-    out!("window:   {} .. {}", w(m.window.since), w(m.window.until));
-    out!(
-        "trigger:  {}",
-        serde_json::to_value(m.trigger.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-    );
-    for a in &m.trigger.alerts {
-        out!("  alert {} {:?}", p(a.name().unwrap_or("?")), a.labels);
-    }
-    out!("collectors:");
-    for c in &m.collectors {
-        let bytes: u64 = c.artifacts.iter().map(|a| a.bytes).sum();
-        let records: u64 = c.artifacts.iter().filter_map(|a| a.records).sum();
-        let redacted: u64 = c.redactions.iter().map(|r| r.count).sum();
-        out!(
-            "  {:<24} {:<8} {:>10} {:>9} records {:>4} files {:>6} ms{}{}",
-            p(&c.name),
-            c.status.as_str(),
-            bytesize::ByteSize::b(bytes).display().iec().to_string(),
-            records,
-            c.artifacts.len(),
-            c.duration_ms,
-            if redacted > 0 { format!(", {redacted} redacted") } else { String::new() },
-            c.error.as_ref().map(|e| format!("\n      {}", p(e))).unwrap_or_default()
-        );
-    }
-    if !m.findings.is_empty() {
-        out!("findings:");
-        for f in &m.findings {
-            out!("  [{:?}] {} {}: {}", f.severity, p(&f.collector), p(&f.code), p(&f.summary));
-        }
-    }
-    0
+    Ok(0)
 }
 
 fn fingerprint_cmd(
@@ -579,87 +488,35 @@ fn fingerprint_cmd(
     bundle: Option<&std::path::Path>,
     config: &ConfigArgs,
     json: bool,
-) -> u8 {
+) -> Result<u8, Failure> {
     let source = match key {
         Some(r) => KeySource::Reference(r),
-        None => match Environment::load(config.config.as_deref(), &ProcessEnv) {
-            Ok(env) => match env.fingerprint_key {
-                Some(k) => k,
-                None => return fail(2, "no fingerprint key: give --key file:PATH, or set [redaction] fingerprint_key"),
-            },
-            Err(e) => return fail(2, &e.to_string()),
-        },
-    };
-    let key = match FingerprintKey::site_from(&source) {
-        Ok(k) => k,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let manifest = match bundle.map(preserve::bundle::fingerprints::bundle_manifest).transpose() {
-        Ok(m) => m,
-        Err(e) => return fail(2, &e.to_string()),
-    };
-    let checked =
-        match preserve::bundle::fingerprints::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock()) {
-            Ok(c) => c,
-            Err(e) => return fail(2, &e.to_string()),
-        };
-    if json {
-        out!("{}", serde_json::to_string_pretty(&checked).unwrap_or_default());
-    } else {
-        for c in &checked {
-            match &c.matches {
-                None => out!("line {}: {}", c.line, c.marker),
-                Some(m) if m.is_empty() => out!("line {}: {}  no match", c.line, c.marker),
-                Some(m) => {
-                    let places: Vec<_> = m.iter().map(ToString::to_string).collect();
-                    out!("line {}: {}  MATCH: {}", c.line, c.marker, places.join("; "));
-                }
-            }
+        None => {
+            Environment::load(config.config.as_deref(), &ProcessEnv).or_exit(2)?.fingerprint_key.ok_or(Failure {
+                code: 2,
+                message: "no fingerprint key: give --key file:PATH, or set [redaction] fingerprint_key".into(),
+            })?
         }
+    };
+    let key = FingerprintKey::site_from(&source).or_exit(2)?;
+    let manifest = bundle.map(preserve::bundle::fingerprints::bundle_manifest).transpose().or_exit(2)?;
+    let checked = preserve::bundle::fingerprints::check_candidates(&key, manifest.as_ref(), std::io::stdin().lock())
+        .or_exit(2)?;
+    if json {
+        show_json(&checked);
+    } else {
+        show(render::Fingerprints(&checked));
     }
     let matched = checked.iter().any(|c| c.matches.as_ref().is_none_or(|m| !m.is_empty()));
-    if manifest.is_some() && !matched { 1 } else { 0 }
+    Ok(if manifest.is_some() && !matched { 1 } else { 0 })
 }
 
-fn list_cmd(config: &ConfigArgs, json: bool) -> u8 {
-    let (_env, catalog) = match load(config) {
-        Ok(x) => x,
-        Err(e) => return fail(2, &e),
-    };
+fn list_cmd(config: &ConfigArgs, json: bool) -> Result<u8, Failure> {
+    let (_env, catalog) = load(config).or_exit(2)?;
     if json {
-        let v = serde_json::json!({
-            "profiles": catalog.profiles.values().map(|p| serde_json::json!({"name": p.name, "description": p.description, "alerts": p.alerts, "window": p.window.map(|w| w.to_string()), "collectors": catalog.profile_collectors(p).iter().map(|c| &c.name).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-            "collectors": catalog.collectors.values().map(|c| serde_json::json!({"name": c.name, "kind": c.kind, "description": c.description, "defined_at": c.origin.to_string()})).collect::<Vec<_>>(),
-            "kinds": sources::KINDS.iter().map(|k| serde_json::json!({"name": k.name, "summary": k.summary})).collect::<Vec<_>>(),
-        });
-        out!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return 0;
+        show_json(&render::list_json(&catalog));
+    } else {
+        show(render::List(&catalog));
     }
-    // Columns as wide as their longest entry: a site's own collector names may be longer than the built-in ones.
-    let width = |names: &mut dyn Iterator<Item = usize>| names.max().unwrap_or(0);
-    let pw = width(&mut catalog.profiles.values().map(|p| p.name.chars().count()));
-    out!("Profiles:");
-    for p in catalog.profiles.values() {
-        out!("  {:<pw$}  {}", p.name, p.description);
-        if !p.alerts.is_empty() {
-            out!("  {:<pw$}  alerts: {}", "", p.alerts.join(", "));
-        }
-        if let Some(w) = p.window {
-            out!("  {:<pw$}  window: {w:#}", "");
-        }
-        let names: Vec<_> = catalog.profile_collectors(p).iter().map(|c| c.name.clone()).collect();
-        out!("  {:<pw$}  collectors: {}", "", names.join(", "));
-    }
-    let cw = width(&mut catalog.collectors.values().map(|c| c.name.chars().count()));
-    let kw = width(&mut catalog.collectors.values().map(|c| c.kind.chars().count()));
-    out!("\nCollectors:");
-    for c in catalog.collectors.values() {
-        out!("  {:<cw$}  {:<kw$}  {}", c.name, c.kind, c.description);
-    }
-    0
-}
-
-fn fail(code: u8, message: &str) -> u8 {
-    eprintln!("preserve: error: {message}");
-    code
+    Ok(0)
 }

@@ -30,7 +30,12 @@ pub struct Progress {
 enum Mode {
     Quiet,
     Lines,
-    Bars { multi: MultiProgress, bars: Mutex<BTreeMap<String, (ProgressBar, tokio::task::JoinHandle<()>)>> },
+    /// Events for the sidecar's log (`serve::log`), which prints them as `Lines` would or as JSON lines.
+    Log,
+    Bars {
+        multi: MultiProgress,
+        bars: Mutex<BTreeMap<String, (ProgressBar, tokio::task::JoinHandle<()>)>>,
+    },
 }
 
 impl Progress {
@@ -51,16 +56,17 @@ impl Progress {
         Self { verbose, ..self }
     }
 
-    /// Plain log lines whatever stderr is: the sidecar's snapshots run side by side, where live bars would mix.
+    /// Events in the sidecar's log whatever stderr is: its snapshots run side by side, where live bars would mix.
     /// Errors are logged whole.
-    pub fn lines() -> Self {
-        Self { mode: Mode::Lines, verbose: true }
+    pub fn log() -> Self {
+        Self { mode: Mode::Log, verbose: true }
     }
 
     pub fn started(&self, name: &str, counters: Arc<Counters>) {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines => eprintln!("preserve: collector {name}: started"),
+            Mode::Log => tracing::info!(collector = name, "collector {name}: started"),
             Mode::Bars { multi, bars } => {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(
@@ -93,6 +99,13 @@ impl Progress {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines => eprintln!("{}", cut(format!("preserve: collector {}: {line}", record.name), LINE)),
+            // The log's own prefix, `preserve: `, has its room kept.
+            Mode::Log => tracing::info!(
+                collector = record.name,
+                status = record.status.as_str(),
+                "{}",
+                cut(format!("collector {}: {line}", record.name), LINE - "preserve: ".len())
+            ),
             Mode::Bars { bars, .. } => {
                 if let Some((bar, ticker)) = bars.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.name) {
                     ticker.abort();
@@ -107,6 +120,7 @@ impl Progress {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines => eprintln!("preserve: {message}"),
+            Mode::Log => tracing::info!("{message}"),
             Mode::Bars { multi, .. } => {
                 let _ = multi.println(message);
             }

@@ -330,6 +330,45 @@ async fn an_alert_during_a_snapshot_joins_it_and_the_same_alert_firing_again_tak
     assert_eq!(listed["snapshots"][1]["alerts"].as_array().unwrap().len(), 2);
 }
 
+/// A log shipper reads the sidecar's stderr as JSON lines: every line is one object, and the snapshot's events
+/// carry its id, profile and status as keys; an alert's name, whatever it holds, stays inside its string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_carry_the_snapshot_as_fields() {
+    let ws = Workspace::new();
+    let dir = slow_profiles(&ws, 0);
+    let sidecar = Sidecar::start_with(&ws, &dir, "", &["--log-format", "json"]);
+    let c = client();
+    let forged = "X\"}\n{\"level\":\"INFO\",\"message\":\"forged";
+    let mut resolved = alert(forged, "r1", &[]);
+    resolved["status"] = "resolved".into();
+    let tamper = alert("CaracalAuditTamperDetected", "a1", &[("zone_id", "z1")]);
+    let (_, b) = post(&c, &sidecar.url, &webhook(serde_json::json!([resolved, tamper]))).await;
+    let id = b["snapshots"][0].as_str().unwrap().to_string();
+    sidecar.wait_for_line(&format!("snapshot {id} complete"), Duration::from_secs(20));
+    sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    sidecar.wait_for_line("SIGTERM received", Duration::from_secs(10));
+
+    let events: Vec<serde_json::Value> = sidecar
+        .log()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let with = |key: &str, value: &str| events.iter().filter(|e| e[key] == value).collect::<Vec<_>>();
+    let queued = with("status", "queued");
+    assert_eq!(queued.len(), 1, "{events:?}");
+    assert_eq!(queued[0]["snapshot"], id.as_str());
+    assert_eq!(queued[0]["alert"], "CaracalAuditTamperDetected");
+    let done = with("status", "complete");
+    assert_eq!(done.len(), 1, "{events:?}");
+    assert_eq!(done[0]["snapshot"], id.as_str());
+    assert_eq!(done[0]["profile"], "audit-tamper");
+    assert_eq!(done[0]["level"], "INFO");
+    assert!(done[0]["archive"].as_str().unwrap().ends_with(&format!("{id}.tar.zst")), "{}", done[0]);
+    assert!(with("collector", "slow").iter().any(|e| e["status"] == "ok"), "the collector's end is an event too");
+    assert_eq!(with("alert", forged).len(), 1, "the resolved alert, named whole in one event");
+    assert!(with("message", "forged").is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_and_never_touches_the_bundle_being_written() {
     let ws = Workspace::new();

@@ -107,7 +107,7 @@ async fn alertmanager(State(app): State<App>, req: Request) -> Response {
     };
     let payload = match parse(&bytes) {
         Ok(p) => p,
-        Err(reason) => return refuse(&app, StatusCode::BAD_REQUEST, reason),
+        Err(reason) => return refuse(&app, StatusCode::BAD_REQUEST, reason.to_string()),
     };
     let accepted = app.scheduler.accept(payload.alerts);
     let code = if accepted.refused.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::ACCEPTED };
@@ -165,22 +165,33 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<Option<Vec<u8>>, a
     Ok((seen <= limit).then_some(kept))
 }
 
+/// Why a webhook's body is refused (`400`, the text in its `error`).
+#[derive(Debug, thiserror::Error)]
+enum PayloadError {
+    #[error("malformed JSON: {0}")]
+    Malformed(serde_json::Error),
+    /// The `version` as sent, JSON-encoded (`"3"`, `4`).
+    #[error("webhook payload version {0}: preserve accepts Alertmanager webhook payloads of version \"4\"")]
+    Version(serde_json::Value),
+    #[error("not an Alertmanager webhook payload: no `version`")]
+    NoVersion,
+    #[error("not an Alertmanager webhook payload: {0}")]
+    Shape(serde_json::Error),
+    #[error("alerts[{0}] has no labels")]
+    Unlabelled(usize),
+}
+
 /// An Alertmanager webhook payload of version 4, or the reason it is not one.
-fn parse(bytes: &[u8]) -> Result<WebhookPayload, String> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+fn parse(bytes: &[u8]) -> Result<WebhookPayload, PayloadError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(PayloadError::Malformed)?;
     match value.get("version") {
         Some(serde_json::Value::String(v)) if v == "4" => {}
-        Some(v) => {
-            return Err(format!(
-                "webhook payload version {v}: preserve accepts Alertmanager webhook payloads of version \"4\""
-            ));
-        }
-        None => return Err("not an Alertmanager webhook payload: no `version`".into()),
+        Some(v) => return Err(PayloadError::Version(v.clone())),
+        None => return Err(PayloadError::NoVersion),
     }
-    let payload: WebhookPayload =
-        serde_json::from_value(value).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
+    let payload: WebhookPayload = serde_json::from_value(value).map_err(PayloadError::Shape)?;
     if let Some(i) = payload.alerts.iter().position(|a| a.labels.is_empty()) {
-        return Err(format!("alerts[{i}] has no labels"));
+        return Err(PayloadError::Unlabelled(i));
     }
     Ok(payload)
 }
@@ -274,12 +285,13 @@ mod tests {
 
     #[test]
     fn only_version_4_payloads_with_labelled_alerts_pass() {
+        let refused = |body: &[u8]| super::parse(body).unwrap_err().to_string();
         assert!(super::parse(br#"{"version":"4","alerts":[{"labels":{"alertname":"X"}}]}"#).is_ok());
-        assert!(super::parse(br#"{"version":"3","alerts":[]}"#).unwrap_err().contains("version \"3\""));
-        assert!(super::parse(br#"{"version":4,"alerts":[]}"#).unwrap_err().contains("version 4"));
-        assert!(super::parse(br#"{"alerts":[]}"#).unwrap_err().contains("no `version`"));
-        assert!(super::parse(b"{not json").unwrap_err().starts_with("malformed JSON"));
-        assert!(super::parse(br#"{"version":"4","alerts":[{"labels":{}}]}"#).unwrap_err().contains("alerts[0]"));
-        assert!(super::parse(br#"{"version":"4"}"#).unwrap_err().contains("alerts"));
+        assert!(refused(br#"{"version":"3","alerts":[]}"#).contains("version \"3\""));
+        assert!(refused(br#"{"version":4,"alerts":[]}"#).contains("version 4"));
+        assert!(refused(br#"{"alerts":[]}"#).contains("no `version`"));
+        assert!(refused(b"{not json").starts_with("malformed JSON"));
+        assert!(refused(br#"{"version":"4","alerts":[{"labels":{}}]}"#).contains("alerts[0]"));
+        assert!(refused(br#"{"version":"4"}"#).contains("alerts"));
     }
 }

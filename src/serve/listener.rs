@@ -68,7 +68,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of descriptors (or a connection reset before it was accepted): wait rather than spin.
                     if !is_connection_error(&e) {
-                        eprintln!("preserve serve: cannot accept a connection: {e}");
+                        tracing::warn!("cannot accept a connection: {e}");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     continue;

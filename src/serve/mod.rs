@@ -5,6 +5,7 @@
 pub mod answered;
 mod http;
 mod listener;
+pub mod log;
 pub mod metrics;
 pub mod retention;
 pub mod rules;
@@ -98,27 +99,32 @@ impl Sidecar {
         match crate::bundle::outdir::OutDir::open(&env.out_dir) {
             Ok(out) => {
                 if let Some(why) = out.exposure() {
-                    eprintln!("preserve serve: warning: {why}");
+                    tracing::warn!("warning: {why}");
                 }
             }
-            Err(e) => eprintln!(
-                "preserve serve: output directory {}: {e} (not ready until it is writable)",
+            Err(e) => tracing::error!(
+                out_dir = %env.out_dir.display(),
+                "output directory {}: {e} (not ready until it is writable)",
                 env.out_dir.display()
             ),
         }
         for r in s.rules.iter() {
-            eprintln!("preserve serve: rule {} -> profile {}", r.origin, r.profile);
+            tracing::info!(rule = %r.origin, profile = %r.profile, "rule {} -> profile {}", r.origin, r.profile);
         }
         s.prune();
         for (path, bytes) in retention::leftovers(&env.out_dir) {
-            eprintln!(
-                "preserve serve: {} ({bytes} bytes) was left by an interrupted snapshot: it may hold evidence no \
-                 bundle has; copy or remove it (retention never deletes it)",
+            tracing::warn!(
+                path = %path.display(),
+                bytes,
+                "{} ({bytes} bytes) was left by an interrupted snapshot: it may hold evidence no bundle has; copy or \
+                 remove it (retention never deletes it)",
                 path.display()
             );
         }
-        eprintln!(
-            "preserve serve: listening on http://{addr} (POST /alertmanager; bundles into {})",
+        tracing::info!(
+            address = %addr,
+            out_dir = %env.out_dir.display(),
+            "listening on http://{addr} (POST /alertmanager; bundles into {})",
             env.out_dir.display()
         );
 
@@ -137,7 +143,7 @@ impl Sidecar {
         });
         let why = signalled().await;
         let grace = env.serve.grace.unsigned_abs();
-        eprintln!("preserve serve: {why} received: no new snapshots; running ones get {grace:?} to finish");
+        tracing::info!(signal = why, "{why} received: no new snapshots; running ones get {grace:?} to finish");
         closing.cancel();
         let begun = std::time::Instant::now();
         let in_time = s.shutdown(grace, &format!("{why} received")).await;
@@ -145,7 +151,7 @@ impl Sidecar {
         let _ =
             tokio::time::timeout(grace.saturating_sub(begun.elapsed()).max(Duration::from_millis(100)), server).await;
         if !in_time {
-            eprintln!("preserve serve: the grace period ended with snapshots still being written");
+            tracing::error!("the grace period ended with snapshots still being written");
         }
         drop(self.snapshots);
         Ok(in_time)
@@ -166,7 +172,7 @@ fn labels_redactor(env: &Environment, catalog: &Catalog, token: &Secret) -> Resu
     let mut known = match planned.and_then(|plan| snapshot::resolve_secrets(env, &plan).map_err(|e| e.to_string())) {
         Ok(secrets) => secrets.values,
         Err(e) => {
-            eprintln!("preserve serve: GET /snapshots redacts alert labels without the site's secrets: {e}");
+            tracing::warn!("GET /snapshots redacts alert labels without the site's secrets: {e}");
             env.env_secrets.clone()
         }
     };

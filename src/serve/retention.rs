@@ -115,7 +115,7 @@ pub fn prune(out_dir: &Path, policy: Retention, in_progress: &HashSet<String>) -
     for d in chosen {
         let (archive, sha, manifest) = bundle_paths(out_dir, &d.bundle.id);
         if let Err(e) = std::fs::remove_file(&archive) {
-            eprintln!("preserve serve: retention: cannot delete {}: {e}", archive.display());
+            tracing::warn!(archive = %archive.display(), "retention: cannot delete {}: {e}", archive.display());
             continue;
         }
         for p in [sha, manifest] {

@@ -28,33 +28,47 @@ enum Op {
     NotRegex,
 }
 
-impl FromStr for Matcher {
-    type Err = String;
+/// Why a matcher cannot be parsed; each names the matcher as written.
+#[derive(Debug, thiserror::Error)]
+pub enum MatcherError {
+    #[error("matcher `{0}`: expected a label name first, as in `severity=\"critical\"`")]
+    NoLabel(String),
+    #[error("matcher `{matcher}`: expected one of =, !=, =~, !~ after `{label}`")]
+    NoOperator { matcher: String, label: String },
+    #[error("matcher `{0}`: unclosed quote")]
+    UnclosedQuote(String),
+    #[error("matcher `{matcher}`: invalid regex: {source}")]
+    Regex { matcher: String, source: regex::Error },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for Matcher {
+    type Err = MatcherError;
+
+    fn from_str(s: &str) -> Result<Self, MatcherError> {
         let s = s.trim();
         let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
         let (label, rest) = s.split_at(end);
         if label.is_empty() || label.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!("matcher `{s}`: expected a label name first, as in `severity=\"critical\"`"));
+            return Err(MatcherError::NoLabel(s.into()));
         }
         let rest = rest.trim_start();
         let (op, value) = [("=~", Op::Regex), ("!~", Op::NotRegex), ("!=", Op::NotEqual), ("=", Op::Equal)]
             .into_iter()
             .find_map(|(tok, op)| rest.strip_prefix(tok).map(|v| (op, v.trim())))
-            .ok_or_else(|| format!("matcher `{s}`: expected one of =, !=, =~, !~ after `{label}`"))?;
+            .ok_or_else(|| MatcherError::NoOperator { matcher: s.into(), label: label.into() })?;
         let value = match value.strip_prefix('"') {
             Some(v) => v
                 .strip_suffix('"')
-                .ok_or_else(|| format!("matcher `{s}`: unclosed quote"))?
+                .ok_or_else(|| MatcherError::UnclosedQuote(s.into()))?
                 .replace("\\\"", "\"")
                 .replace("\\\\", "\\"),
             None => value.to_string(),
         };
         let regex = match op {
-            Op::Regex | Op::NotRegex => {
-                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("matcher `{s}`: invalid regex: {e}"))?)
-            }
+            Op::Regex | Op::NotRegex => Some(
+                Regex::new(&format!("^(?:{value})$"))
+                    .map_err(|source| MatcherError::Regex { matcher: s.into(), source })?,
+            ),
             _ => None,
         };
         Ok(Self { label: label.to_string(), op, value, regex })
@@ -183,7 +197,7 @@ mod tests {
         assert!(!m(r#"zone_id=~".+""#));
         assert!("=x".parse::<Matcher>().is_err());
         assert!("severity~critical".parse::<Matcher>().is_err());
-        assert!(r#"a=~"(""#.parse::<Matcher>().unwrap_err().contains("invalid regex"));
-        assert!(r#"a="x"#.parse::<Matcher>().unwrap_err().contains("unclosed"));
+        assert!(r#"a=~"(""#.parse::<Matcher>().unwrap_err().to_string().contains("invalid regex"));
+        assert!(r#"a="x"#.parse::<Matcher>().unwrap_err().to_string().contains("unclosed"));
     }
 }

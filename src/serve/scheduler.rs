@@ -103,6 +103,20 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// Why a sidecar's snapshot wrote no bundle; shown as the run's `error` and logged.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Plan(#[from] snapshot::PlanError),
+    #[error(transparent)]
+    Secrets(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    /// A panic's message, when it had one.
+    #[error("snapshot panicked: {0}")]
+    Panicked(String),
+}
+
 struct Queued {
     id: String,
     profile: String,
@@ -207,7 +221,7 @@ impl Scheduler {
             state: Mutex::new(state),
             wake: Notify::new(),
             stop: Stop::default(),
-            progress: Progress::lines(),
+            progress: Progress::log(),
             preflight: Default::default(),
         })
     }
@@ -223,15 +237,15 @@ impl Scheduler {
             Ok(plan) => {
                 let report = crate::check::run(&self.env, &plan.collectors).await;
                 for s in report.site.iter().filter(|s| !s.ok) {
-                    eprintln!("preserve serve: check: {}: {}", s.name, s.detail);
+                    tracing::warn!(check = s.name, "check: {}: {}", s.name, s.detail);
                 }
                 for c in report.cannot() {
                     if let crate::sources::Readiness::Cannot(why) = &c.readiness {
-                        eprintln!("preserve serve: check: collector {} cannot run: {why}", c.name);
+                        tracing::warn!(collector = %c.name, "check: collector {} cannot run: {why}", c.name);
                     }
                 }
                 let lines = report.lines();
-                eprintln!("preserve serve: check: {}", lines.last().map(String::as_str).unwrap_or_default());
+                tracing::info!("check: {}", lines.last().map(String::as_str).unwrap_or_default());
                 lines
             }
             Err(e) => vec![format!("the check could not plan the rules' profiles: {e}")],
@@ -266,10 +280,8 @@ impl Scheduler {
             if alert.status.as_deref() == Some("resolved") {
                 self.metrics.ignored("resolved");
                 d.reason = Some("resolved".into());
-                eprintln!(
-                    "preserve serve: alert {} resolved: recorded, no snapshot",
-                    d.alertname.as_deref().unwrap_or("?")
-                );
+                let alert = d.alertname.as_deref().unwrap_or("?");
+                tracing::info!(alert, "alert {alert} resolved: recorded, no snapshot");
                 out.alerts.push(d);
                 continue;
             }
@@ -343,9 +355,14 @@ impl Scheduler {
                     st.history.remove(finished.unwrap_or(0));
                 }
                 d.disposition = "queued";
-                eprintln!(
-                    "preserve serve: alert {} -> {profile} ({}): snapshot {id} queued",
-                    d.alertname.as_deref().unwrap_or("?"),
+                let alert = d.alertname.as_deref().unwrap_or("?");
+                tracing::info!(
+                    alert,
+                    profile,
+                    rule = %rule.origin,
+                    snapshot = id,
+                    status = "queued",
+                    "alert {alert} -> {profile} ({}): snapshot {id} queued",
                     rule.origin
                 );
                 Some(id)
@@ -427,12 +444,11 @@ impl Scheduler {
         // concurrency 1, every snapshot) forever.
         let result = match std::panic::AssertUnwindSafe(self.snapshot(&q, late.clone())).catch_unwind().await {
             Ok(r) => r,
-            Err(p) => Err(format!(
-                "snapshot panicked: {}",
+            Err(p) => Err(RunError::Panicked(
                 p.downcast_ref::<&str>()
                     .map(|s| s.to_string())
                     .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
             )),
         };
         // A run that failed before writing its manifest still closes its list: later alerts get a new snapshot.
@@ -447,7 +463,17 @@ impl Scheduler {
                 self.metrics.snapshots.get_or_create(&labels(status)).inc();
                 self.metrics.bytes_written.inc_by(o.bundle.bytes);
                 self.metrics.last_success.set(Timestamp::now().as_millisecond() as f64 / 1000.0);
-                eprintln!("preserve serve: snapshot {} {status}: {}", q.id, o.bundle.archive.display());
+                tracing::info!(
+                    snapshot = q.id,
+                    profile = q.profile,
+                    status,
+                    archive = %o.bundle.archive.display(),
+                    sha256 = o.bundle.sha256,
+                    bytes = o.bundle.bytes,
+                    "snapshot {} {status}: {}",
+                    q.id,
+                    o.bundle.archive.display()
+                );
                 status
             }
             Err(e) => {
@@ -456,7 +482,14 @@ impl Scheduler {
                 // alert) takes a new snapshot instead of being deduplicated to this failure.
                 st.answered.forget_snapshot(&q.id);
                 self.metrics.alerts_remembered.set(st.answered.len() as i64);
-                eprintln!("preserve serve: snapshot {} failed, its alerts may take a new one: {e}", q.id);
+                tracing::error!(
+                    snapshot = q.id,
+                    profile = q.profile,
+                    status = "failed",
+                    error = %e,
+                    "snapshot {} failed, its alerts may take a new one: {e}",
+                    q.id
+                );
                 "failed"
             }
         };
@@ -473,11 +506,18 @@ impl Scheduler {
                     r.sha256 = Some(o.bundle.sha256.clone());
                     r.bytes = Some(o.bundle.bytes);
                 }
-                Err(e) => r.error = Some(shown(e, SHOWN_ERROR_BYTES)),
+                Err(e) => r.error = Some(shown(&e.to_string(), SHOWN_ERROR_BYTES)),
             }
         }
         if !stranded.is_empty() {
-            eprintln!("preserve serve: snapshot {} ended before {} late alert(s) could join it", q.id, stranded.len());
+            tracing::warn!(
+                snapshot = q.id,
+                profile = q.profile,
+                alerts = stranded.len(),
+                "snapshot {} ended before {} late alert(s) could join it",
+                q.id,
+                stranded.len()
+            );
         }
         self.metrics.running.set(st.running.len() as i64);
         drop(st);
@@ -485,20 +525,19 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
-    async fn snapshot(&self, q: &Queued, late: LateAlerts) -> Result<snapshot::Outcome, String> {
+    async fn snapshot(&self, q: &Queued, late: LateAlerts) -> Result<snapshot::Outcome, RunError> {
         let request = Request {
             profiles: vec![q.profile.clone()],
             alerts: q.alerts.clone(),
             trigger: Some(TriggerKind::Alert),
             ..Request::default()
         };
-        let mut plan =
-            snapshot::plan(&self.env, &self.catalog, &request, Timestamp::now()).map_err(|e| e.to_string())?;
+        let mut plan = snapshot::plan(&self.env, &self.catalog, &request, Timestamp::now())?;
         plan.bundle_id = Some(q.id.clone());
         plan.late_alerts = late;
-        let secrets = snapshot::resolve_secrets(&self.env, &plan).map_err(|e| e.to_string())?;
+        let secrets = snapshot::resolve_secrets(&self.env, &plan)?;
         self.prune();
-        snapshot::execute(plan, self.env.clone(), secrets, &self.stop, &self.progress).await.map_err(|e| e.to_string())
+        Ok(snapshot::execute(plan, self.env.clone(), secrets, &self.stop, &self.progress).await?)
     }
 
     /// Applies retention, sparing the bundles of running snapshots.
@@ -508,13 +547,21 @@ impl Scheduler {
             Ok(deleted) => {
                 for d in deleted {
                     self.metrics.bundles_deleted.inc();
-                    eprintln!(
-                        "preserve serve: retention: deleted {} ({} bytes): {}",
-                        d.bundle.id, d.bundle.bytes, d.why
+                    tracing::info!(
+                        snapshot = d.bundle.id,
+                        bytes = d.bundle.bytes,
+                        "retention: deleted {} ({} bytes): {}",
+                        d.bundle.id,
+                        d.bundle.bytes,
+                        d.why
                     );
                 }
             }
-            Err(e) => eprintln!("preserve serve: retention: cannot list {}: {e}", self.env.out_dir.display()),
+            Err(e) => tracing::warn!(
+                out_dir = %self.env.out_dir.display(),
+                "retention: cannot list {}: {e}",
+                self.env.out_dir.display()
+            ),
         }
     }
 
@@ -533,7 +580,14 @@ impl Scheduler {
             st.accepting = false;
             let cancelled: Vec<Queued> = st.queue.drain(..).collect();
             for q in cancelled {
-                eprintln!("preserve serve: {why}: snapshot {} of {} cancelled before it started", q.id, q.profile);
+                tracing::info!(
+                    snapshot = q.id,
+                    profile = q.profile,
+                    status = "cancelled",
+                    "{why}: snapshot {} of {} cancelled before it started",
+                    q.id,
+                    q.profile
+                );
                 if let Some(r) = st.record(&q.id) {
                     r.status = "cancelled";
                     r.finished_at = Some(Timestamp::now());
@@ -553,7 +607,7 @@ impl Scheduler {
                 return false;
             }
             if !stopped && begun.elapsed() >= grace / 2 {
-                eprintln!("preserve serve: {why}: stopping running snapshots; they are written as partial bundles");
+                tracing::warn!("{why}: stopping running snapshots; they are written as partial bundles");
                 self.stop.stop(format!("{why}, grace period half over"));
                 stopped = true;
             }

@@ -23,6 +23,11 @@ impl Sidecar {
     /// Starts `preserve serve` with `serve_toml` as the body of its site config's `[serve]` (the token is added,
     /// as a `file:` reference) and the test's collectors directory.
     pub fn start(ws: &Workspace, collectors: &Path, serve_toml: &str) -> Self {
+        Self::start_with(ws, collectors, serve_toml, &[])
+    }
+
+    /// [`Sidecar::start`] with more arguments to `preserve serve`.
+    pub fn start_with(ws: &Workspace, collectors: &Path, serve_toml: &str, args: &[&str]) -> Self {
         let token = ws.write("secrets/serve-token", format!("{TOKEN}\n"));
         let config =
             ws.write("preserve.toml", format!("[serve]\ntoken = \"file:{}\"\n{serve_toml}\n", token.display()));
@@ -32,6 +37,7 @@ impl Sidecar {
             .arg(&config)
             .arg("--collectors")
             .arg(collectors)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
