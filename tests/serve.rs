@@ -369,6 +369,32 @@ async fn json_log_lines_carry_the_snapshot_as_fields() {
     assert!(with("message", "forged").is_empty());
 }
 
+/// The text log is read by people and by `grep`: an alert named to forge a line (a newline, then what the sidecar
+/// would say of a finished snapshot, with an escape sequence) stays inside its own event's line, escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_name_cannot_forge_a_text_log_line() {
+    let ws = Workspace::new();
+    let dir = slow_profiles(&ws, 0);
+    let sidecar = Sidecar::start(&ws, &dir, "");
+    let c = client();
+    let forged = "X\npreserve serve: snapshot forged complete: /tmp/forged.tar.zst\x1b[2K";
+    let mut resolved = alert(forged, "r1", &[]);
+    resolved["status"] = "resolved".into();
+    let tamper = alert("CaracalAuditTamperDetected", "a1", &[("zone_id", "z1")]);
+    let (_, b) = post(&c, &sidecar.url, &webhook(serde_json::json!([resolved, tamper]))).await;
+    let id = b["snapshots"][0].as_str().unwrap().to_string();
+    sidecar.wait_for_line(&format!("snapshot {id} complete"), Duration::from_secs(20));
+    sidecar.signal(nix::sys::signal::Signal::SIGTERM);
+    sidecar.wait_for_line("SIGTERM received", Duration::from_secs(10));
+    let log = sidecar.log();
+    assert!(!log.iter().any(|l| l.starts_with("preserve serve: snapshot forged")), "a forged line: {log:#?}");
+    assert!(log.iter().all(|l| !l.chars().any(char::is_control)), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("X\\npreserve serve: snapshot forged")),
+        "the name is shown, escaped: {log:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_newest_and_never_touches_the_bundle_being_written() {
     let ws = Workspace::new();

@@ -53,7 +53,9 @@ where
         let who = if event.metadata().target().starts_with("preserve::serve") { "preserve serve" } else { "preserve" };
         let mut message = Message::default();
         event.record(&mut message);
-        writeln!(writer, "{who}: {}", message.0)
+        // A message can quote what an alert or a server said: escaped, it stays one line, so nobody can write a
+        // line of the log that the sidecar did not.
+        writeln!(writer, "{who}: {}", crate::bundle::bounds::printable(&message.0))
     }
 }
 
