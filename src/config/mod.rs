@@ -1,12 +1,11 @@
-//! Configuration: the site config (`preserve.toml`), credential references, and the collector and profile
-//! definitions (TOML in `collectors/`, built in and extendable from directories).
+//! Configuration: the site config (`preserve.toml`) resolved with the environment, credential references, and the
+//! located errors of every config file. The collector and profile definitions, which name source kinds, are
+//! [`crate::catalog`]'s.
 
-mod catalog;
 mod credential;
 mod location;
 mod site;
 
-pub use catalog::{Catalog, CollectorDef, Origin, ProfileDef};
 pub use credential::{CredentialError, CredentialRef, Secret};
 pub use location::ConfigError;
 pub use site::{
