@@ -3,12 +3,19 @@
 //! [`crate::catalog`]'s.
 
 mod credential;
+mod endpoint;
+mod environment;
+mod expand;
 mod location;
+mod serve;
 mod site;
+mod url;
 
 pub use credential::{CredentialError, CredentialRef, Secret};
+pub use endpoint::Endpoint;
+pub use environment::{EnvSource, Environment, KeySource, ProcessEnv, SERVICES};
+pub use expand::expand_vars;
 pub use location::ConfigError;
-pub use site::{
-    Endpoint, EnvSource, Environment, KeySource, ProcessEnv, Retention, RuleConfig, SERVICES, ServeSettings,
-    SiteConfig, expand_vars, strip_password, url_passwords,
-};
+pub use serve::{Retention, ServeSettings};
+pub use site::{RuleConfig, SiteConfig};
+pub use url::{strip_password, url_passwords};
