@@ -24,23 +24,30 @@ pub struct Endpoint {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A `[redis]` or `[postgres]` setting that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{what}.url carries a password inline; remove it and set {what}.password = \"env:NAME\" or \"file:PATH\"")]
+    InlinePassword { what: &'static str },
+    #[error("{what}.ca_file: not a {what} setting; give sslrootcert=PATH in {what}.url")]
+    CaFileNotRedis { what: &'static str },
+}
+
 impl Endpoint {
     /// Builds an endpoint. A URL from the environment may carry a password (it is then a secret to redact); a URL in
     /// the config file must not: its password belongs in `password = "env:..."`.
     pub(super) fn resolve(
-        what: &str,
+        what: &'static str,
         from_env: Option<String>,
         c: StoreConfig,
         default: &str,
         default_password: Option<CredentialRef>,
         env_secrets: &mut Vec<(String, Secret)>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, EndpointError> {
         if let Some(u) = &c.url
             && !url_passwords(u).is_empty()
         {
-            return Err(format!(
-                "{what}.url carries a password inline; remove it and set {what}.password = \"env:NAME\" or \"file:PATH\""
-            ));
+            return Err(EndpointError::InlinePassword { what });
         }
         let in_env_url = from_env.as_deref().map(url_passwords).unwrap_or_default();
         let from_env_has_password = !in_env_url.is_empty();
@@ -55,7 +62,7 @@ impl Endpoint {
             (None, false) => (default_password.clone(), default_password.is_some()),
         };
         if c.ca_file.is_some() && what != "redis" {
-            return Err(format!("{what}.ca_file: not a {what} setting; give sslrootcert=PATH in {what}.url"));
+            return Err(EndpointError::CaFileNotRedis { what });
         }
         Ok(Self { url, display, username: c.username, password, password_is_default, ca_file: c.ca_file })
     }

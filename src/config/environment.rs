@@ -9,7 +9,11 @@ use std::{
 use jiff::SignedDuration;
 
 use super::{
-    ConfigError, CredentialRef, Endpoint, Secret, ServeSettings, SiteConfig, expand::expand_vars, url::strip_password,
+    ConfigError, CredentialRef, Endpoint, Secret, ServeSettings, SiteConfig,
+    endpoint::EndpointError,
+    expand::{ExpandError, expand_vars},
+    serve::ServeSettingError,
+    url::strip_password,
 };
 
 /// The services of Caracal and their default local base URLs on a Compose host.
@@ -26,6 +30,19 @@ pub const SERVICES: &[(&str, &str)] = &[
 
 /// Caracal's default `AUDIT_REPLAY_DIR` in the STS and Gateway containers.
 const DEFAULT_REPLAY_DIR: &str = "/var/lib/caracal/audit-replay";
+
+/// What is wrong in a site config once the environment is applied; [`Environment::load`] locates it in the file.
+#[derive(Debug, thiserror::Error)]
+enum SiteError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("{var} / services.{service}: base URLs must not carry credentials ({shown})")]
+    CredentialsInServiceUrl { var: String, service: &'static str, shown: String },
+    #[error(transparent)]
+    Serve(#[from] ServeSettingError),
+    #[error("run.timeout and run.collector_timeout must be positive")]
+    RunTimeoutNotPositive,
+}
 
 /// Where a value came from, for `AUDIT_HMAC_KEY`, the serve token and the fingerprint key, which may be given as a
 /// value in the environment.
@@ -104,7 +121,7 @@ impl Environment {
             None => (SiteConfig::default(), None),
         };
         let file = path.clone().unwrap_or_else(|| PathBuf::from("<defaults>"));
-        Self::resolve(config, file, path, text, env)
+        Self::resolve(config, file.clone(), path, text, env).map_err(|e| ConfigError::new(&file, e.to_string()))
     }
 
     fn resolve(
@@ -113,8 +130,7 @@ impl Environment {
         config_file: Option<PathBuf>,
         config_text: Option<String>,
         env: &dyn EnvSource,
-    ) -> Result<Self, ConfigError> {
-        let err = |m: String| ConfigError::new(&file, m);
+    ) -> Result<Self, SiteError> {
         let (caracal_home, caracal_home_set_by) = match (env.var("CARACAL_HOME"), c.caracal_home) {
             (Some(v), _) => (PathBuf::from(v), Some("CARACAL_HOME".to_string())),
             (None, Some(p)) => (p, Some(format!("caracal_home in {}", file.display()))),
@@ -136,11 +152,9 @@ impl Environment {
             "redis://127.0.0.1:6379/0",
             Some(CredentialRef::File(secrets_dir.join("redisPassword"))),
             &mut env_secrets,
-        )
-        .map_err(err)?;
+        )?;
         let postgres =
-            Endpoint::resolve("postgres", env.var("PRESERVE_POSTGRES_URL"), c.postgres, "", None, &mut env_secrets)
-                .map_err(err)?;
+            Endpoint::resolve("postgres", env.var("PRESERVE_POSTGRES_URL"), c.postgres, "", None, &mut env_secrets)?;
         // No URL given: Caracal's Compose install has one, password included, in secrets/databaseUrl.
         let postgres =
             if postgres.url().is_empty() { Endpoint::from_url_file(secrets_dir.join("databaseUrl")) } else { postgres };
@@ -156,9 +170,7 @@ impl Environment {
                 if let Some(clean) = strip_password(u)
                     && clean != *u
                 {
-                    return Err(err(format!(
-                        "{var} / services.{name}: base URLs must not carry credentials ({clean})"
-                    )));
+                    return Err(SiteError::CredentialsInServiceUrl { var, service: name, shown: clean });
                 }
             }
             services.insert(name.to_string(), urls);
@@ -211,11 +223,11 @@ impl Environment {
         vars.entry("replay_dir".to_string()).or_insert_with(|| DEFAULT_REPLAY_DIR.to_string());
 
         let listen = env.var("PRESERVE_LISTEN").or(c.serve.listen.take());
-        let serve = ServeSettings::resolve(std::mem::take(&mut c.serve)).map_err(err)?;
+        let serve = ServeSettings::resolve(std::mem::take(&mut c.serve))?;
         let collector_timeout = c.run.collector_timeout.unwrap_or(SignedDuration::from_mins(2));
         let run_timeout = c.run.timeout.unwrap_or(SignedDuration::from_mins(10));
         if collector_timeout <= SignedDuration::ZERO || run_timeout <= SignedDuration::ZERO {
-            return Err(err("run.timeout and run.collector_timeout must be positive".into()));
+            return Err(SiteError::RunTimeoutNotPositive);
         }
         Ok(Self {
             config_file,
@@ -262,7 +274,7 @@ impl Environment {
     }
 
     /// Expands `${name}` from the site's variables; an unknown name is an error naming it.
-    pub fn expand(&self, input: &str) -> Result<String, String> {
+    pub fn expand(&self, input: &str) -> Result<String, ExpandError> {
         expand_vars(input, &self.vars)
     }
 }

@@ -14,7 +14,7 @@ mod url;
 pub use credential::{CredentialError, CredentialRef, Secret};
 pub use endpoint::Endpoint;
 pub use environment::{EnvSource, Environment, KeySource, ProcessEnv, SERVICES};
-pub use expand::expand_vars;
+pub use expand::{ExpandError, expand_vars};
 pub use location::ConfigError;
 pub use serve::{Retention, ServeSettings};
 pub use site::{RuleConfig, SiteConfig};

@@ -32,12 +32,27 @@ pub struct Retention {
     pub min_age: SignedDuration,
 }
 
+/// A `[serve]` setting that would switch a limit off.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServeSettingError {
+    #[error("serve.{setting} must be more than 0 (it is {value:#})")]
+    NotPositive { setting: &'static str, value: SignedDuration },
+    #[error("serve.concurrency, serve.queue and serve.body_limit must be at least 1")]
+    NoCapacity,
+    #[error("serve.{setting} must be at least 1")]
+    Zero { setting: &'static str },
+    #[error("serve.cooldown and serve.retention.min_age must not be negative")]
+    Negative,
+    #[error("serve.grace must be at least 2s: stopped snapshots need time to write their partial bundles")]
+    GraceTooShort,
+}
+
 impl ServeSettings {
-    pub(super) fn resolve(c: ServeConfig) -> Result<Self, String> {
-        let positive = |name: &str, d: Option<SignedDuration>, default: u64| match d {
+    pub(super) fn resolve(c: ServeConfig) -> Result<Self, ServeSettingError> {
+        let positive = |setting, d: Option<SignedDuration>, default| match d {
             None => Ok(std::time::Duration::from_secs(default)),
             Some(d) if d.is_positive() => Ok(d.unsigned_abs()),
-            Some(d) => Err(format!("serve.{name} must be more than 0 (it is {d:#})")),
+            Some(value) => Err(ServeSettingError::NotPositive { setting, value }),
         };
         let s = Self {
             rules: c.rules,
@@ -62,9 +77,9 @@ impl ServeSettings {
             },
         };
         if s.concurrency == 0 || s.queue == 0 || s.body_limit == 0 {
-            return Err("serve.concurrency, serve.queue and serve.body_limit must be at least 1".into());
+            return Err(ServeSettingError::NoCapacity);
         }
-        for (name, n) in [
+        for (setting, n) in [
             ("max_connections", s.max_connections),
             ("max_connections_per_client", s.max_connections_per_client),
             ("remembered_alerts", s.remembered_alerts),
@@ -72,17 +87,15 @@ impl ServeSettings {
             ("listed_alerts", s.listed_alerts),
         ] {
             if n == 0 {
-                return Err(format!("serve.{name} must be at least 1"));
+                return Err(ServeSettingError::Zero { setting });
             }
         }
         if s.cooldown.is_negative() || s.retention.min_age.is_negative() {
-            return Err("serve.cooldown and serve.retention.min_age must not be negative".into());
+            return Err(ServeSettingError::Negative);
         }
         // Writing the partial bundle of a stopped snapshot takes a moment: no grace would lose it.
         if s.grace < SignedDuration::from_secs(2) {
-            return Err(
-                "serve.grace must be at least 2s: stopped snapshots need time to write their partial bundles".into()
-            );
+            return Err(ServeSettingError::GraceTooShort);
         }
         Ok(s)
     }
