@@ -324,7 +324,7 @@ pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Secrets, Config
 /// (a development `caracal:caracal`) is left to the URL rule, which finds it where it is a password: as a known
 /// value it would be replaced inside every table, stream and service name that contains it.
 fn push_secret(secrets: &mut Vec<(String, Secret)>, label: String, value: Secret) {
-    for pw in crate::config::url_passwords(value.expose()).into_iter().filter(|pw| pw.len() >= 8) {
+    for pw in crate::config::url_passwords(value.expose_secret()).into_iter().filter(|pw| pw.len() >= 8) {
         secrets.push((format!("{label} (URL password)"), Secret::new(pw)));
     }
     secrets.push((label, value));

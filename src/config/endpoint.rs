@@ -13,7 +13,7 @@ use super::{
 /// variable); it is never printed: `display` is the same URL with them removed.
 #[derive(Clone)]
 pub struct Endpoint {
-    url: String,
+    url: Secret,
     pub display: String,
     pub username: Option<String>,
     pub password: Option<CredentialRef>,
@@ -56,6 +56,7 @@ impl Endpoint {
         }
         let url = from_env.or(c.url).unwrap_or_else(|| default.to_string());
         let display = strip_password(&url).unwrap_or_else(|| url.clone());
+        let url = Secret::new(url);
         let (password, password_is_default) = match (c.password, from_env_has_password) {
             (Some(p), _) => (Some(p), false),
             (None, true) => (None, false),
@@ -71,7 +72,7 @@ impl Endpoint {
     /// holds the whole URL, read as a credential when the endpoint is used.
     pub(super) fn from_url_file(path: PathBuf) -> Self {
         Self {
-            url: String::new(),
+            url: Secret::new(""),
             display: format!("(from {})", path.display()),
             username: None,
             password: Some(CredentialRef::File(path)),
@@ -80,8 +81,8 @@ impl Endpoint {
         }
     }
 
-    /// The connection URL, possibly with credentials. Never log it.
-    pub fn url(&self) -> &str {
+    /// The connection URL, possibly with credentials; empty when Caracal's `databaseUrl` file holds it (`password`).
+    pub fn url(&self) -> &Secret {
         &self.url
     }
 }

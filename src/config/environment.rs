@@ -156,8 +156,11 @@ impl Environment {
         let postgres =
             Endpoint::resolve("postgres", env.var("PRESERVE_POSTGRES_URL"), c.postgres, "", None, &mut env_secrets)?;
         // No URL given: Caracal's Compose install has one, password included, in secrets/databaseUrl.
-        let postgres =
-            if postgres.url().is_empty() { Endpoint::from_url_file(secrets_dir.join("databaseUrl")) } else { postgres };
+        let postgres = if postgres.url().expose_secret().is_empty() {
+            Endpoint::from_url_file(secrets_dir.join("databaseUrl"))
+        } else {
+            postgres
+        };
 
         let mut services = BTreeMap::new();
         for (name, default) in SERVICES {
@@ -324,7 +327,7 @@ mod tests {
         let e = Environment::load(None, &env).unwrap();
         assert_eq!(e.redis.display, "redis://preserve@10.0.0.5:6380/0");
         assert!(!format!("{:?}", e).contains("pa55word"));
-        assert!(e.env_secrets.iter().any(|(_, s)| s.expose() == "pa55word"));
+        assert!(e.env_secrets.iter().any(|(_, s)| s.expose_secret() == "pa55word"));
         assert_eq!(e.services["gateway"], vec!["http://gw-0:8081", "http://gw-1:8081"]);
         assert_eq!(e.out_dir, PathBuf::from("/srv/evidence"));
     }
@@ -340,8 +343,8 @@ mod tests {
         // A value in the environment is a secret to redact, like the serve token given so.
         let v = "0123456789abcdef0123456789abcdef";
         let e = Environment::load(None, &MapEnv(HashMap::from([("PRESERVE_FINGERPRINT_KEY", v)]))).unwrap();
-        assert!(matches!(&e.fingerprint_key, Some(KeySource::Value(s)) if s.expose() == v));
-        assert!(e.env_secrets.iter().any(|(_, s)| s.expose() == v));
+        assert!(matches!(&e.fingerprint_key, Some(KeySource::Value(s)) if s.expose_secret() == v));
+        assert!(e.env_secrets.iter().any(|(_, s)| s.expose_secret() == v));
     }
 
     #[test]

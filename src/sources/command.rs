@@ -182,7 +182,7 @@ impl Invocation<'_> {
         cmd.envs(self.env);
         for (name, reference) in self.env_credentials {
             let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
-            cmd.env(name, secret.expose());
+            cmd.env(name, secret.expose_secret());
         }
         if let Some(cwd) = self.cwd {
             cmd.current_dir(cx.env.expand(cwd).map_err(|e| CollectError::Failed(e.to_string()))?);
