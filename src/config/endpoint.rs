@@ -4,7 +4,7 @@
 use std::{fmt, path::PathBuf};
 
 use super::{
-    CredentialRef, Secret,
+    credential::{CredentialRef, Secret},
     site::StoreConfig,
     url::{strip_password, url_passwords},
 };

@@ -9,10 +9,12 @@ use std::{
 use jiff::SignedDuration;
 
 use super::{
-    ConfigError, CredentialRef, Endpoint, Secret, ServeSettings, SiteConfig,
-    endpoint::EndpointError,
+    credential::{CredentialError, CredentialRef, Secret},
+    endpoint::{Endpoint, EndpointError},
     expand::{ExpandError, expand_vars},
-    serve::ServeSettingError,
+    location::ConfigError,
+    serve::{ServeSettingError, ServeSettings},
+    site::SiteConfig,
     url::strip_password,
 };
 
@@ -53,7 +55,7 @@ pub enum KeySource {
 }
 
 impl KeySource {
-    pub fn resolve(&self) -> Result<Secret, super::CredentialError> {
+    pub fn resolve(&self) -> Result<Secret, CredentialError> {
         match self {
             KeySource::Value(s) => Ok(s.clone()),
             KeySource::Reference(r) => r.resolve(),

@@ -2,7 +2,7 @@
 
 use jiff::SignedDuration;
 
-use super::{RuleConfig, site::ServeConfig};
+use super::site::{RuleConfig, ServeConfig};
 
 /// `[serve]` after defaults.
 #[derive(Debug, Clone)]

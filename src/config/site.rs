@@ -1,5 +1,5 @@
 //! The site config (`preserve.toml`) as the operator writes it: where the systems are, credentials by reference, the
-//! output directory, run and sidecar limits. Every field is optional; [`super::Environment`] applies the environment
+//! output directory, run and sidecar limits. Every field is optional; `Environment` applies the environment
 //! and the defaults. Unknown keys are errors located by file, line and key.
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -8,7 +8,7 @@ use bytesize::ByteSize;
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use super::CredentialRef;
+use super::credential::CredentialRef;
 
 /// `preserve.toml` as written by the operator. Every field is optional; the defaults match a Caracal Compose host.
 #[derive(Debug, Default, Deserialize, Serialize)]
