@@ -181,33 +181,23 @@ impl Environment {
             services.insert(name.to_string(), urls);
         }
 
-        let audit_hmac_key = match env.var("AUDIT_HMAC_KEY") {
-            Some(v) => {
-                env_secrets.push(("AUDIT_HMAC_KEY".into(), Secret::new(v.clone())));
-                Some(KeySource::Value(Secret::new(v)))
+        // A key given in the environment: a reference, or the value itself (AUDIT_HMAC_KEY's always is), which is
+        // then a secret to redact.
+        let mut key_from_env = |var: &str, may_be_reference: bool| {
+            let v = env.var(var)?;
+            if may_be_reference && let Ok(r) = v.parse::<CredentialRef>() {
+                return Some(KeySource::Reference(r));
             }
-            None => c.audit.hmac_key.map(KeySource::Reference),
+            let value = Secret::new(v);
+            env_secrets.push((var.to_string(), value.clone()));
+            Some(KeySource::Value(value))
         };
-        let serve_token = match env.var("PRESERVE_SERVE_TOKEN") {
-            Some(v) => match v.parse::<CredentialRef>() {
-                Ok(r) => Some(KeySource::Reference(r)),
-                Err(_) => {
-                    env_secrets.push(("PRESERVE_SERVE_TOKEN".into(), Secret::new(v.clone())));
-                    Some(KeySource::Value(Secret::new(v)))
-                }
-            },
-            None => c.serve.token.take().map(KeySource::Reference),
-        };
-        let fingerprint_key = match env.var("PRESERVE_FINGERPRINT_KEY") {
-            Some(v) => match v.parse::<CredentialRef>() {
-                Ok(r) => Some(KeySource::Reference(r)),
-                Err(_) => {
-                    env_secrets.push(("PRESERVE_FINGERPRINT_KEY".into(), Secret::new(v.clone())));
-                    Some(KeySource::Value(Secret::new(v)))
-                }
-            },
-            None => c.redaction.fingerprint_key.take().map(KeySource::Reference),
-        };
+        let audit_hmac_key =
+            key_from_env("AUDIT_HMAC_KEY", false).or_else(|| c.audit.hmac_key.map(KeySource::Reference));
+        let serve_token =
+            key_from_env("PRESERVE_SERVE_TOKEN", true).or_else(|| c.serve.token.take().map(KeySource::Reference));
+        let fingerprint_key = key_from_env("PRESERVE_FINGERPRINT_KEY", true)
+            .or_else(|| c.redaction.fingerprint_key.take().map(KeySource::Reference));
 
         let mut redact_refs: Vec<(String, CredentialRef)> =
             c.redact_secrets.into_iter().enumerate().map(|(i, r)| (format!("redact_secrets[{i}]"), r)).collect();
