@@ -6,6 +6,7 @@
 pub mod alert;
 pub mod analysis;
 pub mod bundle;
+pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod progress;

@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use preserve::{
     alert,
     bundle::{bounds::Limits, verify},
-    config::{Catalog, ConfigError, CredentialRef, Environment, KeySource, ProcessEnv},
+    catalog::Catalog,
+    config::{ConfigError, CredentialRef, Environment, KeySource, ProcessEnv},
     progress::{self, Progress},
     redact::FingerprintKey,
     render,

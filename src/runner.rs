@@ -36,7 +36,7 @@ pub struct PlannedCollector {
     /// What it reads, credentials removed.
     pub describe: String,
     /// Where it was defined, for errors about it.
-    pub origin: Option<crate::config::Origin>,
+    pub origin: Option<crate::catalog::Origin>,
 }
 
 /// A request to stop collecting (a signal), with the reason recorded in the manifest.

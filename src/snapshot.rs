@@ -17,7 +17,8 @@ use crate::{
         outdir::OutDir,
         writer::{self, ArchiveOptions, WrittenBundle},
     },
-    config::{Catalog, ConfigError, CredentialRef, Environment, Secret},
+    catalog::{Catalog, CollectorDef},
+    config::{ConfigError, CredentialRef, Environment, Secret},
     progress::Progress,
     redact::{FingerprintKey, Redactor, fingerprint::KeyError},
     runner::{self, PlannedCollector, RunContext, Stop},
@@ -136,8 +137,8 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
     if req.profiles.is_empty() && req.collectors.is_empty() {
         return Err(PlanError::Empty);
     }
-    let mut chosen: Vec<&crate::config::CollectorDef> = Vec::new();
-    fn add<'a>(chosen: &mut Vec<&'a crate::config::CollectorDef>, c: &'a crate::config::CollectorDef) {
+    let mut chosen: Vec<&CollectorDef> = Vec::new();
+    fn add<'a>(chosen: &mut Vec<&'a CollectorDef>, c: &'a CollectorDef) {
         if !chosen.iter().any(|o| o.name == c.name) {
             chosen.push(c);
         }
@@ -323,7 +324,7 @@ pub fn resolve_secrets(env: &Environment, plan: &Plan) -> Result<Secrets, Config
 /// (a development `caracal:caracal`) is left to the URL rule, which finds it where it is a password: as a known
 /// value it would be replaced inside every table, stream and service name that contains it.
 fn push_secret(secrets: &mut Vec<(String, Secret)>, label: String, value: Secret) {
-    for pw in crate::config::url_passwords(value.expose()).into_iter().filter(|pw| pw.len() >= 8) {
+    for pw in crate::config::url_passwords(value.expose_secret()).into_iter().filter(|pw| pw.len() >= 8) {
         secrets.push((format!("{label} (URL password)"), Secret::new(pw)));
     }
     secrets.push((label, value));

@@ -1,9 +1,10 @@
 //! Credentials by reference. A config never holds a secret inline: it names where to read it (`env:NAME` or
-//! `file:PATH`). Resolved values live in [`Secret`], which never prints itself, and are registered with the
-//! redactor so they cannot reach a bundle.
+//! `file:PATH`). Resolved values live in [`Secret`], which never prints itself and is wiped from memory when dropped,
+//! and are registered with the redactor so they cannot reach a bundle.
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// Where a credential is read from.
@@ -15,16 +16,17 @@ pub enum CredentialRef {
     File(PathBuf),
 }
 
-/// A resolved secret value. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A resolved secret value: zeroed when dropped, never shown by `Debug`, and no `Display`.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(value.into().into())
     }
-    pub fn expose(&self) -> &str {
-        &self.0
+    /// The value itself: only where it is used (a connection, the redactor's list), never to show it.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 
@@ -60,7 +62,7 @@ impl CredentialRef {
         if value.is_empty() {
             return Err(CredentialError::Empty(self.to_string()));
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 
@@ -128,6 +130,6 @@ mod tests {
         let p = dir.path().join("pw");
         std::fs::write(&p, "s3cret\n").unwrap();
         let r: CredentialRef = format!("file:{}", p.display()).parse().unwrap();
-        assert_eq!(r.resolve().unwrap().expose(), "s3cret");
+        assert_eq!(r.resolve().unwrap().expose_secret(), "s3cret");
     }
 }

@@ -1,15 +1,21 @@
-//! Configuration: the site config (`preserve.toml`), credential references, and the collector and profile
-//! definitions (TOML in `collectors/`, built in and extendable from directories).
+//! Configuration: the site config (`preserve.toml`) resolved with the environment, credential references, and the
+//! located errors of every config file. The collector and profile definitions, which name source kinds, are
+//! [`crate::catalog`]'s.
 
-mod catalog;
 mod credential;
+mod endpoint;
+mod environment;
+mod expand;
 mod location;
+mod serve;
 mod site;
+mod url;
 
-pub use catalog::{Catalog, CollectorDef, Origin, ProfileDef};
 pub use credential::{CredentialError, CredentialRef, Secret};
+pub use endpoint::Endpoint;
+pub use environment::{EnvSource, Environment, KeySource, ProcessEnv, SERVICES};
+pub use expand::{ExpandError, expand_vars};
 pub use location::ConfigError;
-pub use site::{
-    Endpoint, EnvSource, Environment, KeySource, ProcessEnv, Retention, RuleConfig, SERVICES, ServeSettings,
-    SiteConfig, expand_vars, strip_password, url_passwords,
-};
+pub use serve::{Retention, ServeSettings};
+pub use site::{RuleConfig, SiteConfig};
+pub use url::{strip_password, url_passwords};

@@ -38,7 +38,7 @@ pub enum KeyError {
 impl FingerprintKey {
     /// The site's key: the credential's bytes as resolved.
     pub fn site(secret: &Secret) -> Result<Self, KeyError> {
-        let bytes = secret.expose().as_bytes().to_vec();
+        let bytes = secret.expose_secret().as_bytes().to_vec();
         if bytes.len() < MIN_SITE_KEY_LEN {
             return Err(KeyError::TooShort { len: bytes.len() });
         }

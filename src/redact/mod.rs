@@ -166,7 +166,7 @@ impl Redactor {
         let mut values = Vec::new();
         let mut rules = Vec::new();
         for (label, secret) in secrets {
-            let v = secret.expose();
+            let v = secret.expose_secret();
             if v.len() < MIN_SECRET_LEN || !seen.insert(v.to_string()) {
                 continue;
             }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{config::Catalog, sources};
+use crate::{catalog::Catalog, sources};
 
 /// Profiles (with the alerts they answer, their window and collectors), then collectors, as columns as wide as
 /// their longest entry: a site's own collector names may be longer than the built-in ones.

@@ -38,7 +38,7 @@ pub fn router(scheduler: Arc<Scheduler>, token: &Secret) -> Router {
     let app = App {
         body_limit: usize::try_from(scheduler.env.serve.body_limit).unwrap_or(usize::MAX),
         body_timeout: scheduler.env.serve.body_timeout,
-        token_digest: Sha256::digest(token.expose().as_bytes()).into(),
+        token_digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
         scheduler,
     };
     Router::new()

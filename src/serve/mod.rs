@@ -16,7 +16,8 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{Catalog, ConfigError, CredentialError, Environment, KeySource, Secret},
+    catalog::Catalog,
+    config::{ConfigError, CredentialError, Environment, KeySource, Secret},
     redact::{Redactor, fingerprint::FingerprintKey},
     snapshot,
 };

@@ -7,7 +7,8 @@ use regex::Regex;
 
 use crate::{
     alert::Alert,
-    config::{Catalog, ConfigError, Environment, ProfileDef},
+    catalog::{Catalog, ProfileDef},
+    config::{ConfigError, Environment},
 };
 
 /// One Alertmanager matcher: `name="value"`, `name!="value"`, `name=~"regex"`, `name!~"regex"`. A label the

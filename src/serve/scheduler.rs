@@ -21,7 +21,8 @@ use super::{
 use crate::{
     alert::Alert,
     bundle::{self, manifest::TriggerKind},
-    config::{Catalog, Environment},
+    catalog::Catalog,
+    config::Environment,
     progress::Progress,
     redact::{Redactor, Tally},
     runner::Stop,

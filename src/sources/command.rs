@@ -167,8 +167,12 @@ pub(crate) struct Running {
 
 impl Invocation<'_> {
     pub(crate) fn start(&self, cx: &Collection) -> Result<Running, StartError> {
-        let argv: Vec<String> =
-            self.argv.iter().map(|a| cx.env.expand(a)).collect::<Result<_, _>>().map_err(CollectError::Failed)?;
+        let argv: Vec<String> = self
+            .argv
+            .iter()
+            .map(|a| cx.env.expand(a))
+            .collect::<Result<_, _>>()
+            .map_err(|e| CollectError::Failed(e.to_string()))?;
         let program = argv.first().ok_or_else(|| CollectError::Failed("argv is empty".into()))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -178,10 +182,10 @@ impl Invocation<'_> {
         cmd.envs(self.env);
         for (name, reference) in self.env_credentials {
             let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
-            cmd.env(name, secret.expose());
+            cmd.env(name, secret.expose_secret());
         }
         if let Some(cwd) = self.cwd {
-            cmd.current_dir(cx.env.expand(cwd).map_err(CollectError::Failed)?);
+            cmd.current_dir(cx.env.expand(cwd).map_err(|e| CollectError::Failed(e.to_string()))?);
         }
         let mut child = cmd.spawn().map_err(|source| StartError::Spawn { program: program.clone(), source })?;
         let group = ProcessGroup(child.id());

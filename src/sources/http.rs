@@ -229,7 +229,8 @@ impl Source for HttpSource {
                 };
                 let auth = r.auth.unwrap_or(token.is_some()).then_some(token.as_ref()).flatten();
                 let (rec, failure) =
-                    fetch(&cx, &client, &url, auth.map(|t| t.expose()), timeout, max_body, &instance, &r.name).await;
+                    fetch(&cx, &client, &url, auth.map(|t| t.expose_secret()), timeout, max_body, &instance, &r.name)
+                        .await;
                 tried += 1;
                 if let Some(f) = failure {
                     failures.add(&failures::authority(&url), &r.name, &f);

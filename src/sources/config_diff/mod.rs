@@ -326,7 +326,7 @@ impl ConfigDiffSource {
         };
         let absent = |why: String| if self.required { Err(CollectError::Failed(why)) } else { Ok(Err(why)) };
         for needed in &self.needs_files {
-            let needed = cx.env.expand(needed).map_err(CollectError::Failed)?;
+            let needed = cx.env.expand(needed).map_err(|e| CollectError::Failed(e.to_string()))?;
             // Only a file that is not there skips the program; one that cannot be looked at, it reports itself.
             if let missing @ Presence::Absent(_) = Presence::of_path(Path::new(&needed)) {
                 return absent(format!("nothing to run `{}` on: {}", self.command[0], missing.reason(&needed)));
@@ -415,7 +415,7 @@ impl ConfigDiffSource {
             let scheme = self.pair_with_previous(cx, &mut items, &current.unreadable, unlooked, &mut out)?;
             uncompared = scheme.and_then(|(id, scheme)| why_uncompared(cx.redactor().key(), &id, &scheme));
         } else {
-            let path = PathBuf::from(cx.env.expand(&self.baseline).map_err(CollectError::Failed)?);
+            let path = PathBuf::from(cx.env.expand(&self.baseline).map_err(|e| CollectError::Failed(e.to_string()))?);
             pair_with_path(&path, &mut items, &mut out)?;
         }
         items.sort_by(|a, b| a.name.cmp(&b.name));

@@ -289,7 +289,7 @@ impl FileSource {
         let mut found = Found::default();
         let mut seen = std::collections::BTreeSet::new();
         for pattern in &self.paths {
-            let pattern = cx.env.expand(pattern).map_err(CollectError::Failed)?;
+            let pattern = cx.env.expand(pattern).map_err(|e| CollectError::Failed(e.to_string()))?;
             let paths = glob::glob(&pattern).map_err(|e| CollectError::Failed(format!("bad glob `{pattern}`: {e}")))?;
             let mut matched = 0;
             for entry in paths {
@@ -335,7 +335,7 @@ impl FileSource {
         }
         if let Some(select) = &self.docker {
             let dir = match &select.dir {
-                Some(d) => PathBuf::from(cx.env.expand(d).map_err(CollectError::Failed)?),
+                Some(d) => PathBuf::from(cx.env.expand(d).map_err(|e| CollectError::Failed(e.to_string()))?),
                 None => cx.env.docker_dir.clone(),
             };
             match docker::discover(&dir, select) {

@@ -65,7 +65,7 @@ fn key(cx: &Collection) -> Result<Option<Vec<u8>>, String> {
         Some(KeySource::Value(s)) => s.clone(),
         Some(KeySource::Reference(r)) => r.resolve().map_err(|e| e.to_string())?,
     };
-    hex::decode(secret.expose().trim()).map(Some).map_err(|_| "AUDIT_HMAC_KEY is not hex".to_string())
+    hex::decode(secret.expose_secret().trim()).map(Some).map_err(|_| "AUDIT_HMAC_KEY is not hex".to_string())
 }
 
 /// Verifies `audit_events` (unless `audit_in_export`: the export already did, see [`Tap`]) and, when the table

@@ -11,20 +11,20 @@ use crate::config::{CredentialRef, Environment};
 /// and the TLS the URL (or `PGSSLMODE`) asks for.
 pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), String> {
     let ep = &env.postgres;
-    let (url, password) = match (ep.url().is_empty(), &ep.password) {
+    let (url, password) = match (ep.url().expose_secret().is_empty(), &ep.password) {
         (true, Some(CredentialRef::File(path))) => {
             let url = CredentialRef::File(path.clone())
                 .resolve()
                 .map_err(|e| format!("no Postgres URL configured, and Caracal's {e}"))?;
-            (url.expose().to_string(), None)
+            (url.expose_secret().to_string(), None)
         }
         (true, _) => return Err("no Postgres URL configured (postgres.url or PRESERVE_POSTGRES_URL)".into()),
         (false, Some(r)) => match r.resolve() {
-            Ok(p) => (ep.url().to_string(), Some(p)),
-            Err(_) if ep.password_is_default => (ep.url().to_string(), None),
+            Ok(p) => (ep.url().expose_secret().to_string(), Some(p)),
+            Err(_) if ep.password_is_default => (ep.url().expose_secret().to_string(), None),
             Err(e) => return Err(format!("postgres.password: {e}")),
         },
-        (false, None) => (ep.url().to_string(), None),
+        (false, None) => (ep.url().expose_secret().to_string(), None),
     };
     let (url, tls) =
         super::tls::split(&url, |k| std::env::var(k).ok()).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
@@ -36,7 +36,7 @@ pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), St
     if let Some(p) = password
         && config.get_password().is_none()
     {
-        config.password(p.expose());
+        config.password(p.expose_secret());
     }
     config.application_name("preserve").connect_timeout(std::time::Duration::from_secs(10));
     Ok((config, tls))

@@ -43,13 +43,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// reads and the handshake is sent.
 pub fn connection_info(env: &Environment, password: Option<&Secret>) -> Result<ConnectionInfo, String> {
     let shown = |e: redis::RedisError| format!("redis URL {}: {e}", env.redis.display);
-    let info = env.redis.url().into_connection_info().map_err(shown)?;
+    let info = env.redis.url().expose_secret().into_connection_info().map_err(shown)?;
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
     if let Some(user) = &env.redis.username {
         settings = settings.set_username(user);
     }
     if let Some(pw) = password {
-        settings = settings.set_password(pw.expose());
+        settings = settings.set_password(pw.expose_secret());
     }
     let info = info.set_redis_settings(settings);
     let Some(ca) = &env.redis.ca_file else { return Ok(info) };

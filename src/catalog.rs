@@ -1,6 +1,7 @@
 //! Collector and profile definitions. Built-in ones are the files in `collectors/`, compiled into the binary;
 //! directories from the site config and `--collectors` extend them, and a definition there replaces a built-in
-//! one of the same name. Every error names the file, line and key.
+//! one of the same name. Every error names the file, line and key. Not part of `config`: a collector's settings are
+//! read by its source kind, and `sources` itself reads the site config.
 
 use std::{
     collections::BTreeMap,
@@ -16,8 +17,10 @@ use toml::{
     de::{DeTable, DeValue, ValueDeserializer},
 };
 
-use super::{ConfigError, Environment};
-use crate::sources::{self, Source};
+use crate::{
+    config::{ConfigError, Environment},
+    sources::{self, Source},
+};
 
 static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/collectors");
 
