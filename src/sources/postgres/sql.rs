@@ -9,26 +9,25 @@ use crate::config::{CredentialRef, Environment};
 
 /// Connection settings from the site: a URL (or Caracal's rendered `databaseUrl` file) and a password reference,
 /// and the TLS the URL (or `PGSSLMODE`) asks for.
-pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), String> {
+pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), super::Error> {
+    use super::{Error, UrlError};
     let ep = &env.postgres;
     let (url, password) = match (ep.url().is_empty(), &ep.password) {
         (true, Some(CredentialRef::File(path))) => {
-            let url = CredentialRef::File(path.clone())
-                .resolve()
-                .map_err(|e| format!("no Postgres URL configured, and Caracal's {e}"))?;
+            let url = CredentialRef::File(path.clone()).resolve().map_err(Error::NoUrlNorDatabaseUrl)?;
             (url.expose().to_string(), None)
         }
-        (true, _) => return Err("no Postgres URL configured (postgres.url or PRESERVE_POSTGRES_URL)".into()),
+        (true, _) => return Err(Error::NoUrl),
         (false, Some(r)) => match r.resolve() {
             Ok(p) => (ep.url().to_string(), Some(p)),
             Err(_) if ep.password_is_default => (ep.url().to_string(), None),
-            Err(e) => return Err(format!("postgres.password: {e}")),
+            Err(e) => return Err(Error::Password(e)),
         },
         (false, None) => (ep.url().to_string(), None),
     };
-    let (url, tls) =
-        super::tls::split(&url, |k| std::env::var(k).ok()).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
-    let mut config = Config::from_str(&url).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
+    let bad_url = |source| Error::Url { display: ep.display.clone(), source };
+    let (url, tls) = super::tls::split(&url, |k| std::env::var(k).ok()).map_err(|e| bad_url(UrlError::Tls(e)))?;
+    let mut config = Config::from_str(&url).map_err(|e| bad_url(UrlError::Parse(e)))?;
     config.ssl_mode(tls.ssl_mode());
     if let Some(user) = &ep.username {
         config.user(user);

@@ -121,18 +121,18 @@ impl Tls {
     }
 
     /// A connector that checks the server as the mode says.
-    pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
+    pub fn connector(&self) -> Result<MakeRustlsConnect, ConnectorError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(ConnectorError::Tls)?;
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = match (self.mode, &self.root_cert) {
             (Mode::Disable | Mode::Prefer, _) | (Mode::Require, None) => Arc::new(Lenient { chain: None, algorithms }),
             (mode, Some(root)) => {
                 let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root)?), provider)
                     .build()
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(ConnectorError::Verifier)?;
                 if mode == Mode::VerifyFull { inner } else { Arc::new(Lenient { chain: Some(inner), algorithms }) }
             }
             (_, None) => unreachable!("split() requires sslrootcert for verify-ca and verify-full"),
@@ -142,7 +142,20 @@ impl Tls {
     }
 }
 
-fn roots(root: &str) -> Result<RootCertStore, String> {
+/// Why no TLS connector could be built for the server's certificate check.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("TLS: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error("TLS: {0}")]
+    Verifier(#[source] rustls::client::VerifierBuilderError),
+    #[error("sslrootcert {path}: {source}")]
+    RootCertFile { path: String, source: rustls::pki_types::pem::Error },
+    #[error("sslrootcert {0}: no certificate in it")]
+    NoRootCert(String),
+}
+
+fn roots(root: &str) -> Result<RootCertStore, ConnectorError> {
     let mut store = RootCertStore::empty();
     if root == "system" {
         store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -150,10 +163,10 @@ fn roots(root: &str) -> Result<RootCertStore, String> {
     }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(root)
         .and_then(|i| i.collect())
-        .map_err(|e| format!("sslrootcert {root}: {e}"))?;
+        .map_err(|source| ConnectorError::RootCertFile { path: root.to_string(), source })?;
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!("sslrootcert {root}: no certificate in it"));
+        return Err(ConnectorError::NoRootCert(root.to_string()));
     }
     Ok(store)
 }

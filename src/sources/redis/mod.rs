@@ -24,6 +24,33 @@ use value::text;
 use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::config::{CredentialRef, Environment};
 
+/// Why a redis collector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis.password: {0}")]
+    Password(#[source] crate::config::CredentialError),
+    #[error("redis URL {display}: {source}")]
+    Url { display: String, source: redis::RedisError },
+    #[error("redis.ca_file is set but {display} is not a rediss:// (TLS) URL")]
+    CaWithoutTls { display: String },
+    #[error("redis.ca_file {}: {source}", path.display())]
+    CaFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("redis.ca_file {}: {source}", path.display())]
+    CaCertificate { path: std::path::PathBuf, source: redis::RedisError },
+    #[error("cannot connect to {display}: {source}")]
+    Connect { display: String, source: redis::RedisError },
+    /// `addr` answered, but not as Redis does (an HTTP server, a TLS port spoken to in plain text): what the
+    /// client says about the bytes, or the connection the other server closed, is no help to anyone.
+    #[error("{addr} did not answer as a Redis server (is this Redis's port?)")]
+    NotRedis { addr: String },
+    /// A read command failed (`what` names it and its key).
+    #[error("{what}: {source}")]
+    Command { what: String, source: redis::RedisError },
+    /// A page of a stream's entries could not be read or written.
+    #[error("XRANGE {key} after {after} entries: {source}")]
+    Entries { key: String, after: u64, source: streams::PageError },
+}
+
 /// Settings of a `redis` collector. The server is the site's (`[redis]`, `PRESERVE_REDIS_URL`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -127,7 +154,7 @@ impl Source for RedisSource {
         };
         let info = match conn::connection_info(env, password.as_ref()) {
             Ok(i) => i,
-            Err(e) => return Readiness::Cannot(e),
+            Err(e) => return Readiness::Cannot(e.to_string()),
         };
         let display = &env.redis.display;
         let probe = async {
@@ -159,17 +186,15 @@ impl Source for RedisSource {
                     out.detail("auth", format!("none: Caracal's default secret {r} is absent"));
                     None
                 }
-                Err(e) => return Err(CollectError::Failed(format!("redis.password: {e}"))),
+                Err(e) => return Err(Error::Password(e).into()),
             },
             None => None,
         };
-        let info = conn::connection_info(&cx.env, password.as_ref()).map_err(CollectError::Failed)?;
+        let info = conn::connection_info(&cx.env, password.as_ref())?;
         let label = conn::label(&info);
-        let mut seed = Node::connect(info).await.map_err(|e| {
-            CollectError::Failed(match conn::is_not_resp(&e) {
-                true => conn::not_redis(&label),
-                false => format!("cannot connect to {}: {e}", cx.env.redis.display),
-            })
+        let mut seed = Node::connect(info).await.map_err(|source| match conn::is_not_resp(&source) {
+            true => Error::NotRedis { addr: label },
+            false => Error::Connect { display: cx.env.redis.display.clone(), source },
         })?;
 
         let mut nodes = vec![];
@@ -185,7 +210,7 @@ impl Source for RedisSource {
         // What went wrong after another kind of server answered (a reply that does not parse, a connection it
         // closed) all comes from that one cause.
         let result = result.map_err(|e| match nodes.iter().find(|n| n.not_redis) {
-            Some(n) => CollectError::Failed(conn::not_redis(&n.label)),
+            Some(n) => Error::NotRedis { addr: n.label.clone() }.into(),
             None => e,
         });
         result.map(|()| out)
@@ -251,8 +276,7 @@ impl RedisSource {
             artifact.finish().map_err(|e| CollectError::Io { context: format!("writing {path}"), source: e })?;
         }
         if !family_reports.is_empty() {
-            let summary =
-                serde_json::to_vec_pretty(&family_reports).map_err(|e| CollectError::Failed(e.to_string()))?;
+            let summary = serde_json::to_vec_pretty(&family_reports)?;
             let mut a = cx.artifact("keys/summary.json", "application/json", Redaction::Data)?;
             a.write_all(&summary)
                 .map_err(|e| CollectError::Io { context: "writing keys/summary.json".into(), source: e })?;
@@ -380,7 +404,7 @@ async fn find_streams(cx: &Collection, node: &mut Node, page: usize) -> Result<V
 }
 
 fn failed(what: &'static str) -> impl FnOnce(redis::RedisError) -> CollectError {
-    move |e| CollectError::Failed(format!("{what}: {e}"))
+    move |source| Error::Command { what: what.to_string(), source }.into()
 }
 
 fn write_text(cx: &Collection, path: &str, text: &str) -> Result<(), CollectError> {
