@@ -56,8 +56,8 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 pub enum UrlError {
     /// Its TLS settings (`sslmode`, `sslrootcert`).
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(tls::SettingError),
     #[error(transparent)]
     Parse(tokio_postgres::Error),
 }
@@ -628,7 +628,7 @@ async fn export_table(
     let cols = kept.iter().map(|c| sql::ident(c)).collect::<Vec<_>>().join(", ");
     let mut query = format!("SELECT {cols} FROM {}.{}", sql::ident(&schema), sql::ident(&table));
     if let Some(f) = &t.filter {
-        let names = sql::bind_names(f)?;
+        let names = sql::bind_names(f).map_err(|e| e.to_string())?;
         for n in &names {
             let Some(v) = params.get(n) else {
                 report["skipped"] =
@@ -641,7 +641,7 @@ async fn export_table(
                 .map_err(|e| sql::describe_error(&e))?;
         }
         query.push_str(" WHERE ");
-        query.push_str(&sql::substitute(f)?);
+        query.push_str(&sql::substitute(f).map_err(|e| e.to_string())?);
     }
     // Verifying the chain from this export, in the table's own order (see chain::Tap), every column the hash needs.
     let mut found = Outcome::default();

@@ -75,8 +75,15 @@ pub fn param_setting(name: &str) -> String {
     format!("preserve.p_{name}")
 }
 
+/// What is wrong with a table's `where` filter.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("unterminated string literal")]
+    UnterminatedLiteral,
+}
+
 /// Walks a filter, calling `on_param` for each `:name` outside string literals and `::` casts.
-fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&str)) -> Result<(), String> {
+fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&str)) -> Result<(), FilterError> {
     let b = filter.as_bytes();
     let (mut i, mut last) = (0, 0);
     while i < b.len() {
@@ -87,7 +94,7 @@ fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&s
                     i += 1;
                 }
                 if i >= b.len() {
-                    return Err("unterminated string literal".into());
+                    return Err(FilterError::UnterminatedLiteral);
                 }
                 i += 1;
             }
@@ -111,7 +118,7 @@ fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&s
 }
 
 /// The parameter names a filter uses.
-pub fn bind_names(filter: &str) -> Result<Vec<String>, String> {
+pub fn bind_names(filter: &str) -> Result<Vec<String>, FilterError> {
     let mut names = Vec::new();
     scan(filter, |n| names.push(n.to_string()), |_| {})?;
     names.sort();
@@ -120,7 +127,7 @@ pub fn bind_names(filter: &str) -> Result<Vec<String>, String> {
 }
 
 /// The filter with each `:name` replaced by a read of its setting (`:since`/`:until` as `timestamptz`).
-pub fn substitute(filter: &str) -> Result<String, String> {
+pub fn substitute(filter: &str) -> Result<String, FilterError> {
     let out = std::cell::RefCell::new(String::new());
     scan(
         filter,

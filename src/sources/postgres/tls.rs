@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, SettingError> {
         Ok(match s {
             "disable" => Mode::Disable,
             "allow" | "prefer" => Mode::Prefer,
@@ -34,7 +34,7 @@ impl Mode {
             "verify-ca" => Mode::VerifyCa,
             "verify-full" => Mode::VerifyFull,
             other => {
-                return Err(format!("sslmode `{other}`: expected disable, prefer, require, verify-ca or verify-full"));
+                return Err(SettingError::UnknownMode(other.to_string()));
             }
         })
     }
@@ -50,6 +50,15 @@ impl Mode {
     }
 }
 
+/// What is wrong with a connection string's TLS settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    #[error("sslmode `{0}`: expected disable, prefer, require, verify-ca or verify-full")]
+    UnknownMode(String),
+    #[error("sslmode={} needs sslrootcert: the CA's PEM file, or `system` for the Mozilla roots", .0.as_str())]
+    NoRootCert(Mode),
+}
+
 /// The TLS part of a connection string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
@@ -59,7 +68,7 @@ pub struct Tls {
 
 /// Takes `sslmode` and `sslrootcert` out of a URL or `key=value` connection string (tokio-postgres knows neither
 /// `verify-*` nor `sslrootcert`), falling back to `PGSSLMODE` / `PGSSLROOTCERT`.
-pub fn split(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, Tls), String> {
+pub fn split(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, Tls), SettingError> {
     let (mut mode, mut root) = (None, None);
     let mut take = |key: &str, value: String| match key {
         "sslmode" => {
@@ -102,10 +111,7 @@ pub fn split(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String
     };
     let root_cert = root.or_else(|| env("PGSSLROOTCERT")).filter(|r| !r.is_empty());
     if matches!(mode, Mode::VerifyCa | Mode::VerifyFull) && root_cert.is_none() {
-        return Err(format!(
-            "sslmode={} needs sslrootcert: the CA's PEM file, or `system` for the Mozilla roots",
-            mode.as_str()
-        ));
+        return Err(SettingError::NoRootCert(mode));
     }
     Ok((rest, Tls { mode, root_cert }))
 }
@@ -238,7 +244,9 @@ mod tests {
         let env = |k: &str| (k == "PGSSLMODE").then(|| "disable".to_string());
         assert_eq!(split("postgres://db/x", env).unwrap().1.mode, Mode::Disable);
         assert_eq!(split("postgres://db/x", none).unwrap().1.mode, Mode::Prefer);
-        assert!(split("postgres://db/x?sslmode=verify-ca", none).unwrap_err().contains("needs sslrootcert"));
-        assert!(split("postgres://db/x?sslmode=bogus", none).unwrap_err().contains("sslmode `bogus`"));
+        assert!(
+            split("postgres://db/x?sslmode=verify-ca", none).unwrap_err().to_string().contains("needs sslrootcert")
+        );
+        assert!(split("postgres://db/x?sslmode=bogus", none).unwrap_err().to_string().contains("sslmode `bogus`"));
     }
 }
