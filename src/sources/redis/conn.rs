@@ -9,7 +9,11 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
-use super::{Error, resp};
+use super::{
+    Error,
+    link::{is_connection_error, label},
+    resp,
+};
 use crate::config::{Environment, Secret};
 
 /// Every command this collector sends besides the handshake (AUTH, SELECT). All are read-only.
@@ -62,15 +66,6 @@ pub fn connection_info(env: &Environment, password: Option<&Secret>) -> Result<C
     let client =
         Client::build_with_tls(info, certs).map_err(|source| Error::CaCertificate { path: ca.clone(), source })?;
     Ok(client.get_connection_info().clone())
-}
-
-/// `host:port` of a connection, for labels and file names.
-pub fn label(info: &ConnectionInfo) -> String {
-    match info.addr() {
-        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => format!("{h}:{p}"),
-        ConnectionAddr::Unix(path) => path.display().to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// One Redis node.
@@ -213,11 +208,6 @@ async fn open(info: &ConnectionInfo) -> RedisResult<MultiplexedConnection> {
 /// Whether the reply could not be read as RESP at all: another kind of server answered.
 pub fn is_not_resp(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Parse
-}
-
-/// Whether an error means the connection is gone (worth one reconnect), rather than a refusal by the server.
-pub fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 /// The masters of a cluster from `CLUSTER NODES`, as (host, port); the seed's host stands in for an empty address.

@@ -4,6 +4,7 @@
 
 mod conn;
 mod keys;
+mod link;
 mod resp;
 mod streams;
 mod value;
@@ -166,7 +167,7 @@ impl Source for RedisSource {
                 Readiness::Ready(notes)
             }
             Ok(Ok(_)) => Readiness::Cannot(format!("{display} answered INFO, but not as a Redis server does")),
-            Ok(Err(e)) if conn::is_connection_error(&e) || e.kind() == redis::ErrorKind::Io => {
+            Ok(Err(e)) if link::is_connection_error(&e) || e.kind() == redis::ErrorKind::Io => {
                 Readiness::Cannot(format!("cannot connect to {display}: {e} (is Redis running there?)"))
             }
             Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
@@ -191,7 +192,7 @@ impl Source for RedisSource {
             None => None,
         };
         let info = conn::connection_info(&cx.env, password.as_ref())?;
-        let label = conn::label(&info);
+        let label = link::label(&info);
         let mut seed = Node::connect(info).await.map_err(|source| match conn::is_not_resp(&source) {
             true => Error::NotRedis { addr: label },
             false => Error::Connect { display: cx.env.redis.display.clone(), source },
@@ -349,7 +350,7 @@ async fn server_info(cx: &Collection, node: &mut Node, out: &mut Outcome) -> Res
     {
         Ok(v) => v,
         // Servers before 7.0 take one section at a time; plain INFO has them all.
-        Err(e) if !conn::is_connection_error(&e) => node.query(&redis::cmd("INFO")).await.map_err(failed("INFO"))?,
+        Err(e) if !link::is_connection_error(&e) => node.query(&redis::cmd("INFO")).await.map_err(failed("INFO"))?,
         Err(e) => return Err(failed("INFO")(e)),
     };
     write_text(cx, &format!("{dir}/info.txt"), &text(&info))?;
@@ -360,7 +361,7 @@ async fn server_info(cx: &Collection, node: &mut Node, out: &mut Outcome) -> Res
         .await
     {
         Ok(v) => value::map_json(&v, |_, v| value::to_json(v)),
-        Err(e) if !conn::is_connection_error(&e) => {
+        Err(e) if !link::is_connection_error(&e) => {
             denied.push(format!("CONFIG GET: {e}"));
             json!({ "error": e.to_string() })
         }
@@ -369,7 +370,7 @@ async fn server_info(cx: &Collection, node: &mut Node, out: &mut Outcome) -> Res
     write_text(cx, &format!("{dir}/config.json"), &serde_json::to_string_pretty(&config).unwrap_or_default())?;
     match node.query(redis::cmd("CLIENT").arg("LIST")).await {
         Ok(v) => write_text(cx, &format!("{dir}/clients.txt"), &text(&v))?,
-        Err(e) if !conn::is_connection_error(&e) => denied.push(format!("CLIENT LIST: {e}")),
+        Err(e) if !link::is_connection_error(&e) => denied.push(format!("CLIENT LIST: {e}")),
         Err(e) => return Err(failed("CLIENT LIST")(e)),
     }
     if !denied.is_empty() {

@@ -38,7 +38,7 @@ impl Error {
     pub fn is_connection(&self) -> bool {
         match self {
             Error::Io(_) | Error::Timeout(_) | Error::Closed => true,
-            Error::Client(e) => super::conn::is_connection_error(e),
+            Error::Client(e) => super::link::is_connection_error(e),
             Error::Protocol(_) | Error::Server(_) => false,
         }
     }
@@ -289,7 +289,7 @@ impl Direct {
                 #[cfg(unix)]
                 ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(Error::Io)?),
                 // Not a lost connection: nothing to reconnect for.
-                _ => return Err(protocol(format!("{} is read through the client", super::conn::label(info)))),
+                _ => return Err(protocol(format!("{} is read through the client", super::link::label(info)))),
             };
             Ok(stream)
         };
