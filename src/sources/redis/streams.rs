@@ -263,14 +263,14 @@ async fn export_entries(
         if len == 0 {
             break;
         }
-        let page_last = pages.id(len - 1).map_err(|e| failed(n, e.into()))?;
+        let page_last = pages.id(len - 1).map_err(|e| failed(n, e))?;
         if first.is_none() {
-            first = Some(pages.id(0).map_err(|e| failed(n, e.into()))?);
+            first = Some(pages.id(0).map_err(|e| failed(n, e))?);
         }
         let next = (len == page && page_last != end).then(|| xrange(&format!("({page_last}")));
         let mut write = |pages: &Pages, buf: &mut Vec<u8>| -> Result<(), CollectError> {
             buf.clear();
-            pages.write_jsonl(buf).map_err(|e| failed(n, e.into()))?;
+            pages.write_jsonl(buf).map_err(|e| failed(n, e))?;
             out.write_all(buf).map_err(io("entries.jsonl"))?;
             out.add_records(len as u64);
             Ok(())
