@@ -8,7 +8,6 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio_postgres::{Config, config::Host};
 
@@ -118,22 +117,58 @@ fn pgoptions(settings: &std::collections::BTreeMap<String, String>) -> String {
     settings.iter().map(|(k, v)| format!("-c {}={}", esc(k), esc(v))).collect::<Vec<_>>().join(" ")
 }
 
+/// What `details.exports` records of the dump, beside the tables' reports.
+#[derive(Debug, Serialize)]
+pub struct DumpReport {
+    /// Always `pg_dump`, as a table's report has its table's name.
+    pub name: &'static str,
+    /// Always `custom`.
+    pub format: &'static str,
+    /// Why no usable `pg_dump` exists: the dump was not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_table_data: Option<Vec<String>>,
+    /// Bytes of the archive written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_masked: Option<u64>,
+    /// Why the dump that ran failed (redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Runs the dump into `pg_dump/<database>.dump`. Returns the report for `details.exports`: a `skipped` reason
 /// when no usable `pg_dump` exists, an `error` when it ran and failed.
-pub async fn run(cx: &Collection, spec: &DumpSpec, target: Target<'_>) -> serde_json::Value {
-    let mut report = json!({ "name": "pg_dump", "format": "custom" });
+pub async fn run(cx: &Collection, spec: &DumpSpec, target: Target<'_>) -> DumpReport {
+    let mut report = DumpReport {
+        name: "pg_dump",
+        format: "custom",
+        skipped: None,
+        binary: None,
+        version: None,
+        exclude_table_data: None,
+        bytes: None,
+        secrets_masked: None,
+        error: None,
+    };
     let (binary, version) = match choose(spec, target.server_major).await {
         Ok(b) => b,
         Err(why) => {
-            report["skipped"] = json!(why.to_string());
+            report.skipped = Some(why.to_string());
             return report;
         }
     };
-    report["binary"] = json!(binary);
-    report["version"] = json!(version);
-    report["exclude_table_data"] = json!(spec.exclude_table_data);
+    report.binary = Some(binary.display().to_string());
+    report.version = Some(version);
+    report.exclude_table_data = Some(spec.exclude_table_data.clone());
     if let Err(e) = dump(cx, spec, &target, &binary, &mut report).await {
-        report["error"] = json!(cx.redact_str(&e.to_string()));
+        report.error = Some(cx.redact_str(&e.to_string()));
     }
     report
 }
@@ -143,7 +178,7 @@ async fn dump(
     spec: &DumpSpec,
     t: &Target<'_>,
     binary: &Path,
-    report: &mut serde_json::Value,
+    report: &mut DumpReport,
 ) -> Result<(), DumpError> {
     use std::io::Write;
     let mut cmd = tokio::process::Command::new(binary);
@@ -214,8 +249,8 @@ async fn dump(
     let masked = artifact.masked();
     let status = child.wait().await.map_err(DumpError::Wait)?;
     let stderr = errors.await.unwrap_or_default();
-    report["bytes"] = json!(artifact.bytes());
-    report["secrets_masked"] = json!(masked);
+    report.bytes = Some(artifact.bytes());
+    report.secrets_masked = Some(masked);
     if !status.success() {
         let why = DumpError::Exited { status, stderr };
         artifact.abandon(&cx.redact_str(&why.to_string()));

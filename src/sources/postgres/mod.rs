@@ -374,20 +374,19 @@ impl Source for PostgresSource {
         // In the collector's order, whichever worker did each.
         let mut reports = results.lock().map(|r| r.clone()).unwrap_or_default();
         reports.sort_by_key(|(i, _)| *i);
+        let dump_skipped = dumped.as_ref().and_then(|d| d.skipped.clone());
+        let dumped = dumped.map(|d| serde_json::to_value(d).unwrap_or_default());
         let reports: Vec<serde_json::Value> = reports.into_iter().map(|(_, r)| r).chain(dumped).collect();
         for r in &reports {
             if let Some(e) = r.get("error").and_then(|e| e.as_str()) {
                 out.warn(format!("{}: {e}", r["name"].as_str().unwrap_or("?")));
             }
         }
-        for r in reports.iter().filter(|r| r["name"] == "pg_dump" && r.get("skipped").is_some()) {
+        if let Some(why) = dump_skipped {
             out.findings.push(cx.finding(
                 "postgres.pg_dump_skipped",
                 Severity::Warning,
-                format!(
-                    "pg_dump was asked for and skipped: {}; the CSV tables are complete",
-                    r["skipped"].as_str().unwrap_or("?")
-                ),
+                format!("pg_dump was asked for and skipped: {why}; the CSV tables are complete"),
             ));
         }
         for r in reports.iter().filter(|r| r["rls_zero_rows"] == true) {
