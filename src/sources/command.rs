@@ -107,8 +107,8 @@ impl Source for CommandSource {
         }
         match status.code() {
             Some(c) if self.success_codes.contains(&c) => Ok(out),
-            Some(c) => Err(CollectError::Failed(format!("`{}` exited with status {c}", argv[0]))),
-            None => Err(CollectError::Failed(format!("`{}` was killed by a signal", argv[0]))),
+            Some(code) => Err(Error::Exited { program: argv[0].clone(), code }.into()),
+            None => Err(Error::Killed { program: argv[0].clone() }.into()),
         }
     }
 }
@@ -135,6 +135,21 @@ pub(crate) struct Invocation<'a> {
     pub cwd: Option<&'a str>,
 }
 
+/// Why a command collector failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The program could not be executed (not installed, not executable).
+    #[error("cannot start `{program}`: {source}")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("argv is empty")]
+    EmptyArgv,
+    /// It exited with a status not among its `success_codes`.
+    #[error("`{program}` exited with status {code}")]
+    Exited { program: String, code: i32 },
+    #[error("`{program}` was killed by a signal")]
+    Killed { program: String },
+}
+
 /// Why a program did not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StartError {
@@ -150,7 +165,7 @@ impl From<StartError> for CollectError {
     fn from(e: StartError) -> Self {
         match e {
             StartError::Setup(c) => c,
-            spawn => CollectError::Failed(spawn.to_string()),
+            StartError::Spawn { program, source } => Error::Spawn { program, source }.into(),
         }
     }
 }
@@ -167,13 +182,8 @@ pub(crate) struct Running {
 
 impl Invocation<'_> {
     pub(crate) fn start(&self, cx: &Collection) -> Result<Running, StartError> {
-        let argv: Vec<String> = self
-            .argv
-            .iter()
-            .map(|a| cx.env.expand(a))
-            .collect::<Result<_, _>>()
-            .map_err(|e| CollectError::Failed(e.to_string()))?;
-        let program = argv.first().ok_or_else(|| CollectError::Failed("argv is empty".into()))?;
+        let argv: Vec<String> = self.argv.iter().map(|a| cx.expand(a)).collect::<Result<_, _>>()?;
+        let program = argv.first().ok_or(CollectError::Command(Error::EmptyArgv))?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.process_group(0).kill_on_drop(true);
@@ -181,11 +191,11 @@ impl Invocation<'_> {
         cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(|k| inherited(k, self.inherit_env))));
         cmd.envs(self.env);
         for (name, reference) in self.env_credentials {
-            let secret = reference.resolve().map_err(|e| CollectError::Failed(e.to_string()))?;
+            let secret = reference.resolve().map_err(CollectError::Credential)?;
             cmd.env(name, secret.expose_secret());
         }
         if let Some(cwd) = self.cwd {
-            cmd.current_dir(cx.env.expand(cwd).map_err(|e| CollectError::Failed(e.to_string()))?);
+            cmd.current_dir(cx.expand(cwd)?);
         }
         let mut child = cmd.spawn().map_err(|source| StartError::Spawn { program: program.clone(), source })?;
         let group = ProcessGroup(child.id());

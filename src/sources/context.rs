@@ -45,12 +45,12 @@ impl Source for ContextSource {
             "environment": environment_summary(env),
             "plan": *cx.plan_summary,
         });
-        let text = serde_json::to_string_pretty(&context).map_err(|e| CollectError::Failed(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&context)?;
         cx.write_small("context.json", "application/json", text.as_bytes())?;
         // The alert(s) that triggered the snapshot, as received (redacted), an artifact of their own.
         let alerts = &cx.plan_summary["trigger"]["alerts"];
         if alerts.as_array().is_some_and(|a| !a.is_empty()) {
-            let text = serde_json::to_string_pretty(alerts).map_err(|e| CollectError::Failed(e.to_string()))?;
+            let text = serde_json::to_string_pretty(alerts)?;
             cx.write_small("alerts.json", "application/json", text.as_bytes())?;
         }
 

@@ -27,6 +27,25 @@ use crate::{
 /// Response headers whose values are credentials.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
 
+/// Why an http collector could not send its requests (a request that fails is a warning, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `bearer` names a `${var}` the site does not define.
+    #[error("bearer: {0}")]
+    BearerExpand(String),
+    /// `bearer` is no credential reference, or the one it names cannot be read.
+    #[error("bearer: {0}")]
+    Bearer(#[source] crate::config::CredentialError),
+    #[error("ca_file {}: {source}", path.display())]
+    CaFile { path: PathBuf, source: rustls::pki_types::pem::Error },
+    #[error("ca_file {}: no certificate in it", .0.display())]
+    NoCertificate(PathBuf),
+    #[error(transparent)]
+    Tls(rustls::Error),
+    #[error("HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+}
+
 /// Settings of an `http` collector.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -67,10 +86,10 @@ pub struct RequestSpec {
 }
 
 impl HttpSource {
-    fn bearer_ref(&self, env: &Environment) -> Result<Option<CredentialRef>, String> {
+    fn bearer_ref(&self, env: &Environment) -> Result<Option<CredentialRef>, Error> {
         let Some(b) = &self.bearer else { return Ok(None) };
-        let expanded = env.expand(b).map_err(|e| format!("bearer: {e}"))?;
-        expanded.parse().map(Some).map_err(|e| format!("bearer: {e}"))
+        let expanded = env.expand(b).map_err(|e| Error::BearerExpand(e.to_string()))?;
+        expanded.parse().map(Some).map_err(Error::Bearer)
     }
 
     fn bases(&self, env: &Environment) -> Vec<String> {
@@ -100,7 +119,7 @@ fn instance_name(base: &str) -> String {
 #[async_trait]
 impl Source for HttpSource {
     fn check(&self, env: &Environment) -> Result<(), String> {
-        self.bearer_ref(env)?;
+        self.bearer_ref(env).map_err(|e| e.to_string())?;
         if self.service.is_none() && self.urls.is_empty() {
             return Err("an http collector needs `service` or `urls`".into());
         }
@@ -153,7 +172,7 @@ impl Source for HttpSource {
         use super::Readiness;
         let mut notes = Vec::new();
         match self.bearer_ref(env) {
-            Err(e) => return Readiness::Cannot(e),
+            Err(e) => return Readiness::Cannot(e.to_string()),
             Ok(Some(r @ CredentialRef::File(_))) if !matches!(&r, CredentialRef::File(p) if p.exists()) => {
                 notes.push(format!("bearer {r} does not exist: requests will go without a token"));
             }
@@ -165,7 +184,7 @@ impl Source for HttpSource {
             Ok(None) => {}
         }
         if let Err(e) = client(self) {
-            return Readiness::Cannot(e);
+            return Readiness::Cannot(e.to_string());
         }
         let bases = self.bases(env);
         if bases.is_empty() {
@@ -185,8 +204,8 @@ impl Source for HttpSource {
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let mut out = Outcome::default();
-        let client = client(self).map_err(CollectError::Failed)?;
-        let token = match self.bearer_ref(&cx.env).map_err(CollectError::Failed)? {
+        let client = client(self)?;
+        let token = match self.bearer_ref(&cx.env)? {
             Some(r @ CredentialRef::File(_)) if !matches!(&r, CredentialRef::File(p) if p.exists()) => {
                 out.findings.push(cx.finding(
                     "http.no_bearer",
@@ -195,7 +214,7 @@ impl Source for HttpSource {
                 ));
                 None
             }
-            Some(r) => Some(r.resolve().map_err(|e| CollectError::Failed(format!("bearer: {e}")))?),
+            Some(r) => Some(r.resolve().map_err(Error::Bearer)?),
             None => None,
         };
         let timeout = self.request_timeout.unwrap_or(SignedDuration::from_secs(10)).unsigned_abs();
@@ -279,21 +298,21 @@ async fn reach(base: &str) -> Option<String> {
     }
 }
 
-fn client(s: &HttpSource) -> Result<reqwest::Client, String> {
+fn client(s: &HttpSource) -> Result<reqwest::Client, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = &s.ca_file {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
             .and_then(|i| i.collect())
-            .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            .map_err(|source| Error::CaFile { path: ca.clone(), source })?;
         if roots.add_parsable_certificates(certs).0 == 0 {
-            return Err(format!("ca_file {}: no certificate in it", ca.display()));
+            return Err(Error::NoCertificate(ca.clone()));
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(Error::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     reqwest::Client::builder()
@@ -301,7 +320,7 @@ fn client(s: &HttpSource) -> Result<reqwest::Client, String> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(format!("{}/{}", crate::TOOL_NAME, crate::TOOL_VERSION))
         .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .map_err(Error::Client)
 }
 
 /// One GET: the body streamed (redacted) into `<instance>/<name>.body`, the response's metadata into

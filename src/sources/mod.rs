@@ -140,10 +140,31 @@ impl Outcome {
     }
 }
 
+/// Why a collector stopped without an outcome. Each source kind says what went wrong in its own error; the
+/// manifest records the message.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
+    #[error(transparent)]
+    File(#[from] file::Error),
+    #[error(transparent)]
+    Command(#[from] command::Error),
+    #[error(transparent)]
+    Http(#[from] http::Error),
+    #[error(transparent)]
+    Redis(#[from] redis::Error),
+    #[error(transparent)]
+    Postgres(#[from] postgres::Error),
+    #[error(transparent)]
+    ConfigDiff(#[from] config_diff::Error),
+    /// A setting's `${var}` the site does not define (the site config's own message).
     #[error("{0}")]
-    Failed(String),
+    Expand(String),
+    /// A credential reference that does not resolve.
+    #[error(transparent)]
+    Credential(#[from] crate::config::CredentialError),
+    /// A report or record that could not be turned into JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error(transparent)]
@@ -203,6 +224,11 @@ impl Collection {
     /// Opens a text artifact, redacted in the format its name and media type say (see [`Format::of`]).
     pub fn text_artifact(&self, relative: &str, media_type: &str) -> Result<Artifact, ArtifactError> {
         self.artifact(relative, media_type, Redaction::Text(Format::of(relative, media_type)))
+    }
+
+    /// A setting with the site's `${var}`s expanded.
+    pub fn expand(&self, setting: &str) -> Result<String, CollectError> {
+        self.env.expand(setting).map_err(|e| CollectError::Expand(e.to_string()))
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -111,6 +111,32 @@ struct Current {
     unlooked: bool,
 }
 
+/// Why a config_diff collector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The blocking task that reads and compares panicked or was cancelled.
+    #[error("config reader stopped: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+    /// The program cannot run here, and the collector is `required`.
+    #[error(transparent)]
+    Unavailable(Unavailable),
+    #[error("baseline {path} is one file but {files} files were read: give a directory of known-good copies")]
+    BaselineIsOneFile { path: String, files: usize },
+}
+
+/// Why `command` cannot run here: the reason a collector that is not required is skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// A file it needs (`needs_files`) is not there.
+    #[error("nothing to run `{program}` on: {reason}")]
+    NothingToRunOn { program: String, reason: String },
+    #[error("`{0}` is not installed here")]
+    NotInstalled(String),
+    /// `available_if` ran and said no.
+    #[error("`{probe}` says `{program}` cannot run here")]
+    CannotRunHere { probe: String, program: String },
+}
+
 /// One configuration item: what it is now and what it is compared with.
 #[derive(Debug)]
 struct Item {
@@ -242,7 +268,7 @@ impl Source for ConfigDiffSource {
             match self.run_command(&cx).await? {
                 Ok(item) => Current { items: vec![item], ..Default::default() },
                 // Not required here, and nothing to read: skipped, saying why.
-                Err(why) => return Ok(Outcome::absent(why)),
+                Err(why) => return Ok(Outcome::absent(why.to_string())),
             }
         };
         let spec = self.clone();
@@ -254,7 +280,7 @@ impl Source for ConfigDiffSource {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, CollectError> + Send + 'static,
 ) -> Result<T, CollectError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| CollectError::Failed(format!("config reader stopped: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(Error::Stopped)?
 }
 
 impl ConfigDiffSource {
@@ -315,7 +341,7 @@ impl ConfigDiffSource {
     /// Runs `command`; its stdout is the one current item. `Err(why)` when the program is not installed (or
     /// `available_if` says it cannot run here) and not required. A program that fails fails the collector, with
     /// what it wrote kept.
-    async fn run_command(&self, cx: &Collection) -> Result<Result<(String, String, Text), String>, CollectError> {
+    async fn run_command(&self, cx: &Collection) -> Result<Result<(String, String, Text), Unavailable>, CollectError> {
         let no_env = BTreeMap::new();
         let invocation = |argv| Invocation {
             argv,
@@ -324,12 +350,13 @@ impl ConfigDiffSource {
             env_credentials: &self.env_credentials,
             cwd: None,
         };
-        let absent = |why: String| if self.required { Err(CollectError::Failed(why)) } else { Ok(Err(why)) };
+        let absent = |why: Unavailable| if self.required { Err(Error::Unavailable(why).into()) } else { Ok(Err(why)) };
         for needed in &self.needs_files {
-            let needed = cx.env.expand(needed).map_err(|e| CollectError::Failed(e.to_string()))?;
+            let needed = cx.expand(needed)?;
             // Only a file that is not there skips the program; one that cannot be looked at, it reports itself.
             if let missing @ Presence::Absent(_) = Presence::of_path(Path::new(&needed)) {
-                return absent(format!("nothing to run `{}` on: {}", self.command[0], missing.reason(&needed)));
+                let reason = missing.reason(&needed);
+                return absent(Unavailable::NothingToRunOn { program: self.command[0].clone(), reason });
             }
         }
         if !self.available_if.is_empty() {
@@ -343,13 +370,14 @@ impl ConfigDiffSource {
                     r.wait(cx, drain).await?.success()
                 }
                 Err(StartError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    return absent(format!("`{}` is not installed here", self.available_if[0]));
+                    return absent(Unavailable::NotInstalled(self.available_if[0].clone()));
                 }
                 Err(StartError::Spawn { .. }) => false,
                 Err(e) => return Err(e.into()),
             };
             if !probe {
-                return absent(format!("`{}` says `{}` cannot run here", self.available_if.join(" "), self.command[0]));
+                let (probe, program) = (self.available_if.join(" "), self.command[0].clone());
+                return absent(Unavailable::CannotRunHere { probe, program });
             }
         }
         let mut running = match invocation(&self.command).start(cx) {
@@ -357,7 +385,7 @@ impl ConfigDiffSource {
             Err(StartError::Spawn { source, .. })
                 if !self.required && source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Ok(Err(format!("`{}` is not installed here", self.command[0])));
+                return Ok(Err(Unavailable::NotInstalled(self.command[0].clone())));
             }
             Err(e) => return Err(e.into()),
         };
@@ -386,8 +414,12 @@ impl ConfigDiffSource {
                 let clean = cx.redactor().redact_as(&stdout.bytes, Format::of(&name, media_type(&name)), cx.tally());
                 write_artifact(cx, "stdout.txt", &shown, &clean, stdout.truncated)?;
             }
-            let how = status.code().map_or("was killed by a signal".into(), |c| format!("exited with status {c}"));
-            return Err(CollectError::Failed(format!("`{}` {how}", argv[0])));
+            let program = argv[0].clone();
+            return Err(match status.code() {
+                Some(code) => super::command::Error::Exited { program, code },
+                None => super::command::Error::Killed { program },
+            }
+            .into());
         }
         Ok(Ok((name, shown, stdout)))
     }
@@ -415,7 +447,7 @@ impl ConfigDiffSource {
             let scheme = self.pair_with_previous(cx, &mut items, &current.unreadable, unlooked, &mut out)?;
             uncompared = scheme.and_then(|(id, scheme)| why_uncompared(cx.redactor().key(), &id, &scheme));
         } else {
-            let path = PathBuf::from(cx.env.expand(&self.baseline).map_err(|e| CollectError::Failed(e.to_string()))?);
+            let path = PathBuf::from(cx.expand(&self.baseline)?);
             pair_with_path(&path, &mut items, &mut out)?;
         }
         items.sort_by(|a, b| a.name.cmp(&b.name));
@@ -553,10 +585,7 @@ fn pair_with_path(path: &Path, items: &mut [Item], out: &mut Outcome) -> Result<
         }
     };
     if !meta.is_dir() && items.len() > 1 {
-        return Err(CollectError::Failed(format!(
-            "baseline {shown} is one file but {} files were read: give a directory of known-good copies",
-            items.len()
-        )));
+        return Err(Error::BaselineIsOneFile { path: shown, files: items.len() }.into());
     }
     for item in items.iter_mut() {
         let candidates = if meta.is_dir() {

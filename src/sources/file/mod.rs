@@ -95,6 +95,19 @@ struct Input {
     gz: bool,
 }
 
+/// Why a file collector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The blocking task that reads the files panicked or was cancelled.
+    #[error("file reader stopped: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+    #[error("bad glob `{pattern}`: {source}")]
+    BadGlob { pattern: String, source: glob::PatternError },
+    /// Every `name~N` up to the limit is taken already.
+    #[error("too many files named {0}")]
+    TooManyNamed(String),
+}
+
 #[async_trait]
 impl Source for FileSource {
     fn check(&self, env: &Environment) -> Result<(), String> {
@@ -132,9 +145,7 @@ impl Source for FileSource {
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
         let spec = self.clone();
-        tokio::task::spawn_blocking(move || spec.collect_blocking(&cx))
-            .await
-            .map_err(|e| CollectError::Failed(format!("file reader stopped: {e}")))?
+        tokio::task::spawn_blocking(move || spec.collect_blocking(&cx)).await.map_err(Error::Stopped)?
     }
 }
 
@@ -289,8 +300,8 @@ impl FileSource {
         let mut found = Found::default();
         let mut seen = std::collections::BTreeSet::new();
         for pattern in &self.paths {
-            let pattern = cx.env.expand(pattern).map_err(|e| CollectError::Failed(e.to_string()))?;
-            let paths = glob::glob(&pattern).map_err(|e| CollectError::Failed(format!("bad glob `{pattern}`: {e}")))?;
+            let pattern = cx.expand(pattern)?;
+            let paths = glob::glob(&pattern).map_err(|source| Error::BadGlob { pattern: pattern.clone(), source })?;
             let mut matched = 0;
             for entry in paths {
                 let path = match entry {
@@ -335,7 +346,7 @@ impl FileSource {
         }
         if let Some(select) = &self.docker {
             let dir = match &select.dir {
-                Some(d) => PathBuf::from(cx.env.expand(d).map_err(|e| CollectError::Failed(e.to_string()))?),
+                Some(d) => PathBuf::from(cx.expand(d)?),
                 None => cx.env.docker_dir.clone(),
             };
             match docker::discover(&dir, select) {
@@ -444,7 +455,7 @@ fn unique_artifact(cx: &Collection, relative: &str) -> Result<crate::sources::Ar
             other => return Ok(other?),
         }
     }
-    Err(CollectError::Failed(format!("too many files named {relative}")))
+    Err(Error::TooManyNamed(relative.to_string()).into())
 }
 
 fn input(path: PathBuf, relative: String) -> Input {

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio_postgres::Client;
 
-use super::{copy_row::Row, sql};
+use super::{Error, copy_row::Row};
 use crate::{
     analysis::audit_chain::{ChainProblem, ChainRow, Verifier},
     bundle::manifest::{Finding, Severity},
@@ -83,7 +83,7 @@ pub async fn verify(
     let admin = client
         .query_one("SELECT to_regclass('public.admin_audit_events') IS NOT NULL", &[])
         .await
-        .map_err(|e| CollectError::Failed(format!("looking for admin_audit_events: {}", sql::describe_error(&e))))?;
+        .map_err(|source| Error::Query { what: "looking for admin_audit_events".into(), source })?;
     if admin.get::<_, bool>(0) {
         verify_ledger(cx, client, &ADMIN, key, out).await?;
     }
@@ -113,11 +113,11 @@ async fn verify_ledger(
     let rows = client
         .query_raw(ledger.query, Vec::<String>::new())
         .await
-        .map_err(|e| CollectError::Failed(format!("{what} chain query: {}", sql::describe_error(&e))))?;
+        .map_err(|source| Error::Query { what: format!("{what} chain query"), source })?;
     let mut rows = std::pin::pin!(rows);
     let mut check = LedgerCheck::new(cx, ledger, key.map(<[u8]>::to_vec))?;
     while let Some(row) = rows.next().await {
-        let row = row.map_err(|e| CollectError::Failed(format!("{what} chain rows: {}", sql::describe_error(&e))))?;
+        let row = row.map_err(|source| Error::Query { what: format!("{what} chain rows"), source })?;
         let chain_row = if ledger.recompute {
             ChainRow {
                 zone_id: row.get(0),
@@ -326,9 +326,7 @@ impl Tap {
             let names: Vec<&[u8]> = (0..n).map(field).collect();
             let mut pos = [0usize; 17];
             for (i, c) in COLUMNS.iter().enumerate() {
-                pos[i] = names.iter().position(|n| *n == c.as_bytes()).ok_or_else(|| {
-                    CollectError::Failed(format!("audit_events has no column {c}: the chain cannot be verified"))
-                })?;
+                pos[i] = names.iter().position(|n| *n == c.as_bytes()).ok_or(Error::NoChainColumn(c))?;
             }
             self.positions = Some(pos);
             return Ok(());
@@ -385,7 +383,7 @@ impl Tap {
             return Err(e);
         }
         if self.positions.is_none() {
-            return Err(CollectError::Failed("the audit_events export ended before its header".into()));
+            return Err(Error::NoExportHeader.into());
         }
         let mut verifier = self.verifier;
         let seams = verifier.seams();

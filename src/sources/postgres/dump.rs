@@ -8,7 +8,6 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio_postgres::{Config, config::Host};
 
@@ -47,8 +46,39 @@ async fn major_of(binary: &Path) -> Option<(u32, String)> {
     Some((major, version))
 }
 
+/// Why no `pg_dump` can be used: the dump is skipped.
+#[derive(Debug, thiserror::Error)]
+enum NoDump {
+    #[error("{} is not a pg_dump that runs here", .0.display())]
+    NotAPgDump(PathBuf),
+    #[error("no pg_dump found on PATH or under /usr/lib/postgresql")]
+    NotFound,
+    /// Every one found is older than the server; `found` names each (`16.2 at /usr/bin/pg_dump`).
+    #[error("no pg_dump of major version {server_major} or newer (the server's); found {}", .found.join(", "))]
+    TooOld { server_major: u32, found: Vec<String> },
+}
+
+/// Why a dump that started failed.
+#[derive(Debug, thiserror::Error)]
+enum DumpError {
+    #[error("cannot run {}: {source}", binary.display())]
+    Spawn { binary: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Artifact(#[from] crate::bundle::artifact::ArtifactError),
+    #[error("reading pg_dump's output: {0}")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Write(std::io::Error),
+    #[error("waiting for pg_dump: {0}")]
+    Wait(#[source] std::io::Error),
+    #[error("stopped")]
+    Cancelled,
+    #[error("pg_dump {status}: {}", .stderr.trim())]
+    Exited { status: std::process::ExitStatus, stderr: String },
+}
+
 /// The binary to use, or why there is none.
-async fn choose(spec: &DumpSpec, server_major: u32) -> Result<(PathBuf, String), String> {
+async fn choose(spec: &DumpSpec, server_major: u32) -> Result<(PathBuf, String), NoDump> {
     let candidates: Vec<PathBuf> = match &spec.binary {
         Some(b) => vec![b.clone()],
         None => {
@@ -71,13 +101,13 @@ async fn choose(spec: &DumpSpec, server_major: u32) -> Result<(PathBuf, String),
     match best {
         Some((_, version, path)) => Ok((path.clone(), version.clone())),
         None if found.is_empty() => Err(match &spec.binary {
-            Some(b) => format!("{} is not a pg_dump that runs here", b.display()),
-            None => "no pg_dump found on PATH or under /usr/lib/postgresql".into(),
+            Some(b) => NoDump::NotAPgDump(b.clone()),
+            None => NoDump::NotFound,
         }),
-        None => Err(format!(
-            "no pg_dump of major version {server_major} or newer (the server's); found {}",
-            found.iter().map(|(_, v, p)| format!("{v} at {}", p.display())).collect::<Vec<_>>().join(", ")
-        )),
+        None => Err(NoDump::TooOld {
+            server_major,
+            found: found.iter().map(|(_, v, p)| format!("{v} at {}", p.display())).collect(),
+        }),
     }
 }
 
@@ -87,22 +117,58 @@ fn pgoptions(settings: &std::collections::BTreeMap<String, String>) -> String {
     settings.iter().map(|(k, v)| format!("-c {}={}", esc(k), esc(v))).collect::<Vec<_>>().join(" ")
 }
 
+/// What `details.exports` records of the dump, beside the tables' reports.
+#[derive(Debug, Serialize)]
+pub struct DumpReport {
+    /// Always `pg_dump`, as a table's report has its table's name.
+    pub name: &'static str,
+    /// Always `custom`.
+    pub format: &'static str,
+    /// Why no usable `pg_dump` exists: the dump was not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_table_data: Option<Vec<String>>,
+    /// Bytes of the archive written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_masked: Option<u64>,
+    /// Why the dump that ran failed (redacted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Runs the dump into `pg_dump/<database>.dump`. Returns the report for `details.exports`: a `skipped` reason
 /// when no usable `pg_dump` exists, an `error` when it ran and failed.
-pub async fn run(cx: &Collection, spec: &DumpSpec, target: Target<'_>) -> serde_json::Value {
-    let mut report = json!({ "name": "pg_dump", "format": "custom" });
+pub async fn run(cx: &Collection, spec: &DumpSpec, target: Target<'_>) -> DumpReport {
+    let mut report = DumpReport {
+        name: "pg_dump",
+        format: "custom",
+        skipped: None,
+        binary: None,
+        version: None,
+        exclude_table_data: None,
+        bytes: None,
+        secrets_masked: None,
+        error: None,
+    };
     let (binary, version) = match choose(spec, target.server_major).await {
         Ok(b) => b,
         Err(why) => {
-            report["skipped"] = json!(why);
+            report.skipped = Some(why.to_string());
             return report;
         }
     };
-    report["binary"] = json!(binary);
-    report["version"] = json!(version);
-    report["exclude_table_data"] = json!(spec.exclude_table_data);
+    report.binary = Some(binary.display().to_string());
+    report.version = Some(version);
+    report.exclude_table_data = Some(spec.exclude_table_data.clone());
     if let Err(e) = dump(cx, spec, &target, &binary, &mut report).await {
-        report["error"] = json!(cx.redact_str(&e));
+        report.error = Some(cx.redact_str(&e.to_string()));
     }
     report
 }
@@ -112,8 +178,8 @@ async fn dump(
     spec: &DumpSpec,
     t: &Target<'_>,
     binary: &Path,
-    report: &mut serde_json::Value,
-) -> Result<(), String> {
+    report: &mut DumpReport,
+) -> Result<(), DumpError> {
     use std::io::Write;
     let mut cmd = tokio::process::Command::new(binary);
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
@@ -153,7 +219,7 @@ async fn dump(
     if let Some(pw) = t.config.get_password() {
         cmd.env("PGPASSWORD", String::from_utf8_lossy(pw).into_owned());
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let mut child = cmd.spawn().map_err(|source| DumpError::Spawn { binary: binary.to_path_buf(), source })?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let errors = tokio::spawn(async move {
@@ -167,31 +233,30 @@ async fn dump(
     let binary = crate::sources::Redaction::Binary {
         reason: "a pg_dump custom-format archive counts its bytes: secrets are masked with `*` of the same length",
     };
-    let mut artifact =
-        cx.artifact(&path, "application/vnd.postgresql.custom-dump", binary).map_err(|e| e.to_string())?;
+    let mut artifact = cx.artifact(&path, "application/vnd.postgresql.custom-dump", binary)?;
     let mut buf = vec![0u8; 1 << 18];
     loop {
         let n = tokio::select! {
-            n = stdout.read(&mut buf) => n.map_err(|e| format!("reading pg_dump's output: {e}"))?,
-            _ = cx.cancelled() => return Err("stopped".into()),
+            n = stdout.read(&mut buf) => n.map_err(DumpError::Read)?,
+            _ = cx.cancelled() => return Err(DumpError::Cancelled),
         };
         if n == 0 {
             break;
         }
-        artifact.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        artifact.write_all(&buf[..n]).map_err(DumpError::Write)?;
     }
-    artifact.flush_lines().map_err(|e| e.to_string())?;
+    artifact.flush_lines().map_err(DumpError::Write)?;
     let masked = artifact.masked();
-    let status = child.wait().await.map_err(|e| format!("waiting for pg_dump: {e}"))?;
+    let status = child.wait().await.map_err(DumpError::Wait)?;
     let stderr = errors.await.unwrap_or_default();
-    report["bytes"] = json!(artifact.bytes());
-    report["secrets_masked"] = json!(masked);
+    report.bytes = Some(artifact.bytes());
+    report.secrets_masked = Some(masked);
     if !status.success() {
-        let why = format!("pg_dump {status}: {}", stderr.trim());
-        artifact.abandon(&cx.redact_str(&why));
+        let why = DumpError::Exited { status, stderr };
+        artifact.abandon(&cx.redact_str(&why.to_string()));
         return Err(why);
     }
-    artifact.finish().map_err(|e| e.to_string())?;
+    artifact.finish().map_err(DumpError::Write)?;
     Ok(())
 }
 

@@ -27,6 +27,41 @@ use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::bundle::manifest::Severity;
 use crate::config::{CredentialRef, Environment};
 
+/// Why a postgres collector stopped (a table that fails is recorded in its report, not this).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no Postgres URL configured (postgres.url or PRESERVE_POSTGRES_URL)")]
+    NoUrl,
+    /// No URL configured, and Caracal's rendered `databaseUrl` file cannot be read.
+    #[error("no Postgres URL configured, and Caracal's {0}")]
+    NoUrlNorDatabaseUrl(#[source] crate::config::CredentialError),
+    #[error("postgres.password: {0}")]
+    Password(#[source] crate::config::CredentialError),
+    #[error("Postgres URL {display}: {source}")]
+    Url { display: String, source: UrlError },
+    #[error(transparent)]
+    Tls(tls::ConnectorError),
+    #[error("cannot connect to {display}: {}", sql::describe_error(.source))]
+    Connect { display: String, source: tokio_postgres::Error },
+    /// A statement failed; `what` says which.
+    #[error("{what}: {}", sql::describe_error(.source))]
+    Query { what: String, source: tokio_postgres::Error },
+    #[error("audit_events has no column {0}: the chain cannot be verified")]
+    NoChainColumn(&'static str),
+    #[error("the audit_events export ended before its header")]
+    NoExportHeader,
+}
+
+/// What is wrong with the site's Postgres URL.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    /// Its TLS settings (`sslmode`, `sslrootcert`).
+    #[error(transparent)]
+    Tls(tls::SettingError),
+    #[error(transparent)]
+    Parse(tokio_postgres::Error),
+}
+
 /// Settings of a `postgres` collector. The server is the site's (`[postgres]`, `PRESERVE_POSTGRES_URL`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -153,11 +188,11 @@ impl Source for PostgresSource {
         let display = &env.postgres.display;
         let (config, tls) = match sql::connect_config(env) {
             Ok(c) => c,
-            Err(e) => return Readiness::Cannot(e),
+            Err(e) => return Readiness::Cannot(e.to_string()),
         };
         let connector = match tls.connector() {
             Ok(c) => c,
-            Err(e) => return Readiness::Cannot(e),
+            Err(e) => return Readiness::Cannot(e.to_string()),
         };
         let connect = async {
             let (client, conn) = config.connect(connector).await?;
@@ -202,8 +237,8 @@ impl Source for PostgresSource {
     }
 
     async fn collect(&self, cx: Collection) -> Result<Outcome, CollectError> {
-        let (config, tls) = sql::connect_config(&cx.env).map_err(CollectError::Failed)?;
-        let connector = tls.connector().map_err(CollectError::Failed)?;
+        let (config, tls) = sql::connect_config(&cx.env)?;
+        let connector = tls.connector().map_err(Error::Tls)?;
         let session =
             |snapshot: Option<String>| self.session(&config, connector.clone(), &cx.env.postgres.display, snapshot);
         let mut out = Outcome::default();
@@ -339,20 +374,19 @@ impl Source for PostgresSource {
         // In the collector's order, whichever worker did each.
         let mut reports = results.lock().map(|r| r.clone()).unwrap_or_default();
         reports.sort_by_key(|(i, _)| *i);
+        let dump_skipped = dumped.as_ref().and_then(|d| d.skipped.clone());
+        let dumped = dumped.map(|d| serde_json::to_value(d).unwrap_or_default());
         let reports: Vec<serde_json::Value> = reports.into_iter().map(|(_, r)| r).chain(dumped).collect();
         for r in &reports {
             if let Some(e) = r.get("error").and_then(|e| e.as_str()) {
                 out.warn(format!("{}: {e}", r["name"].as_str().unwrap_or("?")));
             }
         }
-        for r in reports.iter().filter(|r| r["name"] == "pg_dump" && r.get("skipped").is_some()) {
+        if let Some(why) = dump_skipped {
             out.findings.push(cx.finding(
                 "postgres.pg_dump_skipped",
                 Severity::Warning,
-                format!(
-                    "pg_dump was asked for and skipped: {}; the CSV tables are complete",
-                    r["skipped"].as_str().unwrap_or("?")
-                ),
+                format!("pg_dump was asked for and skipped: {why}; the CSV tables are complete"),
             ));
         }
         for r in reports.iter().filter(|r| r["rls_zero_rows"] == true) {
@@ -381,10 +415,8 @@ impl PostgresSource {
         display: &str,
         snapshot: Option<String>,
     ) -> Result<Client, CollectError> {
-        let (client, conn) = config
-            .connect(tls)
-            .await
-            .map_err(|e| CollectError::Failed(format!("cannot connect to {display}: {}", sql::describe_error(&e))))?;
+        let (client, conn) =
+            config.connect(tls).await.map_err(|source| Error::Connect { display: display.to_string(), source })?;
         tokio::spawn(conn);
         self.prepare(&client).await?;
         let begin = match &snapshot {
@@ -511,7 +543,7 @@ fn is_whole_audit_ledger(t: &TableSpec) -> bool {
 }
 
 fn failed(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CollectError {
-    move |e| CollectError::Failed(format!("{what}: {}", sql::describe_error(&e)))
+    move |source| Error::Query { what: what.to_string(), source }.into()
 }
 
 /// Exports one job; problems are reported in the returned record, not raised, so one table's failure (permission
@@ -595,7 +627,7 @@ async fn export_table(
     let cols = kept.iter().map(|c| sql::ident(c)).collect::<Vec<_>>().join(", ");
     let mut query = format!("SELECT {cols} FROM {}.{}", sql::ident(&schema), sql::ident(&table));
     if let Some(f) = &t.filter {
-        let names = sql::bind_names(f)?;
+        let names = sql::bind_names(f).map_err(|e| e.to_string())?;
         for n in &names {
             let Some(v) = params.get(n) else {
                 report["skipped"] =
@@ -608,7 +640,7 @@ async fn export_table(
                 .map_err(|e| sql::describe_error(&e))?;
         }
         query.push_str(" WHERE ");
-        query.push_str(&sql::substitute(f)?);
+        query.push_str(&sql::substitute(f).map_err(|e| e.to_string())?);
     }
     // Verifying the chain from this export, in the table's own order (see chain::Tap), every column the hash needs.
     let mut found = Outcome::default();

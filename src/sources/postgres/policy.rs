@@ -8,10 +8,7 @@ use std::{collections::BTreeMap, io::Write};
 use serde_json::{Value, json};
 use tokio_postgres::Client;
 
-use super::{
-    policy_manifest::{self, ManifestHash, References},
-    sql,
-};
+use super::policy_manifest::{self, ManifestHash, References};
 use crate::{
     bundle::manifest::{Finding, Severity},
     sources::{CollectError, Collection, Outcome, Redaction},
@@ -25,7 +22,7 @@ pub const CONTENT_CAP: usize = 4 << 20;
 const FORMAT: &str = "preserve-policy-set/1";
 
 fn failed(what: &str) -> impl FnOnce(tokio_postgres::Error) -> CollectError + '_ {
-    move |e| CollectError::Failed(format!("policy sets: {what}: {}", sql::describe_error(&e)))
+    move |source| super::Error::Query { what: format!("policy sets: {what}"), source }.into()
 }
 
 /// One `policy_set_versions` row, its manifest apart.

@@ -9,26 +9,25 @@ use crate::config::{CredentialRef, Environment};
 
 /// Connection settings from the site: a URL (or Caracal's rendered `databaseUrl` file) and a password reference,
 /// and the TLS the URL (or `PGSSLMODE`) asks for.
-pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), String> {
+pub fn connect_config(env: &Environment) -> Result<(Config, super::tls::Tls), super::Error> {
+    use super::{Error, UrlError};
     let ep = &env.postgres;
     let (url, password) = match (ep.url().expose_secret().is_empty(), &ep.password) {
         (true, Some(CredentialRef::File(path))) => {
-            let url = CredentialRef::File(path.clone())
-                .resolve()
-                .map_err(|e| format!("no Postgres URL configured, and Caracal's {e}"))?;
+            let url = CredentialRef::File(path.clone()).resolve().map_err(Error::NoUrlNorDatabaseUrl)?;
             (url.expose_secret().to_string(), None)
         }
-        (true, _) => return Err("no Postgres URL configured (postgres.url or PRESERVE_POSTGRES_URL)".into()),
+        (true, _) => return Err(Error::NoUrl),
         (false, Some(r)) => match r.resolve() {
             Ok(p) => (ep.url().expose_secret().to_string(), Some(p)),
             Err(_) if ep.password_is_default => (ep.url().expose_secret().to_string(), None),
-            Err(e) => return Err(format!("postgres.password: {e}")),
+            Err(e) => return Err(Error::Password(e)),
         },
         (false, None) => (ep.url().expose_secret().to_string(), None),
     };
-    let (url, tls) =
-        super::tls::split(&url, |k| std::env::var(k).ok()).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
-    let mut config = Config::from_str(&url).map_err(|e| format!("Postgres URL {}: {e}", ep.display))?;
+    let bad_url = |source| Error::Url { display: ep.display.clone(), source };
+    let (url, tls) = super::tls::split(&url, |k| std::env::var(k).ok()).map_err(|e| bad_url(UrlError::Tls(e)))?;
+    let mut config = Config::from_str(&url).map_err(|e| bad_url(UrlError::Parse(e)))?;
     config.ssl_mode(tls.ssl_mode());
     if let Some(user) = &ep.username {
         config.user(user);
@@ -76,8 +75,15 @@ pub fn param_setting(name: &str) -> String {
     format!("preserve.p_{name}")
 }
 
+/// What is wrong with a table's `where` filter.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("unterminated string literal")]
+    UnterminatedLiteral,
+}
+
 /// Walks a filter, calling `on_param` for each `:name` outside string literals and `::` casts.
-fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&str)) -> Result<(), String> {
+fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&str)) -> Result<(), FilterError> {
     let b = filter.as_bytes();
     let (mut i, mut last) = (0, 0);
     while i < b.len() {
@@ -88,7 +94,7 @@ fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&s
                     i += 1;
                 }
                 if i >= b.len() {
-                    return Err("unterminated string literal".into());
+                    return Err(FilterError::UnterminatedLiteral);
                 }
                 i += 1;
             }
@@ -112,7 +118,7 @@ fn scan(filter: &str, mut on_param: impl FnMut(&str), mut on_text: impl FnMut(&s
 }
 
 /// The parameter names a filter uses.
-pub fn bind_names(filter: &str) -> Result<Vec<String>, String> {
+pub fn bind_names(filter: &str) -> Result<Vec<String>, FilterError> {
     let mut names = Vec::new();
     scan(filter, |n| names.push(n.to_string()), |_| {})?;
     names.sort();
@@ -121,7 +127,7 @@ pub fn bind_names(filter: &str) -> Result<Vec<String>, String> {
 }
 
 /// The filter with each `:name` replaced by a read of its setting (`:since`/`:until` as `timestamptz`).
-pub fn substitute(filter: &str) -> Result<String, String> {
+pub fn substitute(filter: &str) -> Result<String, FilterError> {
     let out = std::cell::RefCell::new(String::new());
     scan(
         filter,

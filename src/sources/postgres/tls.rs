@@ -26,7 +26,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn parse(s: &str) -> Result<Self, String> {
+    fn parse(s: &str) -> Result<Self, SettingError> {
         Ok(match s {
             "disable" => Mode::Disable,
             "allow" | "prefer" => Mode::Prefer,
@@ -34,7 +34,7 @@ impl Mode {
             "verify-ca" => Mode::VerifyCa,
             "verify-full" => Mode::VerifyFull,
             other => {
-                return Err(format!("sslmode `{other}`: expected disable, prefer, require, verify-ca or verify-full"));
+                return Err(SettingError::UnknownMode(other.to_string()));
             }
         })
     }
@@ -50,6 +50,15 @@ impl Mode {
     }
 }
 
+/// What is wrong with a connection string's TLS settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    #[error("sslmode `{0}`: expected disable, prefer, require, verify-ca or verify-full")]
+    UnknownMode(String),
+    #[error("sslmode={} needs sslrootcert: the CA's PEM file, or `system` for the Mozilla roots", .0.as_str())]
+    NoRootCert(Mode),
+}
+
 /// The TLS part of a connection string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
@@ -59,7 +68,7 @@ pub struct Tls {
 
 /// Takes `sslmode` and `sslrootcert` out of a URL or `key=value` connection string (tokio-postgres knows neither
 /// `verify-*` nor `sslrootcert`), falling back to `PGSSLMODE` / `PGSSLROOTCERT`.
-pub fn split(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, Tls), String> {
+pub fn split(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, Tls), SettingError> {
     let (mut mode, mut root) = (None, None);
     let mut take = |key: &str, value: String| match key {
         "sslmode" => {
@@ -102,10 +111,7 @@ pub fn split(conn: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String
     };
     let root_cert = root.or_else(|| env("PGSSLROOTCERT")).filter(|r| !r.is_empty());
     if matches!(mode, Mode::VerifyCa | Mode::VerifyFull) && root_cert.is_none() {
-        return Err(format!(
-            "sslmode={} needs sslrootcert: the CA's PEM file, or `system` for the Mozilla roots",
-            mode.as_str()
-        ));
+        return Err(SettingError::NoRootCert(mode));
     }
     Ok((rest, Tls { mode, root_cert }))
 }
@@ -121,18 +127,18 @@ impl Tls {
     }
 
     /// A connector that checks the server as the mode says.
-    pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
+    pub fn connector(&self) -> Result<MakeRustlsConnect, ConnectorError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(ConnectorError::Tls)?;
         let algorithms = provider.signature_verification_algorithms;
         let verifier: Arc<dyn ServerCertVerifier> = match (self.mode, &self.root_cert) {
             (Mode::Disable | Mode::Prefer, _) | (Mode::Require, None) => Arc::new(Lenient { chain: None, algorithms }),
             (mode, Some(root)) => {
                 let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root)?), provider)
                     .build()
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(ConnectorError::Verifier)?;
                 if mode == Mode::VerifyFull { inner } else { Arc::new(Lenient { chain: Some(inner), algorithms }) }
             }
             (_, None) => unreachable!("split() requires sslrootcert for verify-ca and verify-full"),
@@ -142,7 +148,20 @@ impl Tls {
     }
 }
 
-fn roots(root: &str) -> Result<RootCertStore, String> {
+/// Why no TLS connector could be built for the server's certificate check.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("TLS: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error("TLS: {0}")]
+    Verifier(#[source] rustls::client::VerifierBuilderError),
+    #[error("sslrootcert {path}: {source}")]
+    RootCertFile { path: String, source: rustls::pki_types::pem::Error },
+    #[error("sslrootcert {0}: no certificate in it")]
+    NoRootCert(String),
+}
+
+fn roots(root: &str) -> Result<RootCertStore, ConnectorError> {
     let mut store = RootCertStore::empty();
     if root == "system" {
         store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -150,10 +169,10 @@ fn roots(root: &str) -> Result<RootCertStore, String> {
     }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(root)
         .and_then(|i| i.collect())
-        .map_err(|e| format!("sslrootcert {root}: {e}"))?;
+        .map_err(|source| ConnectorError::RootCertFile { path: root.to_string(), source })?;
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!("sslrootcert {root}: no certificate in it"));
+        return Err(ConnectorError::NoRootCert(root.to_string()));
     }
     Ok(store)
 }
@@ -225,7 +244,9 @@ mod tests {
         let env = |k: &str| (k == "PGSSLMODE").then(|| "disable".to_string());
         assert_eq!(split("postgres://db/x", env).unwrap().1.mode, Mode::Disable);
         assert_eq!(split("postgres://db/x", none).unwrap().1.mode, Mode::Prefer);
-        assert!(split("postgres://db/x?sslmode=verify-ca", none).unwrap_err().contains("needs sslrootcert"));
-        assert!(split("postgres://db/x?sslmode=bogus", none).unwrap_err().contains("sslmode `bogus`"));
+        assert!(
+            split("postgres://db/x?sslmode=verify-ca", none).unwrap_err().to_string().contains("needs sslrootcert")
+        );
+        assert!(split("postgres://db/x?sslmode=bogus", none).unwrap_err().to_string().contains("sslmode `bogus`"));
     }
 }

@@ -9,7 +9,11 @@ use redis::{
     aio::MultiplexedConnection,
 };
 
-use super::resp;
+use super::{
+    Error,
+    link::{is_connection_error, label},
+    resp,
+};
 use crate::config::{Environment, Secret};
 
 /// Every command this collector sends besides the handshake (AUTH, SELECT). All are read-only.
@@ -41,8 +45,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builds the connection settings: the site's URL (which may carry credentials from the environment), the user
 /// name and the password resolved from its reference. The library's `CLIENT SETINFO` is skipped: nothing but
 /// reads and the handshake is sent.
-pub fn connection_info(env: &Environment, password: Option<&Secret>) -> Result<ConnectionInfo, String> {
-    let shown = |e: redis::RedisError| format!("redis URL {}: {e}", env.redis.display);
+pub fn connection_info(env: &Environment, password: Option<&Secret>) -> Result<ConnectionInfo, Error> {
+    let shown = |source| Error::Url { display: env.redis.display.clone(), source };
     let info = env.redis.url().expose_secret().into_connection_info().map_err(shown)?;
     let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
     if let Some(user) = &env.redis.username {
@@ -54,22 +58,14 @@ pub fn connection_info(env: &Environment, password: Option<&Secret>) -> Result<C
     let info = info.set_redis_settings(settings);
     let Some(ca) = &env.redis.ca_file else { return Ok(info) };
     if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
-        return Err(format!("redis.ca_file is set but {} is not a rediss:// (TLS) URL", env.redis.display));
+        return Err(Error::CaWithoutTls { display: env.redis.display.clone() });
     }
     // The CA goes into the settings' TLS parameters, which every connection, reconnect and cluster sibling keeps.
-    let pem = std::fs::read(ca).map_err(|e| format!("redis.ca_file {}: {e}", ca.display()))?;
+    let pem = std::fs::read(ca).map_err(|source| Error::CaFile { path: ca.clone(), source })?;
     let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
-    let client = Client::build_with_tls(info, certs).map_err(|e| format!("redis.ca_file {}: {e}", ca.display()))?;
+    let client =
+        Client::build_with_tls(info, certs).map_err(|source| Error::CaCertificate { path: ca.clone(), source })?;
     Ok(client.get_connection_info().clone())
-}
-
-/// `host:port` of a connection, for labels and file names.
-pub fn label(info: &ConnectionInfo) -> String {
-    match info.addr() {
-        ConnectionAddr::Tcp(h, p) | ConnectionAddr::TcpTls { host: h, port: p, .. } => format!("{h}:{p}"),
-        ConnectionAddr::Unix(path) => path.display().to_string(),
-        other => format!("{other:?}"),
-    }
 }
 
 /// One Redis node.
@@ -212,16 +208,6 @@ async fn open(info: &ConnectionInfo) -> RedisResult<MultiplexedConnection> {
 /// Whether the reply could not be read as RESP at all: another kind of server answered.
 pub fn is_not_resp(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Parse
-}
-
-/// What to say when `addr` answered, but not as Redis does (an HTTP server, a TLS port spoken to in plain text).
-pub fn not_redis(addr: &str) -> String {
-    format!("{addr} did not answer as a Redis server (is this Redis's port?)")
-}
-
-/// Whether an error means the connection is gone (worth one reconnect), rather than a refusal by the server.
-pub fn is_connection_error(e: &redis::RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
 /// The masters of a cluster from `CLUSTER NODES`, as (host, port); the seed's host stands in for an empty address.

@@ -39,7 +39,7 @@ pub struct FamilyReport {
 }
 
 fn redis_err(what: String) -> impl FnOnce(redis::RedisError) -> CollectError {
-    move |e| CollectError::Failed(format!("{what}: {e}"))
+    move |source| super::Error::Command { what, source }.into()
 }
 
 /// Scans `family` on `node`, writing one JSON line per key into `out` (unless `count_only`).
@@ -80,7 +80,7 @@ pub async fn export_family(
             }
             let Some(j) = key_json(node, &key, max_elements).await? else { continue };
             line.clear();
-            serde_json::to_writer(&mut line, &j).map_err(|e| CollectError::Failed(e.to_string()))?;
+            serde_json::to_writer(&mut line, &j)?;
             line.push(b'\n');
             out.write_all(&line).map_err(|e| CollectError::Io { context: "writing keys".into(), source: e })?;
             out.add_records(1);

@@ -4,6 +4,7 @@
 
 mod conn;
 mod keys;
+mod link;
 mod resp;
 mod streams;
 mod value;
@@ -23,6 +24,33 @@ use value::text;
 
 use super::{CollectError, Collection, Outcome, Redaction, Source};
 use crate::config::{CredentialRef, Environment};
+
+/// Why a redis collector stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis.password: {0}")]
+    Password(#[source] crate::config::CredentialError),
+    #[error("redis URL {display}: {source}")]
+    Url { display: String, source: redis::RedisError },
+    #[error("redis.ca_file is set but {display} is not a rediss:// (TLS) URL")]
+    CaWithoutTls { display: String },
+    #[error("redis.ca_file {}: {source}", path.display())]
+    CaFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("redis.ca_file {}: {source}", path.display())]
+    CaCertificate { path: std::path::PathBuf, source: redis::RedisError },
+    #[error("cannot connect to {display}: {source}")]
+    Connect { display: String, source: redis::RedisError },
+    /// `addr` answered, but not as Redis does (an HTTP server, a TLS port spoken to in plain text): what the
+    /// client says about the bytes, or the connection the other server closed, is no help to anyone.
+    #[error("{addr} did not answer as a Redis server (is this Redis's port?)")]
+    NotRedis { addr: String },
+    /// A read command failed (`what` names it and its key).
+    #[error("{what}: {source}")]
+    Command { what: String, source: redis::RedisError },
+    /// A page of a stream's entries could not be read or written.
+    #[error("XRANGE {key} after {after} entries: {source}")]
+    Entries { key: String, after: u64, source: streams::PageError },
+}
 
 /// Settings of a `redis` collector. The server is the site's (`[redis]`, `PRESERVE_REDIS_URL`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -127,7 +155,7 @@ impl Source for RedisSource {
         };
         let info = match conn::connection_info(env, password.as_ref()) {
             Ok(i) => i,
-            Err(e) => return Readiness::Cannot(e),
+            Err(e) => return Readiness::Cannot(e.to_string()),
         };
         let display = &env.redis.display;
         let probe = async {
@@ -139,7 +167,7 @@ impl Source for RedisSource {
                 Readiness::Ready(notes)
             }
             Ok(Ok(_)) => Readiness::Cannot(format!("{display} answered INFO, but not as a Redis server does")),
-            Ok(Err(e)) if conn::is_connection_error(&e) || e.kind() == redis::ErrorKind::Io => {
+            Ok(Err(e)) if link::is_connection_error(&e) || e.kind() == redis::ErrorKind::Io => {
                 Readiness::Cannot(format!("cannot connect to {display}: {e} (is Redis running there?)"))
             }
             Ok(Err(e)) if e.kind() == redis::ErrorKind::AuthenticationFailed => {
@@ -159,17 +187,15 @@ impl Source for RedisSource {
                     out.detail("auth", format!("none: Caracal's default secret {r} is absent"));
                     None
                 }
-                Err(e) => return Err(CollectError::Failed(format!("redis.password: {e}"))),
+                Err(e) => return Err(Error::Password(e).into()),
             },
             None => None,
         };
-        let info = conn::connection_info(&cx.env, password.as_ref()).map_err(CollectError::Failed)?;
-        let label = conn::label(&info);
-        let mut seed = Node::connect(info).await.map_err(|e| {
-            CollectError::Failed(match conn::is_not_resp(&e) {
-                true => conn::not_redis(&label),
-                false => format!("cannot connect to {}: {e}", cx.env.redis.display),
-            })
+        let info = conn::connection_info(&cx.env, password.as_ref())?;
+        let label = link::label(&info);
+        let mut seed = Node::connect(info).await.map_err(|source| match conn::is_not_resp(&source) {
+            true => Error::NotRedis { addr: label },
+            false => Error::Connect { display: cx.env.redis.display.clone(), source },
         })?;
 
         let mut nodes = vec![];
@@ -185,7 +211,7 @@ impl Source for RedisSource {
         // What went wrong after another kind of server answered (a reply that does not parse, a connection it
         // closed) all comes from that one cause.
         let result = result.map_err(|e| match nodes.iter().find(|n| n.not_redis) {
-            Some(n) => CollectError::Failed(conn::not_redis(&n.label)),
+            Some(n) => Error::NotRedis { addr: n.label.clone() }.into(),
             None => e,
         });
         result.map(|()| out)
@@ -251,8 +277,7 @@ impl RedisSource {
             artifact.finish().map_err(|e| CollectError::Io { context: format!("writing {path}"), source: e })?;
         }
         if !family_reports.is_empty() {
-            let summary =
-                serde_json::to_vec_pretty(&family_reports).map_err(|e| CollectError::Failed(e.to_string()))?;
+            let summary = serde_json::to_vec_pretty(&family_reports)?;
             let mut a = cx.artifact("keys/summary.json", "application/json", Redaction::Data)?;
             a.write_all(&summary)
                 .map_err(|e| CollectError::Io { context: "writing keys/summary.json".into(), source: e })?;
@@ -325,7 +350,7 @@ async fn server_info(cx: &Collection, node: &mut Node, out: &mut Outcome) -> Res
     {
         Ok(v) => v,
         // Servers before 7.0 take one section at a time; plain INFO has them all.
-        Err(e) if !conn::is_connection_error(&e) => node.query(&redis::cmd("INFO")).await.map_err(failed("INFO"))?,
+        Err(e) if !link::is_connection_error(&e) => node.query(&redis::cmd("INFO")).await.map_err(failed("INFO"))?,
         Err(e) => return Err(failed("INFO")(e)),
     };
     write_text(cx, &format!("{dir}/info.txt"), &text(&info))?;
@@ -336,7 +361,7 @@ async fn server_info(cx: &Collection, node: &mut Node, out: &mut Outcome) -> Res
         .await
     {
         Ok(v) => value::map_json(&v, |_, v| value::to_json(v)),
-        Err(e) if !conn::is_connection_error(&e) => {
+        Err(e) if !link::is_connection_error(&e) => {
             denied.push(format!("CONFIG GET: {e}"));
             json!({ "error": e.to_string() })
         }
@@ -345,7 +370,7 @@ async fn server_info(cx: &Collection, node: &mut Node, out: &mut Outcome) -> Res
     write_text(cx, &format!("{dir}/config.json"), &serde_json::to_string_pretty(&config).unwrap_or_default())?;
     match node.query(redis::cmd("CLIENT").arg("LIST")).await {
         Ok(v) => write_text(cx, &format!("{dir}/clients.txt"), &text(&v))?,
-        Err(e) if !conn::is_connection_error(&e) => denied.push(format!("CLIENT LIST: {e}")),
+        Err(e) if !link::is_connection_error(&e) => denied.push(format!("CLIENT LIST: {e}")),
         Err(e) => return Err(failed("CLIENT LIST")(e)),
     }
     if !denied.is_empty() {
@@ -380,7 +405,7 @@ async fn find_streams(cx: &Collection, node: &mut Node, page: usize) -> Result<V
 }
 
 fn failed(what: &'static str) -> impl FnOnce(redis::RedisError) -> CollectError {
-    move |e| CollectError::Failed(format!("{what}: {e}"))
+    move |source| Error::Command { what: what.to_string(), source }.into()
 }
 
 fn write_text(cx: &Collection, path: &str, text: &str) -> Result<(), CollectError> {

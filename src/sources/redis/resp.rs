@@ -6,24 +6,30 @@
 //!
 //! The connection sends nothing but its handshake (`AUTH`, `SELECT`) and the `XRANGE` commands it is given.
 
-use std::{fmt, io, time::Duration};
+use std::{io, time::Duration};
 
 use redis::{ConnectionAddr, ConnectionInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::value;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
-    Io(io::Error),
+    #[error("connection: {0}")]
+    Io(#[source] io::Error),
+    #[error("timed out {0}")]
     Timeout(&'static str),
     /// The server closed the connection.
+    #[error("the server closed the connection")]
     Closed,
     /// Bytes that are not the RESP2 reply expected.
+    #[error("unexpected reply: {0}")]
     Protocol(String),
     /// The server's error reply (`-ERR ...`).
+    #[error("{0}")]
     Server(String),
     /// Reopening the node's client connection failed.
+    #[error(transparent)]
     Client(redis::RedisError),
 }
 
@@ -32,21 +38,8 @@ impl Error {
     pub fn is_connection(&self) -> bool {
         match self {
             Error::Io(_) | Error::Timeout(_) | Error::Closed => true,
-            Error::Client(e) => super::conn::is_connection_error(e),
+            Error::Client(e) => super::link::is_connection_error(e),
             Error::Protocol(_) | Error::Server(_) => false,
-        }
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(e) => write!(f, "connection: {e}"),
-            Error::Timeout(what) => write!(f, "timed out {what}"),
-            Error::Closed => f.write_str("the server closed the connection"),
-            Error::Protocol(what) => write!(f, "unexpected reply: {what}"),
-            Error::Server(msg) => f.write_str(msg),
-            Error::Client(e) => write!(f, "{e}"),
         }
     }
 }
@@ -296,7 +289,7 @@ impl Direct {
                 #[cfg(unix)]
                 ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await.map_err(Error::Io)?),
                 // Not a lost connection: nothing to reconnect for.
-                _ => return Err(protocol(format!("{} is read through the client", super::conn::label(info)))),
+                _ => return Err(protocol(format!("{} is read through the client", super::link::label(info)))),
             };
             Ok(stream)
         };

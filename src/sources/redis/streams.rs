@@ -71,7 +71,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> CollectError + '_ {
 }
 
 fn redis_err(what: String) -> impl FnOnce(redis::RedisError) -> CollectError {
-    move |e| CollectError::Failed(format!("{what}: {e}"))
+    move |source| super::Error::Command { what, source }.into()
 }
 
 impl StreamJob<'_> {
@@ -176,6 +176,19 @@ impl StreamJob<'_> {
     }
 }
 
+/// Why a page of entries could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Direct(#[from] resp::Error),
+    #[error(transparent)]
+    Client(#[from] redis::RedisError),
+    #[error("an entry without an id")]
+    NoId,
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// A page of `XRANGE` entries as read: bytes from the direct reader, or the client's values.
 enum Pages {
     Direct(resp::Page),
@@ -197,19 +210,19 @@ impl Pages {
         }
     }
 
-    fn id(&self, i: usize) -> Result<String, String> {
+    fn id(&self, i: usize) -> Result<String, PageError> {
         match self {
-            Pages::Direct(p) => p.id(i).map_err(|e| e.to_string()),
-            Pages::Client(entries) => value::entry_id(&entries[i]).ok_or_else(|| "an entry without an id".into()),
+            Pages::Direct(p) => Ok(p.id(i)?),
+            Pages::Client(entries) => value::entry_id(&entries[i]).ok_or(PageError::NoId),
         }
     }
 
     /// Appends the page as JSON lines: `{"id", "fields": [[name, value], ...]}`.
-    fn write_jsonl(&self, buf: &mut Vec<u8>) -> Result<(), String> {
+    fn write_jsonl(&self, buf: &mut Vec<u8>) -> Result<(), PageError> {
         match self {
-            Pages::Direct(p) => p.write_jsonl(buf).map_err(|e| e.to_string()),
+            Pages::Direct(p) => Ok(p.write_jsonl(buf)?),
             Pages::Client(entries) => entries.iter().try_for_each(|e| {
-                serde_json::to_writer(&mut *buf, &value::EntryRef(e)).map_err(|e| e.to_string())?;
+                serde_json::to_writer(&mut *buf, &value::EntryRef(e))?;
                 buf.push(b'\n');
                 Ok(())
             }),
@@ -228,19 +241,19 @@ async fn export_entries(
     direct: bool,
     out: &mut crate::sources::Artifact,
 ) -> Result<(u64, Option<String>, Option<String>), CollectError> {
-    let failed = |n: u64, e: &dyn std::fmt::Display| {
-        CollectError::Failed(format!("XRANGE {} after {n} entries: {e}", String::from_utf8_lossy(key)))
+    let failed = |after: u64, source: PageError| -> CollectError {
+        super::Error::Entries { key: String::from_utf8_lossy(key).into_owned(), after, source }.into()
     };
     let xrange = |from: &str| cmd("XRANGE").arg(key).arg(from).arg(end).arg("COUNT").arg(page).to_owned();
     let (mut n, mut first, mut last) = (0u64, None::<String>, None::<String>);
     let mut buf = Vec::with_capacity(page * 700);
     let mut pages = if direct {
         let (packed, mut p) = (xrange(start).get_packed_command(), resp::Page::default());
-        node.direct_send(&packed).await.map_err(|e| failed(n, &e))?;
-        node.direct_receive(&packed, &mut p).await.map_err(|e| failed(n, &e))?;
+        node.direct_send(&packed).await.map_err(|e| failed(n, e.into()))?;
+        node.direct_receive(&packed, &mut p).await.map_err(|e| failed(n, e.into()))?;
         Pages::Direct(p)
     } else {
-        Pages::client(node.query_bulk(&xrange(start)).await.map_err(|e| failed(n, &e))?)
+        Pages::client(node.query_bulk(&xrange(start)).await.map_err(|e| failed(n, e.into()))?)
     };
     loop {
         if cx.is_cancelled() {
@@ -250,14 +263,14 @@ async fn export_entries(
         if len == 0 {
             break;
         }
-        let page_last = pages.id(len - 1).map_err(|e| failed(n, &e))?;
+        let page_last = pages.id(len - 1).map_err(|e| failed(n, e))?;
         if first.is_none() {
-            first = Some(pages.id(0).map_err(|e| failed(n, &e))?);
+            first = Some(pages.id(0).map_err(|e| failed(n, e))?);
         }
         let next = (len == page && page_last != end).then(|| xrange(&format!("({page_last}")));
         let mut write = |pages: &Pages, buf: &mut Vec<u8>| -> Result<(), CollectError> {
             buf.clear();
-            pages.write_jsonl(buf).map_err(|e| failed(n, &e))?;
+            pages.write_jsonl(buf).map_err(|e| failed(n, e))?;
             out.write_all(buf).map_err(io("entries.jsonl"))?;
             out.add_records(len as u64);
             Ok(())
@@ -274,9 +287,9 @@ async fn export_entries(
             let packed = next.get_packed_command();
             let sent = node.direct_send(&packed).await;
             crate::sources::off_worker(|| write(&pages, &mut buf))?;
-            sent.map_err(|e| failed(done, &e))?;
+            sent.map_err(|e| failed(done, e.into()))?;
             if let Pages::Direct(p) = &mut pages {
-                node.direct_receive(&packed, p).await.map_err(|e| failed(done, &e))?;
+                node.direct_receive(&packed, p).await.map_err(|e| failed(done, e.into()))?;
             }
         } else {
             // The page is written off the runtime's worker, so the client's task can take the next reply off the
@@ -284,7 +297,7 @@ async fn export_entries(
             let (fetched, written) =
                 tokio::join!(node.query_bulk(&next), async { crate::sources::off_worker(|| write(&pages, &mut buf)) });
             written?;
-            pages = Pages::client(fetched.map_err(|e| failed(done, &e))?);
+            pages = Pages::client(fetched.map_err(|e| failed(done, e.into()))?);
         }
         (n, last) = (done, Some(page_last));
     }
@@ -364,7 +377,7 @@ async fn export_pending(
                 "deliveries": int(p.get(3)),
             });
             line.clear();
-            serde_json::to_writer(&mut line, &j).map_err(|e| CollectError::Failed(e.to_string()))?;
+            serde_json::to_writer(&mut line, &j)?;
             line.push(b'\n');
             out.write_all(&line).map_err(io("pending entries"))?;
             out.add_records(1);
@@ -381,7 +394,7 @@ async fn export_pending(
 }
 
 fn write_json(cx: &Collection, path: &str, value: &Json) -> Result<(), CollectError> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| CollectError::Failed(e.to_string()))?;
+    let text = serde_json::to_vec_pretty(value)?;
     cx.write_small(path, "application/json", &text)
 }
 
