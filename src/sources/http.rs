@@ -32,7 +32,7 @@ const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cooki
 pub enum Error {
     /// `bearer` names a `${var}` the site does not define.
     #[error("bearer: {0}")]
-    BearerExpand(String),
+    BearerExpand(#[source] crate::config::ExpandError),
     /// `bearer` is no credential reference, or the one it names cannot be read.
     #[error("bearer: {0}")]
     Bearer(#[source] crate::config::CredentialError),
@@ -88,7 +88,7 @@ pub struct RequestSpec {
 impl HttpSource {
     fn bearer_ref(&self, env: &Environment) -> Result<Option<CredentialRef>, Error> {
         let Some(b) = &self.bearer else { return Ok(None) };
-        let expanded = env.expand(b).map_err(|e| Error::BearerExpand(e.to_string()))?;
+        let expanded = env.expand(b).map_err(Error::BearerExpand)?;
         expanded.parse().map(Some).map_err(Error::Bearer)
     }
 

@@ -157,8 +157,8 @@ pub enum CollectError {
     #[error(transparent)]
     ConfigDiff(#[from] config_diff::Error),
     /// A setting's `${var}` the site does not define (the site config's own message).
-    #[error("{0}")]
-    Expand(String),
+    #[error(transparent)]
+    Expand(#[from] crate::config::ExpandError),
     /// A credential reference that does not resolve.
     #[error(transparent)]
     Credential(#[from] crate::config::CredentialError),
@@ -228,7 +228,7 @@ impl Collection {
 
     /// A setting with the site's `${var}`s expanded.
     pub fn expand(&self, setting: &str) -> Result<String, CollectError> {
-        self.env.expand(setting).map_err(|e| CollectError::Expand(e.to_string()))
+        Ok(self.env.expand(setting)?)
     }
 
     pub fn is_cancelled(&self) -> bool {
