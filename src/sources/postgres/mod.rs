@@ -374,33 +374,35 @@ impl Source for PostgresSource {
         // In the collector's order, whichever worker did each.
         let mut reports = results.lock().map(|r| r.clone()).unwrap_or_default();
         reports.sort_by_key(|(i, _)| *i);
-        let dump_skipped = dumped.as_ref().and_then(|d| d.skipped.clone());
-        let dumped = dumped.map(|d| serde_json::to_value(d).unwrap_or_default());
-        let reports: Vec<serde_json::Value> = reports.into_iter().map(|(_, r)| r).chain(dumped).collect();
+        let reports: Vec<JobReport> = reports.into_iter().map(|(_, r)| r).collect();
         for r in &reports {
-            if let Some(e) = r.get("error").and_then(|e| e.as_str()) {
-                out.warn(format!("{}: {e}", r["name"].as_str().unwrap_or("?")));
+            if let Some(e) = &r.error {
+                out.warn(format!("{}: {e}", r.name));
             }
         }
-        if let Some(why) = dump_skipped {
+        if let Some(e) = dumped.as_ref().and_then(|d| d.error.as_ref()) {
+            out.warn(format!("pg_dump: {e}"));
+        }
+        if let Some(why) = dumped.as_ref().and_then(|d| d.skipped.as_ref()) {
             out.findings.push(cx.finding(
                 "postgres.pg_dump_skipped",
                 Severity::Warning,
                 format!("pg_dump was asked for and skipped: {why}; the CSV tables are complete"),
             ));
         }
-        for r in reports.iter().filter(|r| r["rls_zero_rows"] == true) {
+        for r in reports.iter().filter(|r| r.rls_zero_rows) {
             out.findings.push(cx.finding(
                 "postgres.rls_zero_rows",
                 Severity::Warning,
                 format!(
                     "{}: row-level security applies to this role and 0 rows were read; the table may not be empty \
                      (for Caracal set `settings = {{ \"caracal.zone_id\" = \"*\" }}`)",
-                    r["name"].as_str().unwrap_or("?")
+                    r.name
                 ),
             ));
         }
-        out.detail("exports", &reports);
+        let exports: Vec<Export> = reports.iter().map(Export::Job).chain(dumped.as_ref().map(Export::Dump)).collect();
+        out.detail("exports", exports);
         Ok(out)
     }
 }
@@ -546,6 +548,36 @@ fn failed(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> CollectEr
     move |source| Error::Query { what: what.to_string(), source }.into()
 }
 
+/// One table's or query's entry in `details.exports`: what was read and how, or why it was not.
+#[derive(Debug, Clone, Default, Serialize)]
+struct JobReport {
+    name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    excluded_columns: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_chain: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    rls_zero_rows: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// An entry of `details.exports`: the jobs in the collector's order, then the dump.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Export<'a> {
+    Job(&'a JobReport),
+    Dump(&'a dump::DumpReport),
+}
+
 /// Exports one job; problems are reported in the returned record, not raised, so one table's failure (permission
 /// denied, a timeout) costs only that table.
 async fn export_job(
@@ -554,12 +586,12 @@ async fn export_job(
     job: &Job,
     params: &BTreeMap<String, String>,
     tap: Option<&ChainTap>,
-) -> serde_json::Value {
+) -> JobReport {
     let name = match job {
         Job::Table(t) => t.table.clone(),
         Job::Query(q) => q.name.clone(),
     };
-    let mut report = json!({ "name": name });
+    let mut report = JobReport { name, ..JobReport::default() };
     // A savepoint keeps the shared transaction usable after one statement fails.
     let _ = client.batch_execute("SAVEPOINT preserve_job").await;
     let result = match job {
@@ -574,7 +606,7 @@ async fn export_job(
         }
         Err(e) => {
             let _ = client.batch_execute("ROLLBACK TO SAVEPOINT preserve_job").await;
-            report["error"] = json!(e);
+            report.error = Some(e);
         }
     }
     report
@@ -586,7 +618,7 @@ async fn export_table(
     t: &TableSpec,
     params: &BTreeMap<String, String>,
     tap: Option<&ChainTap>,
-    report: &mut serde_json::Value,
+    report: &mut JobReport,
 ) -> Result<(), String> {
     let (schema, table) = sql::split_name(&t.table);
     let columns = client
@@ -605,7 +637,7 @@ async fn export_table(
     let kept: Vec<&String> = all.iter().filter(|c| !sql::excluded(c, &t.exclude_columns)).collect();
     let excluded: Vec<&String> = all.iter().filter(|c| sql::excluded(c, &t.exclude_columns)).collect();
     if !excluded.is_empty() {
-        report["excluded_columns"] = json!(excluded);
+        report.excluded_columns = excluded.iter().map(|c| c.to_string()).collect();
         cx.tally().add_rule("column-excluded", excluded.len() as u64);
     }
     let partitions = client
@@ -618,7 +650,7 @@ async fn export_table(
         .await
         .map_err(|e| sql::describe_error(&e))?;
     if !partitions.is_empty() {
-        report["partitions"] = json!(partitions.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>());
+        report.partitions = Some(partitions.iter().map(|r| r.get(0)).collect());
     }
     let ddl = sql::table_ddl(client, &schema, &table).await.map_err(|e| sql::describe_error(&e))?;
     let base = format!("tables/{}", sql::file_name(&format!("{schema}.{table}")));
@@ -630,8 +662,8 @@ async fn export_table(
         let names = sql::bind_names(f).map_err(|e| e.to_string())?;
         for n in &names {
             let Some(v) = params.get(n) else {
-                report["skipped"] =
-                    json!(format!("the filter needs :{n}, which neither the window nor the alert provides"));
+                report.skipped =
+                    Some(format!("the filter needs :{n}, which neither the window nor the alert provides"));
                 return Ok(());
             };
             client
@@ -654,19 +686,19 @@ async fn export_table(
             None => tapping = Some(chain::Tap::new(shared.key.clone()).map_err(|e| e.to_string())?),
         }
     }
-    report["query"] = json!(query);
+    report.query = Some(query.clone());
     let exported = copy_csv(cx, client, &format!("{base}.csv"), &query, tapping.as_mut(), report).await;
     if let (Some(shared), Some(t)) = (tap, tapping) {
         // A chain verified over an interrupted export would look like a truncated chain: not reported as checked.
         let verified = match &exported {
             Ok(()) => match t.finish(cx, &mut found) {
                 Ok(true) => {
-                    report["audit_chain"] = json!("verified from the export");
+                    report.audit_chain = Some("verified from the export");
                     Ok(())
                 }
                 // Rows out of chain order (or a ledger too broken to hold its problems): read it again, ordered.
                 Ok(false) => {
-                    report["audit_chain"] = json!("verified from an ordered read (the export was not in chain order)");
+                    report.audit_chain = Some("verified from an ordered read (the export was not in chain order)");
                     chain::verify_audit_ordered(cx, client, shared.key.as_deref(), &mut found)
                         .await
                         .map_err(|e| e.to_string())
@@ -684,8 +716,8 @@ async fn export_table(
     exported?;
     // Row-level security that applies to us and let nothing through: most likely a missing `caracal.zone_id`,
     // not an empty table. Say so, or the bundle would look like evidence of absence.
-    if report["rows"] == 0 && rls_hides_rows(client, &schema, &table).await.map_err(|e| sql::describe_error(&e))? {
-        report["rls_zero_rows"] = json!(true);
+    if report.rows == Some(0) && rls_hides_rows(client, &schema, &table).await.map_err(|e| sql::describe_error(&e))? {
+        report.rls_zero_rows = true;
     }
     Ok(())
 }
@@ -715,7 +747,7 @@ async fn copy_csv(
     path: &str,
     query: &str,
     mut tap: Option<&mut chain::Tap>,
-    report: &mut serde_json::Value,
+    report: &mut JobReport,
 ) -> Result<(), String> {
     use std::io::Write;
     let statement = client.prepare(query).await.map_err(|e| sql::describe_error(&e))?;
@@ -771,6 +803,6 @@ async fn copy_csv(
     write(&mut pending, rows, &mut artifact).map_err(|e| e.to_string())?;
     artifact.flush().map_err(|e| e.to_string())?;
     artifact.finish().map_err(|e| e.to_string())?;
-    report["rows"] = json!(rows);
+    report.rows = Some(rows);
     Ok(())
 }
