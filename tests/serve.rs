@@ -330,15 +330,10 @@ async fn an_alert_during_a_snapshot_joins_it_and_the_same_alert_firing_again_tak
     assert_eq!(listed["snapshots"][1]["alerts"].as_array().unwrap().len(), 2);
 }
 
-/// A log shipper reads the sidecar's stderr as JSON lines: every line is one object, and the snapshot's events
-/// carry its id, profile and status as keys; an alert's name, whatever it holds, stays inside its string.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_log_lines_carry_the_snapshot_as_fields() {
-    let ws = Workspace::new();
-    let dir = slow_profiles(&ws, 0);
-    let sidecar = Sidecar::start_with(&ws, &dir, "", &["--log-format", "json"]);
+/// Sends a resolved alert named `forged` beside a tamper alert, waits for the tamper snapshot to complete, stops
+/// the sidecar; returns the snapshot's id.
+async fn forged_alert_then_a_snapshot(sidecar: &Sidecar, forged: &str) -> String {
     let c = client();
-    let forged = "X\"}\n{\"level\":\"INFO\",\"message\":\"forged";
     let mut resolved = alert(forged, "r1", &[]);
     resolved["status"] = "resolved".into();
     let tamper = alert("CaracalAuditTamperDetected", "a1", &[("zone_id", "z1")]);
@@ -347,6 +342,18 @@ async fn json_log_lines_carry_the_snapshot_as_fields() {
     sidecar.wait_for_line(&format!("snapshot {id} complete"), Duration::from_secs(20));
     sidecar.signal(nix::sys::signal::Signal::SIGTERM);
     sidecar.wait_for_line("SIGTERM received", Duration::from_secs(10));
+    id
+}
+
+/// A log shipper reads the sidecar's stderr as JSON lines: every line is one object, and the snapshot's events
+/// carry its id, profile and status as keys; an alert's name, whatever it holds, stays inside its string.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_carry_the_snapshot_as_fields() {
+    let ws = Workspace::new();
+    let dir = slow_profiles(&ws, 0);
+    let sidecar = Sidecar::start_with(&ws, &dir, "", &["--log-format", "json"]);
+    let forged = "X\"}\n{\"level\":\"INFO\",\"message\":\"forged";
+    let id = forged_alert_then_a_snapshot(&sidecar, forged).await;
 
     let events: Vec<serde_json::Value> = sidecar
         .log()
@@ -376,16 +383,8 @@ async fn an_alert_name_cannot_forge_a_text_log_line() {
     let ws = Workspace::new();
     let dir = slow_profiles(&ws, 0);
     let sidecar = Sidecar::start(&ws, &dir, "");
-    let c = client();
     let forged = "X\npreserve serve: snapshot forged complete: /tmp/forged.tar.zst\x1b[2K";
-    let mut resolved = alert(forged, "r1", &[]);
-    resolved["status"] = "resolved".into();
-    let tamper = alert("CaracalAuditTamperDetected", "a1", &[("zone_id", "z1")]);
-    let (_, b) = post(&c, &sidecar.url, &webhook(serde_json::json!([resolved, tamper]))).await;
-    let id = b["snapshots"][0].as_str().unwrap().to_string();
-    sidecar.wait_for_line(&format!("snapshot {id} complete"), Duration::from_secs(20));
-    sidecar.signal(nix::sys::signal::Signal::SIGTERM);
-    sidecar.wait_for_line("SIGTERM received", Duration::from_secs(10));
+    forged_alert_then_a_snapshot(&sidecar, forged).await;
     let log = sidecar.log();
     assert!(!log.iter().any(|l| l.starts_with("preserve serve: snapshot forged")), "a forged line: {log:#?}");
     assert!(log.iter().all(|l| !l.chars().any(char::is_control)), "{log:#?}");
