@@ -2,6 +2,7 @@
 //! redacted, with its exit status. On timeout or cancellation the whole process group is killed, so nothing the
 //! command started lives on.
 
+use crate::sources::DefinitionError;
 use std::{collections::BTreeMap, io::Write, process::Stdio};
 
 use async_trait::async_trait;
@@ -53,17 +54,17 @@ fn stdout_name() -> String {
 
 #[async_trait]
 impl Source for CommandSource {
-    fn check(&self, env: &Environment) -> Result<(), String> {
+    fn check(&self, env: &Environment) -> Result<(), DefinitionError> {
         if self.argv.is_empty() {
-            return Err("argv: a command needs at least the program".into());
+            return Err(DefinitionError::Shape("argv: a command needs at least the program"));
         }
         for a in &self.argv {
-            env.expand(a).map_err(|e| format!("argv: {e}"))?;
+            env.expand(a).map_err(DefinitionError::expand("argv"))?;
         }
         if let Some(cwd) = &self.cwd {
-            env.expand(cwd).map_err(|e| format!("cwd: {e}"))?;
+            env.expand(cwd).map_err(DefinitionError::expand("cwd"))?;
         }
-        crate::bundle::artifact::safe_relative(&self.stdout).map_err(|e| format!("stdout: {e}"))?;
+        crate::bundle::artifact::safe_relative(&self.stdout).map_err(DefinitionError::invalid("stdout"))?;
         Ok(())
     }
 

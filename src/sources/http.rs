@@ -18,7 +18,7 @@ mod target;
 use failures::{Failure, Failures};
 pub use target::refused;
 
-use super::{CollectError, Collection, Outcome, Redaction, Source, Verdict};
+use super::{CollectError, Collection, DefinitionError, Outcome, Redaction, Source, Verdict};
 use crate::{
     config::{CredentialRef, Environment},
     redact::Format,
@@ -118,28 +118,36 @@ fn instance_name(base: &str) -> String {
 
 #[async_trait]
 impl Source for HttpSource {
-    fn check(&self, env: &Environment) -> Result<(), String> {
-        self.bearer_ref(env).map_err(|e| e.to_string())?;
+    fn check(&self, env: &Environment) -> Result<(), DefinitionError> {
+        self.bearer_ref(env).map_err(|e| match e {
+            Error::BearerExpand(source) => DefinitionError::Expand { setting: "bearer", source },
+            Error::Bearer(source) => DefinitionError::invalid("bearer")(source),
+            other => DefinitionError::invalid("bearer")(other),
+        })?;
         if self.service.is_none() && self.urls.is_empty() {
-            return Err("an http collector needs `service` or `urls`".into());
+            return Err(DefinitionError::Shape("an http collector needs `service` or `urls`"));
         }
         if let Some(s) = &self.service
             && !crate::config::SERVICES.iter().any(|(n, _)| n == s)
         {
-            return Err(format!(
-                "service `{s}`: expected one of sts, gateway, audit, api, coordinator, web, alertmanager"
-            ));
+            return Err(DefinitionError::Refused {
+                setting: format!("service `{s}`"),
+                why: "expected one of sts, gateway, audit, api, coordinator, web, alertmanager".into(),
+            });
         }
         let mut names = std::collections::BTreeSet::new();
         for r in &self.requests {
             if let Some(m) = &r.method
                 && !m.eq_ignore_ascii_case("GET")
             {
-                return Err(format!("request `{}`: method {m}: only GET is ever sent to Caracal", r.name));
+                return Err(DefinitionError::Refused {
+                    setting: format!("request `{}`", r.name),
+                    why: format!("method {m}: only GET is ever sent to Caracal"),
+                });
             }
-            target::check_template(&r.path).map_err(|e| format!("request `{}`: {e}", r.name))?;
+            target::check_template(&r.path).map_err(DefinitionError::invalid(format!("request `{}`", r.name)))?;
             if !names.insert(&r.name) {
-                return Err(format!("request `{}` appears twice", r.name));
+                return Err(DefinitionError::Twice { what: "request", name: r.name.clone() });
             }
         }
         for u in &self.urls {
@@ -147,13 +155,19 @@ impl Source for HttpSource {
             if let Some(clean) =
                 without_userinfo(u).or_else(|| crate::config::strip_password(u).filter(|clean| clean != u))
             {
-                return Err(format!(
-                    "urls: `{clean}` is given with credentials; base URLs must not carry them (as in [services]): \
-                     give a token as `bearer`"
-                ));
+                return Err(DefinitionError::Refused {
+                    setting: "urls".into(),
+                    why: format!(
+                        "`{clean}` is given with credentials; base URLs must not carry them (as in [services]): give \
+                         a token as `bearer`"
+                    ),
+                });
             }
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!("urls: `{u}` is not an http(s) URL"));
+                return Err(DefinitionError::Refused {
+                    setting: "urls".into(),
+                    why: format!("`{u}` is not an http(s) URL"),
+                });
             }
         }
         Ok(())

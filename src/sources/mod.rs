@@ -31,10 +31,74 @@ use crate::{
 };
 
 /// One source kind's reader, configured by a collector definition.
+/// What is wrong with a collector's definition, found before anything runs; the catalog places it at the
+/// definition's file and line. Each names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    /// The settings given do not make a collector of the kind (none of those it needs, or two that exclude each
+    /// other): the sentence says which.
+    #[error("{0}")]
+    Shape(&'static str),
+    /// A setting names a `${var}` the site does not define.
+    #[error("{setting}: {source}")]
+    Expand {
+        setting: &'static str,
+        #[source]
+        source: crate::config::ExpandError,
+    },
+    /// A glob (or a stream pattern) that does not parse.
+    #[error("{setting}: `{pattern}` is not a valid {what}: {source}")]
+    Glob {
+        setting: &'static str,
+        what: &'static str,
+        pattern: String,
+        #[source]
+        source: glob::PatternError,
+    },
+    /// A setting that means something only beside another.
+    #[error("{setting}: only applies with `{with}`")]
+    OnlyWith { setting: &'static str, with: &'static str },
+    /// A count that must be at least 1.
+    #[error("{0}: must be at least 1")]
+    Zero(&'static str),
+    /// A name given twice where each must be unique.
+    #[error("{what} `{name}` appears twice")]
+    Twice { what: &'static str, name: String },
+    /// A setting whose value another part of preserve refuses, with that part's own error.
+    #[error("{setting}: {source}")]
+    Invalid {
+        setting: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A setting's value refused here, and why.
+    #[error("{setting}: {why}")]
+    Refused { setting: String, why: String },
+}
+
+impl DefinitionError {
+    /// The `${var}` expansion of `setting` failed.
+    pub fn expand(setting: &'static str) -> impl FnOnce(crate::config::ExpandError) -> Self {
+        move |source| Self::Expand { setting, source }
+    }
+
+    /// `pattern` given as `setting` is not a valid glob.
+    pub fn glob(setting: &'static str, pattern: &str) -> impl FnOnce(glob::PatternError) -> Self {
+        let pattern = pattern.to_string();
+        move |source| Self::Glob { setting, what: "glob", pattern, source }
+    }
+
+    /// `setting` is refused by another part of preserve, with its error.
+    pub fn invalid<E: std::error::Error + Send + Sync + 'static>(setting: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let setting = setting.into();
+        move |e| Self::Invalid { setting, source: Box::new(e) }
+    }
+}
+
 #[async_trait]
 pub trait Source: Send + Sync + std::fmt::Debug {
     /// Checks what only the site can tell (variables, paths), before anything runs. Errors name the field.
-    fn check(&self, _env: &Environment) -> Result<(), String> {
+    fn check(&self, _env: &Environment) -> Result<(), DefinitionError> {
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 mod previous;
 
+use crate::sources::DefinitionError;
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
@@ -150,27 +151,30 @@ struct Item {
 
 #[async_trait]
 impl Source for ConfigDiffSource {
-    fn check(&self, env: &Environment) -> Result<(), String> {
+    fn check(&self, env: &Environment) -> Result<(), DefinitionError> {
         match (self.files.is_empty(), self.command.is_empty()) {
             (false, false) => {
-                return Err("`files` and `command` are both given: the current side comes from one of them".into());
+                return Err(DefinitionError::Shape(
+                    "`files` and `command` are both given: the current side comes from one of them",
+                ));
             }
             (true, true) => {
-                return Err("needs `files` (paths or globs of the configuration) or `command` (a program whose \
-                            output is the configuration)"
-                    .into());
+                return Err(DefinitionError::Shape(
+                    "needs `files` (paths or globs of the configuration) or `command` (a program whose output is \
+                     the configuration)",
+                ));
             }
             _ => {}
         }
         for p in &self.files {
-            let expanded = env.expand(p).map_err(|e| format!("files: {e}"))?;
-            glob::Pattern::new(&expanded).map_err(|e| format!("files: `{expanded}` is not a valid glob: {e}"))?;
+            let expanded = env.expand(p).map_err(DefinitionError::expand("files"))?;
+            glob::Pattern::new(&expanded).map_err(DefinitionError::glob("files", &expanded))?;
         }
         for a in &self.command {
-            env.expand(a).map_err(|e| format!("command: {e}"))?;
+            env.expand(a).map_err(DefinitionError::expand("command"))?;
         }
         for f in &self.needs_files {
-            env.expand(f).map_err(|e| format!("needs_files: {e}"))?;
+            env.expand(f).map_err(DefinitionError::expand("needs_files"))?;
         }
         if !self.files.is_empty() {
             let with_command = [
@@ -180,15 +184,15 @@ impl Source for ConfigDiffSource {
                 ("needs_files", !self.needs_files.is_empty()),
                 ("env_credentials", !self.env_credentials.is_empty()),
             ];
-            if let Some((key, _)) = with_command.iter().find(|(_, set)| *set) {
-                return Err(format!("{key}: only applies with `command`"));
+            if let Some((setting, _)) = with_command.iter().find(|(_, set)| *set) {
+                return Err(DefinitionError::OnlyWith { setting, with: "command" });
             }
         }
         if let Some(s) = &self.stdout {
-            crate::bundle::artifact::safe_relative(s).map_err(|e| format!("stdout: {e}"))?;
+            crate::bundle::artifact::safe_relative(s).map_err(DefinitionError::invalid("stdout"))?;
         }
         if self.baseline != PREVIOUS {
-            env.expand(&self.baseline).map_err(|e| format!("baseline: {e}"))?;
+            env.expand(&self.baseline).map_err(DefinitionError::expand("baseline"))?;
         }
         Ok(())
     }

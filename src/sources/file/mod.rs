@@ -7,6 +7,7 @@ mod docker;
 mod open;
 pub mod records;
 
+use crate::sources::DefinitionError;
 use std::{
     io::{self, BufRead, Read, Write},
     ops::ControlFlow,
@@ -110,16 +111,16 @@ pub enum Error {
 
 #[async_trait]
 impl Source for FileSource {
-    fn check(&self, env: &Environment) -> Result<(), String> {
+    fn check(&self, env: &Environment) -> Result<(), DefinitionError> {
         if self.paths.is_empty() && self.docker.is_none() {
-            return Err("a file collector needs `paths` or `docker`".into());
+            return Err(DefinitionError::Shape("a file collector needs `paths` or `docker`"));
         }
         for p in &self.paths {
-            let expanded = env.expand(p).map_err(|e| format!("paths: {e}"))?;
-            glob::Pattern::new(&expanded).map_err(|e| format!("paths: `{expanded}` is not a valid glob: {e}"))?;
+            let expanded = env.expand(p).map_err(DefinitionError::expand("paths"))?;
+            glob::Pattern::new(&expanded).map_err(DefinitionError::glob("paths", &expanded))?;
         }
         if let Some(d) = self.docker.as_ref().and_then(|d| d.dir.as_ref()) {
-            env.expand(d).map_err(|e| format!("docker.dir: {e}"))?;
+            env.expand(d).map_err(DefinitionError::expand("docker.dir"))?;
         }
         Ok(())
     }

@@ -86,27 +86,39 @@ fn has_dot_segment(routed: &str) -> bool {
 }
 
 /// Checks a configured path template (`/v1/zones/{zone_id}/admin-audit?limit=1000`) before anything runs.
-pub fn check_template(template: &str) -> Result<(), String> {
+pub fn check_template(template: &str) -> Result<(), PathError> {
     if !template.starts_with('/') {
-        return Err("path must start with `/`".into());
+        return Err(PathError::NotAbsolute);
     }
     let path = template.split('?').next().unwrap_or(template);
     let lower = path.to_ascii_lowercase();
-    if let Some(e) = HIDING_ESCAPES.iter().find(|e| lower.contains(*e)) {
-        return Err(format!(
-            "path `{template}` holds the escape `{e}` (an encoded dot, slash or percent sign): write the path as \
-             the server should read it"
-        ));
+    if let Some(escape) = HIDING_ESCAPES.iter().find(|e| lower.contains(*e)) {
+        return Err(PathError::HidingEscape { template: template.to_string(), escape });
     }
     if has_dot_segment(&route(path)) {
-        return Err(format!(
-            "path `{template}` holds a dot segment (`/./` or `/../`), which a client resolves to another endpoint"
-        ));
+        return Err(PathError::DotSegment(template.to_string()));
     }
     match refused_route(&route(path)) {
-        Some(why) => Err(format!("{template} is refused: it {why}")),
+        Some(why) => Err(PathError::Refused { template: template.to_string(), why }),
         None => Ok(()),
     }
+}
+
+/// Why a request's path is not sent.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with `/`")]
+    NotAbsolute,
+    #[error(
+        "path `{template}` holds the escape `{escape}` (an encoded dot, slash or percent sign): write the path as the \
+         server should read it"
+    )]
+    HidingEscape { template: String, escape: &'static str },
+    #[error("path `{0}` holds a dot segment (`/./` or `/../`), which a client resolves to another endpoint")]
+    DotSegment(String),
+    /// A route of Caracal's that writes or reveals a secret, with what it does.
+    #[error("{template} is refused: it {why}")]
+    Refused { template: String, why: &'static str },
 }
 
 /// The URL a request is sent to: `template` filled from `labels` and joined to `base`, then checked in its final
@@ -225,7 +237,7 @@ mod tests {
             ("ready", "must start with `/`"),
         ] {
             let e = check_template(t).unwrap_err();
-            assert!(e.contains(says), "{t}: {e}");
+            assert!(e.to_string().contains(says), "{t}: {e}");
         }
         for t in [
             "/.well-known/jwks.json",

@@ -11,6 +11,7 @@ mod policy_manifest;
 mod sql;
 mod tls;
 
+use crate::sources::DefinitionError;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
@@ -148,16 +149,18 @@ enum Job {
 
 #[async_trait]
 impl Source for PostgresSource {
-    fn check(&self, _env: &Environment) -> Result<(), String> {
+    fn check(&self, _env: &Environment) -> Result<(), DefinitionError> {
         if self.tables.is_empty() && self.queries.is_empty() && !self.verify_audit_chain && !self.policy_sets {
-            return Err("a postgres collector needs `tables`, `queries`, `verify_audit_chain` or `policy_sets`".into());
+            return Err(DefinitionError::Shape(
+                "a postgres collector needs `tables`, `queries`, `verify_audit_chain` or `policy_sets`",
+            ));
         }
         if self.workers == 0 {
-            return Err("workers: must be at least 1".into());
+            return Err(DefinitionError::Zero("workers"));
         }
         for t in &self.tables {
             if let Some(f) = &t.filter {
-                sql::bind_names(f).map_err(|e| format!("tables `{}`: where: {e}", t.table))?;
+                sql::bind_names(f).map_err(DefinitionError::invalid(format!("tables `{}`: where", t.table)))?;
             }
         }
         Ok(())

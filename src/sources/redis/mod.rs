@@ -9,6 +9,7 @@ mod resp;
 mod streams;
 mod value;
 
+use crate::sources::DefinitionError;
 use std::io::Write;
 
 use async_trait::async_trait;
@@ -107,19 +108,23 @@ fn page() -> usize {
 
 #[async_trait]
 impl Source for RedisSource {
-    fn check(&self, _env: &Environment) -> Result<(), String> {
+    fn check(&self, _env: &Environment) -> Result<(), DefinitionError> {
         if self.streams.is_empty() && self.keys.is_empty() && !self.server_info {
-            return Err("a redis collector needs `streams`, `keys` or `server_info`".into());
+            return Err(DefinitionError::Shape("a redis collector needs `streams`, `keys` or `server_info`"));
         }
         for p in self.streams.iter().chain(&self.exclude).chain(&self.expect_streams) {
-            glob::Pattern::new(p)
-                .map_err(|e| format!("streams/exclude/expect_streams: `{p}` is not a valid pattern: {e}"))?;
+            glob::Pattern::new(p).map_err(|source| DefinitionError::Glob {
+                setting: "streams/exclude/expect_streams",
+                what: "pattern",
+                pattern: p.clone(),
+                source,
+            })?;
         }
         if self.streams.is_empty() && !self.expect_streams.is_empty() {
-            return Err("expect_streams: only applies with `streams`".into());
+            return Err(DefinitionError::OnlyWith { setting: "expect_streams", with: "streams" });
         }
         if self.page == 0 {
-            return Err("page: must be at least 1".into());
+            return Err(DefinitionError::Zero("page"));
         }
         Ok(())
     }
