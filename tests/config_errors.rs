@@ -146,3 +146,49 @@ fn unknown_profile_and_bad_window_are_usage_errors() {
     assert!(stderr(&out).contains("--since: `last tuesday` is neither"), "{}", stderr(&out));
     assert!(!ws.out().exists());
 }
+
+/// Each kind's check of a definition, before anything runs: the definition's file and line, the collector, and
+/// the setting at fault with what is wrong with it, in the words an operator reads.
+#[test]
+fn each_kinds_definition_problems_name_the_setting() {
+    let cases: &[(&str, &str)] = &[
+        ("kind = \"file\"", "a file collector needs `paths` or `docker`"),
+        ("kind = \"file\"\npaths = [\"/var/log/[x\"]", "paths: `/var/log/[x` is not a valid glob: "),
+        ("kind = \"file\"\npaths = [\"${nope}/x\"]", "paths: "),
+        ("kind = \"command\"\nargv = []", "argv: a command needs at least the program"),
+        ("kind = \"command\"\nargv = [\"true\"]\nstdout = \"../out\"", "stdout: "),
+        ("kind = \"config_diff\"\nfiles = [\"/etc/x\"]\ncommand = [\"cat\"]", "`files` and `command` are both given"),
+        ("kind = \"config_diff\"\nfiles = [\"/etc/x\"]\nstdout = \"x.txt\"", "stdout: only applies with `command`"),
+        ("kind = \"redis\"\nstreams = [\"a[\"]", "streams/exclude/expect_streams: `a[` is not a valid pattern: "),
+        (
+            "kind = \"redis\"\nkeys = [{ pattern = \"k:*\" }]\nexpect_streams = [\"x\"]",
+            "expect_streams: only applies with `streams`",
+        ),
+        ("kind = \"redis\"\nstreams = [\"x\"]\npage = 0", "page: must be at least 1"),
+        (
+            "kind = \"postgres\"\nworkers = 0\nqueries = [{ name = \"q\", sql = \"select 1\" }]",
+            "workers: must be at least 1",
+        ),
+        ("kind = \"http\"\nrequests = []", "an http collector needs `service` or `urls`"),
+        ("kind = \"http\"\nrequests = []\nservice = \"billing\"", "service `billing`: expected one of sts, gateway"),
+        ("kind = \"http\"\nrequests = []\nurls = [\"ftp://x\"]", "urls: `ftp://x` is not an http(s) URL"),
+        (
+            "kind = \"http\"\nservice = \"sts\"\nrequests = [{ name = \"a\", path = \"/a\" }, { name = \"a\", path = \"/b\" }]",
+            "request `a` appears twice",
+        ),
+        (
+            "kind = \"http\"\nservice = \"sts\"\nrequests = [{ name = \"a\", path = \"a\" }]",
+            "request `a`: path must start with `/`",
+        ),
+        (
+            "kind = \"http\"\nservice = \"sts\"\nrequests = [{ name = \"a\", path = \"/x\", method = \"POST\" }]",
+            "request `a`: method POST: only GET is ever sent to Caracal",
+        ),
+    ];
+    for (n, (body, says)) in cases.iter().enumerate() {
+        let ws = Workspace::new();
+        let dir = collectors_dir(&ws, "mine.toml", &format!("[[collector]]\nname = \"c{n}\"\n{body}\n"));
+        let err = refused(&ws, &["--collectors", dir.to_str().unwrap()]);
+        assert!(err.contains(&format!("mine.toml:1: collector `c{n}`: {says}")), "case {n}: {err}");
+    }
+}
