@@ -3,7 +3,7 @@
 use std::{fmt, path::Path};
 
 use crate::{
-    bundle::{bounds::printable, fingerprints::Checked, verify::Report},
+    bundle::{fingerprints::Checked, verify::Report},
     check,
     snapshot::Outcome,
 };
@@ -80,14 +80,14 @@ impl fmt::Display for Fingerprints<'_> {
     }
 }
 
-/// `preserve check`: one line per site fact and per collector. A collector's name and detail come from its
-/// definition and the servers it asked, so they are escaped.
+/// `preserve check`: one line per site fact and per collector, escaped and cut to one line by
+/// [`check::Report::lines`] (a detail can quote what a server said).
 pub struct Readiness<'a>(pub &'a check::Report);
 
 impl fmt::Display for Readiness<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for line in self.0.lines() {
-            writeln!(f, "{}", printable(&line))?;
+            writeln!(f, "{line}")?;
         }
         Ok(())
     }

@@ -30,7 +30,6 @@ use crate::{
     time::Window,
 };
 
-/// One source kind's reader, configured by a collector definition.
 /// What is wrong with a collector's definition, found before anything runs; the catalog places it at the
 /// definition's file and line. Each names the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +94,7 @@ impl DefinitionError {
     }
 }
 
+/// One source kind's reader, configured by a collector definition.
 #[async_trait]
 pub trait Source: Send + Sync + std::fmt::Debug {
     /// Checks what only the site can tell (variables, paths), before anything runs. Errors name the field.
