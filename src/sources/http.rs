@@ -132,7 +132,10 @@ impl Source for HttpSource {
         {
             return Err(DefinitionError::Refused {
                 setting: format!("service `{s}`"),
-                why: "expected one of sts, gateway, audit, api, coordinator, web, alertmanager".into(),
+                why: format!(
+                    "expected one of {}",
+                    crate::config::SERVICES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
             });
         }
         let mut names = std::collections::BTreeSet::new();
