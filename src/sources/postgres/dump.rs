@@ -118,7 +118,7 @@ fn pgoptions(settings: &std::collections::BTreeMap<String, String>) -> String {
 }
 
 /// What `details.exports` records of the dump, beside the tables' reports.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct DumpReport {
     /// Always `pg_dump`, as a table's report has its table's name.
     pub name: &'static str,
@@ -146,17 +146,7 @@ pub struct DumpReport {
 /// Runs the dump into `pg_dump/<database>.dump`. Returns the report for `details.exports`: a `skipped` reason
 /// when no usable `pg_dump` exists, an `error` when it ran and failed.
 pub async fn run(cx: &Collection, spec: &DumpSpec, target: Target<'_>) -> DumpReport {
-    let mut report = DumpReport {
-        name: "pg_dump",
-        format: "custom",
-        skipped: None,
-        binary: None,
-        version: None,
-        exclude_table_data: None,
-        bytes: None,
-        secrets_masked: None,
-        error: None,
-    };
+    let mut report = DumpReport { name: "pg_dump", format: "custom", ..DumpReport::default() };
     let (binary, version) = match choose(spec, target.server_major).await {
         Ok(b) => b,
         Err(why) => {
