@@ -18,14 +18,14 @@ use toml::{
 };
 
 use crate::{
-    config::{ConfigError, Environment},
+    config::{ConfigError, Environment, Platform},
     sources::{self, Source},
 };
 
 static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/collectors");
 
 /// Keys every collector has, whatever its kind; all other keys belong to the kind.
-const COMMON_KEYS: [&str; 4] = ["name", "kind", "description", "timeout"];
+const COMMON_KEYS: [&str; 5] = ["name", "kind", "description", "timeout", "on"];
 
 /// Where a definition was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub struct CollectorDef {
     pub kind: String,
     pub description: String,
     pub timeout: Option<SignedDuration>,
+    /// The one platform this definition applies on (`on`); `None`: both.
+    pub on: Option<Platform>,
     pub source: Arc<dyn Source>,
     pub origin: Origin,
 }
@@ -81,6 +83,7 @@ struct Head {
     #[serde(default)]
     description: String,
     timeout: Option<SignedDuration>,
+    on: Option<Platform>,
 }
 
 #[derive(Deserialize)]
@@ -98,14 +101,23 @@ struct RawProfile {
 /// All collectors and profiles known to this run.
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// The collectors that apply on this site's platform.
     pub collectors: BTreeMap<String, CollectorDef>,
     pub profiles: BTreeMap<String, ProfileDef>,
+    /// Collectors defined only for the other platform (`on`): a profile may name them, and leaves them out here.
+    pub elsewhere: std::collections::BTreeSet<String>,
 }
 
 /// Definitions of one layer (built-in, or one directory), before merging.
 #[derive(Default)]
 struct Layer {
+    /// The platform the catalog is loaded for.
+    platform: Option<Platform>,
     collectors: BTreeMap<String, CollectorDef>,
+    /// Every definition read in this layer, whatever its platform, for duplicate checks.
+    defined: Vec<(String, Option<Platform>, Origin)>,
+    /// Names defined in this layer for the other platform only.
+    elsewhere: std::collections::BTreeSet<String>,
     profiles: BTreeMap<String, (ProfileDef, Vec<(String, ConfigError)>)>,
 }
 
@@ -114,7 +126,7 @@ impl Catalog {
     pub fn load(env: &Environment, extra_dirs: &[PathBuf]) -> Result<Self, ConfigError> {
         let mut catalog = Catalog::default();
         let mut pending_refs = Vec::new();
-        let mut layer = Layer::default();
+        let mut layer = Layer { platform: Some(env.platform()), ..Default::default() };
         let mut files: Vec<_> = BUILTIN.files().filter(|f| f.path().extension().is_some_and(|e| e == "toml")).collect();
         files.sort_by_key(|f| f.path());
         for f in files {
@@ -124,7 +136,7 @@ impl Catalog {
         }
         catalog.merge(layer, &mut pending_refs);
         for dir in env.collectors_dirs.iter().chain(extra_dirs) {
-            let mut layer = Layer::default();
+            let mut layer = Layer { platform: Some(env.platform()), ..Default::default() };
             let entries = std::fs::read_dir(dir)
                 .map_err(|e| ConfigError::new(dir, format!("cannot read collectors directory: {e}")))?;
             let mut paths: Vec<PathBuf> = entries
@@ -146,7 +158,7 @@ impl Catalog {
                 continue; // replaced by a later layer
             }
             for (name, err) in refs.1 {
-                if name != "*" && !catalog.collectors.contains_key(&name) {
+                if name != "*" && !catalog.collectors.contains_key(&name) && !catalog.elsewhere.contains(&name) {
                     return Err(err);
                 }
             }
@@ -164,7 +176,13 @@ impl Catalog {
 
     #[allow(clippy::type_complexity)]
     fn merge(&mut self, layer: Layer, pending: &mut Vec<(String, (Origin, Vec<(String, ConfigError)>))>) {
+        // A later layer's definition of a name replaces every earlier one, whichever platform each was for.
+        for name in layer.collectors.keys().chain(&layer.elsewhere) {
+            self.collectors.remove(name);
+            self.elsewhere.remove(name);
+        }
         self.collectors.extend(layer.collectors);
+        self.elsewhere.extend(layer.elsewhere);
         for (name, (profile, refs)) in layer.profiles {
             pending.push((name.clone(), (profile.origin.clone(), refs)));
             self.profiles.insert(name, profile);
@@ -207,18 +225,27 @@ fn load_file(layer: &mut Layer, path: &Path, text: &str) -> Result<(), ConfigErr
             "collector" => {
                 for item in items {
                     let def = parse_collector(path, text, item)?;
-                    if let Some(prev) = layer.collectors.get(&def.name) {
+                    // The same name may be defined once per platform: `on = "compose"` beside `on = "kubernetes"`.
+                    let overlaps = |on: &Option<Platform>| on.is_none() || def.on.is_none() || *on == def.on;
+                    if let Some((_, _, prev)) = layer.defined.iter().find(|(n, on, _)| *n == def.name && overlaps(on)) {
                         return Err(ConfigError {
                             file: path.to_path_buf(),
                             line: Some(def.origin.line),
                             column: None,
                             message: format!(
-                                "name: duplicate collector `{}` (first defined at {})",
-                                def.name, prev.origin
+                                "name: duplicate collector `{}` (first defined at {}); one name may be defined \
+                                 twice only with `on = \"compose\"` and `on = \"kubernetes\"`",
+                                def.name, prev
                             ),
                         });
                     }
-                    layer.collectors.insert(def.name.clone(), def);
+                    layer.defined.push((def.name.clone(), def.on, def.origin.clone()));
+                    if def.on.is_none() || def.on == layer.platform {
+                        layer.elsewhere.remove(&def.name);
+                        layer.collectors.insert(def.name.clone(), def);
+                    } else if !layer.collectors.contains_key(&def.name) {
+                        layer.elsewhere.insert(def.name.clone());
+                    }
                 }
             }
             "profile" => {
@@ -313,6 +340,7 @@ fn parse_collector(path: &Path, text: &str, item: Spanned<DeValue<'_>>) -> Resul
         kind: kind.name.to_string(),
         description: head.description,
         timeout: head.timeout,
+        on: head.on,
         source,
         origin,
     })

@@ -12,6 +12,7 @@ use super::{
     credential::{CredentialError, CredentialRef, Secret},
     endpoint::{Endpoint, EndpointError},
     expand::{ExpandError, expand_vars},
+    kubernetes::{KubernetesSettingError, KubernetesSite, Platform},
     location::ConfigError,
     serve::{ServeSettingError, ServeSettings},
     site::SiteConfig,
@@ -42,6 +43,8 @@ enum SiteError {
     CredentialsInServiceUrl { var: String, service: &'static str, shown: String },
     #[error(transparent)]
     Serve(#[from] ServeSettingError),
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesSettingError),
     #[error("run.timeout and run.collector_timeout must be positive")]
     RunTimeoutNotPositive,
 }
@@ -82,7 +85,11 @@ pub struct Environment {
     pub zstd_level: i32,
     pub redis: Endpoint,
     pub postgres: Endpoint,
+    /// Base URLs of each service's instances as configured; on Kubernetes a service without a static list has
+    /// none here and is discovered from its EndpointSlices when collected.
     pub services: BTreeMap<String, Vec<String>>,
+    /// The `[kubernetes]` section, when Caracal runs on Kubernetes.
+    pub kubernetes: Option<KubernetesSite>,
     pub audit_hmac_key: Option<KeySource>,
     pub listen: String,
     pub serve_token: Option<KeySource>,
@@ -164,12 +171,15 @@ impl Environment {
             postgres
         };
 
+        let kubernetes = c.kubernetes.take().map(KubernetesSite::resolve).transpose()?;
         let mut services = BTreeMap::new();
         for (name, default) in SERVICES {
             let var = format!("PRESERVE_{}_URLS", name.to_ascii_uppercase());
+            // A Compose host's services listen on local ports; a Kubernetes cluster's move with every restart.
+            let default = || if kubernetes.is_some() { Vec::new() } else { vec![default.to_string()] };
             let urls = match env.var(&var) {
                 Some(v) => v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-                None => c.services.get(name).cloned().unwrap_or_else(|| vec![default.to_string()]),
+                None => c.services.get(name).cloned().unwrap_or_else(default),
             };
             for u in &urls {
                 if let Some(clean) = strip_password(u)
@@ -216,6 +226,9 @@ impl Environment {
         // Where STS and Gateway persist audit batches (AUDIT_REPLAY_DIR, caracal.md §6.2); a host that mounts the
         // replay volumes elsewhere sets `[vars] replay_dir`.
         vars.entry("replay_dir".to_string()).or_insert_with(|| DEFAULT_REPLAY_DIR.to_string());
+        if let Some(k) = &kubernetes {
+            vars.entry("release".to_string()).or_insert_with(|| k.release.clone());
+        }
 
         let listen = env.var("PRESERVE_LISTEN").or(c.serve.listen.take());
         let serve = ServeSettings::resolve(std::mem::take(&mut c.serve))?;
@@ -242,6 +255,7 @@ impl Environment {
             redis,
             postgres,
             services,
+            kubernetes,
             audit_hmac_key,
             listen: listen.unwrap_or_else(|| "0.0.0.0:9731".into()),
             serve_token,
@@ -250,6 +264,11 @@ impl Environment {
             redact_refs,
             env_secrets,
         })
+    }
+
+    /// How Caracal is installed here: Kubernetes when the site config has a `[kubernetes]` section.
+    pub fn platform(&self) -> Platform {
+        if self.kubernetes.is_some() { Platform::Kubernetes } else { Platform::Compose }
     }
 
     /// One line for a run that found nothing of Caracal's because Caracal's home is not where preserve looked:

@@ -46,6 +46,26 @@ pub struct SiteConfig {
     pub serve: ServeConfig,
     #[serde(default)]
     pub redaction: RedactionConfig,
+    /// Caracal installed by its Helm chart: present, log collectors read pod logs through the Kubernetes API and
+    /// services without a static `[services]` list are discovered from their EndpointSlices.
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// The Kubernetes API and the Caracal release on it (`[kubernetes]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file to use; without it `KUBECONFIG` (or `~/.kube/config`) is read, then the in-cluster
+    /// service account (`KUBERNETES_SERVICE_HOST`, its token and CA).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    pub context: Option<String>,
+    /// The namespace Caracal is installed in (default: the context's namespace, or the service account's own).
+    pub namespace: Option<String>,
+    /// The Helm release name (default `caracal`); objects are named `<release>-caracal-<service>`.
+    pub release: Option<String>,
+    /// Limit for each API request and for each read of a log stream (default 30s).
+    pub request_timeout: Option<SignedDuration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -83,6 +83,8 @@ fn environment_summary(env: &Environment) -> serde_json::Value {
         "redis": { "url": env.redis.display, "username": env.redis.username, "password": env.redis.password.as_ref().map(ToString::to_string) },
         "postgres": { "url": env.postgres.display, "username": env.postgres.username, "password": env.postgres.password.as_ref().map(ToString::to_string) },
         "services": env.services,
+        "platform": env.platform(),
+        "kubernetes": env.kubernetes,
         "audit_hmac_key": key(&env.audit_hmac_key),
         "serve": { "listen": env.listen, "token": key(&env.serve_token) },
         "redaction": { "fingerprint_key": key(&env.fingerprint_key) },

@@ -8,6 +8,7 @@ pub mod config_diff;
 pub mod context;
 pub mod file;
 pub mod http;
+pub mod kubernetes;
 pub mod postgres;
 pub mod presence;
 pub mod redis;
@@ -220,6 +221,8 @@ pub enum CollectError {
     Postgres(#[from] postgres::Error),
     #[error(transparent)]
     ConfigDiff(#[from] config_diff::Error),
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::Error),
     /// A setting's `${var}` the site does not define (the site config's own message).
     #[error(transparent)]
     Expand(#[from] crate::config::ExpandError),
@@ -383,6 +386,11 @@ pub static KINDS: &[Kind] = &[
         name: "config_diff",
         summary: "configuration (files or a program's output) against a baseline or the previous bundle: both sides redacted, unified diff",
         parse: parse_as::<config_diff::ConfigDiffSource>,
+    },
+    Kind {
+        name: "kubernetes",
+        summary: "Caracal on Kubernetes: every pod's logs (previous containers too), cluster context, Helm revisions diffed; get/list/log only",
+        parse: parse_as::<kubernetes::KubernetesSource>,
     },
     Kind {
         name: "context",

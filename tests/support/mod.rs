@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod kube;
 pub mod redis;
 pub mod serve;
 
