@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn names_follow_the_chart() {
-        let site = KubernetesSite::resolve(KubernetesConfig { release: Some("prod".into()), ..Default::default() }).unwrap();
+        let site =
+            KubernetesSite::resolve(KubernetesConfig { release: Some("prod".into()), ..Default::default() }).unwrap();
         assert_eq!(site.fullname(), "prod-caracal");
         assert_eq!(
             site.selector(Some("audit")),

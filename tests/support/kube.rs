@@ -33,7 +33,12 @@ pub enum Log {
     Lines(Vec<(jiff::Timestamp, String)>),
     /// `count` lines of about `line_len` bytes, one every `step`, from `start`, made as they are sent (a big log
     /// the test does not hold).
-    Generated { count: u64, line_len: usize, start: jiff::Timestamp, step: jiff::SignedDuration },
+    Generated {
+        count: u64,
+        line_len: usize,
+        start: jiff::Timestamp,
+        step: jiff::SignedDuration,
+    },
 }
 
 #[derive(Default)]
@@ -108,7 +113,11 @@ impl Cluster {
     }
 
     /// Sets the log of a pod's container; `previous`: of the container instance that ran before a restart.
-    pub fn log(&self, pod: &str, container: &str, previous: bool, log: Log) {
+    pub fn log(&self, pod: &str, container: &str, previous: bool, mut log: Log) {
+        // The kubelet keeps a container's lines in the order they came.
+        if let Log::Lines(lines) = &mut log {
+            lines.sort_by_key(|(t, _)| *t);
+        }
         self.api.lock().unwrap().logs.insert((pod.into(), container.into(), previous), log);
     }
 
@@ -227,8 +236,8 @@ async fn handle(State((api, token)): State<(Arc<Mutex<Api>>, String)>, request: 
     let method = request.method().clone();
     let path_and_query = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
     api.lock().unwrap().requests.push((method.clone(), path_and_query));
-    let authorized = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {token}"));
+    let authorized =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {token}"));
     if !authorized {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized".into());
     }
@@ -255,7 +264,8 @@ async fn handle(State((api, token)): State<(Arc<Mutex<Api>>, String)>, request: 
     if let Some(rest) = path.strip_prefix(&format!("{pods}/"))
         && let Some(pod) = rest.strip_suffix("/log")
     {
-        let Some(object) = api.objects.get(&pods).and_then(|l| l.iter().find(|o| field(o, "metadata.name") == Some(pod)))
+        let Some(object) =
+            api.objects.get(&pods).and_then(|l| l.iter().find(|o| field(o, "metadata.name") == Some(pod)))
         else {
             return status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{pod}\" not found"));
         };
@@ -339,7 +349,8 @@ fn log_body(log: Log, since: Option<jiff::Timestamp>, timestamps: bool) -> Respo
     let line = move |t: jiff::Timestamp, text: &str| {
         let mut s = String::with_capacity(text.len() + 32);
         if timestamps {
-            s.push_str(&format!("{} ", t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")));
+            // RFC 3339 with as many fraction digits as needed, as the kubelet's RFC3339Nano.
+            s.push_str(&format!("{t} "));
         }
         s.push_str(text);
         s.push('\n');
@@ -352,7 +363,7 @@ fn log_body(log: Log, since: Option<jiff::Timestamp>, timestamps: bool) -> Respo
             Body::from(text)
         }
         Log::Generated { count, line_len, start, step } => {
-            let chunk_lines = 4096u64;
+            let chunk_lines = 1024u64;
             let stream = futures::stream::iter((0..count.div_ceil(chunk_lines)).map(move |chunk| {
                 let mut text = String::with_capacity((line_len + 40) * chunk_lines as usize);
                 for i in chunk * chunk_lines..((chunk + 1) * chunk_lines).min(count) {

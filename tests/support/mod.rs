@@ -2,8 +2,8 @@
 //! bundles with GNU tar + zstd, and validate them with tools nobody here wrote (sha256sum, bagit.py).
 #![allow(dead_code)]
 
-pub mod postgres;
 pub mod kube;
+pub mod postgres;
 pub mod redis;
 pub mod serve;
 
@@ -47,7 +47,10 @@ impl Workspace {
     pub fn preserve(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_preserve"));
         for (k, _) in std::env::vars() {
-            if k.starts_with("PRESERVE_") || k == "CARACAL_HOME" || k == "AUDIT_HMAC_KEY" || k == "XDG_DATA_HOME" {
+            if k.starts_with("PRESERVE_")
+                || ["CARACAL_HOME", "AUDIT_HMAC_KEY", "XDG_DATA_HOME", "KUBECONFIG", "KUBERNETES_SERVICE_HOST"]
+                    .contains(&k.as_str())
+            {
                 c.env_remove(k);
             }
         }

@@ -161,8 +161,12 @@ impl Api {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters, so a name or value is one path segment or query value.
+const RESERVED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 fn encode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(s, RESERVED).to_string()
 }
 
 fn url_query(pairs: &[(&str, &str)]) -> String {

@@ -79,10 +79,12 @@ impl Source for KubernetesSource {
                 return Err(DefinitionError::Shape("logs needs `components` or `selector`"));
             }
             for c in &l.components {
-                if !crate::config::SERVICES.iter().any(|(n, _)| n == c) && c != "control" {
+                // A label value (the chart's components: sts, gateway, audit, api, coordinator, web, db, redis).
+                if c.is_empty() || c.len() > 63 || !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
                     return Err(DefinitionError::Refused {
                         setting: format!("logs.components `{c}`"),
-                        why: "not a component of Caracal's chart".into(),
+                        why: "not a label value (letters, digits, `-`, `_`, `.`, at most 63)".into(),
                     });
                 }
             }
