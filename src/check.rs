@@ -91,7 +91,8 @@ impl Report {
     }
 }
 
-/// The site facts, from the filesystem only: which config, `CARACAL_HOME`, the output and Docker directories.
+/// The site facts, from the filesystem only: which config, `CARACAL_HOME`, the output and Docker directories; on
+/// Kubernetes, the release and how the API is reached instead of the home and Docker directories.
 pub fn site(env: &Environment) -> Vec<SiteItem> {
     let mut items = Vec::new();
     items.push(SiteItem {
@@ -102,6 +103,23 @@ pub fn site(env: &Environment) -> Vec<SiteItem> {
             None => "built-in defaults for a Caracal Compose host (no --config, $PRESERVE_CONFIG unset)".into(),
         },
     });
+    if let Some(k) = &env.kubernetes {
+        // A Helm install: Caracal is read through the Kubernetes API; no home, no Docker directory on this host.
+        let via = match &k.kubeconfig {
+            Some(p) => format!("kubeconfig {}", p.display()),
+            None => "KUBECONFIG, ~/.kube/config or the pod's service account".into(),
+        };
+        let namespace = k.namespace.as_deref().unwrap_or("the context's");
+        items.push(SiteItem {
+            name: "kubernetes",
+            ok: true,
+            detail: format!("release `{}` in namespace {namespace}, through {via}", k.release),
+        });
+        if env.caracal_home_set_by.is_none() {
+            items.push(out_dir(&env.out_dir));
+            return items;
+        }
+    }
     let home = &env.caracal_home;
     items.push(if home.is_dir() {
         SiteItem { name: "caracal_home", ok: true, detail: home.display().to_string() }

@@ -249,3 +249,40 @@ fn collectors_for_the_other_platform_are_left_out_and_checked_names_stay_unique(
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("duplicate collector `x-logs`"), "{}", stderr(&out));
 }
+
+#[test]
+fn check_says_which_pods_each_log_collector_would_read_and_what_it_cannot() {
+    let ws = Workspace::new();
+    let cluster = audit_cluster();
+    let site = kubernetes_site(&ws, &cluster);
+    let check = |cluster_forbids: bool| {
+        if cluster_forbids {
+            cluster.forbid("v1", "pods");
+        }
+        let out = run(ws.preserve().args(["check", "--json", "--config"]).arg(&site).args([
+            "-c",
+            "audit-logs",
+            "-c",
+            "postgres-logs",
+        ]));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let of =
+            |name: &str| report["collectors"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
+        // A Kubernetes site has no Caracal home or Docker directory to miss: the site says where the release is.
+        let site: Vec<&str> = report["site"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+        assert_eq!(site, ["config", "kubernetes", "out_dir"], "{report}");
+        (out.status.code(), of("audit-logs"), of("postgres-logs"))
+    };
+    // Two Audit pods to read; no in-chart Postgres (an external database): nothing to read, which is no fault.
+    let (code, audit, postgres) = check(false);
+    assert_eq!(code, Some(0), "{audit} {postgres}");
+    assert_eq!(audit["state"], "ready", "{audit}");
+    assert!(audit["why"].to_string().contains("2 pod(s)"), "{audit}");
+    assert_eq!(postgres["state"], "skip", "{postgres}");
+    assert!(postgres["why"].as_str().unwrap().contains("app.kubernetes.io/component=db"), "{postgres}");
+    // RBAC refuses listing pods: neither can run, and each says why in the API's words.
+    let (code, audit, _) = check(true);
+    assert_eq!(code, Some(3));
+    assert_eq!(audit["state"], "cannot", "{audit}");
+    assert!(audit["why"].as_str().unwrap().contains("403"), "{audit}");
+}

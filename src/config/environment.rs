@@ -272,9 +272,10 @@ impl Environment {
     }
 
     /// One line for a run that found nothing of Caracal's because Caracal's home is not where preserve looked:
-    /// the path, who named it, and what to do. `None` when the home exists.
+    /// the path, who named it, and what to do. `None` when the home exists, or on Kubernetes when nobody named one.
     pub fn caracal_home_hint(&self) -> Option<String> {
-        if self.caracal_home.is_dir() {
+        // On Kubernetes nothing is read from a home unless the operator named one.
+        if self.caracal_home.is_dir() || (self.kubernetes.is_some() && self.caracal_home_set_by.is_none()) {
             return None;
         }
         let path = self.caracal_home.display();

@@ -109,12 +109,32 @@ impl Source for KubernetesSource {
     }
 
     async fn preflight(&self, env: &Environment) -> Readiness {
-        match Api::connect(env).await {
-            Ok(api) => match api.can_reach().await {
+        let api = match Api::connect(env).await {
+            Ok(api) => api,
+            Err(e) => return Readiness::Cannot(e.to_string()),
+        };
+        let Some(l) = &self.logs else {
+            return match api.can_reach().await {
                 Ok(()) => Readiness::Ready(Vec::new()),
                 Err(e) => Readiness::Cannot(e.to_string()),
-            },
-            Err(e) => Readiness::Cannot(e.to_string()),
+            };
+        };
+        // Pod logs: the pods it would read must be listable; none there (an external database) is a skip.
+        let selectors = match &l.selector {
+            Some(s) => vec![s.clone()],
+            None => l.components.iter().map(|c| api.site.selector(Some(c))).collect(),
+        };
+        let mut pods = 0;
+        for s in &selectors {
+            match api.list("v1", "pods", Some(s), None).await {
+                Ok(list) => pods += list["items"].as_array().map_or(0, Vec::len),
+                Err(e) => return Readiness::Cannot(e.to_string()),
+            }
+        }
+        if pods == 0 {
+            Readiness::Skip(format!("no pod in namespace {} matches {}", api.namespace, selectors.join("; ")))
+        } else {
+            Readiness::Ready(vec![format!("{pods} pod(s)")])
         }
     }
 
