@@ -120,8 +120,7 @@ fn check(ws: &Workspace, config: &Path, collectors: &[&str]) -> std::process::Ou
 }
 
 fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn slice_requests(cluster: &Cluster) -> Vec<String> {
@@ -175,7 +174,10 @@ fn every_gateway_pod_is_asked_in_its_own_folder_the_not_ready_one_included() {
     for r in requests {
         let (pod, addr, ready) = PODS.into_iter().find(|(p, _, _)| r["instance"] == *p).unwrap();
         let d = &r["discovered"];
-        assert_eq!((d["pod"].as_str(), d["address"].as_str(), d["ready"].as_bool()), (Some(pod), Some(addr), Some(ready)));
+        assert_eq!(
+            (d["pod"].as_str(), d["address"].as_str(), d["ready"].as_bool()),
+            (Some(pod), Some(addr), Some(ready))
+        );
         assert_eq!(d["state"], if ready { "ready" } else { "not ready" });
         assert_eq!(d["discovered_from"], "EndpointSlice caracal-caracal-gateway-x7k2p");
     }
@@ -216,6 +218,20 @@ fn refused_endpointslices_fail_the_collector_naming_the_service_and_the_bundle_i
     assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
     let line = stdout(&out).lines().find(|l| l.contains("gateway-http")).unwrap_or_default().to_string();
     assert!(line.starts_with("NO") && line.contains("403") && line.contains("service `gateway`"), "{line}");
+
+    // An API server that does not answer: the same, with the client's error.
+    let ws = Workspace::new();
+    let config = site(&ws, &cluster, "");
+    let kubeconfig = ws.path().join("kubeconfig");
+    let text = std::fs::read_to_string(&kubeconfig).unwrap().replace(&cluster.url, "https://127.0.0.1:1");
+    std::fs::write(&kubeconfig, text).unwrap();
+    let out = snapshot(&ws, &config, &["gateway-http"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let m = ws.side_manifest();
+    let c = collector(&m, "gateway-http");
+    assert_eq!(c["status"], "failed", "{c}");
+    let error = c["error"].as_str().unwrap();
+    assert!(error.contains("service `gateway`") && error.contains("list endpointslices"), "{error}");
 }
 
 #[test]
@@ -236,9 +252,11 @@ fn a_static_list_on_a_kubernetes_site_is_used_without_asking_the_api() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(folders, [format!("127.0.0.1_{port}")]);
-    assert!(std::fs::read_to_string(bag.join(format!("data/gateway-http/127.0.0.1_{port}/ready.body")))
-        .unwrap()
-        .contains("gateway-static"));
+    assert!(
+        std::fs::read_to_string(bag.join(format!("data/gateway-http/127.0.0.1_{port}/ready.body")))
+            .unwrap()
+            .contains("gateway-static")
+    );
     assert!(slice_requests(&cluster).is_empty(), "{:?}", cluster.requests());
 
     let out = check(&ws, &config, &["gateway-http"]);
@@ -283,4 +301,56 @@ fn check_reports_the_discovered_pods_and_missing_services_are_skipped_naming_the
     assert_eq!(am["status"], "skipped", "{am}");
     let why = am["error"].as_str().unwrap();
     assert!(why.contains("alertmanager") && why.contains("not discovered") && why.contains("[services]"), "{why}");
+}
+
+#[test]
+fn a_terminating_pod_is_asked_and_marked_and_an_address_in_two_slices_is_asked_once() {
+    let cluster = Cluster::start();
+    let terminating = "caracal-caracal-gateway-5b7c9d8e6-hq2vz";
+    let mut servers: Vec<(&'static str, Router)> =
+        PODS.iter().map(|(pod, addr, ready)| (*addr, gateway(pod, *ready))).collect();
+    servers.push(("127.0.0.4", gateway(terminating, false)));
+    let port = serve_on_one_port(servers);
+    let endpoints: Vec<(&str, bool, &str)> = PODS.iter().map(|(pod, addr, ready)| (*addr, *ready, *pod)).collect();
+    cluster.add("discovery.k8s.io/v1", "endpointslices", kube::endpoint_slice("gateway", port, &endpoints));
+    // A second slice of the same Service, as the EndpointSlice controller makes during a rollout: the pod of the
+    // old ReplicaSet shutting down, and a pod the first slice already lists.
+    cluster.add(
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": { "name": "caracal-caracal-gateway-q4w8z", "namespace": kube::NAMESPACE,
+                          "labels": { "kubernetes.io/service-name": "caracal-caracal-gateway" } },
+            "addressType": "IPv4",
+            "ports": [{ "name": "metrics", "port": 9464, "protocol": "TCP" }, { "name": "http", "port": port, "protocol": "TCP" }],
+            "endpoints": [
+                { "addresses": ["127.0.0.4"], "conditions": { "ready": false, "serving": true, "terminating": true },
+                  "targetRef": { "kind": "Pod", "name": terminating } },
+                { "addresses": ["127.0.0.3"], "conditions": { "ready": true, "serving": true, "terminating": false },
+                  "targetRef": { "kind": "Pod", "name": PODS[2].0 } },
+            ],
+        }),
+    );
+    let ws = Workspace::new();
+    let config = site(&ws, &cluster, "");
+    let out = snapshot(&ws, &config, &["gateway-http"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let c = collector(&manifest(&bag), "gateway-http").clone();
+    assert_eq!(c["status"], "ok", "{c}");
+    let instances = c["details"]["discovery"]["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 4, "four pods, the one in both slices once: {c}");
+    assert_eq!(c["details"]["requests"].as_array().unwrap().len(), 4 * 4, "{c}");
+
+    let gone = read_json(&bag.join("data/gateway-http").join(terminating).join("endpoint.json"));
+    assert_eq!((gone["terminating"].as_bool(), gone["serving"].as_bool()), (Some(true), Some(true)), "{gone}");
+    assert_eq!(gone["state"], "terminating");
+    assert_eq!(gone["discovered_from"], "EndpointSlice caracal-caracal-gateway-q4w8z");
+    let body = std::fs::read_to_string(bag.join("data/gateway-http").join(terminating).join("ready.body")).unwrap();
+    assert!(body.contains(terminating), "{body}");
+    let twice = read_json(&bag.join("data/gateway-http").join(PODS[2].0).join("endpoint.json"));
+    // Slices are read in the order of their names.
+    assert_eq!(twice["discovered_from"], "EndpointSlice caracal-caracal-gateway-q4w8z", "{twice}");
+    assert_eq!(twice["also_in"], json!(["caracal-caracal-gateway-x7k2p"]), "{twice}");
 }

@@ -62,7 +62,8 @@ pub enum Error {
 pub struct HttpSource {
     /// Whose instances to ask: a service of the site's `[services]` (`sts`, `gateway`, `audit`, `api`,
     /// `coordinator`, `web`, and the operator's `alertmanager`; `PRESERVE_<SVC>_URLS`). Each instance is captured
-    /// separately.
+    /// separately. On a Kubernetes site a Caracal service without a configured URL is asked at every pod its
+    /// Service's EndpointSlices list (ready or not), each in a folder named by the pod; `alertmanager` never is.
     pub service: Option<String>,
     /// Or base URLs given here, without credentials (as in `[services]`).
     #[serde(default)]
@@ -138,10 +139,7 @@ impl HttpSource {
             Ok(api) => discovery::discover(&api, service).await,
             Err(source) => Err(DiscoveryError {
                 service: service.to_string(),
-                kube_service: env
-                    .kubernetes
-                    .as_ref()
-                    .map_or_else(String::new, |k| discovery::service_name(k, service)),
+                kube_service: env.kubernetes.as_ref().map_or_else(String::new, |k| discovery::service_name(k, service)),
                 source,
             }),
         };

@@ -101,12 +101,43 @@ impl Instance {
 
 /// Why the pods of a service could not be discovered.
 #[derive(Debug, thiserror::Error)]
-#[error("discovering the pods of service `{service}` from the EndpointSlices of Service `{kube_service}`: {source}")]
+#[error(
+    "discovering the pods of service `{service}` from the EndpointSlices of Service `{kube_service}`: {source}{}{}",
+    innermost(source),
+    hint(source)
+)]
 pub struct DiscoveryError {
     pub service: String,
     pub kube_service: String,
     #[source]
     pub source: Error,
+}
+
+/// The innermost cause of a request that got no answer (`Connection refused`), which the client's own words
+/// ("client error (Connect)") leave out.
+fn innermost(e: &Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    let mut depth = 0;
+    while let Some(next) = cause.source() {
+        cause = next;
+        depth += 1;
+    }
+    // An API error's Status message is already said whole.
+    if depth < 2 || e.code().is_some() {
+        return String::new();
+    }
+    format!(": {}", cause.to_string().chars().take(200).collect::<String>())
+}
+
+/// What to do about a refusal: grant the read, or list the URLs by hand.
+fn hint(e: &Error) -> &'static str {
+    match e.code() {
+        Some(403) => {
+            " (grant the service account `list` on endpointslices.discovery.k8s.io in the namespace, or list the \
+             service's URLs in the site config's [services])"
+        }
+        _ => "",
+    }
 }
 
 /// The chart's Service of a Caracal service: `<release>-caracal-<svc>`.
@@ -126,7 +157,8 @@ pub async fn discover(api: &Api, service: &str) -> Result<Discovered, DiscoveryE
 
 /// The instances an `EndpointSliceList` describes, in the order of the slices' names and their endpoints.
 pub fn from_list(kube_service: &str, namespace: &str, list: &Value) -> Discovered {
-    let mut d = Discovered { service: kube_service.to_string(), namespace: namespace.to_string(), ..Default::default() };
+    let mut d =
+        Discovered { service: kube_service.to_string(), namespace: namespace.to_string(), ..Default::default() };
     let mut slices: Vec<&Value> = list["items"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
     slices.sort_by_key(|s| s["metadata"]["name"].as_str().unwrap_or_default().to_string());
     // (address, port) -> index in `d.instances`.
@@ -326,7 +358,8 @@ mod tests {
         let empty = from_list("svc", "ns", &json!({ "items": [slice("svc-1", json!([]), "IPv4", json!([]))] }));
         assert!(empty.absent().unwrap().contains("has no endpoints (EndpointSlice svc-1)"), "{:?}", empty.absent());
         let ports = json!([{ "name": "grpc", "port": 1 }, { "name": "metrics", "port": 2 }]);
-        let list = json!({ "items": [slice("svc-1", ports, "IPv4", json!([endpoint("10.0.0.1", true, false, None)]))] });
+        let list =
+            json!({ "items": [slice("svc-1", ports, "IPv4", json!([endpoint("10.0.0.1", true, false, None)]))] });
         let d = from_list("svc", "ns", &list);
         assert_eq!(d.absent(), None);
         assert!(d.problems[0].contains("no port named `http` among 2 port(s) `grpc`, `metrics`"), "{:?}", d.problems);
