@@ -333,7 +333,12 @@ impl Source for HttpSource {
         let (mut tried, mut unanswered) = (0usize, 0usize);
         let mut labels_missing = std::collections::BTreeSet::new();
         let mut failures = Failures::default();
-        let targets: Vec<Target> = match self.targets(&cx.env).await {
+        // Discovery waits at most the site's Kubernetes `request_timeout`; a run stopping does not wait for it.
+        let found = tokio::select! {
+            t = self.targets(&cx.env) => t,
+            _ = cx.cancelled() => return Err(CollectError::Cancelled),
+        };
+        let targets: Vec<Target> = match found {
             Targets::Configured(bases) => {
                 bases.into_iter().map(|base| Target { folder: instance_name(&base), base, discovered: None }).collect()
             }
@@ -364,11 +369,13 @@ impl Source for HttpSource {
                 return Ok(out);
             }
         };
+        // Each discovered instance's folder says which pod it is and what its EndpointSlice said of it.
         for t in &targets {
             if let Some(i) = &t.discovered {
-                let record = discovered_record(i);
-                let text = serde_json::to_vec_pretty(&record)?;
-                cx.write_small(&format!("{}/endpoint.json", t.folder), "application/json", &text)?;
+                let text = serde_json::to_vec_pretty(&discovered_record(i))?;
+                if let Err(e) = cx.write_small(&format!("{}/endpoint.json", t.folder), "application/json", &text) {
+                    out.warn(format!("{}/endpoint.json: {e}", t.folder));
+                }
             }
         }
         for Target { folder: instance, base, discovered } in &targets {
