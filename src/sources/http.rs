@@ -18,11 +18,21 @@ mod target;
 use failures::{Failure, Failures};
 pub use target::refused;
 
-use super::{CollectError, Collection, DefinitionError, Outcome, Redaction, Source, Verdict};
+use super::{
+    CollectError, Collection, DefinitionError, Outcome, Redaction, Source, Verdict,
+    kubernetes::{
+        Api,
+        discovery::{self, Discovered, DiscoveryError},
+    },
+};
 use crate::{
     config::{CredentialRef, Environment},
     redact::Format,
 };
+
+/// The operator's Alertmanager: not Caracal's, so not in its chart and not discovered on Kubernetes; it is asked
+/// only where `[services]` or `PRESERVE_ALERTMANAGER_URLS` lists it.
+const NOT_DISCOVERED: &[&str] = &["alertmanager"];
 
 /// Response headers whose values are credentials.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"];
@@ -52,7 +62,8 @@ pub enum Error {
 pub struct HttpSource {
     /// Whose instances to ask: a service of the site's `[services]` (`sts`, `gateway`, `audit`, `api`,
     /// `coordinator`, `web`, and the operator's `alertmanager`; `PRESERVE_<SVC>_URLS`). Each instance is captured
-    /// separately.
+    /// separately. On a Kubernetes site a Caracal service without a configured URL is asked at every pod its
+    /// Service's EndpointSlices list (ready or not), each in a folder named by the pod; `alertmanager` never is.
     pub service: Option<String>,
     /// Or base URLs given here, without credentials (as in `[services]`).
     #[serde(default)]
@@ -99,6 +110,63 @@ impl HttpSource {
         }
         v
     }
+
+    /// The Caracal service whose pods are discovered from its EndpointSlices: on a Kubernetes site, when nothing
+    /// (the collector's `urls`, `[services]`, `PRESERVE_<SVC>_URLS`) gives a URL, for Caracal's own services.
+    fn discovered_service<'a>(&'a self, env: &Environment) -> Option<&'a str> {
+        let s = self.service.as_deref()?;
+        (env.kubernetes.is_some() && !NOT_DISCOVERED.contains(&s) && self.bases(env).is_empty()).then_some(s)
+    }
+
+    /// Where the requests go: the configured base URLs, which take precedence, else the service's pods found
+    /// through the Kubernetes API.
+    async fn targets(&self, env: &Environment) -> Targets {
+        let bases = self.bases(env);
+        if !bases.is_empty() {
+            return Targets::Configured(bases);
+        }
+        let Some(service) = self.discovered_service(env) else {
+            return match (&self.service, &env.kubernetes) {
+                (Some(s), Some(_)) => Targets::NotDiscovered(format!(
+                    "service `{s}` has no URL: it is not Caracal's, so it is not discovered on Kubernetes; list it in \
+                     the site config's [services] ({s} = [\"http://...\"]) or PRESERVE_{}_URLS",
+                    s.to_ascii_uppercase()
+                )),
+                _ => Targets::Configured(Vec::new()),
+            };
+        };
+        let found = match Api::connect(env).await {
+            Ok(api) => discovery::discover(&api, service).await,
+            Err(source) => Err(DiscoveryError {
+                service: service.to_string(),
+                kube_service: env.kubernetes.as_ref().map_or_else(String::new, |k| discovery::service_name(k, service)),
+                source,
+            }),
+        };
+        match found {
+            Ok(d) => Targets::Discovered(d),
+            Err(e) => Targets::Failed(e),
+        }
+    }
+}
+
+/// Where an http collector's requests go.
+enum Targets {
+    /// Base URLs given by the collector's `urls`, `[services]` or `PRESERVE_<SVC>_URLS` (maybe none).
+    Configured(Vec<String>),
+    /// The pods of a Caracal service, from its EndpointSlices.
+    Discovered(Discovered),
+    /// The Kubernetes API did not say.
+    Failed(DiscoveryError),
+    /// On Kubernetes, a service that is not discovered and has no URL: why.
+    NotDiscovered(String),
+}
+
+/// One instance to ask: its folder, its base URL, and what its EndpointSlice said of it when discovered.
+struct Target {
+    folder: String,
+    base: String,
+    discovered: Option<discovery::Instance>,
 }
 
 /// `url` without its userinfo (`user:password@`), when it has one. Lenient as the site config's own check: the
@@ -113,7 +181,12 @@ fn without_userinfo(url: &str) -> Option<String> {
 /// A folder name for an instance: `gateway-0_8081`.
 fn instance_name(base: &str) -> String {
     let hostport = base.split("://").nth(1).unwrap_or(base).split('/').next().unwrap_or(base);
-    hostport.chars().map(|c| if c.is_ascii_alphanumeric() || "-.".contains(c) { c } else { '_' }).collect()
+    folder_safe(hostport)
+}
+
+/// `s` as a folder name: ASCII letters, digits, `-` and `.` kept, anything else `_`.
+pub(crate) fn folder_safe(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-.".contains(c) { c } else { '_' }).collect()
 }
 
 #[async_trait]
@@ -182,7 +255,11 @@ impl Source for HttpSource {
 
     fn describe(&self, env: &Environment) -> String {
         let names: Vec<&str> = self.requests.iter().map(|r| r.path.as_str()).collect();
-        format!("{} {}", self.bases(env).join(","), names.join(","))
+        let from = match (self.discovered_service(env), &env.kubernetes) {
+            (Some(s), Some(k)) => format!("pods of Service {} (its EndpointSlices)", discovery::service_name(k, s)),
+            _ => self.bases(env).join(","),
+        };
+        format!("{from} {}", names.join(","))
     }
 
     async fn preflight(&self, env: &Environment) -> super::Readiness {
@@ -203,7 +280,22 @@ impl Source for HttpSource {
         if let Err(e) = client(self) {
             return Readiness::Cannot(e.to_string());
         }
-        let bases = self.bases(env);
+        let bases = match self.targets(env).await {
+            Targets::Configured(bases) => bases,
+            Targets::Discovered(d) => {
+                if let Some(why) = d.absent() {
+                    return Readiness::Skip(why);
+                }
+                notes.extend(d.problems.iter().map(|p| format!("Service `{}`: {p}", d.service)));
+                if d.instances.is_empty() {
+                    return Readiness::Cannot(notes.join("; "));
+                }
+                notes.push(d.summary());
+                d.instances.iter().map(|i| i.url.clone()).collect()
+            }
+            Targets::Failed(e) => return Readiness::Cannot(e.to_string()),
+            Targets::NotDiscovered(why) => return Readiness::Skip(why),
+        };
         if bases.is_empty() {
             let service = self.service.as_deref().unwrap_or("?");
             return Readiness::Cannot(format!(
@@ -241,9 +333,54 @@ impl Source for HttpSource {
         let (mut tried, mut unanswered) = (0usize, 0usize);
         let mut labels_missing = std::collections::BTreeSet::new();
         let mut failures = Failures::default();
-        let bases = self.bases(&cx.env);
-        for base in &bases {
-            let instance = instance_name(base);
+        // Discovery waits at most the site's Kubernetes `request_timeout`; a run stopping does not wait for it.
+        let found = tokio::select! {
+            t = self.targets(&cx.env) => t,
+            _ = cx.cancelled() => return Err(CollectError::Cancelled),
+        };
+        let targets: Vec<Target> = match found {
+            Targets::Configured(bases) => {
+                bases.into_iter().map(|base| Target { folder: instance_name(&base), base, discovered: None }).collect()
+            }
+            Targets::Discovered(d) => {
+                for p in &d.problems {
+                    out.warn(cx.redact_str(&format!("Service `{}`: {p}", d.service)));
+                }
+                out.detail("discovery", &d);
+                if let Some(why) = d.absent() {
+                    out.verdict = Verdict::Absent(why);
+                    return Ok(out);
+                }
+                if d.instances.is_empty() {
+                    out.verdict = Verdict::AllFailed(format!("no endpoint of Service `{}` could be asked", d.service));
+                    return Ok(out);
+                }
+                d.instances
+                    .into_iter()
+                    .map(|i| Target { folder: i.folder.clone(), base: i.url.clone(), discovered: Some(i) })
+                    .collect()
+            }
+            Targets::Failed(e) => {
+                out.verdict = Verdict::AllFailed(cx.redact_str(&e.to_string()));
+                return Ok(out);
+            }
+            Targets::NotDiscovered(why) => {
+                out.verdict = Verdict::Absent(why);
+                return Ok(out);
+            }
+        };
+        // Each discovered instance's folder says which pod it is and what its EndpointSlice said of it.
+        for t in &targets {
+            if let Some(i) = &t.discovered {
+                let text = serde_json::to_vec_pretty(&discovered_record(i))?;
+                if let Err(e) = cx.write_small(&format!("{}/endpoint.json", t.folder), "application/json", &text) {
+                    out.warn(format!("{}/endpoint.json: {e}", t.folder));
+                }
+            }
+        }
+        for Target { folder: instance, base, discovered } in &targets {
+            let instance = instance.clone();
+            let found = discovered.as_ref().map(discovered_record);
             for r in &self.requests {
                 if cx.is_cancelled() {
                     return Err(CollectError::Cancelled);
@@ -259,14 +396,21 @@ impl Source for HttpSource {
                         if let target::Unsent::MissingLabel(label) = unsent {
                             labels_missing.insert(label);
                         }
-                        index.push(json!({ "instance": instance, "name": r.name, "skipped": why }));
+                        let mut rec = json!({ "instance": instance, "name": r.name, "skipped": why });
+                        if let Some(f) = &found {
+                            rec["discovered"] = f.clone();
+                        }
+                        index.push(rec);
                         continue;
                     }
                 };
                 let auth = r.auth.unwrap_or(token.is_some()).then_some(token.as_ref()).flatten();
-                let (rec, failure) =
+                let (mut rec, failure) =
                     fetch(&cx, &client, &url, auth.map(|t| t.expose_secret()), timeout, max_body, &instance, &r.name)
                         .await;
+                if let Some(f) = &found {
+                    rec["discovered"] = f.clone();
+                }
                 tried += 1;
                 if let Some(f) = failure {
                     failures.add(&failures::authority(&url), &r.name, &f);
@@ -284,7 +428,7 @@ impl Source for HttpSource {
         } else if tried == 0 {
             // Nothing asked: no instance, or every request needs a label no alert gave.
             let labels: Vec<String> = labels_missing.into_iter().map(|l| format!("`{l}`")).collect();
-            out.verdict = Verdict::Absent(match (&self.service, bases.is_empty()) {
+            out.verdict = Verdict::Absent(match (&self.service, targets.is_empty()) {
                 (Some(s), true) => format!("no instance of service `{s}` is configured"),
                 (None, true) => "no base URL is configured".into(),
                 _ if labels.is_empty() => "no request is configured".into(),
@@ -293,6 +437,17 @@ impl Source for HttpSource {
         }
         Ok(out)
     }
+}
+
+/// What an instance's EndpointSlice said of it, for its `endpoint.json` and each of its requests' records.
+fn discovered_record(i: &discovery::Instance) -> serde_json::Value {
+    json!({
+        "pod": i.pod, "address": i.address, "port": i.port,
+        "ready": i.ready, "serving": i.serving, "terminating": i.terminating,
+        "state": i.state(),
+        "discovered_from": format!("EndpointSlice {}", i.endpoint_slice),
+        "also_in": i.also_in,
+    })
 }
 
 /// Why `base` cannot be reached (a TCP connection to its host and port, within 3 s), or `None` when it can.

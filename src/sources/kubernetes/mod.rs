@@ -13,6 +13,7 @@
 
 mod client;
 mod cluster;
+pub mod discovery;
 mod helm;
 mod logs;
 
