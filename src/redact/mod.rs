@@ -462,6 +462,28 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_env_lists_in_json_compact_or_pretty_in_either_order() {
+        let r = redactor();
+        // `kubectl get pod -o json` compact: the name before or after the value, one object per entry.
+        let compact = r#"{"env":[{"name":"DATABASE_PASSWORD","value":"c0mpact-pw"},{"name":"LOG_LEVEL","value":"info"},{"value":"rev3rsed-t0k","name":"ADMIN_TOKEN"},{"name":"TLS_KEY","valueFrom":{"secretKeyRef":{"name":"caracal-runtime","key":"tlsKey"}}},{"name":"PORT","value":"8080"}]}"#;
+        let out = text(&r, &format!("{compact}\n"), Format::Json);
+        for gone in ["c0mpact-pw", "rev3rsed-t0k"] {
+            assert!(!out.contains(gone), "{gone} in\n{out}");
+        }
+        for kept in [r#""value":"info""#, r#""value":"8080""#, r#""key":"tlsKey""#, r#""name":"caracal-runtime""#] {
+            assert!(out.contains(kept), "{kept} lost in\n{out}");
+        }
+        // Pretty-printed over lines: the value on the line after the name, and not a value of the next entry.
+        let pretty = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(compact).unwrap()).unwrap();
+        let pretty = pretty.replace("c0mpact-pw", "pr3tty-pw").replace("rev3rsed-t0k", "pr3tty-t0k");
+        let out = text(&r, &format!("{pretty}\n"), Format::Json);
+        // (Pretty-printed, each object's `name` comes before its `value`, as Kubernetes writes them.)
+        assert!(!out.contains("pr3tty-pw") && !out.contains("pr3tty-t0k"), "{out}");
+        assert!(out.contains(r#""value": "info""#) && out.contains(r#""value": "8080""#), "{out}");
+        assert!(out.contains(r#""name": "ADMIN_TOKEN""#), "{out}");
+    }
+
+    #[test]
     fn a_message_naming_a_pem_header_does_not_swallow_the_lines_after_it() {
         let r = redactor();
         let log =

@@ -580,6 +580,9 @@ pub struct TextRedactor<R: Deref<Target = Redactor> + Clone> {
     /// A YAML `name:` naming a secret (`- name: CARACAL_VAULT_TOKEN`, Kubernetes' env lists) was just read, at this
     /// column: the `value:` beside it is the secret.
     yaml_secret_name: Option<usize>,
+    /// JSON: an object whose `"name"` names a secret is still open at the end of the line read (a pretty-printed
+    /// Kubernetes env entry): its `"value"` on a later line is the secret.
+    json_secret_name: bool,
     /// For Docker logs: the redactor of the services' own lines, which keeps its own state.
     inner: Option<Box<TextRedactor<R>>>,
     /// Secrets that span lines in other shapes ([`spans`]).
@@ -594,6 +597,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
             in_pem: false,
             yaml_block: None,
             yaml_secret_name: None,
+            json_secret_name: false,
             inner: None,
             spans: Default::default(),
         }
@@ -638,6 +642,7 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         !self.in_pem
             && self.yaml_block.is_none()
             && self.yaml_secret_name.is_none()
+            && !self.json_secret_name
             && !self.spans.active()
             && !self.spans.cut
             && !self.in_inner_state()
@@ -702,7 +707,11 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         // and the secret keys' fragments; a line with neither (nor a PuTTY key's header) needs no rule at all.
         let anchors = rules.anchors.fragments_in(body);
         let keyed = rules.keys.is_match(body);
-        if anchors == Some(0) && !keyed && memchr::memmem::find(body, spans::ANCHORS[0].as_bytes()).is_none() {
+        if anchors == Some(0)
+            && !keyed
+            && !self.json_secret_name
+            && memchr::memmem::find(body, spans::ANCHORS[0].as_bytes()).is_none()
+        {
             if self.format == Format::Yaml && self.yaml_secret_name.is_some() {
                 self.yaml_edits(body, false, &mut edits);
             }
@@ -716,8 +725,10 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
         {
             self.in_pem = true;
         }
+        if keyed || self.json_secret_name {
+            json_pairs(body, &mut self.json_secret_name, |r| edits.push((r, "key-name")));
+        }
         if keyed {
-            json_pairs(body, |r| edits.push((r, "key-name")));
             if memchr::memmem::find(body, b"\\\"").is_some() {
                 for c in rules.escaped_json_pair.captures_iter(body) {
                     if let (Some(k), Some(v)) = (c.get(1), c.get(2))
@@ -863,7 +874,9 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     fn in_inner_state(&self) -> bool {
         self.inner
             .as_ref()
-            .is_some_and(|i| i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.spans.active())
+            .is_some_and(|i| {
+                i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.json_secret_name || i.spans.active()
+            })
     }
 }
 
@@ -981,18 +994,62 @@ fn split_line_end(line: &[u8]) -> (&[u8], usize) {
 
 /// Calls `f` with the range of every JSON string value whose key is a secret, at any depth: the line is read as
 /// a sequence of strings, each either a key (a `:` follows) or not. Non-string values are never secrets here.
-fn json_pairs(line: &[u8], mut f: impl FnMut(Range<usize>)) {
+///
+/// Also the `"value"` of an object whose `"name"` (or `"key"`) is a secret's name, in either order: Kubernetes' env
+/// entries (`{"name": "DATABASE_PASSWORD", "value": "..."}`) and the name/value lists of other APIs. Such an object
+/// may be pretty-printed over several lines, name first: `named` carries, from one line to the next, that the
+/// object the line ended in has a secret's name, so its `"value"` on a later line is found too.
+fn json_pairs(line: &[u8], named: &mut bool, mut f: impl FnMut(Range<usize>)) {
+    /// One object open on this line: whether its name is a secret's, and a value seen before the name.
+    #[derive(Default)]
+    struct Object {
+        named: bool,
+        value: Option<Range<usize>>,
+    }
+    // The object the line began in comes first; `{` and `}` outside strings open and close the rest.
+    let mut open = vec![Object { named: *named, value: None }];
+    let braces = |from: usize, to: usize, open: &mut Vec<Object>| {
+        for b in &line[from..to] {
+            match b {
+                b'{' => open.push(Object::default()),
+                b'}' => {
+                    open.pop();
+                    if open.is_empty() {
+                        // An object closed that began on an earlier line: what follows is in one we know nothing of.
+                        open.push(Object::default());
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
     let mut i = 0;
     while let Some(q) = memchr::memchr(b'"', &line[i..]) {
+        braces(i, i + q, &mut open);
         let key_start = i + q + 1;
-        let Some(key_end) = string_end(line, key_start) else { return };
+        let Some(key_end) = string_end(line, key_start) else { break };
         let mut j = skip_ws(line, key_end + 1);
         if line.get(j) == Some(&b':') {
             j = skip_ws(line, j + 1);
             if line.get(j) == Some(&b'"') {
-                let Some(value_end) = string_end(line, j + 1) else { return };
-                if rules::is_secret_key(&line[key_start..key_end]) {
-                    f(j + 1..value_end);
+                let Some(value_end) = string_end(line, j + 1) else { break };
+                let (key, value) = (&line[key_start..key_end], j + 1..value_end);
+                let object = open.last_mut().expect("one object is always open");
+                if rules::is_secret_key(key) {
+                    f(value);
+                } else if (key.eq_ignore_ascii_case(b"name") || key.eq_ignore_ascii_case(b"key"))
+                    && rules::is_secret_key(&line[value.clone()])
+                {
+                    object.named = true;
+                    if let Some(v) = object.value.take() {
+                        f(v);
+                    }
+                } else if key.eq_ignore_ascii_case(b"value") {
+                    if object.named {
+                        f(value);
+                    } else {
+                        object.value = Some(value);
+                    }
                 }
                 i = value_end + 1;
                 continue;
@@ -1000,6 +1057,8 @@ fn json_pairs(line: &[u8], mut f: impl FnMut(Range<usize>)) {
         }
         i = key_end + 1;
     }
+    braces(i.min(line.len()), line.len(), &mut open);
+    *named = open.last().is_some_and(|o| o.named);
 }
 
 /// The index of the quote closing a JSON string whose content starts at `start`.
