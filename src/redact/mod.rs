@@ -474,7 +474,8 @@ mod tests {
             assert!(out.contains(kept), "{kept} lost in\n{out}");
         }
         // Pretty-printed over lines: the value on the line after the name, and not a value of the next entry.
-        let pretty = serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(compact).unwrap()).unwrap();
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(compact).unwrap()).unwrap();
         let pretty = pretty.replace("c0mpact-pw", "pr3tty-pw").replace("rev3rsed-t0k", "pr3tty-t0k");
         let out = text(&r, &format!("{pretty}\n"), Format::Json);
         // (Pretty-printed, each object's `name` comes before its `value`, as Kubernetes writes them.)

@@ -872,11 +872,9 @@ impl<R: Deref<Target = Redactor> + Clone> TextRedactor<R> {
     }
 
     fn in_inner_state(&self) -> bool {
-        self.inner
-            .as_ref()
-            .is_some_and(|i| {
-                i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.json_secret_name || i.spans.active()
-            })
+        self.inner.as_ref().is_some_and(|i| {
+            i.in_pem || i.yaml_block.is_some() || i.yaml_secret_name.is_some() || i.json_secret_name || i.spans.active()
+        })
     }
 }
 
