@@ -49,6 +49,8 @@ struct Api {
     logs: BTreeMap<(String, String, bool), Log>,
     /// Collection paths answered 403 (list, get and any subresource below).
     forbidden: BTreeSet<String>,
+    /// Collection paths whose list alone is answered 403 (a Role granting `get` by name only).
+    forbidden_lists: BTreeSet<String>,
     requests: Vec<(Method, String)>,
 }
 
@@ -124,6 +126,12 @@ impl Cluster {
     /// Answers every request for `resource` in `group_version` (list, get, subresources) with 403 Forbidden.
     pub fn forbid(&self, group_version: &str, resource: &str) {
         self.api.lock().unwrap().forbidden.insert(collection(group_version, resource));
+    }
+
+    /// Answers a list of `resource` with 403, while a get by name still answers: a Role granting only `get` with
+    /// `resourceNames`.
+    pub fn forbid_list(&self, group_version: &str, resource: &str) {
+        self.api.lock().unwrap().forbidden_lists.insert(collection(group_version, resource));
     }
 
     /// Every request made so far.
@@ -230,7 +238,8 @@ async fn handle(State((api, token)): State<(Arc<Mutex<Api>>, String)>, request: 
     let path = uri.path().trim_end_matches('/').to_string();
     let q = query(&uri);
     let api = api.lock().unwrap();
-    if let Some(c) = api.forbidden.iter().find(|c| path == **c || path.starts_with(&format!("{c}/"))) {
+    let refused = api.forbidden.iter().find(|c| path == **c || path.starts_with(&format!("{c}/")));
+    if let Some(c) = refused.or_else(|| api.forbidden_lists.get(&path)) {
         let resource = c.rsplit('/').next().unwrap_or("");
         let verb = if path == *c { "list" } else { "get" };
         return status(

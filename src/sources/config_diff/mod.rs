@@ -140,13 +140,16 @@ pub enum Unavailable {
 
 /// One configuration item: what it is now and what it is compared with.
 #[derive(Debug)]
-struct Item {
-    name: String,
+/// One configuration item compared: its current side against its baseline. Other kinds with two sides to compare
+/// (the Helm revisions of the `kubernetes` kind) write theirs through [`write_item`], in this kind's shape.
+pub(crate) struct Item {
+    pub name: String,
     /// Where the current side was read (a path, the command line).
-    source: Option<String>,
+    pub source: Option<String>,
     /// `None`: the item is in the baseline only (the file is gone).
-    current: Option<Text>,
-    baseline: Result<(String, Text), String>,
+    pub current: Option<Text>,
+    /// The baseline's origin and text, or why there is none.
+    pub baseline: Result<(String, Text), String>,
 }
 
 #[async_trait]
@@ -623,7 +626,11 @@ fn redacted(cx: &Collection, name: &str, raw: &[u8]) -> Vec<u8> {
 /// Writes `current/<name>`, `baseline/<name>` and `<name>.diff` as far as they exist; returns the item's record
 /// for the manifest. Without `markers_compare` (the sides were keyed differently), markers are compared as being
 /// there, not by fingerprint.
-fn write_item(cx: &Collection, item: &Item, markers_compare: bool) -> Result<serde_json::Value, CollectError> {
+pub(crate) fn write_item(
+    cx: &Collection,
+    item: &Item,
+    markers_compare: bool,
+) -> Result<serde_json::Value, CollectError> {
     let current = match &item.current {
         Some(text) => {
             let clean = redacted(cx, &item.name, &text.bytes);

@@ -58,7 +58,11 @@ pub struct ClusterSpec {}
 /// The release's Helm revisions.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HelmSpec {}
+pub struct HelmSpec {
+    /// Where listing Secrets is refused, records are got by name from revision 1 up to this one (default 100; the
+    /// Role's `resourceNames` should list as many).
+    pub max_revision: Option<u32>,
+}
 
 impl KubernetesSource {
     fn mode(&self) -> Result<&'static str, DefinitionError> {
@@ -75,6 +79,9 @@ impl KubernetesSource {
 impl Source for KubernetesSource {
     fn check(&self, _env: &Environment) -> Result<(), DefinitionError> {
         self.mode()?;
+        if self.helm.as_ref().is_some_and(|h| h.max_revision == Some(0)) {
+            return Err(DefinitionError::Zero("helm.max_revision"));
+        }
         if let Some(l) = &self.logs {
             if l.components.is_empty() && l.selector.is_none() {
                 return Err(DefinitionError::Shape("logs needs `components` or `selector`"));
