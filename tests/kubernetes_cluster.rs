@@ -396,3 +396,25 @@ fn the_deploy_role_grants_exactly_what_the_kubernetes_collectors_ask() {
     assert!(secrets_rule.contains("resourceNames"), "Secrets only by name: {secrets_rule}");
     assert!(secrets_rule.contains("sh.helm.release.v1.caracal.v1") && !secrets_rule.contains("caracal-runtime"));
 }
+
+#[test]
+fn a_namespace_of_many_events_is_read_a_page_at_a_time() {
+    let ws = Workspace::new();
+    let cluster = release();
+    for i in 0..600 {
+        cluster.add(
+            "v1",
+            "events",
+            event(&format!("many.{i:04}"), "Unhealthy", "2026-12-04T10:30:00Z", "2026-12-04T10:31:00Z", "probe"),
+        );
+    }
+    let out = snapshot(&ws, &site(&ws, &cluster));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    // Every event of the window, across pages: the 600 and the two of the release's own.
+    assert_eq!(jsonl(&bag, "events.jsonl").len(), 602);
+    let pages: Vec<Seen> = cluster.requests().into_iter().filter(|r| r.uri.contains("/events?")).collect();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert!(pages.iter().all(|p| p.uri.contains("limit=250")), "{pages:?}");
+    assert!(pages[1].uri.contains("continue=page-250") && pages[2].uri.contains("continue=page-500"), "{pages:?}");
+}

@@ -316,12 +316,24 @@ async fn handle(State((api, token)): State<(Arc<Mutex<Api>>, String)>, request: 
             .filter(|o| selects(&label_selector, |k| o["metadata"]["labels"][k].as_str().map(String::from)))
             .filter(|o| selects(&field_selector, |k| field(o, k).map(String::from)))
             .collect();
-        let kind = items.first().and_then(|o| o["kind"].as_str()).unwrap_or("List");
+        let kind = items.first().and_then(|o| o["kind"].as_str()).unwrap_or("List").to_string();
+        let api_version = items.first().and_then(|o| o["apiVersion"].as_str()).unwrap_or("v1").to_string();
+        // Paging as the API pages: `limit` objects from the `continue` token's place, and the next token while
+        // more remain.
+        let from: usize =
+            q.get("continue").and_then(|c| c.strip_prefix("page-")).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let end = from.saturating_add(limit).min(items.len());
+        let mut metadata = json!({ "resourceVersion": "1000" });
+        if end < items.len() {
+            metadata["continue"] = format!("page-{end}").into();
+            metadata["remainingItemCount"] = (items.len() - end).into();
+        }
         let body = json!({
             "kind": format!("{kind}List"),
-            "apiVersion": items.first().and_then(|o| o["apiVersion"].as_str()).unwrap_or("v1"),
-            "metadata": { "resourceVersion": "1000" },
-            "items": items,
+            "apiVersion": api_version,
+            "metadata": metadata,
+            "items": &items[from.min(items.len())..end],
         });
         return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     }

@@ -122,6 +122,30 @@ impl Api {
         self.client.request::<Value>(request).await.map_err(|e| Error::from_kube(what, e))
     }
 
+    /// One page of a list: at most `limit` objects, from the `continue` token of the page before (`None`: the
+    /// first). The list object as the API sent it; its `metadata.continue` is the next page's token when there is
+    /// one. Paging keeps each answer (held whole in memory) bounded however big the collection is.
+    pub async fn list_page(
+        &self,
+        group_version: &str,
+        resource: &str,
+        label_selector: Option<&str>,
+        limit: u32,
+        continue_token: Option<&str>,
+    ) -> Result<Value, Error> {
+        let what = format!("list {resource}");
+        let params = kube::api::ListParams {
+            label_selector: label_selector.map(String::from),
+            limit: Some(limit),
+            continue_token: continue_token.map(String::from),
+            ..Default::default()
+        };
+        let request = kube::core::Request::new(self.collection(group_version, resource))
+            .list(&params)
+            .map_err(|e| Error::Request { what: what.clone(), source: kube::Error::BuildRequest(e) })?;
+        self.client.request::<Value>(request).await.map_err(|e| Error::from_kube(what, e))
+    }
+
     /// Gets one object by name.
     pub async fn get(&self, group_version: &str, resource: &str, name: &str) -> Result<Value, Error> {
         let what = format!("get {resource}/{name}");

@@ -54,28 +54,21 @@ pub async fn collect(api: &Api, _spec: &ClusterSpec, cx: &Collection, max_bytes:
             return Err(CollectError::Cancelled);
         }
         let label = part.of_release.then_some(selector.as_str());
-        let list = match api.list(part.group_version, part.resource, label, None).await {
-            Ok(l) => l,
+        match write_part(api, cx, part, label, &mut left).await? {
+            Ok(written) => {
+                counts.insert(part.resource.into(), written.objects.into());
+                if written.cut {
+                    out.warn(format!("max_bytes reached: {} {} written", written.objects, part.resource));
+                }
+                if part.resource == "pods" {
+                    let text = serde_json::to_string_pretty(&written.summaries)?;
+                    cx.write_small("pods.summary.json", "application/json", text.as_bytes())?;
+                }
+            }
             Err(e) => {
                 failed += 1;
                 out.warn(cx.redact_str(&e.to_string()));
-                continue;
             }
-        };
-        let mut items: Vec<&Value> = list["items"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        if part.resource == "events" {
-            items.retain(|e| in_window(e, cx));
-        }
-        items.sort_by_key(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string());
-        let (written, cut) = write_lines(cx, part.artifact, &items, &mut left)?;
-        counts.insert(part.resource.into(), written.into());
-        if cut {
-            out.warn(format!("max_bytes reached: {} of {} {} written", written, items.len(), part.resource));
-        }
-        if part.resource == "pods" {
-            let summary: Vec<Value> = items.iter().map(|p| pod_summary(p)).collect();
-            let text = serde_json::to_string_pretty(&summary)?;
-            cx.write_small("pods.summary.json", "application/json", text.as_bytes())?;
         }
     }
     out.detail("namespace", &api.namespace);
@@ -87,32 +80,78 @@ pub async fn collect(api: &Api, _spec: &ClusterSpec, cx: &Collection, max_bytes:
     Ok(out)
 }
 
-/// Writes `items` one per line, within what is `left` of the byte budget; returns how many were written and
-/// whether the budget cut the list short.
-fn write_lines(cx: &Collection, name: &str, items: &[&Value], left: &mut u64) -> Result<(usize, bool), CollectError> {
-    let io = CollectError::io(format!("writing {name}"));
-    let mut a = cx.text_artifact(name, "application/x-ndjson")?;
-    let (mut written, mut cut) = (0, false);
-    for item in items {
-        let mut line = serde_json::to_vec(item)?;
-        line.push(b'\n');
-        if line.len() as u64 > *left {
-            cut = true;
+/// Objects asked for in one page: each answer is held whole, so a namespace's thousands of events come a page at a
+/// time.
+const PAGE: u32 = 250;
+
+/// What one resource's part wrote.
+struct Written {
+    objects: usize,
+    cut: bool,
+    /// The pods' summaries, when the part is the pods.
+    summaries: Vec<Value>,
+}
+
+/// Lists one resource a page at a time into its artifact, one object per line, within what is `left` of the byte
+/// budget. The API's refusal of the first page is the part's error (nothing written); a page failing later ends
+/// the artifact there, marked truncated, and is that error too.
+async fn write_part(
+    api: &Api,
+    cx: &Collection,
+    part: &Part,
+    label: Option<&str>,
+    left: &mut u64,
+) -> Result<Result<Written, super::Error>, CollectError> {
+    let first = match api.list_page(part.group_version, part.resource, label, PAGE, None).await {
+        Ok(page) => page,
+        Err(e) => return Ok(Err(e)),
+    };
+    let io = CollectError::io(format!("writing {}", part.artifact));
+    let mut a = cx.text_artifact(part.artifact, "application/x-ndjson")?;
+    let mut written = Written { objects: 0, cut: false, summaries: Vec::new() };
+    let mut page = first;
+    let mut failure = None;
+    'pages: loop {
+        for item in page["items"].as_array().into_iter().flatten() {
+            if part.resource == "events" && !in_window(item, cx) {
+                continue;
+            }
+            let mut line = serde_json::to_vec(item)?;
+            line.push(b'\n');
+            if line.len() as u64 > *left {
+                written.cut = true;
+                break 'pages;
+            }
+            *left -= line.len() as u64;
+            if let Err(e) = a.write_all(&line) {
+                a.abandon(&e.to_string());
+                return Err(io(e));
+            }
+            written.objects += 1;
+            if part.resource == "pods" {
+                written.summaries.push(pod_summary(item));
+            }
+        }
+        let Some(token) = page["metadata"]["continue"].as_str().filter(|t| !t.is_empty()).map(String::from) else {
             break;
+        };
+        match api.list_page(part.group_version, part.resource, label, PAGE, Some(&token)).await {
+            Ok(next) => page = next,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
-        *left -= line.len() as u64;
-        if let Err(e) = a.write_all(&line) {
-            a.abandon(&e.to_string());
-            return Err(io(e));
-        }
-        written += 1;
     }
-    a.add_records(written as u64);
-    if cut {
+    a.add_records(written.objects as u64);
+    if written.cut || failure.is_some() {
         a.set_truncated();
     }
     a.finish().map_err(io)?;
-    Ok((written, cut))
+    Ok(match failure {
+        Some(e) => Err(e),
+        None => Ok(written),
+    })
 }
 
 /// When an event happened: its last occurrence (`lastTimestamp`, or `series.lastObservedTime`), else its
