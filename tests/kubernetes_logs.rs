@@ -81,6 +81,26 @@ fn audit_cluster() -> Cluster {
     cluster
 }
 
+/// A snapshot of the window 10:00–11:00 with `args`, on the site `site` (none: a Compose host's defaults); its
+/// bag and manifest, `audit-logs` checked `ok`.
+fn in_the_window(
+    ws: &Workspace,
+    site: Option<&std::path::Path>,
+    args: &[&str],
+) -> (std::process::Output, std::path::PathBuf, serde_json::Value) {
+    let mut c = ws.preserve();
+    c.args(["snapshot", "-q", "--since", "2026-12-04T10:00:00Z", "--until", "2026-12-04T11:00:00Z"]).args(args);
+    if let Some(site) = site {
+        c.arg("--config").arg(site);
+    }
+    let out = run(&mut c);
+    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
+    let m = manifest(&bag);
+    let logs = collector(&m, "audit-logs");
+    assert_eq!(logs["status"], "ok", "{logs}\n{}", stderr(&out));
+    (out, bag, m)
+}
+
 fn line_count(text: &str) -> usize {
     text.lines().count()
 }
@@ -90,19 +110,8 @@ fn audit_tamper_on_kubernetes_reads_every_audit_pod_and_the_restarted_ones_last_
     let ws = Workspace::new();
     let cluster = audit_cluster();
     let site = kubernetes_site(&ws, &cluster);
-    let out = run(ws.preserve().args(["snapshot", "--config"]).arg(&site).args([
-        "-q",
-        "--profile",
-        "audit-tamper",
-        "--since",
-        "2026-12-04T10:00:00Z",
-        "--until",
-        "2026-12-04T11:00:00Z",
-    ]));
-    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
-    let m = manifest(&bag);
+    let (out, bag, m) = in_the_window(&ws, Some(&site), &["--profile", "audit-tamper"]);
     let logs = collector(&m, "audit-logs");
-    assert_eq!(logs["status"], "ok", "{logs}\n{}", stderr(&out));
     let dir = bag.join("data/audit-logs/audit");
     let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
     let a0 = read("caracal-caracal-audit-6f7c9-a0/audit.log");
@@ -187,20 +196,8 @@ fn a_compose_site_still_reads_dockers_logs_with_the_same_profile() {
         &format!("docker/{id}/{id}-json.log"),
         "{\"log\":\"{\\\"level\\\":\\\"info\\\",\\\"msg\\\":\\\"chain verified\\\"}\\n\",\"stream\":\"stdout\",\"time\":\"2026-12-04T10:30:00.000000000Z\"}\n",
     );
-    let out = run(ws.preserve().args([
-        "snapshot",
-        "-q",
-        "-c",
-        "audit-logs",
-        "--since",
-        "2026-12-04T10:00:00Z",
-        "--until",
-        "2026-12-04T11:00:00Z",
-    ]));
-    let bag = unpack(&ws.only_bundle(), &ws.path().join("x"));
-    let m = manifest(&bag);
+    let (_, bag, m) = in_the_window(&ws, None, &["-c", "audit-logs"]);
     let logs = collector(&m, "audit-logs");
-    assert_eq!(logs["status"], "ok", "{logs}\n{}", stderr(&out));
     assert!(
         logs["source"].as_str().unwrap_or_default().contains("docker") || logs.to_string().contains("docker"),
         "{logs}"

@@ -88,22 +88,12 @@ impl Cluster {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let router = Router::new().fallback(handle).with_state((api.clone(), token.clone()));
-        let acceptor = acceptor(&cert, &key);
+        let acceptor = super::tls_acceptor(&cert, &key);
         let runtime = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { continue };
-                    let (acceptor, router) = (acceptor.clone(), router.clone());
-                    tokio::spawn(async move {
-                        let Ok(tls) = acceptor.accept(tcp).await else { return };
-                        let service = hyper_util::service::TowerToHyperService::new(router);
-                        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                            .await;
-                    });
-                }
+                super::serve_tls_on(listener, acceptor, router).await
             });
         });
         Self { api, url: format!("https://{addr}"), ca_pem, token, _runtime: runtime }
@@ -162,19 +152,6 @@ impl Cluster {
         .unwrap();
         path
     }
-}
-
-fn acceptor(cert: &str, key: &str) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// A `Status` error as the API server sends it.

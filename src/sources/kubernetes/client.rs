@@ -110,16 +110,12 @@ impl Api {
         label_selector: Option<&str>,
         field_selector: Option<&str>,
     ) -> Result<Value, Error> {
-        let what = format!("list {resource}");
         let params = kube::api::ListParams {
             label_selector: label_selector.map(String::from),
             field_selector: field_selector.map(String::from),
             ..Default::default()
         };
-        let request = kube::core::Request::new(self.collection(group_version, resource))
-            .list(&params)
-            .map_err(|e| Error::Request { what: what.clone(), source: kube::Error::BuildRequest(e) })?;
-        self.client.request::<Value>(request).await.map_err(|e| Error::from_kube(what, e))
+        self.list_with(group_version, resource, &params).await
     }
 
     /// One page of a list: at most `limit` objects, from the `continue` token of the page before (`None`: the
@@ -133,15 +129,24 @@ impl Api {
         limit: u32,
         continue_token: Option<&str>,
     ) -> Result<Value, Error> {
-        let what = format!("list {resource}");
         let params = kube::api::ListParams {
             label_selector: label_selector.map(String::from),
             limit: Some(limit),
             continue_token: continue_token.map(String::from),
             ..Default::default()
         };
+        self.list_with(group_version, resource, &params).await
+    }
+
+    async fn list_with(
+        &self,
+        group_version: &str,
+        resource: &str,
+        params: &kube::api::ListParams,
+    ) -> Result<Value, Error> {
+        let what = format!("list {resource}");
         let request = kube::core::Request::new(self.collection(group_version, resource))
-            .list(&params)
+            .list(params)
             .map_err(|e| Error::Request { what: what.clone(), source: kube::Error::BuildRequest(e) })?;
         self.client.request::<Value>(request).await.map_err(|e| Error::from_kube(what, e))
     }
