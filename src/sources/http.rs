@@ -181,12 +181,7 @@ fn without_userinfo(url: &str) -> Option<String> {
 /// A folder name for an instance: `gateway-0_8081`.
 fn instance_name(base: &str) -> String {
     let hostport = base.split("://").nth(1).unwrap_or(base).split('/').next().unwrap_or(base);
-    folder_safe(hostport)
-}
-
-/// `s` as a folder name: ASCII letters, digits, `-` and `.` kept, anything else `_`.
-pub(crate) fn folder_safe(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-.".contains(c) { c } else { '_' }).collect()
+    super::path_segment(hostport)
 }
 
 #[async_trait]

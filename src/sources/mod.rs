@@ -410,6 +410,15 @@ pub fn off_worker<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// `name` as one folder or file name in a collector's folder of the bag, whatever a server or an API sent: ASCII
+/// letters, digits, `-`, `_` and `.` kept, anything else `_`; never empty, never `.`, `..` or hidden (a leading
+/// dot gets a `_` before it).
+pub fn path_segment(name: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
+}
+
 pub fn kind(name: &str) -> Option<&'static Kind> {
     KINDS.iter().find(|k| k.name == name)
 }
@@ -423,6 +432,15 @@ fn parse_as<T: Source + DeserializeOwned + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_from_elsewhere_stay_one_path_segment() {
+        assert_eq!(path_segment("caracal-caracal-audit-7d9f-x2"), "caracal-caracal-audit-7d9f-x2");
+        assert_eq!(path_segment("gateway-0:8081"), "gateway-0_8081");
+        assert_eq!(path_segment("../etc"), "_.._etc");
+        assert_eq!(path_segment("a/b"), "a_b");
+        assert_eq!(path_segment(""), "_");
+    }
 
     #[test]
     fn the_status_says_what_was_collected() {

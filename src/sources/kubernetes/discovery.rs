@@ -279,10 +279,9 @@ fn name_folders(instances: &mut [Instance]) {
     }
 }
 
-/// Letters, digits, `-` and `.` kept, the rest `_`, no leading dot (no `.` or `..`), at most [`MAX_FOLDER`].
+/// One path segment ([`crate::sources::path_segment`]) of at most [`MAX_FOLDER`] characters.
 fn safe(s: &str) -> String {
-    let mapped = crate::sources::http::folder_safe(s);
-    mapped.trim_start_matches('.').chars().take(MAX_FOLDER).collect()
+    crate::sources::path_segment(s).chars().take(MAX_FOLDER).collect()
 }
 
 #[cfg(test)]
@@ -344,8 +343,8 @@ mod tests {
             got,
             [
                 ("fd00__1", "http://[fd00::1]:8080"),
-                ("_.._etc", "http://[fd00::2]:8080"),
-                ("_.._etc_fd00__3", "http://[fd00::3]:8080"),
+                ("_.._.._etc", "http://[fd00::2]:8080"),
+                ("_.._.._etc_fd00__3", "http://[fd00::3]:8080"),
             ]
         );
         assert_eq!(d.problems, ["EndpointSlice s: `10.0.0.1/evil@x` is not an address"]);

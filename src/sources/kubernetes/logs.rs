@@ -35,16 +35,10 @@ struct Job {
 impl Job {
     fn relative(&self) -> String {
         let previous = if self.previous { ".previous" } else { "" };
+        // Kubernetes names are DNS labels already; this holds whatever an API server sends.
+        let safe = crate::sources::path_segment;
         format!("{}/{}/{}{previous}.log", safe(&self.component), safe(&self.pod), safe(&self.container))
     }
-}
-
-/// A name from the API made safe as one path segment (Kubernetes names are already DNS labels; this holds
-/// whatever an API server sends).
-fn safe(name: &str) -> String {
-    let s: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-    if s.is_empty() || s.starts_with('.') { format!("_{s}") } else { s }
 }
 
 /// What reading one container instance's log came to.
@@ -254,13 +248,5 @@ mod tests {
         assert_eq!(t.to_string(), "2026-12-04T10:00:00.123456789Z");
         assert_eq!(line_time(b"{\"msg\":\"no time\"}\n"), None);
         assert_eq!(line_time(b"not-a-time rest\n"), None);
-    }
-
-    #[test]
-    fn names_from_the_api_stay_one_path_segment() {
-        assert_eq!(safe("caracal-caracal-audit-7d9f-x2"), "caracal-caracal-audit-7d9f-x2");
-        assert_eq!(safe("../etc"), "_.._etc");
-        assert_eq!(safe("a/b"), "a_b");
-        assert_eq!(safe(""), "_");
     }
 }
