@@ -28,13 +28,18 @@ const MAX_RELEASE: u64 = 64 << 20;
 /// Records asked for at once when they are got by name.
 const CONCURRENCY: usize = 8;
 
-/// One revision of the release, decoded.
+/// One revision of the release, as far as choosing and listing revisions needs: its values and manifest are
+/// decoded again, for the two compared only, so at most one decoded record is held at a time (each may expand to
+/// [`MAX_RELEASE`]), however many revisions the release keeps.
 struct Revision {
     version: u64,
     secret: String,
     status: String,
     deployed: Option<jiff::Timestamp>,
-    record: Value,
+    /// Its entry of `history.json`.
+    history: Value,
+    /// Its Secret's place among those read.
+    at: usize,
 }
 
 pub async fn collect(api: &Api, spec: &HelmSpec, cx: &Collection, _max_bytes: u64) -> Result<Outcome, CollectError> {
@@ -52,8 +57,8 @@ pub async fn collect(api: &Api, spec: &HelmSpec, cx: &Collection, _max_bytes: u6
     out.detail("namespace", &api.namespace);
     out.detail("found_by", found_by);
     let mut revisions = Vec::new();
-    for s in &secrets {
-        match decode(s) {
+    for (at, s) in secrets.iter().enumerate() {
+        match decode(s).and_then(|record| revision(s, &record, at)) {
             Ok(r) => revisions.push(r),
             Err(why) => {
                 let name = s["metadata"]["name"].as_str().unwrap_or("a Secret");
@@ -62,18 +67,7 @@ pub async fn collect(api: &Api, spec: &HelmSpec, cx: &Collection, _max_bytes: u6
         }
     }
     revisions.sort_by_key(|r| r.version);
-    let history: Vec<Value> = revisions
-        .iter()
-        .map(|r| {
-            let info = &r.record["info"];
-            let chart = &r.record["chart"]["metadata"];
-            json!({
-                "revision": r.version, "secret": r.secret, "status": r.status,
-                "last_deployed": info["last_deployed"], "first_deployed": info["first_deployed"],
-                "description": info["description"], "chart_version": chart["version"], "app_version": chart["appVersion"],
-            })
-        })
-        .collect();
+    let history: Vec<&Value> = revisions.iter().map(|r| &r.history).collect();
     cx.write_small("history.json", "application/json", serde_json::to_string_pretty(&history)?.as_bytes())?;
     let Some(latest) = revisions.last() else {
         if out.warnings.is_empty() {
@@ -87,31 +81,21 @@ pub async fn collect(api: &Api, spec: &HelmSpec, cx: &Collection, _max_bytes: u6
     let baseline = compared_with(&revisions, cx.window.since);
     out.detail("current", latest.version);
     out.detail("baseline", baseline.map(|b| b.version));
-    let side = |r: &Revision, item: &str| -> Text {
-        let bytes = match item {
-            "values.json" => {
-                let config = if r.record["config"].is_null() { json!({}) } else { r.record["config"].clone() };
-                serde_json::to_vec_pretty(&config).unwrap_or_default()
-            }
-            _ => r.record["manifest"].as_str().unwrap_or_default().as_bytes().to_vec(),
-        };
-        Text { bytes, truncated: false }
-    };
     let origin = |r: &Revision| {
         let when = r.deployed.map(|t| format!(", deployed {t}")).unwrap_or_default();
         format!("revision {} ({}{when}), Secret {}", r.version, r.status, r.secret)
     };
+    // Each compared record decodes as it did a moment ago (the same bytes); decoded one at a time.
+    let [current_values, current_manifest] = sides(&decode(&secrets[latest.at]).unwrap_or_default());
+    let [baseline_values, baseline_manifest] = match baseline {
+        Some(b) => sides(&decode(&secrets[b.at]).unwrap_or_default()).map(|t| Ok((origin(b), t))),
+        None => [(); 2].map(|()| Err(format!("revision {} is the only one of the release", latest.version))),
+    };
     let mut items = Vec::new();
-    for name in ["values.json", "manifest.yaml"] {
-        let item = Item {
-            name: name.to_string(),
-            source: Some(origin(latest)),
-            current: Some(side(latest, name)),
-            baseline: match baseline {
-                Some(b) => Ok((origin(b), side(b, name))),
-                None => Err(format!("revision {} is the only one of the release", latest.version)),
-            },
-        };
+    for (name, current, baseline) in
+        [("values.json", current_values, baseline_values), ("manifest.yaml", current_manifest, baseline_manifest)]
+    {
+        let item = Item { name: name.to_string(), source: Some(origin(latest)), current: Some(current), baseline };
         // One key makes every marker of this bundle: both sides' markers compare.
         items.push(write_item(cx, &item, true)?);
     }
@@ -188,10 +172,18 @@ async fn records(
     }
 }
 
-/// Decodes a Helm release Secret: the API's base64 of `data.release`, Helm's base64 inside it, then gzip (Helm
-/// compresses; an older record may not be), then the release JSON. Each step says what was wrong.
-fn decode(secret: &Value) -> Result<Revision, String> {
-    let name = secret["metadata"]["name"].as_str().unwrap_or_default().to_string();
+/// The two sides one revision gives: its user-supplied values (`{}` when it has none) and its rendered manifest.
+fn sides(record: &Value) -> [Text; 2] {
+    let config = if record["config"].is_null() { json!({}) } else { record["config"].clone() };
+    let values = serde_json::to_vec_pretty(&config).unwrap_or_default();
+    let manifest = record["manifest"].as_str().unwrap_or_default().as_bytes().to_vec();
+    [values, manifest].map(|bytes| Text { bytes, truncated: false })
+}
+
+/// Decodes a Helm release Secret into the release's JSON: the API's base64 of `data.release`, Helm's base64
+/// inside it, then gzip (Helm compresses; an older record may not be), at most [`MAX_RELEASE`] of it. Each step
+/// says what was wrong.
+fn decode(secret: &Value) -> Result<Value, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let data = secret["data"]["release"].as_str().ok_or("no data.release")?;
     let helm = b64.decode(data.trim()).map_err(|e| format!("data.release is not base64: {e}"))?;
@@ -208,7 +200,12 @@ fn decode(secret: &Value) -> Result<Revision, String> {
     } else {
         json = packed;
     }
-    let record: Value = serde_json::from_slice(&json).map_err(|e| format!("the release record is not JSON: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("the release record is not JSON: {e}"))
+}
+
+/// What choosing and listing revisions needs of a decoded `record`, the Secret at `at` of those read.
+fn revision(secret: &Value, record: &Value, at: usize) -> Result<Revision, String> {
+    let name = secret["metadata"]["name"].as_str().unwrap_or_default().to_string();
     let version = record["version"]
         .as_u64()
         .or_else(|| name.rsplit_once(".v").and_then(|(_, v)| v.parse().ok()))
@@ -219,7 +216,13 @@ fn decode(secret: &Value) -> Result<Revision, String> {
         .unwrap_or("unknown")
         .to_string();
     let deployed = record["info"]["last_deployed"].as_str().and_then(|t| t.parse().ok());
-    Ok(Revision { version, secret: name, status, deployed, record })
+    let (info, chart) = (&record["info"], &record["chart"]["metadata"]);
+    let history = json!({
+        "revision": version, "secret": name, "status": status,
+        "last_deployed": info["last_deployed"], "first_deployed": info["first_deployed"],
+        "description": info["description"], "chart_version": chart["version"], "app_version": chart["appVersion"],
+    });
+    Ok(Revision { version, secret: name, status, deployed, history, at })
 }
 
 #[cfg(test)]
@@ -232,7 +235,8 @@ mod tests {
             secret: format!("sh.helm.release.v1.caracal.v{version}"),
             status: "superseded".into(),
             deployed: Some(deployed.parse().unwrap()),
-            record: json!({}),
+            history: json!({}),
+            at: 0,
         }
     }
 
