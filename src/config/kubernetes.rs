@@ -18,15 +18,6 @@ pub enum Platform {
     Kubernetes,
 }
 
-impl Platform {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Compose => "compose",
-            Self::Kubernetes => "kubernetes",
-        }
-    }
-}
-
 /// The resolved `[kubernetes]` section.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct KubernetesSite {

@@ -364,18 +364,20 @@ impl Source for HttpSource {
                 return Ok(out);
             }
         };
-        // Each discovered instance's folder says which pod it is and what its EndpointSlice said of it.
-        for t in &targets {
-            if let Some(i) = &t.discovered {
-                let text = serde_json::to_vec_pretty(&discovered_record(i))?;
+        // Each discovered instance's folder says first which pod it is and what its EndpointSlice said of it; the
+        // same record goes with each of its requests.
+        let records: Vec<Option<serde_json::Value>> =
+            targets.iter().map(|t| t.discovered.as_ref().map(discovered_record)).collect();
+        for (t, record) in targets.iter().zip(&records) {
+            if let Some(r) = record {
+                let text = serde_json::to_vec_pretty(r)?;
                 if let Err(e) = cx.write_small(&format!("{}/endpoint.json", t.folder), "application/json", &text) {
                     out.warn(format!("{}/endpoint.json: {e}", t.folder));
                 }
             }
         }
-        for Target { folder: instance, base, discovered } in &targets {
+        for (Target { folder: instance, base, .. }, found) in targets.iter().zip(&records) {
             let instance = instance.clone();
-            let found = discovered.as_ref().map(discovered_record);
             for r in &self.requests {
                 if cx.is_cancelled() {
                     return Err(CollectError::Cancelled);

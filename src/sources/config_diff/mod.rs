@@ -138,10 +138,9 @@ pub enum Unavailable {
     CannotRunHere { probe: String, program: String },
 }
 
-/// One configuration item: what it is now and what it is compared with.
-#[derive(Debug)]
 /// One configuration item compared: its current side against its baseline. Other kinds with two sides to compare
 /// (the Helm revisions of the `kubernetes` kind) write theirs through [`write_item`], in this kind's shape.
+#[derive(Debug)]
 pub(crate) struct Item {
     pub name: String,
     /// Where the current side was read (a path, the command line).

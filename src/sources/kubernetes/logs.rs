@@ -5,11 +5,7 @@
 //!
 //! Artifacts: `<component>/<pod>/<container>.log` and `<component>/<pod>/<container>.previous.log`.
 
-use std::{
-    collections::BTreeSet,
-    io::Write,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::{collections::BTreeSet, io::Write};
 
 use futures::{AsyncBufReadExt, AsyncReadExt};
 use serde_json::{Value, json};
@@ -50,10 +46,7 @@ struct Read {
 
 pub async fn collect(api: &Api, spec: &LogsSpec, cx: &Collection, max_bytes: u64) -> Result<Outcome, CollectError> {
     let mut out = Outcome::default();
-    let selectors: Vec<(Option<&str>, String)> = match &spec.selector {
-        Some(s) => vec![(None, s.clone())],
-        None => spec.components.iter().map(|c| (Some(c.as_str()), api.site.selector(Some(c)))).collect(),
-    };
+    let selectors = spec.selectors(&api.site);
     let mut jobs = Vec::new();
     let mut pods_seen = BTreeSet::new();
     let mut listed = 0usize;
@@ -94,10 +87,10 @@ pub async fn collect(api: &Api, spec: &LogsSpec, cx: &Collection, max_bytes: u64
     // One log at a time, as the file kind reads its files: each big artifact has a compressor of its own, so
     // reading several at once multiplies the memory a collector holds (1 GiB through four pods, tests/memory.rs:
     // peak RSS 84 MiB four at a time, 66 MiB two) and took no less time on two cores.
-    let budget = AtomicU64::new(max_bytes);
+    let mut left = max_bytes;
     let mut results: Vec<(Job, Result<Read, String>)> = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let r = read_one(api, cx, &job, &budget).await;
+        let r = read_one(api, cx, &job, &mut left).await;
         results.push((job, r));
         if cx.is_cancelled() {
             break;
@@ -167,8 +160,8 @@ fn container_jobs(pod: &Value, name: &str, component: &str, previous: bool) -> V
 }
 
 /// Streams one container instance's log into its artifact: from the window's start (the API's `sinceTime`, in
-/// whole seconds, then exactly here), up to the window's end, within what is left of the byte budget.
-async fn read_one(api: &Api, cx: &Collection, job: &Job, budget: &AtomicU64) -> Result<Read, String> {
+/// whole seconds, then exactly here), up to the window's end, within what is `left` of the collector's bytes.
+async fn read_one(api: &Api, cx: &Collection, job: &Job, left: &mut u64) -> Result<Read, String> {
     let relative = job.relative();
     let mut stream = api
         .log(&job.pod, &job.container, job.previous, cx.window.since)
@@ -205,11 +198,12 @@ async fn read_one(api: &Api, cx: &Collection, job: &Job, budget: &AtomicU64) -> 
             Some(t) if cx.window.until.is_some_and(|u| t > u) => break,
             _ => {}
         }
-        // Take this line's bytes from the budget all collectors' logs share.
-        if budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(got)).is_err() {
+        // This line's bytes come out of what the collector's `max_bytes` leaves for all its logs.
+        let Some(rest) = left.checked_sub(got) else {
             read.truncated = true;
             break;
-        }
+        };
+        *left = rest;
         batch.extend_from_slice(&line);
         read.lines += 1;
         read.bytes += got;

@@ -64,6 +64,17 @@ pub struct HelmSpec {
     pub max_revision: Option<u32>,
 }
 
+impl LogsSpec {
+    /// The label selectors of the pods whose logs are read, each with the component it stands for: one per
+    /// component of the release, or the `selector` given.
+    fn selectors(&self, site: &crate::config::KubernetesSite) -> Vec<(Option<&str>, String)> {
+        match &self.selector {
+            Some(s) => vec![(None, s.clone())],
+            None => self.components.iter().map(|c| (Some(c.as_str()), site.selector(Some(c)))).collect(),
+        }
+    }
+}
+
 impl KubernetesSource {
     fn mode(&self) -> Result<&'static str, DefinitionError> {
         match (&self.logs, &self.cluster, &self.helm) {
@@ -128,10 +139,7 @@ impl Source for KubernetesSource {
             };
         };
         // Pod logs: the pods it would read must be listable; none there (an external database) is a skip.
-        let selectors = match &l.selector {
-            Some(s) => vec![s.clone()],
-            None => l.components.iter().map(|c| api.site.selector(Some(c))).collect(),
-        };
+        let selectors: Vec<String> = l.selectors(&api.site).into_iter().map(|(_, s)| s).collect();
         let mut pods = 0;
         for s in &selectors {
             match api.list("v1", "pods", Some(s), None).await {
