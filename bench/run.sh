@@ -8,6 +8,8 @@
 #   postgres+chain  the same export with verify_audit_chain = true vs the same pg_dump
 #   redis           preserve's export of the DLQ vs `redis-cli --raw XRANGE caracal.audit.events.dlq - + > file`
 #   verify          `preserve verify` of the audit-tamper bundle vs `zstd -d | tar -x` then `sha256sum -c`
+#   sealed          `preserve snapshot --profile audit-tamper` signed (Ed25519 key file) and timestamped (a local
+#                   TSA: `openssl ts -reply` behind bench/tsa.py) vs the same snapshot unsealed
 # and prints per pair the median wall time, median CPU (user+sys), peak RSS (GNU time) and the ratio preserve/baseline.
 #
 # Scale 1: 1,000,000 audit_events rows with a valid chain over 10 zones; 300,000 caracal.audit.events.dlq entries;
@@ -16,7 +18,7 @@
 # Usage: bench/run.sh [--scale S] [--rounds N] [--pairs a,b,...] [--json FILE]
 #   --scale S    dataset scale (default 1; the smoke test uses 0.01)
 #   --rounds N   rounds of each pair (default 5)
-#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify
+#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify,sealed
 #   --json FILE  also write the figures as JSON
 # Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory),
 #   BENCH_ZSTD_LEVEL (preserve's zstd level for the run, instead of the site default), BENCH_HOLD=1 (no rounds:
@@ -26,7 +28,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
 
-scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify json=
+scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify,sealed json=
 while [ $# -gt 0 ]; do
   case $1 in
     --scale) scale=$2 ;; --rounds) rounds=$2 ;; --pairs) pairs=$2 ;; --json) json=$2 ;;
@@ -41,6 +43,7 @@ rows=$(n 1000000) dlq=$(n 300000) revoke=$(n 100000) pending=$(n 10000) log_byte
 need pg_dump postgresql-client
 need curl curl
 need tar tar
+if want sealed; then need ssh-keygen openssh-client; need openssl openssl; fi
 
 preserve_bin
 work_dir
@@ -135,8 +138,33 @@ server_info = false
 window = false
 EOF
 
+# The sealed site: the same, with a signing key and a local TSA (openssl ts -reply) to stamp every bundle.
+if want sealed; then
+  pki=$work/tsa && mkdir -p "$pki" && (
+    cd "$pki"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
+      -subj "/CN=bench TSA CA" -days 2 -addext basicConstraints=critical,CA:TRUE 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tsa.key -out tsa.csr \
+      -subj "/CN=bench TSA" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=critical,timeStamping\n' > tsa.ext
+    openssl x509 -req -in tsa.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tsa.crt -days 2 -extfile tsa.ext 2>/dev/null
+    echo 01 > tsaserial
+    printf '[ tsa ]\ndefault_tsa = t\n[ t ]\nserial = %s/tsaserial\nsigner_cert = %s/tsa.crt\nsigner_key = %s/tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256\ness_cert_id_alg = sha256\n' \
+      "$pki" "$pki" "$pki" > ts.cnf
+  )
+  tsa_port=$(free_port)
+  python3 "$bench_root/bench/tsa.py" "$tsa_port" "$pki" &
+  on_exit "kill $!"
+  ssh-keygen -q -t ed25519 -N '' -f "$work/seal_key"
+  cp "$work/preserve.toml" "$work/sealed.toml"
+  printf '\n[seal]\nsigning_key = "file:%s"\ntsa_url = "http://127.0.0.1:%s/tsr"\ntsa_ca_file = "%s"\n' \
+    "$work/seal_key" "$tsa_port" "$pki/ca.crt" >> "$work/sealed.toml"
+fi
+
 # --- The rounds ---------------------------------------------------------------------------------------------------
 snap() { "$bin" snapshot -q --config "$work/preserve.toml" --out "$work/out" "$@"; }
+# Exit 0 only when complete and sealed as asked (4 would say the timestamp or signature is missing).
+sealed_snap() { "$bin" snapshot -q --config "$work/sealed.toml" --out "$work/out" "$@"; }
 export PGCONNECT_TIMEOUT=10
 pg_dump_zstd() {
   "$pgbin/pg_dump" -h 127.0.0.1 -p "$pg_port" -U postgres --data-only -t 'public.audit_events*' caracal \
@@ -162,7 +190,7 @@ pair() {
   else measure "$b" bash -c "$bcmd"; measure "$a" bash -c "$acmd"; fi
   rm -rf "$work/out"
 }
-export -f snap pg_dump_zstd xrange baseline unpack_check
+export -f snap sealed_snap pg_dump_zstd xrange baseline unpack_check
 export bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url
 if [ -n "${BENCH_HOLD:-}" ]; then
   { declare -f snap pg_dump_zstd xrange baseline unpack_check
@@ -190,6 +218,8 @@ for r in $(seq "$rounds"); do
   want postgres+chain && pair postgres+chain preserve:postgres+chain "snap -c bench-postgres-chain --collectors '$work/c'" \
     'pg_dump|zstd' pg_dump_zstd "$r"
   want redis && pair redis preserve:redis-dlq "snap -c bench-redis-dlq --collectors '$work/c'" redis-cli:XRANGE xrange "$r"
+  want sealed && pair sealed preserve:audit-tamper+seal "sealed_snap --profile audit-tamper" \
+    preserve:audit-tamper "snap --profile audit-tamper" "$r"
 done
 read -r _ u1 n1 s1 i1 _ < /proc/stat
 load1=$(cut -d' ' -f1-3 /proc/loadavg)

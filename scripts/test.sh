@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
 # python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql,
-# Alertmanager for the sidecar's end-to-end test), then runs every test with cargo-nextest (cargo test if absent).
+# Alertmanager for the sidecar's end-to-end test, OpenSSH's and OpenSSL's command-line tools for sealed bundles),
+# then runs every test with cargo-nextest (cargo test if absent).
 # Tests start their own servers.
 # Usage: scripts/test.sh [extra nextest/cargo-test arguments]
 set -euo pipefail
@@ -25,6 +26,11 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(
 have psql || missing+=(postgresql-client)
 have runuser || missing+=(util-linux)
 have prometheus-alertmanager || missing+=(prometheus-alertmanager)
+# Sealed bundles are checked with the real OpenSSH (ssh-keygen -Y verify, ssh-agent, ssh-add) and OpenSSL
+# (openssl ts -reply as the test TSA, openssl ts -verify); the custody recipe of docs/sealing.md uses bash and sed.
+{ have ssh-keygen && have ssh-agent && have ssh-add; } || missing+=(openssh-client)
+have openssl || missing+=(openssl)
+have sed || missing+=(sed)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -q

@@ -13,10 +13,12 @@ pub mod progress;
 pub mod redact;
 pub mod render;
 pub mod runner;
+pub mod seal;
 pub mod serve;
 pub mod snapshot;
 pub mod sources;
 pub mod time;
+pub mod web;
 
 /// The tool's name and version, as recorded in every manifest.
 pub const TOOL_NAME: &str = env!("CARGO_PKG_NAME");

@@ -1,5 +1,6 @@
 //! The `preserve` command line: argument handling and exit codes, nothing else.
-//! Exit codes: 0 complete / intact, 3 partial bundle, 1 no bundle / not intact, 2 usage or config error.
+//! Exit codes: 0 complete / intact, 3 partial bundle, 4 / 5 complete / partial with a seal part missing, 1 no
+//! bundle / not intact, 2 usage or config error.
 
 use std::{
     io::Write,
@@ -16,12 +17,12 @@ use preserve::{
     alert,
     bundle::{bounds::Limits, verify},
     catalog::Catalog,
-    config::{ConfigError, CredentialRef, Environment, KeySource, ProcessEnv},
+    config::{ConfigError, CredentialRef, Environment, KeySource, ProcessEnv, SealSettings, SignerSource},
     progress::{self, Progress},
     redact::FingerprintKey,
     render,
     runner::Stop,
-    serve,
+    seal, serve,
     snapshot::{self, Request},
 };
 
@@ -87,7 +88,8 @@ enum Command {
         preserve snapshot --profile full --dry-run\n  \
         preserve snapshot --profile full --verbose   # each collector's error whole, not cut to one line\n\n\
         Exit codes: 0 complete, 3 partial (some collector failed; the bundle is still written and verifiable),\n\
-        1 no bundle could be written, 2 usage or configuration error (nothing written).")]
+        4 complete and 5 partial with a part of the seal [seal] asks for missing (no signature or no timestamp;\n\
+        docs/sealing.md), 1 no bundle could be written, 2 usage or configuration error (nothing written).")]
     Snapshot(SnapshotArgs),
     /// Prove a bundle intact: archive hash, every file's hash, no missing or extra file, manifest agreement.
     #[command(
@@ -97,18 +99,30 @@ enum Command {
         side files and the decompressed size (by default what its manifest says it holds,\n\
         plus room for tar framing). A bundle over a bound is refused unread, with one line\n\
         naming the bound and the flag that raises it where there is one.\n\n\
-        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault)\n\
-        or refused, 2 usage error."
+        Seal layers (docs/sealing.md), each named with what it found: the signature\n\
+        (<id>.tar.zst.sig, its key's fingerprint, and its principal from --allowed-signers),\n\
+        the timestamp (<id>.tar.zst.tsr: time, TSA, digest, chain to --tsa-ca) and the custody\n\
+        record (<id>.custody.jsonl: entries, signers, the first broken link).\n  \
+        preserve verify --allowed-signers /etc/preserve/allowed_signers --tsa-ca tsa-ca.pem \\\n      \
+        --require-signature --require-timestamp bundle.tar.zst\n\n\
+        Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault),\n\
+        refused, or a required seal layer absent, 2 usage error."
     )]
     Verify {
-        /// The bundle (`.tar.zst`); the `.sha256` and `.manifest.json` beside it are checked too.
+        /// The bundle (`.tar.zst`); the `.sha256`, `.manifest.json`, `.sig`, `.tsr` and `.custody.jsonl` beside it are
+        /// checked too.
         bundle: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        seal: SealArgs,
     },
+    /// The custody record of a bundle: append a signed entry, or show it.
+    #[command(subcommand)]
+    Custody(CustodyCommand),
     /// Summarize a bundle: collectors, status, sizes, records, findings.
     #[command(
         after_help = "Examples:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  \
@@ -226,6 +240,88 @@ struct ConfigArgs {
 }
 
 #[derive(Args)]
+struct SealArgs {
+    /// OpenSSH allowed_signers file: a signature (of the bundle or of a custody entry) counts only when its key is
+    /// listed there, and is shown with its principal.
+    #[arg(long, value_name = "FILE")]
+    allowed_signers: Option<PathBuf>,
+    /// PEM file of the CA certificates the timestamp's TSA must chain to.
+    #[arg(long, value_name = "FILE")]
+    tsa_ca: Option<PathBuf>,
+    /// A bundle without a signature is not intact.
+    #[arg(long)]
+    require_signature: bool,
+    /// A bundle without a timestamp is not intact.
+    #[arg(long)]
+    require_timestamp: bool,
+}
+
+impl SealArgs {
+    fn options(&self) -> Result<seal::verify::Options, Failure> {
+        let allowed_signers =
+            self.allowed_signers.as_deref().map(seal::allowed::AllowedSigners::read).transpose().or_exit(2)?;
+        let tsa_ca = self
+            .tsa_ca
+            .as_deref()
+            .map(|p| seal::timestamp::read_ca_file(p).map_err(|e| format!("--tsa-ca {}: {e}", p.display())))
+            .transpose()
+            .or_exit(2)?;
+        Ok(seal::verify::Options {
+            allowed_signers,
+            tsa_ca,
+            require_signature: self.require_signature,
+            require_timestamp: self.require_timestamp,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum CustodyCommand {
+    /// Append a signed entry to a bundle's custody record (`<id>.custody.jsonl` beside it).
+    #[command(after_help = "Examples:\n  \
+        preserve custody add evidence/preserve-audit-tamper-20261129T024500Z-1a2b3c4d.tar.zst \\\n      \
+        --action transferred --actor 'j.doe@example.org' --note 'handed to outside counsel, ticket IR-1234'\n  \
+        preserve custody add bundle.tar.zst --action verified --key file:$HOME/.ssh/id_ed25519\n\n\
+        The entry is signed with --key, or --agent-key through the SSH agent, or else the key of\n\
+        [seal] in the site config. The archive is hashed and must be the one the record is about;\n\
+        a record whose chain is broken is never extended.\n\n\
+        Exit codes: 0 appended, 1 the record is broken or about another archive, or the key\n\
+        cannot sign, 2 usage error.")]
+    Add {
+        bundle: PathBuf,
+        #[arg(long, value_enum)]
+        action: seal::custody::Action,
+        /// Free text: who received it, the ticket, where it went.
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Who acts (default: $USER@<hostname>).
+        #[arg(long)]
+        actor: Option<String>,
+        /// The actor's OpenSSH private key, by reference (`file:PATH` or `env:NAME`).
+        #[arg(long, value_name = "REF", conflicts_with = "agent_key")]
+        key: Option<CredentialRef>,
+        /// Sign through the SSH agent ($SSH_AUTH_SOCK) with the key of this public key (a `.pub` file or the line).
+        #[arg(long, value_name = "PUBKEY")]
+        agent_key: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Show a bundle's custody record, each entry checked.
+    #[command(after_help = "Examples:\n  preserve custody show bundle.tar.zst\n  \
+        preserve custody show --json --allowed-signers allowed_signers bundle.tar.zst\n\n\
+        Exit codes: 0 shown and whole, 1 no record, or a broken link (named), 2 usage error.")]
+    Show {
+        bundle: PathBuf,
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show each signer's principal from this OpenSSH allowed_signers file; a signer not in it breaks the chain.
+        #[arg(long, value_name = "FILE")]
+        allowed_signers: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
 struct LimitArgs {
     /// Most bytes the archive may expand to, decompressed (`500MiB`, `200GiB`). Default: what the manifest beside
     /// it says the bundle holds plus 8 KiB per artifact and 128 MiB; without that manifest, 256 times the
@@ -301,7 +397,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
-        Command::Verify { bundle, json, limits } => verify_cmd(&bundle, json, &limits.limits()),
+        Command::Verify { bundle, json, limits, seal } => verify_cmd(&bundle, json, &limits.limits(), &seal),
+        Command::Custody(c) => custody_cmd(c),
         Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
         Command::List { config, json } => list_cmd(&config, json),
         Command::Check { profiles, collectors, config, out, json } => {
@@ -397,6 +494,9 @@ fn snapshot_cmd(args: SnapshotArgs) -> Result<u8, Failure> {
         for line in progress::closing_lines(&outcome.manifest, &outcome.bundle.archive, hint.as_deref(), errors) {
             eprintln!("{line}");
         }
+        if outcome.seal.configured() {
+            eprintln!("preserve: seal: {}", outcome.seal.summary());
+        }
     }
     Ok(outcome.exit_code() as u8)
 }
@@ -464,14 +564,75 @@ fn check_cmd(
     Ok(if report.all_can_run() { 0 } else { 3 })
 }
 
-fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
+fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits, seal_args: &SealArgs) -> Result<u8, Failure> {
+    let options = seal_args.options()?;
     let report = verify::verify_with(bundle, limits).or_exit(1)?;
+    let verified = seal::verify::check(report, &options);
     if json {
-        show_json(&report);
+        show_json(&verified);
     } else {
-        show(render::Verified { bundle, report: &report });
+        show(render::Verified { bundle, verified: &verified });
     }
-    Ok(if report.intact() { 0 } else { 1 })
+    Ok(if verified.intact() { 0 } else { 1 })
+}
+
+fn custody_cmd(command: CustodyCommand) -> Result<u8, Failure> {
+    match command {
+        CustodyCommand::Add { bundle, action, note, actor, key, agent_key, config } => {
+            let source = match (key, agent_key) {
+                (Some(key), _) => SignerSource::Key { reference: key.to_string(), key },
+                (None, Some(given)) => {
+                    let settings = SealSettings::resolve(preserve::config::SealConfig {
+                        agent_key: Some(given),
+                        ..Default::default()
+                    })
+                    .or_exit(2)?;
+                    settings.signer.ok_or(Failure { code: 2, message: "--agent-key: no key".into() })?
+                }
+                (None, None) => {
+                    Environment::load(config.config.as_deref(), &ProcessEnv).or_exit(2)?.seal.signer.ok_or(Failure {
+                        code: 2,
+                        message: "no key to sign with: give --key file:PATH or --agent-key, or set [seal] signing_key"
+                            .into(),
+                    })?
+                }
+            };
+            let signer = seal::signer::Signer::load(&source).or_exit(1)?;
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            let actor = actor
+                .unwrap_or_else(|| format!("{}@{host}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())));
+            let path = seal::custody::path_of(&bundle)
+                .ok_or(Failure { code: 2, message: format!("{}: not a bundle (`<id>.tar.zst`)", bundle.display()) })?;
+            let sha256 = seal::custody::archive_sha256(&bundle).or_exit(1)?;
+            let new = seal::custody::NewEntry { action, actor: &actor, note: &note, bundle_sha256: &sha256 };
+            let entry = seal::custody::append(&path, &signer, &new, &host).or_exit(1)?;
+            say(&format!(
+                "custody: entry {} ({}) appended to {} and signed by {}",
+                entry.seq,
+                entry.action.as_str(),
+                path.display(),
+                entry.key
+            ));
+            Ok(0)
+        }
+        CustodyCommand::Show { bundle, json, allowed_signers } => {
+            let allowed = allowed_signers.as_deref().map(seal::allowed::AllowedSigners::read).transpose().or_exit(2)?;
+            let path = seal::custody::path_of(&bundle)
+                .ok_or(Failure { code: 2, message: format!("{}: not a bundle (`<id>.tar.zst`)", bundle.display()) })?;
+            let text = seal::custody::read(&path).or_exit(1)?.ok_or(Failure {
+                code: 1,
+                message: format!("{}: no custody record beside this bundle", path.display()),
+            })?;
+            let sha256 = seal::custody::archive_sha256(&bundle).ok();
+            let chain = seal::custody::check(&text, sha256.as_deref(), allowed.as_ref());
+            if json {
+                show_json(&chain);
+            } else {
+                show(render::Custody { path: &path, chain: &chain });
+            }
+            Ok(if chain.broken.is_some() { 1 } else { 0 })
+        }
+    }
 }
 
 fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
@@ -480,6 +641,7 @@ fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<
         show_json(&m);
     } else {
         show(render::Inspect(&m));
+        show(format_args!("seal:     {}\n", seal::verify::glance(bundle)));
     }
     Ok(0)
 }

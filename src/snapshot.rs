@@ -22,6 +22,7 @@ use crate::{
     progress::Progress,
     redact::{FingerprintKey, Redactor, fingerprint::KeyError},
     runner::{self, PlannedCollector, RunContext, Stop},
+    seal::{SealRecord, Sealer},
     time::{self, Window},
 };
 
@@ -120,14 +121,19 @@ pub enum SnapshotError {
 pub struct Outcome {
     pub bundle: WrittenBundle,
     pub manifest: Manifest,
+    /// How the bundle was sealed (`[seal]`): its signature, timestamp and custody record, or why one is missing.
+    pub seal: SealRecord,
 }
 
 impl Outcome {
-    /// `0` complete, `3` partial, as the CLI promises.
+    /// `0` complete, `3` partial, as the CLI promises; `4` complete and `5` partial when a part of the seal that
+    /// `[seal]` asks for is missing (no signature, or no timestamp: the TSA was down, slow or answered garbage).
     pub fn exit_code(&self) -> i32 {
-        match self.manifest.status {
-            BundleStatus::Complete => 0,
-            BundleStatus::Partial => 3,
+        match (self.manifest.status, self.seal.incomplete()) {
+            (BundleStatus::Complete, false) => 0,
+            (BundleStatus::Partial, false) => 3,
+            (BundleStatus::Complete, true) => 4,
+            (BundleStatus::Partial, true) => 5,
         }
     }
 }
@@ -353,10 +359,14 @@ pub async fn execute(
     })?;
     let private = Arc::new(private);
     let staging_dir = private.path().to_path_buf();
+    // The key is read (or the agent asked) while the collectors run; a key that cannot sign is said, and the
+    // evidence is collected all the same.
+    let seal_settings = env.seal.clone();
+    let sealer = tokio::task::spawn_blocking(move || Arc::new(Sealer::prepare(&seal_settings)));
     let staging = Staging::create(private.clone(), env.zstd_level);
     let opts = ArchiveOptions {
         out: out.clone(),
-        staging: private,
+        staging: private.clone(),
         zstd_level: env.zstd_level,
         organization: env.organization.clone(),
     };
@@ -436,8 +446,20 @@ pub async fn execute(
         .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
         .and_then(|r| r)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
+    let seal = match sealer.await {
+        Ok(sealer) if env.seal.any() => {
+            if let Some(why) = sealer.signer_problem() {
+                progress.note(&format!("warning: the bundle is not signed: {why}"));
+            }
+            sealer.seal(private, out.clone(), &manifest.bundle_id, &written.sha256, stop.is_stopped()).await
+        }
+        _ => SealRecord::default(),
+    };
+    for (_, why) in seal.missing() {
+        progress.note(&format!("warning: {why}"));
+    }
     if let Err(e) = out.remove_private(&staging_name) {
         progress.note(&format!("could not remove staging directory {}: {e}", staging_dir.display()));
     }
-    Ok(Outcome { bundle: written, manifest })
+    Ok(Outcome { bundle: written, manifest, seal })
 }

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const PAIRS: [&str; 5] = ["audit-tamper", "postgres", "postgres+chain", "redis", "verify"];
+const PAIRS: [&str; 6] = ["audit-tamper", "postgres", "postgres+chain", "redis", "verify", "sealed"];
 
 #[test]
 fn small_scale_benchmark_reports_every_pair() {

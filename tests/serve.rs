@@ -89,7 +89,14 @@ fn side_manifest(bundle: &std::path::Path) -> serde_json::Value {
 async fn alertmanager_fires_audit_tamper_and_a_verified_bundle_carries_the_alert() {
     let ws = Workspace::new();
     let dir = slow_profiles(&ws, 0);
-    let sidecar = Sidecar::start(&ws, &dir, "");
+    // The sidecar signs every bundle it makes.
+    let key = ws.path().join("seal_key");
+    let made =
+        std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status();
+    assert!(made.unwrap().success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let allowed = ws.write("allowed_signers", format!("sidecar@example.org {public}"));
+    let sidecar = Sidecar::start(&ws, &dir, &format!("\n[seal]\nsigning_key = \"file:{}\"\n", key.display()));
     let am = Alertmanager::start(&ws, &sidecar.url);
     let c = client();
 
@@ -115,8 +122,21 @@ async fn alertmanager_fires_audit_tamper_and_a_verified_bundle_carries_the_alert
 
     let bundle = wait_for_bundles(&ws, 1, Duration::from_secs(30)).await.remove(0);
     assert!(bundle.file_name().unwrap().to_string_lossy().starts_with("preserve-audit-tamper-"), "{bundle:?}");
-    let verified = run(ws.preserve().arg("verify").arg(&bundle));
-    assert_eq!(verified.status.code(), Some(0), "the bundle verifies");
+    let id = bundle.file_name().unwrap().to_string_lossy().trim_end_matches(".tar.zst").to_string();
+    let run_record = ended(&c, &sidecar.url, &id).await;
+    assert!(run_record["seal"].as_str().unwrap().starts_with("signed by SHA256:"), "{run_record}");
+    let verified =
+        run(ws.preserve().args(["verify", "--require-signature", "--allowed-signers"]).arg(&allowed).arg(&bundle));
+    assert_eq!(verified.status.code(), Some(0), "the bundle verifies, signed by the sidecar's key");
+    let openssh = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-n", "preserve", "-I", "sidecar@example.org", "-f"])
+        .arg(&allowed)
+        .arg("-s")
+        .arg(format!("{}.sig", bundle.display()))
+        .stdin(std::fs::File::open(&bundle).unwrap())
+        .output()
+        .unwrap();
+    assert!(openssh.status.success(), "OpenSSH accepts the sidecar's signature");
 
     let m = manifest(&unpack(&bundle, &ws.path().join("x")));
     assert_eq!(m["profile"], "audit-tamper");
@@ -127,8 +147,7 @@ async fn alertmanager_fires_audit_tamper_and_a_verified_bundle_carries_the_alert
     let fingerprint = in_am[0]["fingerprint"].as_str().expect("alertmanager knows the alert's fingerprint");
     assert_eq!(received["fingerprint"], fingerprint, "and its fingerprint");
 
-    let id = bundle.file_name().unwrap().to_string_lossy().trim_end_matches(".tar.zst").to_string();
-    let run = &ended(&c, &sidecar.url, &id).await;
+    let run = &run_record;
     assert_eq!(run["status"], "complete");
     assert_eq!(run["alerts"][0]["fingerprint"], fingerprint);
     let sha = std::fs::read_to_string(format!("{}.sha256", bundle.display())).unwrap();

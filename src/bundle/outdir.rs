@@ -145,6 +145,17 @@ impl PrivateDir {
         Ok(renameat(self.fd.as_fd(), relative, out.fd(), name)?)
     }
 
+    /// Writes `content` as `<name>.partial` here, synced, and renames it into `out` as `name`: a side file appears
+    /// whole or not at all.
+    pub fn write_into(&self, out: &OutDir, name: &str, content: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let tmp = format!("{name}.partial");
+        let mut f = self.create_file(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        self.publish(&tmp, out, name)
+    }
+
     /// The directory holding the last component of `relative`, opened without following links (`None`: this
     /// one), and that last component.
     fn walk<'r>(&self, relative: &'r str, create: bool) -> io::Result<(Option<OwnedFd>, &'r str)> {

@@ -55,6 +55,14 @@ pub enum ProblemKind {
     Malformed,
     PayloadOxum,
     ManifestMismatch,
+    /// The `.sig` does not verify, is by a key not allowed, or is unreadable.
+    Signature,
+    /// The `.tsr` does not verify, stamps another digest, or does not chain to the CA.
+    Timestamp,
+    /// The custody record has a broken link, signature or entry.
+    Custody,
+    /// A seal layer that `--require-signature` or `--require-timestamp` asks for is absent.
+    Unsealed,
 }
 
 impl fmt::Display for ProblemKind {
@@ -94,7 +102,7 @@ impl Report {
     pub fn intact(&self) -> bool {
         self.problems.is_empty()
     }
-    fn problem(&mut self, path: impl Into<String>, kind: ProblemKind, detail: impl Into<String>) {
+    pub fn problem(&mut self, path: impl Into<String>, kind: ProblemKind, detail: impl Into<String>) {
         self.problems.push(Problem { path: path.into(), kind, detail: detail.into() });
     }
 }

@@ -60,6 +60,17 @@ pub enum WriteError {
     Publish { path: PathBuf, kept: PathBuf, source: io::Error },
 }
 
+/// The side files a bundle may have beyond its `.sha256` and `.manifest.json`: its signature, timestamp, custody
+/// record and the record of how it was sealed. They go with the bundle (retention deletes them with it).
+pub fn seal_file_names(bundle_id: &str) -> [String; 4] {
+    [
+        format!("{bundle_id}.tar.zst.sig"),
+        format!("{bundle_id}.tar.zst.tsr"),
+        format!("{bundle_id}.custody.jsonl"),
+        format!("{bundle_id}.seal.json"),
+    ]
+}
+
 /// Paths of a bundle's files, from its id and the output directory.
 pub fn bundle_paths(out_dir: &Path, bundle_id: &str) -> (PathBuf, PathBuf, PathBuf) {
     (
@@ -310,11 +321,7 @@ impl ArchiveStream {
     /// Writes a side file in the staging directory, synced, and renames it into place as `path`'s name.
     fn side_file(&self, path: &Path, content: &[u8]) -> io::Result<()> {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = format!("{name}.partial");
-        let mut f = self.opts.staging.create_file(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        self.opts.staging.publish(&tmp, &self.opts.out, &name)
+        self.opts.staging.write_into(&self.opts.out, &name, content)
     }
 }
 

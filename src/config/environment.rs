@@ -14,6 +14,7 @@ use super::{
     expand::{ExpandError, expand_vars},
     kubernetes::{KubernetesSettingError, KubernetesSite, Platform},
     location::ConfigError,
+    seal::{SealSettingError, SealSettings, SignerSource},
     serve::{ServeSettingError, ServeSettings},
     site::SiteConfig,
     url::strip_password,
@@ -45,6 +46,8 @@ enum SiteError {
     Serve(#[from] ServeSettingError),
     #[error(transparent)]
     Kubernetes(#[from] KubernetesSettingError),
+    #[error(transparent)]
+    Seal(#[from] SealSettingError),
     #[error("run.timeout and run.collector_timeout must be positive")]
     RunTimeoutNotPositive,
 }
@@ -96,6 +99,8 @@ pub struct Environment {
     pub serve: ServeSettings,
     /// The site's fingerprint key (`[redaction] fingerprint_key`), resolved when a snapshot is planned.
     pub fingerprint_key: Option<KeySource>,
+    /// The `[seal]` section: how bundles are signed and timestamped.
+    pub seal: SealSettings,
     /// Credential references whose values the redactor must know before anything is collected, with the
     /// setting that names each (`redis.password`, `redact_secrets[0]`, ...).
     pub redact_refs: Vec<(String, CredentialRef)>,
@@ -230,6 +235,10 @@ impl Environment {
             vars.entry("release".to_string()).or_insert_with(|| k.release.clone());
         }
 
+        let seal = SealSettings::resolve(std::mem::take(&mut c.seal))?;
+        if let Some(SignerSource::Key { key, .. }) = &seal.signer {
+            redact_refs.push(("seal.signing_key".to_string(), key.clone()));
+        }
         let listen = env.var("PRESERVE_LISTEN").or(c.serve.listen.take());
         let serve = ServeSettings::resolve(std::mem::take(&mut c.serve))?;
         let collector_timeout = c.run.collector_timeout.unwrap_or(SignedDuration::from_mins(2));
@@ -261,6 +270,7 @@ impl Environment {
             serve_token,
             serve,
             fingerprint_key,
+            seal,
             redact_refs,
             env_secrets,
         })

@@ -30,7 +30,7 @@ pub struct KubernetesSite {
     pub request_timeout: SignedDuration,
 }
 
-fn as_text<S: serde::Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_text<S: serde::Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&d.to_string())
 }
 

@@ -49,6 +49,33 @@ pub struct SiteConfig {
     /// Caracal installed by its Helm chart: present, log collectors read pod logs through the Kubernetes API and
     /// services without a static `[services]` list are discovered from their EndpointSlices.
     pub kubernetes: Option<KubernetesConfig>,
+    /// Sealing every bundle: an SSH signature, an RFC 3161 timestamp and the first custody entry.
+    #[serde(default)]
+    pub seal: SealConfig,
+}
+
+/// How bundles are sealed (`[seal]`). Without `signing_key` or `agent_key` bundles are not signed and get no custody
+/// record; without `tsa_url` they are not timestamped.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    /// An OpenSSH private key (Ed25519 or ECDSA P-256, not passphrase-protected), by reference:
+    /// `file:/etc/preserve/seal_ed25519` or `env:NAME`.
+    pub signing_key: Option<CredentialRef>,
+    /// Sign through the SSH agent instead, with the key it holds that has this public key: an OpenSSH public key
+    /// line (`ssh-ed25519 AAAA...`) or the path of a `.pub` file. The private key never needs to be on the host.
+    pub agent_key: Option<String>,
+    /// The agent's socket (default `SSH_AUTH_SOCK`).
+    pub agent_socket: Option<PathBuf>,
+    /// An RFC 3161 time-stamp authority to stamp every bundle's SHA-256 (`http://` or `https://`).
+    pub tsa_url: Option<String>,
+    /// PEM file of the certificate authority (or authorities) the TSA's certificate must chain to: checked on every
+    /// token received. Without it a token is checked for its digest and signature only.
+    pub tsa_ca_file: Option<PathBuf>,
+    /// Limit for the whole exchange with the TSA (default 10s); past it the bundle is left unstamped.
+    pub tsa_timeout: Option<SignedDuration>,
+    /// Who this host's custody entries name as the actor (default `preserve@<hostname>`).
+    pub actor: Option<String>,
 }
 
 /// The Kubernetes API and the Caracal release on it (`[kubernetes]`).

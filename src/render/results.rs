@@ -3,8 +3,13 @@
 use std::{fmt, path::Path};
 
 use crate::{
-    bundle::{fingerprints::Checked, verify::Report},
+    bundle::bounds::printable,
+    bundle::fingerprints::Checked,
     check,
+    seal::{
+        custody::Chain,
+        verify::{Layer, Verification},
+    },
     snapshot::Outcome,
 };
 
@@ -29,18 +34,21 @@ pub fn snapshot_json(outcome: &Outcome) -> serde_json::Value {
         "bundle_id": outcome.manifest.bundle_id,
         "status": outcome.manifest.status,
         "collectors": collectors,
+        "seal": outcome.seal,
+        "seal_findings": outcome.seal.missing().into_iter().map(|(code, why)| serde_json::json!({"code": code, "summary": why})).collect::<Vec<_>>(),
+        "exit_code": outcome.exit_code(),
     })
 }
 
-/// `preserve verify`: one line when intact, else every problem with the file at fault.
+/// `preserve verify`: one line when intact, else every problem with the file at fault; then each seal layer.
 pub struct Verified<'a> {
     pub bundle: &'a Path,
-    pub report: &'a Report,
+    pub verified: &'a Verification,
 }
 
 impl fmt::Display for Verified<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = self.report;
+        let r = &self.verified.bundle;
         if r.intact() {
             writeln!(
                 f,
@@ -50,13 +58,115 @@ impl fmt::Display for Verified<'_> {
                 r.payload_bytes,
                 r.archive_sha256,
                 if r.archive_hash_checked { ", matches .sha256" } else { ", no .sha256 beside it" }
-            )
+            )?;
         } else {
             writeln!(f, "NOT INTACT: {}", self.bundle.display())?;
             for p in &r.problems {
                 writeln!(f, "  {p}")?;
             }
-            Ok(())
+        }
+        let s = &self.verified.seal;
+        // A bundle sealed in no way, with no seal asked for, says nothing more than before.
+        if [&s.signature, &s.timestamp, &s.custody].iter().all(|l| matches!(l, Layer::Absent))
+            && !r.problems.iter().any(|p| p.kind == crate::bundle::verify::ProblemKind::Unsealed)
+        {
+            return Ok(());
+        }
+        for (name, layer) in [("signature", &s.signature), ("timestamp", &s.timestamp), ("custody", &s.custody)] {
+            writeln!(f, "{}", printable(&format!("{name:<10} {}", layer_line(layer))))?;
+        }
+        Ok(())
+    }
+}
+
+fn layer_line(layer: &Layer) -> String {
+    let text = |d: &serde_json::Value, k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    match layer {
+        Layer::Absent => "absent".to_string(),
+        Layer::Invalid { file, why } => format!("INVALID ({file}): {why}"),
+        Layer::Valid { file, detail } if file.ends_with(".sig") => {
+            let who = match detail.get("principals").and_then(|p| p.as_array()) {
+                Some(p) => format!(" = {}", p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")),
+                None => " (signer not checked: give --allowed-signers)".to_string(),
+            };
+            format!("valid: {} {}{who}", text(detail, "algorithm"), text(detail, "key"))
+        }
+        Layer::Valid { detail, file } if file.ends_with(".tsr") => format!(
+            "valid: {} by {}, digest matches, {}",
+            text(detail, "time"),
+            text(detail, "tsa"),
+            text(detail, "chain")
+        ),
+        Layer::Valid { detail, .. } => {
+            let signers: Vec<String> = detail
+                .get("signers")
+                .and_then(|s| s.as_array())
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let key = text(s, "key");
+                    match s.get("principals").and_then(|p| p.as_array()) {
+                        Some(p) => {
+                            format!("{key} = {}", p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
+                        }
+                        None => key,
+                    }
+                })
+                .collect();
+            let n = detail.get("entries").and_then(|v| v.as_u64()).unwrap_or(0);
+            format!(
+                "valid: {n} {}, every link holds; signed by {}",
+                if n == 1 { "entry" } else { "entries" },
+                signers.join("; ")
+            )
+        }
+    }
+}
+
+/// `preserve custody show`: each entry on a line, then the first broken link if any.
+pub struct Custody<'a> {
+    pub path: &'a Path,
+    pub chain: &'a Chain,
+}
+
+impl fmt::Display for Custody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", printable(&format!("custody record {}", self.path.display())))?;
+        for c in &self.chain.entries {
+            let e = &c.entry;
+            let who = c.principals.as_ref().map(|p| format!(" = {}", p.join(", "))).unwrap_or_default();
+            writeln!(
+                f,
+                "{}",
+                printable(&format!(
+                    "{:>3} {} {:<11} {} on {} ({}) signed {}{who}",
+                    e.seq,
+                    e.time,
+                    e.action.as_str(),
+                    e.actor,
+                    e.host,
+                    e.tool,
+                    e.key
+                ))
+            )?;
+            if !e.note.is_empty() {
+                writeln!(f, "      note: {}", printable(&e.note))?;
+            }
+        }
+        match &self.chain.broken {
+            Some(b) => writeln!(
+                f,
+                "{}",
+                printable(&format!(
+                    "BROKEN at {b}{}",
+                    if self.chain.unchecked_after > 0 {
+                        format!(" ({} entries after it are not vouched for)", self.chain.unchecked_after)
+                    } else {
+                        String::new()
+                    }
+                ))
+            ),
+            None => writeln!(f, "every link holds ({} entries)", self.chain.entries.len()),
         }
     }
 }

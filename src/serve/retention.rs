@@ -9,7 +9,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::{bundle::writer::bundle_paths, config::Retention};
+use crate::{
+    bundle::writer::{bundle_paths, seal_file_names},
+    config::Retention,
+};
 
 /// A finished bundle on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +69,9 @@ pub fn list(out_dir: &Path) -> std::io::Result<Vec<BundleFile>> {
             continue;
         }
         let (_, sha, manifest) = bundle_paths(out_dir, id);
-        let side: u64 = [sha, manifest].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+        let seal = seal_file_names(id).map(|n| out_dir.join(n));
+        let side: u64 =
+            [sha, manifest].iter().chain(&seal).filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         out.push(BundleFile {
             id: id.to_string(),
             bytes: meta.len() + side,
@@ -118,7 +123,7 @@ pub fn prune(out_dir: &Path, policy: Retention, in_progress: &HashSet<String>) -
             tracing::warn!(archive = %archive.display(), "retention: cannot delete {}: {e}", archive.display());
             continue;
         }
-        for p in [sha, manifest] {
+        for p in [sha, manifest].into_iter().chain(seal_file_names(&d.bundle.id).map(|n| out_dir.join(n))) {
             let _ = std::fs::remove_file(p);
         }
         deleted.push(d);

@@ -102,6 +102,8 @@ pub struct RunRecord {
     pub sha256: Option<String>,
     pub bytes: Option<u64>,
     pub error: Option<String>,
+    /// How the bundle was sealed (`[seal]`): `signed by ...; timestamped ...`, or what is missing and why.
+    pub seal: Option<String>,
 }
 
 /// Why a sidecar's snapshot wrote no bundle; shown as the run's `error` and logged.
@@ -349,6 +351,7 @@ impl Scheduler {
                     sha256: None,
                     bytes: None,
                     error: None,
+                    seal: None,
                 });
                 while st.history.len() > self.env.serve.listed_snapshots {
                     // The oldest finished run goes first: a queued or running one still takes alerts.
@@ -475,6 +478,9 @@ impl Scheduler {
                     q.id,
                     o.bundle.archive.display()
                 );
+                for (code, why) in o.seal.missing() {
+                    tracing::warn!(snapshot = q.id, code, "snapshot {}: {why}", q.id);
+                }
                 status
             }
             Err(e) => {
@@ -506,6 +512,7 @@ impl Scheduler {
                     r.bundle = Some(o.bundle.archive.clone());
                     r.sha256 = Some(o.bundle.sha256.clone());
                     r.bytes = Some(o.bundle.bytes);
+                    r.seal = o.seal.configured().then(|| o.seal.summary());
                 }
                 Err(e) => r.error = Some(shown(&e.to_string(), SHOWN_ERROR_BYTES)),
             }

@@ -3,7 +3,7 @@
 //! status: a 503 from `/ready` is evidence. Endpoints that change state or reveal secrets are refused, even when
 //! configured (caracal.md §4.3).
 
-use std::{io::Write, path::PathBuf, sync::Arc, time::Instant};
+use std::{io::Write, path::PathBuf, time::Instant};
 
 use async_trait::async_trait;
 use bytesize::ByteSize;
@@ -51,9 +51,7 @@ pub enum Error {
     #[error("ca_file {}: no certificate in it", .0.display())]
     NoCertificate(PathBuf),
     #[error(transparent)]
-    Tls(rustls::Error),
-    #[error("HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(crate::web::ClientError),
 }
 
 /// Settings of an `http` collector.
@@ -468,28 +466,19 @@ async fn reach(base: &str) -> Option<String> {
 }
 
 fn client(s: &HttpSource) -> Result<reqwest::Client, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut extra = Vec::new();
     if let Some(ca) = &s.ca_file {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
             .and_then(|i| i.collect())
             .map_err(|source| Error::CaFile { path: ca.clone(), source })?;
-        if roots.add_parsable_certificates(certs).0 == 0 {
+        let mut probe = rustls::RootCertStore::empty();
+        if probe.add_parsable_certificates(certs.clone()).0 == 0 {
             return Err(Error::NoCertificate(ca.clone()));
         }
+        extra = certs;
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(format!("{}/{}", crate::TOOL_NAME, crate::TOOL_VERSION))
-        .build()
-        .map_err(Error::Client)
+    crate::web::client(extra).map_err(Error::Client)
 }
 
 /// One GET: the body streamed (redacted) into `<instance>/<name>.body`, the response's metadata into

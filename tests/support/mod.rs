@@ -6,6 +6,7 @@ pub mod kube;
 pub mod postgres;
 pub mod redis;
 pub mod serve;
+pub mod tsa;
 
 use std::{
     path::{Path, PathBuf},
