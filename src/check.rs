@@ -93,6 +93,29 @@ impl Report {
 
 /// The site facts, from the filesystem only: which config, `CARACAL_HOME`, the output and Docker directories; on
 /// Kubernetes, the release and how the API is reached instead of the home and Docker directories.
+/// `[seal]`: whether the key can sign (the file is read, or the agent asked whether it holds the key) and which
+/// TSA stamps. The TSA is not asked here: a request to it is a real request to a third party.
+fn seal(env: &Environment) -> Option<SiteItem> {
+    if !env.seal.any() {
+        return None;
+    }
+    let (mut ok, mut parts) = (true, Vec::new());
+    match &env.seal.signer {
+        Some(source) => match crate::seal::signer::Signer::load(source) {
+            Ok(signer) => parts.push(format!("signs with {}", signer.fingerprint())),
+            Err(e) => {
+                ok = false;
+                parts.push(format!("bundles will NOT be signed: {e}"));
+            }
+        },
+        None => parts.push("not signed (no signing_key or agent_key)".to_string()),
+    }
+    if let Some(t) = &env.seal.tsa {
+        parts.push(format!("timestamped by {} (not asked here)", t.url));
+    }
+    Some(SiteItem { name: "seal", ok, detail: parts.join("; ") })
+}
+
 pub fn site(env: &Environment) -> Vec<SiteItem> {
     let mut items = Vec::new();
     items.push(SiteItem {
@@ -103,6 +126,7 @@ pub fn site(env: &Environment) -> Vec<SiteItem> {
             None => "built-in defaults for a Caracal Compose host (no --config, $PRESERVE_CONFIG unset)".into(),
         },
     });
+    items.extend(seal(env));
     if let Some(k) = &env.kubernetes {
         // A Helm install: Caracal is read through the Kubernetes API; no home, no Docker directory on this host.
         let via = match &k.kubeconfig {

@@ -487,3 +487,79 @@ fn the_custody_record_checks_by_hand_with_sed_and_ssh_keygen() {
     let prev = line2["entry"]["prev_sha256"].as_str().unwrap();
     assert!(text.lines().any(|l| l.starts_with(prev)), "the previous line's hash is line 2's link: {text}");
 }
+
+/// SIGTERM (an operator's Ctrl-C, the orchestrator's grace running out): the partial bundle is signed at once and the
+/// TSA is not asked, so a slow one cannot keep the process past its grace.
+#[test]
+fn an_interrupted_snapshot_is_signed_and_does_not_wait_for_the_tsa() {
+    use std::io::BufRead;
+    let s = site();
+    let hung = support::tsa::Tsa::start(&s.ws.path().join("hung"), Behaviour::Hang);
+    let key = keygen(&s.ws, "seal_key", &["-t", "ed25519"]);
+    let config = s.config(&format!(
+        "signing_key = \"file:{}\"\ntsa_url = \"{}\"\ntsa_timeout = \"2m\"\n",
+        key.display(),
+        hung.url
+    ));
+    let dir = collectors_dir(
+        &s.ws,
+        "slow.toml",
+        "[[collector]]\nname = \"slow\"\nkind = \"command\"\ntimeout = \"5m\"\nargv = [\"sh\", \"-c\", \"echo begun; sleep 300\"]\n",
+    );
+    let mut child =
+        s.ws.preserve()
+            .args(["snapshot", "-c", "slow", "--collectors"])
+            .arg(&dir)
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("collector slow: started"))), "the collector started");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let signalled = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(signalled.elapsed() < std::time::Duration::from_secs(60), "it did not wait out the TSA's 2 minutes");
+    assert_eq!(out.status.code(), Some(5), "partial, and not timestamped");
+    let bundle = s.ws.only_bundle();
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.display().to_string().replace(".tar.zst", ".seal.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["signature"]["state"], "written", "{record}");
+    assert!(record["timestamp"]["why"].as_str().unwrap().contains("stopped"), "{record}");
+    assert_eq!(hung.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "the TSA was never asked");
+    let allowed = allowed(&s.ws, &[("responder@example.org", &key)]);
+    let v = s.verify(&bundle, &["--allowed-signers", allowed.to_str().unwrap(), "--require-signature"]);
+    assert_eq!(v.status.code(), Some(0), "the partial bundle is whole and signed");
+}
+
+/// `preserve check` says at once whether the key can sign, before an incident finds out.
+#[test]
+fn check_says_whether_the_seal_key_can_sign() {
+    let s = site();
+    let key = keygen(&s.ws, "seal_key", &["-t", "ed25519"]);
+    let good = s.config(&format!("signing_key = \"file:{}\"\ntsa_url = \"http://127.0.0.1:9/tsr\"\n", key.display()));
+    let out =
+        run(s.ws.preserve().args(["check", "-c", "ev", "--collectors"]).arg(&s.collectors).arg("--config").arg(&good));
+    let text = stdout(&out);
+    let line = text.lines().find(|l| l.contains("seal")).unwrap_or_else(|| panic!("no seal line: {text}"));
+    assert!(line.contains("signs with SHA256:") && line.contains("http://127.0.0.1:9/tsr"), "{line}");
+
+    let rsa = keygen(&s.ws, "rsa_key", &["-t", "rsa", "-b", "2048"]);
+    let bad = s.config(&format!("signing_key = \"file:{}\"\n", rsa.display()));
+    let out = run(s
+        .ws
+        .preserve()
+        .args(["check", "-c", "ev", "--json", "--collectors"])
+        .arg(&s.collectors)
+        .arg("--config")
+        .arg(&bad));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let item = report["site"].as_array().unwrap().iter().find(|i| i["name"] == "seal").expect("a seal item");
+    assert_eq!(item["ok"], false);
+    assert!(item["detail"].as_str().unwrap().contains("ssh-rsa keys cannot sign bundles"), "{item}");
+}

@@ -423,7 +423,9 @@ async fn retention_keeps_the_newest_and_never_touches_the_bundle_being_written()
     let mut earlier = Vec::new();
     for (i, hours) in [3u64, 2, 1].iter().enumerate() {
         let id = format!("preserve-full-2026112{i}T000000Z-0000000{i}");
-        for suffix in [".tar.zst", ".tar.zst.sha256", ".manifest.json"] {
+        // Sealed: the signature, timestamp, custody record and seal record go with it.
+        let suffixes = [".tar.zst", ".tar.zst.sha256", ".manifest.json", ".tar.zst.sig", ".tar.zst.tsr"];
+        for suffix in suffixes.iter().chain(&[".custody.jsonl", ".seal.json"]) {
             let p = ws.write(&format!("out/{id}{suffix}"), "earlier evidence");
             std::fs::File::options()
                 .write(true)
@@ -467,9 +469,12 @@ async fn retention_keeps_the_newest_and_never_touches_the_bundle_being_written()
     let mut left: Vec<String> =
         std::fs::read_dir(ws.out()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     left.sort();
-    let mut expected: Vec<String> = [&earlier[2], &id]
+    let sealed = [".custody.jsonl", ".manifest.json", ".seal.json", ".tar.zst", ".tar.zst.sha256", ".tar.zst.sig"];
+    let mut expected: Vec<String> = sealed
         .iter()
-        .flat_map(|i| [".manifest.json", ".tar.zst", ".tar.zst.sha256"].map(|s| format!("{i}{s}")))
+        .chain(&[".tar.zst.tsr"])
+        .map(|s| format!("{}{s}", earlier[2]))
+        .chain([".manifest.json", ".tar.zst", ".tar.zst.sha256"].map(|s| format!("{id}{s}")))
         .collect();
     expected.sort();
     assert_eq!(left, expected);
