@@ -219,7 +219,7 @@ for r in $(seq "$rounds"); do
     'pg_dump|zstd' pg_dump_zstd "$r"
   want redis && pair redis preserve:redis-dlq "snap -c bench-redis-dlq --collectors '$work/c'" redis-cli:XRANGE xrange "$r"
   want sealed && pair sealed preserve:audit-tamper+seal "sealed_snap --profile audit-tamper" \
-    preserve:audit-tamper "snap --profile audit-tamper" "$r"
+    preserve:unsealed "snap --profile audit-tamper" "$r"
 done
 read -r _ u1 n1 s1 i1 _ < /proc/stat
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
