@@ -525,10 +525,9 @@ fn an_interrupted_snapshot_is_signed_and_does_not_wait_for_the_tsa() {
     assert!(signalled.elapsed() < std::time::Duration::from_secs(60), "it did not wait out the TSA's 2 minutes");
     assert_eq!(out.status.code(), Some(5), "partial, and not timestamped");
     let bundle = s.ws.only_bundle();
-    let record: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(bundle.display().to_string().replace(".tar.zst", ".seal.json")).unwrap(),
-    )
-    .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.display().to_string().replace(".tar.zst", ".seal.json")).unwrap())
+            .unwrap();
     assert_eq!(record["signature"]["state"], "written", "{record}");
     assert!(record["timestamp"]["why"].as_str().unwrap().contains("stopped"), "{record}");
     assert_eq!(hung.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "the TSA was never asked");
@@ -562,4 +561,36 @@ fn check_says_whether_the_seal_key_can_sign() {
     let item = report["site"].as_array().unwrap().iter().find(|i| i["name"] == "seal").expect("a seal item");
     assert_eq!(item["ok"], false);
     assert!(item["detail"].as_str().unwrap().contains("ssh-rsa keys cannot sign bundles"), "{item}");
+}
+
+/// Side files are hostile input like the rest: a link is not followed, a huge file is not read, and what a forged
+/// record says is shown cut and escaped.
+#[test]
+fn hostile_seal_side_files_are_refused_unread_and_never_echoed() {
+    let f = sealed();
+    let (sig, tsr, custody) = (with_suffix(&f.a, ".sig"), with_suffix(&f.a, ".tsr"), custody_of(&f.a));
+    let (kept_sig, kept_tsr) = (f.keep(&sig), f.keep(&tsr));
+    std::fs::remove_file(&sig).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", &sig).unwrap();
+    f.caught("signature", "a symbolic link, which preserve never makes; not followed");
+    std::fs::remove_file(&sig).unwrap();
+    std::fs::write(&sig, kept_sig).unwrap();
+
+    let big = std::fs::File::create(&tsr).unwrap();
+    big.set_len(3 << 30).unwrap();
+    f.caught("timestamp", "over the 1.0 MiB bound for this file; not read");
+    std::fs::write(&tsr, kept_tsr).unwrap();
+
+    let mut text = std::fs::read_to_string(&custody).unwrap();
+    text.push_str(&format!(
+        "{{\"entry\":{{\"seq\":\"\\u001b]0;pwned\\u0007{}\"}},\"signature\":\"x\"}}\n",
+        "A".repeat(5000)
+    ));
+    std::fs::write(&custody, text).unwrap();
+    let all = ["--allowed-signers", f.allowed.to_str().unwrap()];
+    let v = f.s.verify(&f.a, &all);
+    assert_eq!(v.status.code(), Some(1));
+    let out = stdout(&v);
+    assert!(out.contains("line 4: not a custody entry: invalid type: string"), "{out}");
+    assert!(!out.contains('\u{1b}') && !out.contains(&"A".repeat(200)), "the forged text is cut and escaped: {out}");
 }

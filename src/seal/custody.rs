@@ -248,8 +248,11 @@ fn check_line(
     if line.len() > LINE_LIMIT {
         return Err(format!("longer than {LINE_LIMIT} bytes"));
     }
-    let parsed: Line = serde_json::from_slice(line).map_err(|e| format!("not a custody line: {e}"))?;
-    let entry: Entry = serde_json::from_str(parsed.entry.get()).map_err(|e| format!("not a custody entry: {e}"))?;
+    // serde quotes what it could not take, which is whatever the record's writer put there: cut and escaped.
+    let shown = |e: serde_json::Error| crate::bundle::bounds::excerpt(e.to_string().as_bytes());
+    let parsed: Line = serde_json::from_slice(line).map_err(|e| format!("not a custody line: {}", shown(e)))?;
+    let entry: Entry =
+        serde_json::from_str(parsed.entry.get()).map_err(|e| format!("not a custody entry: {}", shown(e)))?;
     if entry.seq != seq {
         return Err(format!("sequence number {} where {seq} belongs (an entry dropped, moved or inserted)", entry.seq));
     }

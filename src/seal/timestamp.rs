@@ -198,7 +198,7 @@ pub fn peek(tsr: &[u8]) -> Option<(Timestamp, String)> {
     let time = Timestamp::try_from(tst.gen_time.to_system_time()).ok()?;
     let signer = sd.signer_infos.0.iter().next()?;
     let certs = certificates(&sd);
-    let tsa = find_signer(&signer.sid, &certs, &[]).map(|c| c.tbs_certificate.subject.to_string());
+    let tsa = find_signer(&signer.sid, &certs, &[]).map(|c| subject(&c));
     Some((time, tsa.unwrap_or_else(|| "an unnamed TSA".into())))
 }
 
@@ -283,18 +283,27 @@ fn check_token(
     };
     Ok(Stamp {
         time,
-        tsa: signer.tbs_certificate.subject.to_string(),
+        tsa: subject(&signer),
         serial: hex::encode(tst.serial_number.as_bytes()),
         policy: tst.policy.to_string(),
         anchored_to,
     })
 }
 
-/// The certificates a SignedData carries.
+/// A certificate's subject as shown: a token is whatever its author made it, so a name is cut to 256 characters.
+fn subject(cert: &Certificate) -> String {
+    const SHOWN: usize = 256;
+    let name = cert.tbs_certificate.subject.to_string();
+    if name.chars().count() > SHOWN { name.chars().take(SHOWN).chain(['…']).collect() } else { name }
+}
+
+/// The certificates a SignedData carries (a real token has one to three; at most 16 are looked at, so a crafted
+/// token cannot make the chain search verify signatures by the thousand).
 fn certificates(sd: &SignedData) -> Vec<Certificate> {
     sd.certificates
         .iter()
         .flat_map(|set| set.0.iter())
+        .take(16)
         .filter_map(|c| match c {
             cms::cert::CertificateChoices::Certificate(c) => Some(c.clone()),
             _ => None,
@@ -348,16 +357,16 @@ fn chain_to(leaf: &Certificate, certs: &[Certificate], anchors: &[Certificate]) 
                 && verify_signature(issuer, sig_alg, digest_of_signature(sig_alg), &tbs, sig).is_ok()
         };
         if let Some(anchor) = anchors.iter().find(|a| verified_by(a)) {
-            return Ok(anchor.tbs_certificate.subject.to_string());
+            return Ok(subject(anchor));
         }
         // The anchor itself may be in the token: then it is the CA file's certificate that counts.
         if anchors.iter().any(|a| a == &current) {
-            return Ok(current.tbs_certificate.subject.to_string());
+            return Ok(subject(&current));
         }
         let Some(next) = certs.iter().find(|c| *c != &current && verified_by(c)) else {
             return Err(format!(
                 "the TSA's certificate does not chain to the given CA (no issuer for {})",
-                current.tbs_certificate.subject
+                subject(&current)
             ));
         };
         current = next.clone();
