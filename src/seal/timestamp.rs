@@ -13,7 +13,6 @@ use std::time::Duration;
 use cmpv2::status::PkiStatus;
 use cms::{
     cert::IssuerAndSerialNumber,
-    content_info::ContentInfo,
     signed_data::{SignedData, SignerIdentifier},
 };
 use der::{
@@ -88,12 +87,17 @@ pub fn request(digest: &[u8; 32], nonce: &[u8; 8]) -> Vec<u8> {
         version: TspVersion::V1,
         message_imprint: imprint(digest),
         req_policy: None,
-        // A positive INTEGER: the top bit cleared.
-        nonce: Int::new(&[&[nonce[0] & 0x7f], &nonce[1..]].concat()).ok(),
+        nonce: nonce_int(nonce),
         cert_req: true,
         extensions: None,
     };
     req.to_der().unwrap_or_default()
+}
+
+/// The nonce as the INTEGER sent: positive (top bit cleared) and with a first byte that is not zero, so its
+/// encoding is already the minimal one a TSA echoes back byte for byte.
+fn nonce_int(nonce: &[u8; 8]) -> Option<Int> {
+    Int::new(&[&[(nonce[0] & 0x7f).max(1)], &nonce[1..]].concat()).ok()
 }
 
 fn imprint(digest: &[u8; 32]) -> MessageImprint {
@@ -181,45 +185,58 @@ pub fn check(
     ca: Option<&[Certificate]>,
     nonce: Option<&[u8; 8]>,
 ) -> Result<Stamp, String> {
-    let resp = TimeStampResp::from_der(tsr).map_err(|e| format!("not an RFC 3161 time-stamp response: {e}"))?;
-    if !matches!(resp.status.status, PkiStatus::Accepted | PkiStatus::GrantedWithMods) {
-        return Err(format!("the TSA refused the request (status {:?})", resp.status.status));
+    check_token(&Token::open(tsr)?, digest, ca, nonce)
+}
+
+/// A granted answer's token, opened: its SignedData, the TSTInfo's bytes (what its signature covers) and the
+/// TSTInfo read from them, and the certificates it carries.
+struct Token {
+    sd: SignedData,
+    tst_der: OctetString,
+    tst: TstInfo,
+    certs: Vec<Certificate>,
+}
+
+impl Token {
+    fn open(tsr: &[u8]) -> Result<Self, String> {
+        let resp = TimeStampResp::from_der(tsr).map_err(|e| format!("not an RFC 3161 time-stamp response: {e}"))?;
+        if !matches!(resp.status.status, PkiStatus::Accepted | PkiStatus::GrantedWithMods) {
+            return Err(format!("the TSA refused the request (status {:?})", resp.status.status));
+        }
+        let token = resp.time_stamp_token.ok_or("the response holds no token")?;
+        if token.content_type != SIGNED_DATA {
+            return Err("the token is not CMS SignedData".into());
+        }
+        let sd = SignedData::from_der(&token.content.to_der().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("the token's SignedData cannot be read: {e}"))?;
+        if sd.encap_content_info.econtent_type != TST_INFO {
+            return Err("the token does not hold a TSTInfo".into());
+        }
+        let econtent = sd.encap_content_info.econtent.as_ref().ok_or("the token's TSTInfo is missing")?;
+        let tst_der = OctetString::from_der(&econtent.to_der().map_err(|e| e.to_string())?)
+            .map_err(|e| format!("the token's content is not an OCTET STRING: {e}"))?;
+        let tst = TstInfo::from_der(tst_der.as_bytes()).map_err(|e| format!("the TSTInfo cannot be read: {e}"))?;
+        let certs = certificates(&sd);
+        Ok(Self { sd, tst_der, tst, certs })
     }
-    let token = resp.time_stamp_token.ok_or("the response holds no token")?;
-    check_token(&token, digest, ca, nonce)
 }
 
 /// The stamped time and the signer's subject, read without checking anything (for `inspect`).
 pub fn peek(tsr: &[u8]) -> Option<(Timestamp, String)> {
-    let resp = TimeStampResp::from_der(tsr).ok()?;
-    let sd = SignedData::from_der(&resp.time_stamp_token?.content.to_der().ok()?).ok()?;
-    let econtent = sd.encap_content_info.econtent.as_ref()?;
-    let tst = TstInfo::from_der(OctetString::from_der(&econtent.to_der().ok()?).ok()?.as_bytes()).ok()?;
+    let Token { sd, tst, certs, .. } = Token::open(tsr).ok()?;
     let time = Timestamp::try_from(tst.gen_time.to_system_time()).ok()?;
     let signer = sd.signer_infos.0.iter().next()?;
-    let certs = certificates(&sd);
     let tsa = find_signer(&signer.sid, &certs, &[]).map(|c| subject(&c));
     Some((time, tsa.unwrap_or_else(|| "an unnamed TSA".into())))
 }
 
 fn check_token(
-    token: &ContentInfo,
+    token: &Token,
     digest: &[u8; 32],
     ca: Option<&[Certificate]>,
     nonce: Option<&[u8; 8]>,
 ) -> Result<Stamp, String> {
-    if token.content_type != SIGNED_DATA {
-        return Err("the token is not CMS SignedData".into());
-    }
-    let sd = SignedData::from_der(&token.content.to_der().map_err(|e| e.to_string())?)
-        .map_err(|e| format!("the token's SignedData cannot be read: {e}"))?;
-    if sd.encap_content_info.econtent_type != TST_INFO {
-        return Err("the token does not hold a TSTInfo".into());
-    }
-    let econtent = sd.encap_content_info.econtent.as_ref().ok_or("the token's TSTInfo is missing")?;
-    let tst_der = OctetString::from_der(&econtent.to_der().map_err(|e| e.to_string())?)
-        .map_err(|e| format!("the token's content is not an OCTET STRING: {e}"))?;
-    let tst = TstInfo::from_der(tst_der.as_bytes()).map_err(|e| format!("the TSTInfo cannot be read: {e}"))?;
+    let Token { sd, tst_der, tst, certs } = token;
 
     if tst.message_imprint.hash_algorithm.oid != SHA256 {
         return Err(format!("the token stamps a {} digest, not SHA-256", tst.message_imprint.hash_algorithm.oid));
@@ -232,16 +249,15 @@ fn check_token(
         ));
     }
     if let Some(sent) = nonce {
-        let expected = Int::new(&[&[sent[0] & 0x7f], &sent[1..]].concat()).map_err(|e| e.to_string())?;
-        if tst.nonce.as_ref().map(Int::as_bytes) != Some(expected.as_bytes()) {
+        let sent = nonce_int(sent).ok_or("the request's nonce cannot be encoded")?;
+        if tst.nonce.as_ref().map(Int::as_bytes) != Some(sent.as_bytes()) {
             return Err("the token's nonce is not the request's (a replayed or misdirected answer)".into());
         }
     }
     let time = Timestamp::try_from(tst.gen_time.to_system_time()).map_err(|e| e.to_string())?;
 
     let signer_info = sd.signer_infos.0.iter().next().ok_or("the token has no signer")?;
-    let certs = certificates(&sd);
-    let signer = find_signer(&signer_info.sid, &certs, ca.unwrap_or_default())
+    let signer = find_signer(&signer_info.sid, certs, ca.unwrap_or_default())
         .ok_or("the signer's certificate is neither in the token nor among the CA certificates")?;
 
     // The signed attributes bind the TSTInfo: its content type and digest, signed by the TSA's key.
@@ -278,7 +294,7 @@ fn check_token(
         return Err("the TSA's certificate was not valid at the stamped time".into());
     }
     let anchored_to = match ca {
-        Some(anchors) => Some(chain_to(&signer, &certs, anchors)?),
+        Some(anchors) => Some(chain_to(&signer, certs, anchors)?),
         None => None,
     };
     Ok(Stamp {
@@ -439,5 +455,23 @@ fn verify_signature(
             }
         }
         (key, alg) => Err(format!("unsupported key {key} or signature algorithm {alg}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TSA reads the nonce as a number and echoes it minimally encoded: a nonce sent with a leading zero byte
+    /// (one random nonce in 256 once its top bit was cleared) would come back as other bytes and fail the check.
+    #[test]
+    fn every_nonce_is_sent_minimally_encoded_and_positive() {
+        for first in [0x00u8, 0x80, 0x01, 0x7f, 0xff] {
+            let req = TimeStampReq::from_der(&request(&[7; 32], &[first, 0x05, 1, 2, 3, 4, 5, 6])).unwrap();
+            let nonce = req.nonce.expect("a nonce is sent");
+            let bytes = nonce.as_bytes();
+            assert_eq!(bytes.len(), 8, "{first:#x}: {bytes:?}");
+            assert!(bytes[0] != 0 && bytes[0] < 0x80, "{first:#x}: {bytes:?}");
+        }
     }
 }
