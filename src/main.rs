@@ -580,7 +580,7 @@ fn custody_cmd(command: CustodyCommand) -> Result<u8, Failure> {
     match command {
         CustodyCommand::Add { bundle, action, note, actor, key, agent_key, config } => {
             let source = match (key, agent_key) {
-                (Some(key), _) => SignerSource::Key { reference: key.to_string(), key },
+                (Some(key), _) => SignerSource::Key { key },
                 (None, Some(given)) => {
                     let settings = SealSettings::resolve(preserve::config::SealConfig {
                         agent_key: Some(given),

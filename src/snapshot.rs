@@ -361,8 +361,10 @@ pub async fn execute(
     let staging_dir = private.path().to_path_buf();
     // The key is read (or the agent asked) while the collectors run; a key that cannot sign is said, and the
     // evidence is collected all the same.
-    let seal_settings = env.seal.clone();
-    let sealer = tokio::task::spawn_blocking(move || Arc::new(Sealer::prepare(&seal_settings)));
+    let sealer = env.seal.any().then(|| {
+        let settings = env.seal.clone();
+        tokio::task::spawn_blocking(move || Arc::new(Sealer::prepare(&settings)))
+    });
     let staging = Staging::create(private.clone(), env.zstd_level);
     let opts = ArchiveOptions {
         out: out.clone(),
@@ -446,14 +448,15 @@ pub async fn execute(
         .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
         .and_then(|r| r)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
-    let seal = match sealer.await {
-        Ok(sealer) if env.seal.any() => {
-            if let Some(why) = sealer.signer_problem() {
-                progress.note(&format!("warning: the bundle is not signed: {why}"));
+    // A part that could not be made (the key unreadable, the TSA down) is said once, below, with why.
+    let seal = match sealer {
+        None => SealRecord::default(),
+        Some(prepared) => match prepared.await {
+            Err(e) => SealRecord::missing_as_asked(&env.seal, &format!("the key could not be loaded: {e}")),
+            Ok(sealer) => {
+                sealer.seal(private, out.clone(), &manifest.bundle_id, &written.sha256, stop.is_stopped()).await
             }
-            sealer.seal(private, out.clone(), &manifest.bundle_id, &written.sha256, stop.is_stopped()).await
-        }
-        _ => SealRecord::default(),
+        },
     };
     for (_, why) in seal.missing() {
         progress.note(&format!("warning: {why}"));

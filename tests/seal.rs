@@ -79,6 +79,12 @@ fn with_suffix(bundle: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{}{suffix}", bundle.display()))
 }
 
+/// The `<id>.seal.json` beside a bundle, parsed.
+fn seal_record(bundle: &Path) -> serde_json::Value {
+    let path = bundle.display().to_string().replace(".tar.zst", ".seal.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn custody_of(bundle: &Path) -> PathBuf {
     PathBuf::from(bundle.display().to_string().replace(".tar.zst", ".custody.jsonl"))
 }
@@ -268,10 +274,7 @@ fn a_tsa_down_hung_or_stamping_another_digest_costs_no_evidence() {
         let bundle = PathBuf::from(summary["bundle"].as_str().unwrap());
         assert!(!before.contains(&bundle));
         assert!(!with_suffix(&bundle, ".tsr").exists(), "{url}: no token is kept");
-        let record: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(bundle.display().to_string().replace(".tar.zst", ".seal.json")).unwrap(),
-        )
-        .unwrap();
+        let record = seal_record(&bundle);
         assert_eq!(record["timestamp"]["state"], "missing");
         assert!(record["timestamp"]["why"].as_str().unwrap().contains(says));
         assert_eq!(s.verify(&bundle, &[]).status.code(), Some(0), "{url}: the bundle verifies");
@@ -525,9 +528,7 @@ fn an_interrupted_snapshot_is_signed_and_does_not_wait_for_the_tsa() {
     assert!(signalled.elapsed() < std::time::Duration::from_secs(60), "it did not wait out the TSA's 2 minutes");
     assert_eq!(out.status.code(), Some(5), "partial, and not timestamped");
     let bundle = s.ws.only_bundle();
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.display().to_string().replace(".tar.zst", ".seal.json")).unwrap())
-            .unwrap();
+    let record = seal_record(&bundle);
     assert_eq!(record["signature"]["state"], "written", "{record}");
     assert!(record["timestamp"]["why"].as_str().unwrap().contains("stopped"), "{record}");
     assert_eq!(hung.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "the TSA was never asked");

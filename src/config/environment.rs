@@ -236,7 +236,7 @@ impl Environment {
         }
 
         let seal = SealSettings::resolve(std::mem::take(&mut c.seal))?;
-        if let Some(SignerSource::Key { key, .. }) = &seal.signer {
+        if let Some(SignerSource::Key { key }) = &seal.signer {
             redact_refs.push(("seal.signing_key".to_string(), key.clone()));
         }
         let listen = env.var("PRESERVE_LISTEN").or(c.serve.listen.take());

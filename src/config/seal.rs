@@ -12,11 +12,7 @@ use super::{credential::CredentialRef, site::SealConfig};
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum SignerSource {
     /// An OpenSSH private key file's contents, by reference.
-    Key {
-        reference: String,
-        #[serde(skip)]
-        key: CredentialRef,
-    },
+    Key { key: CredentialRef },
     /// The key with this public key, held by the SSH agent at `socket` (`None`: `SSH_AUTH_SOCK` when signing).
     Agent { public_key: String, socket: Option<PathBuf> },
 }
@@ -70,7 +66,7 @@ impl SealSettings {
     pub fn resolve(c: SealConfig) -> Result<Self, SealSettingError> {
         let signer = match (c.signing_key, c.agent_key) {
             (Some(_), Some(_)) => return Err(SealSettingError::TwoSigners),
-            (Some(key), None) => Some(SignerSource::Key { reference: key.to_string(), key }),
+            (Some(key), None) => Some(SignerSource::Key { key }),
             (None, Some(given)) => {
                 Some(SignerSource::Agent { public_key: public_key_line(&given)?, socket: c.agent_socket })
             }

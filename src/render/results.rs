@@ -73,25 +73,26 @@ impl fmt::Display for Verified<'_> {
             return Ok(());
         }
         for (name, layer) in [("signature", &s.signature), ("timestamp", &s.timestamp), ("custody", &s.custody)] {
-            writeln!(f, "{}", printable(&format!("{name:<10} {}", layer_line(layer))))?;
+            writeln!(f, "{}", printable(&format!("{name:<10} {}", layer_line(name, layer))))?;
         }
         Ok(())
     }
 }
 
-fn layer_line(layer: &Layer) -> String {
+/// One seal layer (`signature`, `timestamp` or `custody`) as found.
+fn layer_line(name: &str, layer: &Layer) -> String {
     let text = |d: &serde_json::Value, k: &str| d.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
     match layer {
         Layer::Absent => "absent".to_string(),
         Layer::Invalid { file, why } => format!("INVALID ({file}): {why}"),
-        Layer::Valid { file, detail } if file.ends_with(".sig") => {
+        Layer::Valid { detail, .. } if name == "signature" => {
             let who = match detail.get("principals").and_then(|p| p.as_array()) {
                 Some(p) => format!(" = {}", p.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")),
                 None => " (signer not checked: give --allowed-signers)".to_string(),
             };
             format!("valid: {} {}{who}", text(detail, "algorithm"), text(detail, "key"))
         }
-        Layer::Valid { detail, file } if file.ends_with(".tsr") => format!(
+        Layer::Valid { detail, .. } if name == "timestamp" => format!(
             "valid: {} by {}, digest matches, {}",
             text(detail, "time"),
             text(detail, "tsa"),

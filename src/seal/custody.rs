@@ -303,28 +303,12 @@ pub fn path_of(archive: &Path) -> Option<PathBuf> {
 
 /// Reads the custody record's text, bounded, never following a link.
 pub fn read(path: &Path) -> Result<Option<Vec<u8>>, CustodyError> {
-    use crate::bundle::bounds::{Side, read_side};
-    match read_side(path, FILE_LIMIT, "").map_err(|source| CustodyError::Io { path: path.to_path_buf(), source })? {
-        Side::Absent => Ok(None),
-        Side::Read(b) => Ok(Some(b)),
-        Side::Unread(why) => {
-            Err(CustodyError::Io { path: path.to_path_buf(), source: io::Error::other(why.to_string()) })
-        }
-    }
+    super::read_side_file(path, FILE_LIMIT)
+        .map_err(|why| CustodyError::Io { path: path.to_path_buf(), source: io::Error::other(why) })
 }
 
 /// The SHA-256 of the archive at `archive`, read again (custody entries added later are about the archive as it is
 /// now: one that changed since it was sealed gets no entry).
 pub fn archive_sha256(archive: &Path) -> io::Result<String> {
-    let mut f = crate::bundle::outdir::open_no_follow(archive)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::other(format!("{} is not a regular file", archive.display())));
-    }
-    let (mut h, mut buf) = (Sha256::new(), vec![0u8; 1 << 20]);
-    loop {
-        match f.read(&mut buf)? {
-            0 => return Ok(hex::encode(h.finalize())),
-            n => h.update(&buf[..n]),
-        }
-    }
+    super::digest_of::<Sha256>(archive).map(hex::encode)
 }

@@ -8,7 +8,7 @@ pub mod signer;
 pub mod timestamp;
 pub mod verify;
 
-use std::sync::Arc;
+use std::{io::Read, path::Path, sync::Arc};
 
 use serde::Serialize;
 
@@ -18,6 +18,39 @@ use crate::{
 };
 use custody::{Action, NewEntry};
 use signer::{NAMESPACE, Signer};
+
+/// The digest of the archive at `archive`, read once more through a handle that follows no link: for a signature
+/// made by hand (SHA-512), and for a custody entry added later (about the archive as it is now).
+fn digest_of<D: sha2::Digest>(archive: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = crate::bundle::outdir::open_no_follow(archive)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!("{} is not a regular file", archive.display())));
+    }
+    let (mut h, mut buf) = (D::new(), vec![0u8; 1 << 20]);
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(h.finalize().to_vec()),
+            n => h.update(&buf[..n]),
+        }
+    }
+}
+
+/// A SHA-256 given in hex, as bytes.
+fn digest32(hex_sha256: &str) -> Option<[u8; 32]> {
+    hex::decode(hex_sha256).ok().and_then(|d| d.try_into().ok())
+}
+
+/// A seal side file beside an archive, bounded by `cap` and never through a link (`bounds::read_side`); `None`
+/// when it is absent, `Err` saying why it was left unread.
+fn read_side_file(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
+    use crate::bundle::bounds::{Side, read_side};
+    match read_side(path, cap, "") {
+        Ok(Side::Absent) => Ok(None),
+        Ok(Side::Read(b)) => Ok(Some(b)),
+        Ok(Side::Unread(why)) => Err(why.to_string()),
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
+}
 
 /// One part of a bundle's seal, as sealing left it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -57,6 +90,16 @@ pub struct SealRecord {
 }
 
 impl SealRecord {
+    /// Every part `settings` asks for missing, for `why`; the others not configured.
+    pub fn missing_as_asked(settings: &SealSettings, why: &str) -> Self {
+        let part = |asked: bool| match asked {
+            true => Part::Missing { why: why.to_string() },
+            false => Part::NotConfigured,
+        };
+        let signed = settings.signer.is_some();
+        Self { signature: part(signed), timestamp: part(settings.tsa.is_some()), custody: part(signed) }
+    }
+
     /// Whether a part `[seal]` asks for is missing.
     pub fn incomplete(&self) -> bool {
         [&self.signature, &self.timestamp, &self.custody].iter().any(|p| p.missing().is_some())
@@ -103,8 +146,9 @@ impl SealRecord {
     }
 }
 
-/// Seals bundles as `[seal]` says. Made before the collectors run, so a key that cannot be read is known at once
-/// (and said), but never stops the evidence from being collected: the bundle is then written unsigned.
+/// Seals bundles as `[seal]` says. Made while the collectors run (the key read, the agent asked), so a slow agent
+/// costs no time; a key that cannot sign never stops the evidence from being collected: the bundle is then written
+/// unsigned, and why is said with the other missing parts.
 #[derive(Debug)]
 pub struct Sealer {
     signer: Option<Result<Signer, String>>,
@@ -155,11 +199,6 @@ impl Sealer {
         (signature, custody)
     }
 
-    /// Why the signing key cannot sign, when it cannot.
-    pub fn signer_problem(&self) -> Option<&str> {
-        self.signer.as_ref().and_then(|s| s.as_ref().err().map(String::as_str))
-    }
-
     /// Signs, stamps and starts the custody record of the finished archive `id` (SHA-256 `sha256_hex`), writing
     /// each side file through `staging` into `out`. Whatever fails is recorded, never raised: the archive stands.
     /// When the run was `stopped` (SIGTERM, the sidecar's grace running out) the TSA is not asked, as a slow one
@@ -172,13 +211,10 @@ impl Sealer {
         sha256_hex: &str,
         stopped: bool,
     ) -> SealRecord {
-        let mut record = SealRecord::default();
-        let Some(digest) = hex::decode(sha256_hex).ok().and_then(|d| <[u8; 32]>::try_from(d).ok()) else {
-            let why = "the archive's SHA-256 is not known".to_string();
-            record.signature = Part::Missing { why: why.clone() };
-            record.timestamp = Part::Missing { why };
-            return record;
+        let Some(digest) = digest32(sha256_hex) else {
+            return SealRecord::missing_as_asked(&self.settings, "the archive's SHA-256 is not known");
         };
+        let mut record = SealRecord::default();
         let [_, tsr_name, _, seal_name] = crate::bundle::writer::seal_file_names(id);
         if self.signer.is_some() {
             // An agent may take its time (a hardware key waits for a touch): off the runtime's threads.

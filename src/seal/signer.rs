@@ -50,8 +50,16 @@ pub enum SignerError {
 pub enum Signer {
     /// A private key read from its file.
     Key(Box<PrivateKey>),
-    /// A key held by the SSH agent at `socket`: only its public half is here.
-    Agent { socket: PathBuf, public: PublicKey },
+    /// A key held by an SSH agent: only its public half is here.
+    Agent(AgentKey),
+}
+
+/// A key the SSH agent at `socket` holds, as the agent listed it when the signer was loaded.
+pub struct AgentKey {
+    socket: PathBuf,
+    public: PublicKey,
+    /// The agent's entry for the key (in the agent crate's own `ssh-key` version), which each signature names.
+    identity: ssh_agent_client_rs::Identity<'static>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -64,12 +72,12 @@ impl Signer {
     /// Reads the key file, or asks the agent whether it holds the key.
     pub fn load(source: &SignerSource) -> Result<Self, SignerError> {
         match source {
-            SignerSource::Key { reference, key } => {
+            SignerSource::Key { key } => {
                 let pem = key.resolve()?;
                 let private = PrivateKey::from_openssh(pem.expose_secret())
-                    .map_err(|e| SignerError::NotAKey { reference: reference.clone(), detail: e.to_string() })?;
+                    .map_err(|e| SignerError::NotAKey { reference: key.to_string(), detail: e.to_string() })?;
                 if private.is_encrypted() {
-                    return Err(SignerError::Encrypted(reference.clone()));
+                    return Err(SignerError::Encrypted(key.to_string()));
                 }
                 check_algorithm(&private.algorithm())?;
                 Ok(Self::Key(Box::new(private)))
@@ -82,9 +90,7 @@ impl Signer {
                     Some(s) => s.clone(),
                     None => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).ok_or(SignerError::NoAgent)?,
                 };
-                let signer = Self::Agent { socket, public };
-                signer.agent_identity()?;
-                Ok(signer)
+                Ok(Self::Agent(AgentKey::find(socket, public)?))
             }
         }
     }
@@ -92,7 +98,7 @@ impl Signer {
     pub fn public_key(&self) -> PublicKey {
         match self {
             Self::Key(k) => k.public_key().clone(),
-            Self::Agent { public, .. } => public.clone(),
+            Self::Agent(a) => a.public.clone(),
         }
     }
 
@@ -106,58 +112,56 @@ impl Signer {
         let sig = match self {
             Self::Key(k) => SshSig::sign_prehash(k.as_ref(), namespace, HashAlg::Sha256, digest)
                 .map_err(|e| SignerError::Sign(e.to_string()))?,
-            Self::Agent { public, .. } => {
+            Self::Agent(a) => {
                 let data = SshSig::signed_data_for_prehash(namespace, HashAlg::Sha256, digest)
                     .map_err(|e| SignerError::Sign(e.to_string()))?;
-                let signature = self.agent_sign(&data)?;
-                SshSig::new(public.key_data().clone(), namespace, HashAlg::Sha256, signature)
+                SshSig::new(a.public.key_data().clone(), namespace, HashAlg::Sha256, a.sign(&data)?)
                     .map_err(|e| SignerError::Sign(e.to_string()))?
             }
         };
         sig.to_pem(LineEnding::LF).map_err(|e| SignerError::Sign(e.to_string()))
     }
+}
 
-    fn agent_client(&self) -> Result<ssh_agent_client_rs::Client, SignerError> {
-        let Self::Agent { socket, .. } = self else { unreachable!("only an agent signer has a client") };
-        let agent_error =
-            |e: &dyn std::fmt::Display| SignerError::Agent { socket: socket.clone(), detail: e.to_string() };
-        // Connected here rather than by the crate, so that an agent that never answers cannot hold a snapshot.
-        let stream = UnixStream::connect(socket).map_err(|e| agent_error(&e))?;
-        stream.set_read_timeout(Some(AGENT_TIMEOUT)).map_err(|e| agent_error(&e))?;
-        stream.set_write_timeout(Some(AGENT_TIMEOUT)).map_err(|e| agent_error(&e))?;
-        Ok(ssh_agent_client_rs::Client::with_read_write(Box::new(stream)))
-    }
-
-    /// The agent's identity whose public key is this signer's (the agent's crate has its own `ssh-key` version:
-    /// keys are matched by their OpenSSH encoding).
-    fn agent_identity(&self) -> Result<ssh_agent_client_rs::Identity<'static>, SignerError> {
-        let Self::Agent { socket, public } = self else { unreachable!("only an agent signer has identities") };
+impl AgentKey {
+    /// Asks the agent at `socket` for its keys and keeps its entry for `public` (the agent's crate has its own
+    /// `ssh-key` version: keys are matched by their OpenSSH encoding).
+    fn find(socket: PathBuf, public: PublicKey) -> Result<Self, SignerError> {
         let ours = public.to_openssh().map_err(|e| SignerError::Sign(e.to_string()))?;
         let ours = key_part(&ours);
-        let identities = self
-            .agent_client()?
-            .list_all_identities()
-            .map_err(|e| SignerError::Agent { socket: socket.clone(), detail: e.to_string() })?;
-        identities
-            .into_iter()
-            .find(|id| match id {
-                ssh_agent_client_rs::Identity::PublicKey(k) => k.to_openssh().is_ok_and(|s| key_part(&s) == ours),
-                ssh_agent_client_rs::Identity::Certificate(_) => false,
-            })
-            .ok_or_else(|| SignerError::NotInAgent { socket: socket.clone(), fingerprint: self.fingerprint() })
+        let identities = client(&socket)?.list_all_identities().map_err(|e| agent_error(&socket, &e))?;
+        let identity = identities.into_iter().find(|id| match id {
+            ssh_agent_client_rs::Identity::PublicKey(k) => k.to_openssh().is_ok_and(|s| key_part(&s) == ours),
+            ssh_agent_client_rs::Identity::Certificate(_) => false,
+        });
+        match identity {
+            Some(identity) => Ok(Self { socket, public, identity }),
+            None => {
+                Err(SignerError::NotInAgent { fingerprint: public.fingerprint(HashAlg::Sha256).to_string(), socket })
+            }
+        }
     }
 
-    fn agent_sign(&self, data: &[u8]) -> Result<Signature, SignerError> {
-        let Self::Agent { socket, .. } = self else { unreachable!("only an agent signer signs through the agent") };
-        let identity = self.agent_identity()?;
-        let signed = self
-            .agent_client()?
-            .sign_with_ref(&identity, data)
-            .map_err(|e| SignerError::Agent { socket: socket.clone(), detail: e.to_string() })?;
+    fn sign(&self, data: &[u8]) -> Result<Signature, SignerError> {
+        let signed =
+            client(&self.socket)?.sign_with_ref(&self.identity, data).map_err(|e| agent_error(&self.socket, &e))?;
         // From the agent crate's `ssh-key` to this one's: the same algorithm name and signature blob.
         let algorithm = Algorithm::new(signed.algorithm().as_str()).map_err(|e| SignerError::Sign(e.to_string()))?;
         Signature::new(algorithm, signed.as_bytes().to_vec()).map_err(|e| SignerError::Sign(e.to_string()))
     }
+}
+
+fn agent_error(socket: &Path, e: &dyn std::fmt::Display) -> SignerError {
+    SignerError::Agent { socket: socket.to_path_buf(), detail: e.to_string() }
+}
+
+/// A connection to the agent, made here rather than by the crate so that an agent that never answers cannot hold
+/// a snapshot.
+fn client(socket: &Path) -> Result<ssh_agent_client_rs::Client, SignerError> {
+    let stream = UnixStream::connect(socket).map_err(|e| agent_error(socket, &e))?;
+    stream.set_read_timeout(Some(AGENT_TIMEOUT)).map_err(|e| agent_error(socket, &e))?;
+    stream.set_write_timeout(Some(AGENT_TIMEOUT)).map_err(|e| agent_error(socket, &e))?;
+    Ok(ssh_agent_client_rs::Client::with_read_write(Box::new(stream)))
 }
 
 /// `ssh-ed25519 AAAA...` without the comment.
@@ -169,13 +173,5 @@ fn check_algorithm(alg: &Algorithm) -> Result<(), SignerError> {
     match alg {
         Algorithm::Ed25519 | Algorithm::Ecdsa { curve: EcdsaCurve::NistP256 } => Ok(()),
         other => Err(SignerError::Algorithm(other.as_str().to_string())),
-    }
-}
-
-/// Where the agent is, for messages.
-pub fn agent_socket(signer: &Signer) -> Option<&Path> {
-    match signer {
-        Signer::Agent { socket, .. } => Some(socket),
-        Signer::Key(_) => None,
     }
 }

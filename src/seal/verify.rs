@@ -6,21 +6,17 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::Serialize;
-use sha2::{Digest, Sha512};
+use sha2::Sha512;
 use ssh_key::{HashAlg, PublicKey, SshSig};
 use x509_cert::Certificate;
 
 use super::{
     allowed::AllowedSigners,
-    custody,
+    custody, digest32, read_side_file as side,
     signer::NAMESPACE,
     timestamp::{self, RESPONSE_LIMIT},
 };
-use crate::bundle::{
-    bounds::{Side, read_side},
-    outdir::open_no_follow,
-    verify::{ProblemKind, Report},
-};
+use crate::bundle::verify::{ProblemKind, Report};
 
 /// A signature file is a few hundred bytes.
 const SIG_LIMIT: u64 = 64 << 10;
@@ -107,20 +103,6 @@ fn beside(archive: &Path, suffix: &str) -> PathBuf {
     archive.with_file_name(format!("{}{suffix}", file_name(archive)))
 }
 
-/// Reads a side file; `Err` carries why it could not be used.
-fn side(path: &Path, cap: u64) -> Result<Option<Vec<u8>>, String> {
-    match read_side(path, cap, "") {
-        Ok(Side::Absent) => Ok(None),
-        Ok(Side::Read(b)) => Ok(Some(b)),
-        Ok(Side::Unread(why)) => Err(why.to_string()),
-        Err(e) => Err(format!("cannot read: {e}")),
-    }
-}
-
-fn digest32(hex_sha256: &str) -> Option<[u8; 32]> {
-    hex::decode(hex_sha256).ok().and_then(|d| d.try_into().ok())
-}
-
 fn signature(archive: &Path, sha256: &str, opts: &Options) -> Layer {
     let path = beside(archive, ".sig");
     let file = file_name(&path);
@@ -143,7 +125,7 @@ fn signature(archive: &Path, sha256: &str, opts: &Options) -> Layer {
     let digest = match sig.hash_alg() {
         HashAlg::Sha256 => digest32(sha256).map(|d| d.to_vec()),
         // `ssh-keygen -Y sign` hashes with SHA-512: a signature made by hand is checked by reading the archive again.
-        HashAlg::Sha512 => sha512_of(archive).ok(),
+        HashAlg::Sha512 => super::digest_of::<Sha512>(archive).ok(),
         other => return invalid(format!("unsupported hash {other}")),
     };
     let Some(digest) = digest else { return invalid("the archive could not be hashed".into()) };
@@ -166,18 +148,6 @@ fn signature(archive: &Path, sha256: &str, opts: &Options) -> Layer {
             "algorithm": key.algorithm().as_str(),
             "principals": principals,
         }),
-    }
-}
-
-fn sha512_of(archive: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut f = open_no_follow(archive)?;
-    let (mut h, mut buf) = (Sha512::new(), vec![0u8; 1 << 20]);
-    loop {
-        match f.read(&mut buf)? {
-            0 => return Ok(h.finalize().to_vec()),
-            n => h.update(&buf[..n]),
-        }
     }
 }
 
