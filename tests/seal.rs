@@ -19,16 +19,7 @@ struct Site {
 
 fn site() -> Site {
     let ws = Workspace::new();
-    ws.write("evidence/audit.log", "{\"msg\":\"tamper: chain HMAC mismatch\",\"chain_seq\":42}\n".repeat(40));
-    ws.write("evidence/dlq.jsonl", "{\"id\":\"1732-0\",\"reason\":\"parse\"}\n");
-    let collectors = collectors_dir(
-        &ws,
-        "t.toml",
-        &format!(
-            "[[collector]]\nname = \"ev\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/*\"]\n",
-            ws.path().display()
-        ),
-    );
+    let collectors = evidence_collector(&ws);
     Site { ws, collectors }
 }
 

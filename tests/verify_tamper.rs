@@ -19,16 +19,7 @@ struct Case {
 /// A fresh, intact bundle of a few evidence files.
 fn case() -> Case {
     let ws = Workspace::new();
-    ws.write("evidence/audit.log", "{\"msg\":\"tamper: chain HMAC mismatch\",\"chain_seq\":42}\n".repeat(50));
-    ws.write("evidence/dlq.jsonl", "{\"id\":\"1732-0\",\"reason\":\"parse\"}\n");
-    let dir = collectors_dir(
-        &ws,
-        "t.toml",
-        &format!(
-            "[[collector]]\nname = \"ev\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/*\"]\n",
-            ws.path().display()
-        ),
-    );
+    let dir = evidence_collector(&ws);
     let out = run(ws.preserve().args(["snapshot", "-c", "ev"]).arg("--collectors").arg(&dir));
     assert_eq!(out.status.code(), Some(0));
     let bundle = ws.only_bundle();

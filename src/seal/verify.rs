@@ -103,15 +103,22 @@ fn beside(archive: &Path, suffix: &str) -> PathBuf {
     archive.with_file_name(format!("{}{suffix}", file_name(archive)))
 }
 
+/// A layer's side file: its name and bytes, or (`Err`) the layer as found when it is absent or left unread.
+fn layer_file(path: &Path, cap: u64) -> Result<(String, Vec<u8>), Layer> {
+    let file = file_name(path);
+    match side(path, cap) {
+        Ok(Some(bytes)) => Ok((file, bytes)),
+        Ok(None) => Err(Layer::Absent),
+        Err(why) => Err(Layer::Invalid { file, why }),
+    }
+}
+
 fn signature(archive: &Path, sha256: &str, opts: &Options) -> Layer {
-    let path = beside(archive, ".sig");
-    let file = file_name(&path);
-    let invalid = |why: String| Layer::Invalid { file: file.clone(), why };
-    let pem = match side(&path, SIG_LIMIT) {
-        Ok(None) => return Layer::Absent,
-        Ok(Some(b)) => b,
-        Err(why) => return invalid(why),
+    let (file, pem) = match layer_file(&beside(archive, ".sig"), SIG_LIMIT) {
+        Ok(read) => read,
+        Err(layer) => return layer,
     };
+    let invalid = |why: String| Layer::Invalid { file: file.clone(), why };
     let sig = match SshSig::from_pem(&pem) {
         Ok(s) => s,
         Err(e) => return invalid(format!("not an SSH signature: {e}")),
@@ -152,14 +159,11 @@ fn signature(archive: &Path, sha256: &str, opts: &Options) -> Layer {
 }
 
 fn stamp(archive: &Path, sha256: &str, opts: &Options) -> Layer {
-    let path = beside(archive, ".tsr");
-    let file = file_name(&path);
-    let invalid = |why: String| Layer::Invalid { file: file.clone(), why };
-    let tsr = match side(&path, RESPONSE_LIMIT) {
-        Ok(None) => return Layer::Absent,
-        Ok(Some(b)) => b,
-        Err(why) => return invalid(why),
+    let (file, tsr) = match layer_file(&beside(archive, ".tsr"), RESPONSE_LIMIT) {
+        Ok(read) => read,
+        Err(layer) => return layer,
     };
+    let invalid = |why: String| Layer::Invalid { file: file.clone(), why };
     let Some(digest) = digest32(sha256) else { return invalid("the archive could not be hashed".into()) };
     match timestamp::check(&tsr, &digest, opts.tsa_ca.as_deref(), None) {
         Ok(s) => Layer::Valid {
@@ -182,11 +186,9 @@ fn stamp(archive: &Path, sha256: &str, opts: &Options) -> Layer {
 
 fn custody_layer(archive: &Path, sha256: &str, opts: &Options) -> Layer {
     let Some(path) = custody::path_of(archive) else { return Layer::Absent };
-    let file = file_name(&path);
-    let text = match side(&path, custody::FILE_LIMIT) {
-        Ok(None) => return Layer::Absent,
-        Ok(Some(b)) => b,
-        Err(why) => return Layer::Invalid { file, why },
+    let (file, text) = match layer_file(&path, custody::FILE_LIMIT) {
+        Ok(read) => read,
+        Err(layer) => return layer,
     };
     let chain = custody::check(&text, Some(sha256), opts.allowed_signers.as_ref());
     if let Some(b) = &chain.broken {

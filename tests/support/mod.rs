@@ -241,6 +241,21 @@ pub fn collector<'a>(manifest: &'a serde_json::Value, name: &str) -> &'a serde_j
         .unwrap_or_else(|| panic!("collector {name} not in manifest"))
 }
 
+/// Two small evidence files (an Audit log line repeated, a DLQ entry) and a `file` collector `ev` over them;
+/// returns the collectors directory.
+pub fn evidence_collector(ws: &Workspace) -> PathBuf {
+    ws.write("evidence/audit.log", "{\"msg\":\"tamper: chain HMAC mismatch\",\"chain_seq\":42}\n".repeat(50));
+    ws.write("evidence/dlq.jsonl", "{\"id\":\"1732-0\",\"reason\":\"parse\"}\n");
+    collectors_dir(
+        ws,
+        "t.toml",
+        &format!(
+            "[[collector]]\nname = \"ev\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/evidence/*\"]\n",
+            ws.path().display()
+        ),
+    )
+}
+
 /// Writes a collectors directory file and returns the directory.
 pub fn collectors_dir(ws: &Workspace, name: &str, toml: &str) -> PathBuf {
     ws.write(&format!("collectors.d/{name}"), toml);
