@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
 # python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql,
-# Alertmanager for the sidecar's end-to-end test, OpenSSH's and OpenSSL's command-line tools for sealed bundles),
-# then runs every test with cargo-nextest (cargo test if absent).
+# Alertmanager for the sidecar's end-to-end test, OpenSSH's and OpenSSL's command-line tools for sealed bundles,
+# and two S3 servers for off-host storage: Garage from crates.io and moto's from PyPI), then runs every test with
+# cargo-nextest (cargo test if absent).
 # Tests start their own servers.
 # Usage: scripts/test.sh [extra nextest/cargo-test arguments]
 set -euo pipefail
@@ -47,6 +48,26 @@ if ! have bagit.py; then
   [ -x "$user_bin/bagit.py" ] && export PATH="$PATH:$user_bin"
 fi
 have bagit.py || { echo "test.sh: bagit.py is still not on PATH" >&2; exit 1; }
+
+# Off-host storage is tested against two real S3 servers (tests/support/s3.rs): Garage, built from crates.io once
+# (about 10-20 minutes on two cores), and moto's S3 server from PyPI.
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! have garage; then
+  echo "test.sh: installing Garage (cargo install garage --locked; this takes a while once)" >&2
+  cargo install garage --locked --quiet
+fi
+# 5.2.6 or later: earlier ones answer CompleteMultipartUpload with an XML root the AWS SDK for Rust refuses.
+moto_ok() { have moto_server && python3 -c 'import moto, sys; sys.exit(tuple(map(int, moto.__version__.split(".")[:3])) < (5, 2, 6))' 2>/dev/null; }
+if ! moto_ok; then
+  echo "test.sh: installing moto's S3 server from PyPI" >&2
+  python3 -m pip install -q 'moto[server]>=5.2.6' || python3 -m pip install -q --break-system-packages 'moto[server]>=5.2.6'
+  hash -r
+fi
+if ! have moto_server; then
+  user_bin="$(python3 -m site --user-base)/bin"
+  [ -x "$user_bin/moto_server" ] && export PATH="$PATH:$user_bin"
+fi
+have moto_server || { echo "test.sh: moto_server is still not on PATH" >&2; exit 1; }
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@"

@@ -17,6 +17,7 @@ pub mod seal;
 pub mod serve;
 pub mod snapshot;
 pub mod sources;
+pub mod store;
 pub mod time;
 pub mod web;
 

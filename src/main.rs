@@ -1,6 +1,7 @@
 //! The `preserve` command line: argument handling and exit codes, nothing else.
-//! Exit codes: 0 complete / intact, 3 partial bundle, 4 / 5 complete / partial with a seal part missing, 1 no
-//! bundle / not intact, 2 usage or config error.
+//! Exit codes: 0 complete / intact, 3 partial bundle, 4 / 5 complete / partial with a seal part missing, 6 / 7
+//! complete / partial with the upload asked for and not confirmed, 1 no bundle / not intact, 2 usage or config
+//! error.
 
 use std::{
     io::Write,
@@ -86,10 +87,13 @@ enum Command {
         preserve snapshot --collector sts-logs --collector gateway-logs --since 2026-11-29T01:00:00Z --until 2026-11-29T02:00:00Z\n  \
         preserve snapshot --profile audit-tamper --alert alert.json\n  \
         preserve snapshot --profile full --dry-run\n  \
-        preserve snapshot --profile full --verbose   # each collector's error whole, not cut to one line\n\n\
+        preserve snapshot --profile full --verbose   # each collector's error whole, not cut to one line\n  \
+        preserve snapshot --profile audit-tamper --upload   # to [store] while it is written (docs/storage.md)\n\n\
         Exit codes: 0 complete, 3 partial (some collector failed; the bundle is still written and verifiable),\n\
         4 complete and 5 partial with a part of the seal [seal] asks for missing (no signature or no timestamp;\n\
-        docs/sealing.md), 1 no bundle could be written, 2 usage or configuration error (nothing written).")]
+        docs/sealing.md), 6 complete and 7 partial with --upload and no confirmed copy in the store (the\n\
+        bundle is kept on this host; `preserve upload` resumes it), 1 no bundle could be written, 2 usage or\n\
+        configuration error (nothing written).")]
     Snapshot(SnapshotArgs),
     /// Prove a bundle intact: archive hash, every file's hash, no missing or extra file, manifest agreement.
     #[command(
@@ -123,6 +127,25 @@ enum Command {
     /// The custody record of a bundle: append a signed entry, or show it.
     #[command(subcommand)]
     Custody(CustodyCommand),
+    /// Upload a finished bundle to the site config's `[store]`, resuming an upload that was interrupted.
+    #[command(after_help = "Examples:\n  \
+        preserve upload evidence/preserve-audit-tamper-20261129T024500Z-1a2b3c4d.tar.zst\n  \
+        preserve upload --json --config /etc/preserve/preserve.toml bundle.tar.zst\n\n\
+        The parts of an interrupted upload that its <id>.upload.json names are kept when the file still holds\n\
+        them; the object is created only if none is at its key (If-None-Match), under the configured Object\n\
+        Lock, then the side files; the archive's checksum is read back before the copy is called confirmed.\n\
+        A bundle already confirmed is left as it is.\n\n\
+        Exit codes: 0 stored and confirmed, 6 not stored or not confirmed (the record says why), 1 the bundle\n\
+        cannot be read, 2 usage or configuration error (no [store]).")]
+    Upload {
+        /// The bundle (`.tar.zst`); its side files go with it.
+        bundle: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the upload record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Summarize a bundle: collectors, status, sizes, records, findings.
     #[command(
         after_help = "Examples:\n  preserve inspect evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n  \
@@ -374,6 +397,9 @@ struct SnapshotArgs {
     /// Print the plan (collectors, sources, window) and touch nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Upload the bundle to the site config's `[store]` while it is written (S3, write-once, checked part by part).
+    #[arg(long)]
+    upload: bool,
     /// Print a JSON summary on stdout instead of the bundle path.
     #[arg(long)]
     json: bool,
@@ -399,6 +425,7 @@ fn main() -> ExitCode {
         Command::Snapshot(args) => snapshot_cmd(args),
         Command::Verify { bundle, json, limits, seal } => verify_cmd(&bundle, json, &limits.limits(), &seal),
         Command::Custody(c) => custody_cmd(c),
+        Command::Upload { bundle, config, json } => upload_cmd(&bundle, &config, json),
         Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
         Command::List { config, json } => list_cmd(&config, json),
         Command::Check { profiles, collectors, config, out, json } => {
@@ -460,6 +487,7 @@ fn snapshot_cmd(args: SnapshotArgs) -> Result<u8, Failure> {
         until: args.until.clone(),
         alerts,
         trigger: None,
+        upload: args.upload,
     };
     let plan = snapshot::plan(&env, &catalog, &request, jiff::Timestamp::now()).or_exit(2)?;
     if args.dry_run {
@@ -496,6 +524,9 @@ fn snapshot_cmd(args: SnapshotArgs) -> Result<u8, Failure> {
         }
         if outcome.seal.configured() {
             eprintln!("preserve: seal: {}", outcome.seal.summary());
+        }
+        if let Some(u) = &outcome.upload {
+            eprintln!("preserve: upload: {}", preserve::bundle::bounds::printable(&u.summary()));
         }
     }
     Ok(outcome.exit_code() as u8)
@@ -574,6 +605,23 @@ fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits, seal_args: 
         show(render::Verified { bundle, verified: &verified });
     }
     Ok(if verified.intact() { 0 } else { 1 })
+}
+
+fn upload_cmd(bundle: &std::path::Path, config: &ConfigArgs, json: bool) -> Result<u8, Failure> {
+    let env = Environment::load(config.config.as_deref(), &ProcessEnv).or_exit(2)?;
+    let settings = env.store.clone().ok_or(Failure {
+        code: 2,
+        message: "no [store] in the site config (give `[store] url = \"s3://bucket/prefix\"`)".into(),
+    })?;
+    let runtime = runtime()?;
+    let record = runtime.block_on(preserve::store::upload::upload_bundle(settings, &env.seal, bundle)).or_exit(1)?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if json {
+        show_json(&record);
+    } else {
+        show(format_args!("{}\n", preserve::bundle::bounds::printable(&record.summary())));
+    }
+    Ok(if record.confirmed() { 0 } else { 6 })
 }
 
 fn custody_cmd(command: CustodyCommand) -> Result<u8, Failure> {

@@ -23,6 +23,7 @@ use crate::{
     redact::{FingerprintKey, Redactor, fingerprint::KeyError},
     runner::{self, PlannedCollector, RunContext, Stop},
     seal::{SealRecord, Sealer},
+    store::{self, record::UploadRecord},
     time::{self, Window},
 };
 
@@ -38,6 +39,8 @@ pub struct Request {
     pub until: Option<String>,
     pub alerts: Vec<Alert>,
     pub trigger: Option<TriggerKind>,
+    /// Upload the bundle to `[store]` while it is written.
+    pub upload: bool,
 }
 
 /// What will run.
@@ -59,6 +62,8 @@ pub struct Plan {
     pub bundle_id: Option<String>,
     /// Alerts that arrive while this snapshot runs; they join the manifest's trigger.
     pub late_alerts: LateAlerts,
+    /// Upload the bundle to `[store]` while it is written.
+    pub upload: bool,
 }
 
 /// Alerts attached to a running snapshot (the sidecar's answer to an alert storm: one snapshot, every alert in
@@ -106,6 +111,8 @@ pub enum PlanError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     FingerprintKey(#[from] KeyError),
+    #[error("--upload: no [store] in the site config (give `[store] url = \"s3://bucket/prefix\"`)")]
+    NoStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,17 +130,25 @@ pub struct Outcome {
     pub manifest: Manifest,
     /// How the bundle was sealed (`[seal]`): its signature, timestamp and custody record, or why one is missing.
     pub seal: SealRecord,
+    /// What became of its upload to `[store]`, when it was uploaded.
+    pub upload: Option<UploadRecord>,
 }
 
 impl Outcome {
     /// `0` complete, `3` partial, as the CLI promises; `4` complete and `5` partial when a part of the seal that
-    /// `[seal]` asks for is missing (no signature, or no timestamp: the TSA was down, slow or answered garbage).
+    /// `[seal]` asks for is missing (no signature, or no timestamp: the TSA was down, slow or answered garbage);
+    /// `6` complete and `7` partial when the upload was asked for and no confirmed copy is in the store (the bundle
+    /// is only on this host: that outranks a missing seal part, which the JSON and `seal.json` still name).
     pub fn exit_code(&self) -> i32 {
-        match (self.manifest.status, self.seal.incomplete()) {
-            (BundleStatus::Complete, false) => 0,
-            (BundleStatus::Partial, false) => 3,
-            (BundleStatus::Complete, true) => 4,
-            (BundleStatus::Partial, true) => 5,
+        let complete = self.manifest.status == BundleStatus::Complete;
+        if self.upload.as_ref().is_some_and(|u| !u.confirmed()) {
+            return if complete { 6 } else { 7 };
+        }
+        match (complete, self.seal.incomplete()) {
+            (true, false) => 0,
+            (false, false) => 3,
+            (true, true) => 4,
+            (false, true) => 5,
         }
     }
 }
@@ -142,6 +157,9 @@ impl Outcome {
 pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp) -> Result<Plan, PlanError> {
     if req.profiles.is_empty() && req.collectors.is_empty() {
         return Err(PlanError::Empty);
+    }
+    if req.upload && env.store.is_none() {
+        return Err(PlanError::NoStore);
     }
     let mut chosen: Vec<&CollectorDef> = Vec::new();
     fn add<'a>(chosen: &mut Vec<&'a CollectorDef>, c: &'a CollectorDef) {
@@ -226,6 +244,7 @@ pub fn plan(env: &Environment, catalog: &Catalog, req: &Request, now: Timestamp)
         fingerprint_key_warning,
         bundle_id: None,
         late_alerts: LateAlerts::default(),
+        upload: req.upload,
     })
 }
 
@@ -372,8 +391,16 @@ pub async fn execute(
         zstd_level: env.zstd_level,
         organization: env.organization.clone(),
     };
+    // The upload starts with the archive: every byte goes to the store as it is written.
+    let (upload, mirror) = match env.store.clone().filter(|_| plan.upload) {
+        Some(settings) => {
+            let (u, m) = store::upload::begin(Arc::new(settings), &bundle_id);
+            (Some(u), Some(m))
+        }
+        None => (None, None),
+    };
     // Compression starts with the first finished artifact, not after the last one.
-    let archive = writer::ArchiveStream::start(&opts, &bundle_id, created_at.as_second().max(0) as u64)
+    let archive = writer::ArchiveStream::start(&opts, &bundle_id, created_at.as_second().max(0) as u64, mirror)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     staging.on_seal(archive.sender());
     let redactor = Arc::new(Redactor::new(secrets.values, plan.fingerprint_key.clone()));
@@ -449,20 +476,45 @@ pub async fn execute(
         .and_then(|r| r)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     // A part that could not be made (the key unreadable, the TSA down) is said once, below, with why.
-    let seal = match sealer {
-        None => SealRecord::default(),
+    let (seal, sealer) = match sealer {
+        None => (SealRecord::default(), None),
         Some(prepared) => match prepared.await {
-            Err(e) => SealRecord::missing_as_asked(&env.seal, &format!("the key could not be loaded: {e}")),
-            Ok(sealer) => {
-                sealer.seal(private, out.clone(), &manifest.bundle_id, &written.sha256, stop.is_stopped()).await
-            }
+            Err(e) => (SealRecord::missing_as_asked(&env.seal, &format!("the key could not be loaded: {e}")), None),
+            Ok(sealer) => (
+                sealer
+                    .clone()
+                    .seal(private, out.clone(), &manifest.bundle_id, &written.sha256, stop.is_stopped())
+                    .await,
+                Some(sealer),
+            ),
         },
     };
     for (_, why) in seal.missing() {
         progress.note(&format!("warning: {why}"));
     }
+    let upload = match upload {
+        None => None,
+        Some(u) => {
+            let bundle = store::upload::Bundle {
+                out: &out,
+                id: &manifest.bundle_id,
+                archive: &written.archive,
+                sha256: &written.sha256,
+                bytes: written.bytes,
+            };
+            // The upload's custody entry goes where the seal began a record.
+            let custody = sealer
+                .as_deref()
+                .filter(|_| matches!(seal.custody, crate::seal::Part::Written { .. }))
+                .map(|s| s as &dyn store::upload::Custody);
+            let record = u.finish(&bundle, custody, stop.is_stopped()).await;
+            let line = record.summary();
+            progress.note(&if record.confirmed() { format!("upload: {line}") } else { format!("warning: {line}") });
+            Some(record)
+        }
+    };
     if let Err(e) = out.remove_private(&staging_name) {
         progress.note(&format!("could not remove staging directory {}: {e}", staging_dir.display()));
     }
-    Ok(Outcome { bundle: written, manifest, seal })
+    Ok(Outcome { bundle: written, manifest, seal, upload })
 }

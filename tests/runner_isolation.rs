@@ -91,6 +91,7 @@ async fn a_panicking_collector_is_recorded_and_the_bundle_still_verifies() {
         fingerprint_key_warning: None,
         bundle_id: None,
         late_alerts: Default::default(),
+        upload: false,
     };
     let outcome = snapshot::execute(plan, Arc::new(env), Default::default(), &Stop::default(), &Progress::new(true))
         .await

@@ -93,11 +93,11 @@ struct Assembler {
 }
 
 impl Assembler {
-    fn new(file: File, staging: Arc<PrivateDir>, level: i32) -> io::Result<Self> {
+    fn new(file: File, staging: Arc<PrivateDir>, level: i32, mirror: Option<Box<dyn Mirror>>) -> io::Result<Self> {
         let mut compressor = zstd::bulk::Compressor::new(level)?;
         compressor.include_checksum(true)?;
         Ok(Self {
-            out: HashingWriter::new(BufWriter::with_capacity(1 << 20, file)),
+            out: HashingWriter::mirrored(BufWriter::with_capacity(1 << 20, file), mirror),
             staging,
             tar: tar::Builder::new(Vec::new()),
             compressor,
@@ -151,7 +151,7 @@ impl Assembler {
     fn append_file(&mut self, from: &File, n: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         self.out.inner.flush()?;
-        let (archive, hasher) = (self.out.inner.get_mut(), &mut self.out.hasher);
+        let (archive, tap) = (self.out.inner.get_mut(), &mut self.out.tap);
         let (copied, hashed) = std::thread::scope(|scope| {
             let copy = scope.spawn(|| io::copy(&mut io::Read::take(from, n), archive));
             let mut buf = vec![0u8; 1 << 20];
@@ -164,7 +164,7 @@ impl Assembler {
                 match from.read_at(&mut buf[..want], at) {
                     Ok(0) => break Ok(at),
                     Ok(k) => {
-                        hasher.update(&buf[..k]);
+                        tap.see(&buf[..k]);
                         at += k as u64;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -184,12 +184,16 @@ impl Assembler {
         Ok(())
     }
 
-    /// The end-of-archive blocks, the last frame; returns the file, the archive's sha256 and size.
+    /// The end-of-archive blocks, the last frame; returns the file, the archive's sha256 and size. The mirror is
+    /// told the archive is complete once the file holds all of it.
     fn finish(mut self) -> io::Result<(File, String, u64)> {
         self.tar.finish()?;
         self.flush_pending()?;
-        let (buffered, sha256, bytes) = self.out.finish();
+        let (buffered, sha256, bytes, mirror) = self.out.finish_mirrored();
         let file = buffered.into_inner().map_err(|e| e.into_error())?;
+        if let Some(mut m) = mirror {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.end(&sha256, bytes)));
+        }
         Ok((file, sha256, bytes))
     }
 }
@@ -215,12 +219,18 @@ struct Appended {
 
 impl ArchiveStream {
     /// Creates the archive in the staging directory and the thread that appends artifacts to it.
-    pub fn start(opts: &ArchiveOptions, id: &str, mtime: u64) -> Result<Self, WriteError> {
+    /// `mirror`, when given, receives the archive's bytes as they are written (an upload made meanwhile).
+    pub fn start(
+        opts: &ArchiveOptions,
+        id: &str,
+        mtime: u64,
+        mirror: Option<Box<dyn Mirror>>,
+    ) -> Result<Self, WriteError> {
         let partial = opts.staging.path().join(PARTIAL);
         let asm = opts
             .staging
             .create_file(PARTIAL)
-            .and_then(|f| Assembler::new(f, opts.staging.clone(), opts.zstd_level))
+            .and_then(|f| Assembler::new(f, opts.staging.clone(), opts.zstd_level, mirror))
             .map_err(io_err(&partial))?;
         let (tx, rx) = mpsc::channel::<Sealed>();
         let top = id.to_string();
@@ -393,26 +403,61 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Receives every byte of the archive as it is written, in order: an upload made while the bundle is written.
+/// A mirror never fails the archive: one that loses its store records why and stops taking bytes, and the bundle
+/// is finished on disk all the same.
+pub trait Mirror: Send {
+    fn feed(&mut self, bytes: &[u8]);
+    /// The archive is complete: `sha256` and `bytes` are the whole file's.
+    fn end(&mut self, sha256: &str, bytes: u64);
+}
+
+/// Sees every byte written to the archive: hashes it, and hands it to the mirror if there is one.
+struct Tap {
+    hasher: Sha256,
+    mirror: Option<Box<dyn Mirror>>,
+}
+
+impl Tap {
+    fn see(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        if let Some(m) = self.mirror.as_mut() {
+            // A mirror that panics is dropped, never the archive.
+            let fed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.feed(bytes)));
+            if fed.is_err() {
+                self.mirror = None;
+            }
+        }
+    }
+}
+
 /// Hashes and counts everything written through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    tap: Tap,
     bytes: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), bytes: 0 }
+        Self::mirrored(inner, None)
+    }
+    fn mirrored(inner: W, mirror: Option<Box<dyn Mirror>>) -> Self {
+        Self { inner, tap: Tap { hasher: Sha256::new(), mirror }, bytes: 0 }
     }
     pub fn finish(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+        let (inner, sha256, bytes, _) = self.finish_mirrored();
+        (inner, sha256, bytes)
+    }
+    fn finish_mirrored(self) -> (W, String, u64, Option<Box<dyn Mirror>>) {
+        (self.inner, hex::encode(self.tap.hasher.finalize()), self.bytes, self.tap.mirror)
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.tap.see(&buf[..n]);
         self.bytes += n as u64;
         Ok(n)
     }

@@ -17,6 +17,7 @@ use super::{
     seal::{SealSettingError, SealSettings, SignerSource},
     serve::{ServeSettingError, ServeSettings},
     site::SiteConfig,
+    store::{StoreSettingError, StoreSettings},
     url::strip_password,
 };
 
@@ -48,6 +49,8 @@ enum SiteError {
     Kubernetes(#[from] KubernetesSettingError),
     #[error(transparent)]
     Seal(#[from] SealSettingError),
+    #[error(transparent)]
+    Store(#[from] StoreSettingError),
     #[error("run.timeout and run.collector_timeout must be positive")]
     RunTimeoutNotPositive,
 }
@@ -101,6 +104,8 @@ pub struct Environment {
     pub fingerprint_key: Option<KeySource>,
     /// The `[seal]` section: how bundles are signed and timestamped.
     pub seal: SealSettings,
+    /// The `[store]` section: where bundles are uploaded.
+    pub store: Option<StoreSettings>,
     /// Credential references whose values the redactor must know before anything is collected, with the
     /// setting that names each (`redis.password`, `redact_secrets[0]`, ...).
     pub redact_refs: Vec<(String, CredentialRef)>,
@@ -239,6 +244,13 @@ impl Environment {
         if let Some(SignerSource::Key { key }) = &seal.signer {
             redact_refs.push(("seal.signing_key".to_string(), key.clone()));
         }
+        let store = c.store.take().map(StoreSettings::resolve).transpose()?;
+        // The AWS chain's secrets, when given in the environment, must never reach a bundle either.
+        for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            if let Some(v) = env.var(var) {
+                env_secrets.push((var.to_string(), Secret::new(v)));
+            }
+        }
         let listen = env.var("PRESERVE_LISTEN").or(c.serve.listen.take());
         let serve = ServeSettings::resolve(std::mem::take(&mut c.serve))?;
         let collector_timeout = c.run.collector_timeout.unwrap_or(SignedDuration::from_mins(2));
@@ -271,6 +283,7 @@ impl Environment {
             serve,
             fingerprint_key,
             seal,
+            store,
             redact_refs,
             env_secrets,
         })

@@ -11,6 +11,7 @@ mod location;
 mod seal;
 mod serve;
 mod site;
+mod store;
 mod url;
 
 pub use credential::{CredentialError, CredentialRef, Secret};
@@ -21,5 +22,6 @@ pub use kubernetes::{KubernetesSettingError, KubernetesSite, Platform};
 pub use location::ConfigError;
 pub use seal::{SealSettingError, SealSettings, SignerSource, TsaSettings};
 pub use serve::{Retention, ServeSettings};
-pub use site::{RuleConfig, SealConfig, SiteConfig};
+pub use site::{ObjectStoreConfig, RuleConfig, SealConfig, SiteConfig};
+pub use store::{LockSettings, MIN_PART_SIZE, S3Location, StoreSettingError, StoreSettings};
 pub use url::{strip_password, url_passwords};

@@ -52,6 +52,40 @@ pub struct SiteConfig {
     /// Sealing every bundle: an SSH signature, an RFC 3161 timestamp and the first custody entry.
     #[serde(default)]
     pub seal: SealConfig,
+    /// Off-host storage: every bundle uploaded to S3-compatible object storage as it is written.
+    pub store: Option<ObjectStoreConfig>,
+}
+
+/// Where bundles are uploaded (`[store]`): an S3 bucket and prefix, with the credentials of the standard AWS chain
+/// (environment, shared config and profile, web identity, instance metadata); none is written here.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket/prefix`.
+    pub url: String,
+    /// An S3-compatible endpoint (`https://minio.internal:9000`); default: AWS's, from the region.
+    pub endpoint: Option<String>,
+    /// Default: the AWS chain's (`AWS_REGION`, the profile), else `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need. Default: on when
+    /// `endpoint` is set, off for AWS.
+    pub path_style: Option<bool>,
+    /// A named profile of the shared AWS config and credentials files.
+    pub profile: Option<String>,
+    /// Size of each part of the multipart upload (default 16MiB, at least 5MiB): the memory an upload holds per part.
+    pub part_size: Option<ByteSize>,
+    /// Object Lock on every object uploaded: `GOVERNANCE` or `COMPLIANCE`. The bucket must have Object Lock.
+    pub lock_mode: Option<String>,
+    /// Days each object is retained under `lock_mode`.
+    pub retain_days: Option<u32>,
+    /// A legal hold on every object uploaded (needs a bucket with Object Lock).
+    #[serde(default)]
+    pub legal_hold: bool,
+    /// Attempts for each request before the upload is called failed (default 5), with exponential backoff.
+    pub max_attempts: Option<u32>,
+    /// How soon the sidecar uploads again a bundle whose upload failed (default 1m, doubling while it fails, up to
+    /// an hour).
+    pub retry_every: Option<SignedDuration>,
 }
 
 /// How bundles are sealed (`[seal]`). Without `signing_key` or `agent_key` bundles are not signed and get no custody

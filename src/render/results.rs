@@ -36,6 +36,7 @@ pub fn snapshot_json(outcome: &Outcome) -> serde_json::Value {
         "collectors": collectors,
         "seal": outcome.seal,
         "seal_findings": outcome.seal.missing().into_iter().map(|(code, why)| serde_json::json!({"code": code, "summary": why})).collect::<Vec<_>>(),
+        "upload": outcome.upload,
         "exit_code": outcome.exit_code(),
     })
 }

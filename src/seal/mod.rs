@@ -246,3 +246,15 @@ impl Sealer {
         record
     }
 }
+
+/// The upload's custody entry (`uploaded`), signed with the key that sealed the bundle, appended to its record
+/// before the record goes to the store with the archive.
+impl crate::store::upload::Custody for Sealer {
+    fn uploaded(&self, archive: &Path, sha256: &str, note: &str) -> Result<(), String> {
+        let Some(Ok(signer)) = &self.signer else { return Err("no key to sign the entry with".into()) };
+        let path = custody::path_of(archive).ok_or("not a bundle's name")?;
+        let actor = self.settings.actor.clone().unwrap_or_else(|| format!("preserve@{}", self.host));
+        let new = NewEntry { action: Action::Uploaded, actor: &actor, note, bundle_sha256: sha256 };
+        custody::append(&path, signer, &new, &self.host).map(|_| ()).map_err(|e| e.to_string())
+    }
+}

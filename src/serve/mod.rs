@@ -130,6 +130,8 @@ impl Sidecar {
         );
 
         tokio::spawn(s.clone().dispatch());
+        // Bundles whose upload is not confirmed (the store was down) go again, at start and then with a backoff.
+        tokio::spawn(s.clone().retry_uploads());
         // The pre-flight runs beside the listener: a server that takes its time to answer delays nothing.
         tokio::spawn({
             let s = s.clone();

@@ -104,6 +104,8 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// How the bundle was sealed (`[seal]`): `signed by ...; timestamped ...`, or what is missing and why.
     pub seal: Option<String>,
+    /// What became of its upload (`[store]`): where it is stored and confirmed, or why not.
+    pub upload: Option<String>,
 }
 
 /// Why a sidecar's snapshot wrote no bundle; shown as the run's `error` and logged.
@@ -352,6 +354,7 @@ impl Scheduler {
                     bytes: None,
                     error: None,
                     seal: None,
+                    upload: None,
                 });
                 while st.history.len() > self.env.serve.listed_snapshots {
                     // The oldest finished run goes first: a queued or running one still takes alerts.
@@ -481,6 +484,9 @@ impl Scheduler {
                 for (code, why) in o.seal.missing() {
                     tracing::warn!(snapshot = q.id, code, "snapshot {}: {why}", q.id);
                 }
+                if let Some(u) = &o.upload {
+                    log_upload(&q.id, u);
+                }
                 status
             }
             Err(e) => {
@@ -513,6 +519,7 @@ impl Scheduler {
                     r.sha256 = Some(o.bundle.sha256.clone());
                     r.bytes = Some(o.bundle.bytes);
                     r.seal = o.seal.configured().then(|| o.seal.summary());
+                    r.upload = o.upload.as_ref().map(|u| u.summary());
                 }
                 Err(e) => r.error = Some(shown(&e.to_string(), SHOWN_ERROR_BYTES)),
             }
@@ -538,6 +545,8 @@ impl Scheduler {
             profiles: vec![q.profile.clone()],
             alerts: q.alerts.clone(),
             trigger: Some(TriggerKind::Alert),
+            // With a [store], every bundle leaves the host as it is written.
+            upload: self.env.store.is_some(),
             ..Request::default()
         };
         let mut plan = snapshot::plan(&self.env, &self.catalog, &request, Timestamp::now())?;
@@ -548,10 +557,45 @@ impl Scheduler {
         Ok(snapshot::execute(plan, self.env.clone(), secrets, &self.stop, &self.progress).await?)
     }
 
-    /// Applies retention, sparing the bundles of running snapshots.
+    /// Uploads again every finished bundle whose copy in `[store]` is not confirmed (the store was down, the
+    /// credentials wrong): at start, then with a backoff from one minute doubling to an hour while some fail.
+    /// Each success lets retention delete the local copy in turn.
+    pub async fn retry_uploads(self: Arc<Self>) {
+        let Some(settings) = self.env.store.clone() else { return };
+        let first = settings.retry_every.unsigned_abs();
+        let most = std::time::Duration::from_secs(3600).max(first);
+        let mut wait = first;
+        loop {
+            let in_progress: HashSet<String> = self.state().running.values().map(|(id, _)| id.clone()).collect();
+            let pending = retention::unconfirmed(&self.env.out_dir, &in_progress);
+            let mut failed = false;
+            for archive in pending {
+                if self.stop.is_stopped() {
+                    return;
+                }
+                let id = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                match crate::store::upload::upload_bundle(settings.clone(), &self.env.seal, &archive).await {
+                    Ok(record) => {
+                        failed |= !record.confirmed();
+                        log_upload(id.trim_end_matches(".tar.zst"), &record);
+                    }
+                    Err(why) => {
+                        failed = true;
+                        tracing::warn!(bundle = %archive.display(), "upload: {why}");
+                    }
+                }
+            }
+            self.prune();
+            wait = if failed { (wait * 2).min(most) } else { first };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Applies retention, sparing the bundles of running snapshots (and, with a `[store]`, those whose remote copy
+    /// is not confirmed).
     pub fn prune(&self) {
         let in_progress: HashSet<String> = self.state().running.values().map(|(id, _)| id.clone()).collect();
-        match retention::prune(&self.env.out_dir, self.env.serve.retention, &in_progress) {
+        match retention::prune(&self.env.out_dir, self.env.serve.retention, &in_progress, self.env.store.is_some()) {
             Ok(deleted) => {
                 for d in deleted {
                     self.metrics.bundles_deleted.inc();
@@ -630,5 +674,15 @@ impl Scheduler {
 
     pub fn queue_depth(&self) -> usize {
         self.state().queue.len()
+    }
+}
+
+/// Logs an upload's outcome: info when the copy is confirmed, a warning otherwise.
+fn log_upload(id: &str, u: &crate::store::record::UploadRecord) {
+    let line = crate::bundle::bounds::printable(&u.summary());
+    if u.confirmed() {
+        tracing::info!(snapshot = id, url = u.url, version = u.version_id, "snapshot {id}: upload: {line}");
+    } else {
+        tracing::warn!(snapshot = id, url = u.url, state = ?u.state, "snapshot {id}: upload: {line}");
     }
 }

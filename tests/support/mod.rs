@@ -5,6 +5,7 @@
 pub mod kube;
 pub mod postgres;
 pub mod redis;
+pub mod s3;
 pub mod serve;
 pub mod tsa;
 

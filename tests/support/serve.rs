@@ -28,6 +28,11 @@ impl Sidecar {
 
     /// [`Sidecar::start`] with more arguments to `preserve serve`.
     pub fn start_with(ws: &Workspace, collectors: &Path, serve_toml: &str, args: &[&str]) -> Self {
+        Self::start_env(ws, collectors, serve_toml, args, &[])
+    }
+
+    /// [`Sidecar::start_with`] with more environment variables.
+    pub fn start_env(ws: &Workspace, collectors: &Path, serve_toml: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let token = ws.write("secrets/serve-token", format!("{TOKEN}\n"));
         let config =
             ws.write("preserve.toml", format!("[serve]\ntoken = \"file:{}\"\n{serve_toml}\n", token.display()));
@@ -38,6 +43,7 @@ impl Sidecar {
             .arg("--collectors")
             .arg(collectors)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
