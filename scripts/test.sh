@@ -32,6 +32,8 @@ have prometheus-alertmanager || missing+=(prometheus-alertmanager)
 { have ssh-keygen && have ssh-agent && have ssh-add; } || missing+=(openssh-client)
 have openssl || missing+=(openssl)
 have sed || missing+=(sed)
+# Encrypted bundles are opened with Debian's age (age -d, age-keygen).
+{ have age && have age-keygen; } || missing+=(age)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -q

@@ -277,6 +277,11 @@ struct SealArgs {
     /// A bundle without a timestamp is not intact.
     #[arg(long)]
     require_timestamp: bool,
+    /// An age identity file (`AGE-SECRET-KEY-...`, as age-keygen writes) or an unencrypted OpenSSH private key, to
+    /// decrypt an encrypted bundle (`.tar.zst.age`) and check what is inside; without it only the ciphertext's hash
+    /// and the seal are checked.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
 }
 
 impl SealArgs {
@@ -597,7 +602,8 @@ fn check_cmd(
 
 fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits, seal_args: &SealArgs) -> Result<u8, Failure> {
     let options = seal_args.options()?;
-    let report = verify::verify_with(bundle, limits).or_exit(1)?;
+    let identities = seal_args.identity.as_deref().map(seal::identities).transpose().or_exit(2)?.unwrap_or_default();
+    let report = verify::verify_decrypting(bundle, limits, &identities).or_exit(1)?;
     let verified = seal::verify::check(report, &options);
     if json {
         show_json(&verified);
@@ -684,6 +690,17 @@ fn custody_cmd(command: CustodyCommand) -> Result<u8, Failure> {
 }
 
 fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {
+    if preserve::bundle::archive_id(bundle).is_some_and(|(_, encrypted)| encrypted) {
+        // Encrypted: only the public manifest beside it can be shown.
+        let m = verify::read_public_manifest(bundle, limits).or_exit(1)?;
+        if json {
+            show_json(&m);
+        } else {
+            show(render::InspectPublic(&m));
+            show(format_args!("seal:     {}\n", seal::verify::glance(bundle)));
+        }
+        return Ok(0);
+    }
     let m = verify::read_manifest(bundle, limits).or_exit(1)?;
     if json {
         show_json(&m);

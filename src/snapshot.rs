@@ -390,11 +390,12 @@ pub async fn execute(
         staging: private.clone(),
         zstd_level: env.zstd_level,
         organization: env.organization.clone(),
+        recipients: env.seal.recipients.clone(),
     };
     // The upload starts with the archive: every byte goes to the store as it is written.
     let (upload, mirror) = match env.store.clone().filter(|_| plan.upload) {
         Some(settings) => {
-            let (u, m) = store::upload::begin(Arc::new(settings), &bundle_id);
+            let (u, m) = store::upload::begin(Arc::new(settings), &bundle_id, env.seal.encrypted());
             (Some(u), Some(m))
         }
         None => (None, None),
@@ -498,6 +499,7 @@ pub async fn execute(
             let bundle = store::upload::Bundle {
                 out: &out,
                 id: &manifest.bundle_id,
+                encrypted: env.seal.encrypted(),
                 archive: &written.archive,
                 sha256: &written.sha256,
                 bytes: written.bytes,

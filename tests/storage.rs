@@ -57,7 +57,9 @@ fn snapshot_upload(ws: &Workspace, collectors: &Path, config: &Path, keys: &Keys
 }
 
 fn upload_record(bundle: &Path) -> serde_json::Value {
-    let name = bundle.file_name().unwrap().to_string_lossy().replace(".tar.zst", ".upload.json");
+    let file = bundle.file_name().unwrap().to_string_lossy().to_string();
+    let id = file.trim_end_matches(".age").trim_end_matches(".tar.zst");
+    let name = format!("{id}.upload.json");
     let text = std::fs::read(bundle.with_file_name(name)).expect("an upload record beside the bundle");
     serde_json::from_slice(&text).unwrap()
 }
@@ -356,4 +358,31 @@ async fn the_sidecar_keeps_every_bundle_whose_upload_is_not_confirmed_and_delete
         assert!(stored.contains(&format!("sidecar/{id}.tar.zst")), "{id} stored: {stored:?}");
     }
     assert_eq!(upload_record(&ws.out().join(format!("{}.tar.zst", ids[1])))["state"], "confirmed");
+}
+
+#[test]
+fn an_encrypted_bundle_is_uploaded_as_its_ciphertext() {
+    let ws = Workspace::new();
+    let garage = Garage::start(&ws.path().join("garage"));
+    let collectors = bulky_evidence(&ws, 8);
+    let id = ws.path().join("identity.txt");
+    assert!(std::process::Command::new("age-keygen").arg("-o").arg(&id).status().unwrap().success());
+    let text = std::fs::read_to_string(&id).unwrap();
+    let recipient = text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap();
+    let config = site(&ws, &format!("{}\n[seal]\nrecipients = [\"{recipient}\"]\n", garage.store_toml("enc", "")));
+    let out = snapshot_upload(&ws, &collectors, &config, &garage.keys, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bundle = std::fs::read_dir(ws.out())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst.age"))
+        .expect("an encrypted bundle");
+    let record = upload_record(&bundle);
+    assert_eq!(record["state"], "confirmed", "{record:#}");
+    assert_eq!(record["stored_checksum"], s3::expected_checksum(&bundle, 5 << 20).as_str());
+    let name = bundle.file_name().unwrap().to_string_lossy().to_string();
+    let client = s3::client(&garage.endpoint(), "garage", &garage.keys);
+    let keys = s3::keys(&client, BUCKET, "enc/");
+    assert!(keys.contains(&format!("enc/{name}")) && keys.contains(&format!("enc/{name}.sha256")), "{keys:?}");
+    assert_eq!(s3::get(&client, BUCKET, &format!("enc/{name}")), std::fs::read(&bundle).unwrap());
 }

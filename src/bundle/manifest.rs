@@ -31,6 +31,50 @@ pub struct Manifest {
     pub status: BundleStatus,
 }
 
+/// The manifest beside an encrypted archive (`<id>.manifest.json`): what a custodian without the key needs to
+/// file and check it, and nothing of what the evidence holds. Hosts, alert labels and annotations, collector
+/// sources and errors, findings and artifact names stay inside the ciphertext, in the archive's own
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublicManifest {
+    pub format: String,
+    pub bundle_id: String,
+    pub profile: String,
+    pub created_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub tool: Tool,
+    pub status: BundleStatus,
+    /// Always true here; what tells this manifest from a full one.
+    pub encrypted: bool,
+    /// The archive's size: the ciphertext.
+    pub archive_bytes: u64,
+    /// How many collectors ran and how many were not ok (their names and errors are inside).
+    pub collectors: usize,
+    pub collectors_failed: usize,
+}
+
+impl PublicManifest {
+    pub fn of(m: &Manifest, archive_bytes: u64) -> Self {
+        Self {
+            format: m.format.clone(),
+            bundle_id: m.bundle_id.clone(),
+            profile: m.profile.clone(),
+            created_at: m.created_at,
+            finished_at: m.finished_at,
+            tool: m.tool.clone(),
+            status: m.status,
+            encrypted: true,
+            archive_bytes,
+            collectors: m.collectors.len(),
+            collectors_failed: m
+                .collectors
+                .iter()
+                .filter(|c| !matches!(c.status, CollectorStatus::Ok | CollectorStatus::Skipped))
+                .count(),
+        }
+    }
+}
+
 /// The bundle's redaction marker. Every redacted secret reads `[REDACTED:<fingerprint>]`, the fingerprint being
 /// HMAC-SHA256 over the secret, first 16 hex, keyed by a key the bundle never holds: equal markers are equal secrets,
 /// and only a holder of the key can check a candidate value against a marker (`preserve fingerprint`).

@@ -10,6 +10,24 @@ pub mod verify;
 pub mod walk;
 pub mod writer;
 
+/// An archive's file name: `<id>.tar.zst`, or `<id>.tar.zst.age` when it is encrypted for its recipients.
+pub fn archive_name(id: &str, encrypted: bool) -> String {
+    if encrypted { format!("{id}.tar.zst.age") } else { format!("{id}.tar.zst") }
+}
+
+/// The bundle id of an archive's file name, and whether the archive is encrypted; `None`: not a bundle's name.
+pub fn split_archive_name(name: &str) -> Option<(&str, bool)> {
+    match name.strip_suffix(".tar.zst.age") {
+        Some(id) => Some((id, true)),
+        None => name.strip_suffix(".tar.zst").map(|id| (id, false)),
+    }
+}
+
+/// [`split_archive_name`] of a path's file name.
+pub fn archive_id(archive: &std::path::Path) -> Option<(&str, bool)> {
+    split_archive_name(archive.file_name()?.to_str()?)
+}
+
 /// `preserve-<profile>-<UTC yyyymmddThhmmssZ>-<8 hex>`.
 pub fn bundle_id(profile: &str, at: jiff::Timestamp) -> String {
     let mut random = [0u8; 4];

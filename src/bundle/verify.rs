@@ -39,6 +39,8 @@ pub enum Error {
     NoManifest { path: PathBuf },
     #[error("`{}` is not a preserve manifest: {detail}", path.display())]
     Malformed { path: PathBuf, detail: String },
+    #[error("cannot decrypt `{}`: {detail}", path.display())]
+    Decrypt { path: PathBuf, detail: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -95,6 +97,11 @@ pub struct Report {
     pub archive_hash_checked: bool,
     pub payload_files: usize,
     pub payload_bytes: u64,
+    /// `<id>.tar.zst.age`: encrypted for its recipients.
+    pub encrypted: bool,
+    /// Whether what is inside was checked (not for an encrypted archive read without its identity: then only the
+    /// ciphertext's hash and the seal were).
+    pub payload_checked: bool,
     pub problems: Vec<Problem>,
 }
 
@@ -121,16 +128,49 @@ pub fn verify(archive: &Path) -> Result<Report, Error> {
 /// Verifies the bundle at `archive`. `Err` when the archive cannot be opened, or is refused for going over a bound
 /// (then nothing else about it is reported: a crafted bundle gets one line, not a flood).
 pub fn verify_with(archive: &Path, limits: &Limits) -> Result<Report, Error> {
-    let mut report = Report { archive: archive.to_path_buf(), ..Default::default() };
+    verify_decrypting(archive, limits, &[])
+}
+
+/// [`verify_with`], decrypting an encrypted archive (`<id>.tar.zst.age`) with `identities` to check what is inside
+/// too. Without one that opens it, the ciphertext's hash is checked and the report says the payload was not.
+pub fn verify_decrypting(
+    archive: &Path,
+    limits: &Limits,
+    identities: &[Box<dyn age::Identity>],
+) -> Result<Report, Error> {
+    let encrypted = super::archive_id(archive).is_some_and(|(_, e)| e);
+    let mut report = Report { archive: archive.to_path_buf(), encrypted, ..Default::default() };
     let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
     let file = File::open(archive).map_err(read_error)?;
     let compressed = file.metadata().map_err(read_error)?.len();
-    let side = SideManifest::read(archive, limits);
+    // Beside an encrypted archive the manifest is the public one: nothing to compare with what is inside.
+    let side = if encrypted { SideManifest::Absent } else { SideManifest::read(archive, limits) };
     let budget = Budget::derive(limits, compressed, side.figures());
     let mut hashing = HashingReader::new(file);
     let mut bag = Bag::default();
 
-    let cut_short = match read_entries(&mut hashing, limits, &budget, &mut report, &mut bag) {
+    if encrypted && identities.is_empty() {
+        io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
+        report.archive_sha256 = hashing.finish();
+        check_sha256_side_file(archive, &mut report);
+        return Ok(report);
+    }
+    let entries = if encrypted {
+        let decrypt_error = |e: age::DecryptError| {
+            let detail = match e {
+                age::DecryptError::NoMatchingKeys => "none of the identities given is a recipient of it".to_string(),
+                e => excerpt(e.to_string().as_bytes()),
+            };
+            Error::Decrypt { path: archive.to_path_buf(), detail }
+        };
+        let d = age::Decryptor::new_buffered(BufReader::new(&mut hashing)).map_err(decrypt_error)?;
+        let plain = d.decrypt(identities.iter().map(|i| i.as_ref())).map_err(decrypt_error)?;
+        read_entries(plain, limits, &budget, &mut report, &mut bag)
+    } else {
+        read_entries(&mut hashing, limits, &budget, &mut report, &mut bag)
+    };
+    report.payload_checked = true;
+    let cut_short = match entries {
         Ok(()) => false,
         Err(WalkError::Refused(refusal)) => return Err(Error::Refused { path: archive.to_path_buf(), refusal }),
         Err(WalkError::Corrupt(e)) => {
@@ -192,7 +232,7 @@ struct Bag {
 }
 
 fn read_entries(
-    reader: &mut HashingReader<File>,
+    reader: impl Read,
     limits: &Limits,
     budget: &Budget,
     report: &mut Report,
@@ -522,8 +562,8 @@ impl SideManifest {
 }
 
 fn side_manifest_path(archive: &Path) -> Option<PathBuf> {
-    let name = display_name(archive);
-    name.strip_suffix(".tar.zst").map(|stem| archive.with_file_name(format!("{stem}.manifest.json")))
+    let (id, _) = super::archive_id(archive)?;
+    Some(archive.with_file_name(format!("{id}.manifest.json")))
 }
 
 fn display_name(p: &Path) -> String {
@@ -550,6 +590,22 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// Reads the public manifest beside an encrypted bundle (capped, never through a link).
+pub fn read_public_manifest(archive: &Path, limits: &Limits) -> Result<super::manifest::PublicManifest, Error> {
+    let side = side_manifest_path(archive).ok_or_else(|| Error::NoManifest { path: archive.to_path_buf() })?;
+    match read_side(&side, limits.tag_files(), RAISE_TAG_FILES)
+        .map_err(|source| Error::Read { path: side.clone(), source })?
+    {
+        Side::Read(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Malformed { path: side.clone(), detail: excerpt(e.to_string().as_bytes()) }),
+        Side::Unread(why) => Err(Error::Refused {
+            path: archive.to_path_buf(),
+            refusal: Refusal::SideFile { file: display_name(&side), why },
+        }),
+        Side::Absent => Err(Error::NoManifest { path: side }),
     }
 }
 

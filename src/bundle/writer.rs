@@ -36,6 +36,8 @@ pub struct ArchiveOptions {
     pub staging: Arc<PrivateDir>,
     pub zstd_level: i32,
     pub organization: String,
+    /// age recipients to encrypt the archive for (`[seal] recipients`); empty: not encrypted.
+    pub recipients: Vec<String>,
 }
 
 /// A bundle on disk.
@@ -61,30 +63,60 @@ pub enum WriteError {
 }
 
 /// The side files a bundle may have beyond its `.sha256` and `.manifest.json`: its signature, timestamp, custody
-/// record and the record of how it was sealed. They go with the bundle (retention deletes them with it).
-pub fn seal_file_names(bundle_id: &str) -> [String; 4] {
+/// record and the record of how it was sealed. They go with the bundle (retention deletes them with it). The
+/// signature and timestamp are named after the archive (`<id>.tar.zst.age.sig` for an encrypted one).
+pub fn seal_file_names(bundle_id: &str, encrypted: bool) -> [String; 4] {
+    let archive = super::archive_name(bundle_id, encrypted);
     [
-        format!("{bundle_id}.tar.zst.sig"),
-        format!("{bundle_id}.tar.zst.tsr"),
+        format!("{archive}.sig"),
+        format!("{archive}.tsr"),
         format!("{bundle_id}.custody.jsonl"),
         format!("{bundle_id}.seal.json"),
     ]
 }
 
-/// Paths of a bundle's files, from its id and the output directory.
-pub fn bundle_paths(out_dir: &Path, bundle_id: &str) -> (PathBuf, PathBuf, PathBuf) {
+/// Paths of a bundle's files, from its id and the output directory: archive, `.sha256`, `.manifest.json`.
+pub fn bundle_paths(out_dir: &Path, bundle_id: &str, encrypted: bool) -> (PathBuf, PathBuf, PathBuf) {
+    let archive = super::archive_name(bundle_id, encrypted);
     (
-        out_dir.join(format!("{bundle_id}.tar.zst")),
-        out_dir.join(format!("{bundle_id}.tar.zst.sha256")),
+        out_dir.join(&archive),
+        out_dir.join(format!("{archive}.sha256")),
         out_dir.join(format!("{bundle_id}.manifest.json")),
     )
+}
+
+/// Where the archive's bytes go: the file (through the hash and the mirror), encrypted first when it has recipients.
+enum Out {
+    Plain(HashingWriter<BufWriter<File>>),
+    Encrypted(age::stream::StreamWriter<HashingWriter<BufWriter<File>>>),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Encrypted(w) => w.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.write_all(buf),
+            Self::Encrypted(w) => w.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Encrypted(w) => w.flush(),
+        }
+    }
 }
 
 /// Builds the `.tar.zst` as a sequence of zstd frames: tar headers, padding and tag files are compressed here in
 /// small frames; each artifact's content is the frame staged while it was collected, copied as it is. Decompressed
 /// end to end (zstd decodes concatenated frames as one stream) it is one ordinary tar.
 struct Assembler {
-    out: HashingWriter<BufWriter<File>>,
+    out: Out,
     /// Where the staged artifacts are.
     staging: Arc<PrivateDir>,
     /// Tar bytes not yet compressed (headers, padding, small files).
@@ -93,15 +125,26 @@ struct Assembler {
 }
 
 impl Assembler {
-    fn new(file: File, staging: Arc<PrivateDir>, level: i32, mirror: Option<Box<dyn Mirror>>) -> io::Result<Self> {
+    fn new(
+        file: File,
+        staging: Arc<PrivateDir>,
+        level: i32,
+        mirror: Option<Box<dyn Mirror>>,
+        recipients: &[String],
+    ) -> io::Result<Self> {
         let mut compressor = zstd::bulk::Compressor::new(level)?;
         compressor.include_checksum(true)?;
-        Ok(Self {
-            out: HashingWriter::mirrored(BufWriter::with_capacity(1 << 20, file), mirror),
-            staging,
-            tar: tar::Builder::new(Vec::new()),
-            compressor,
-        })
+        let hashed = HashingWriter::mirrored(BufWriter::with_capacity(1 << 20, file), mirror);
+        let out = if recipients.is_empty() {
+            Out::Plain(hashed)
+        } else {
+            let settings = crate::config::SealSettings { recipients: recipients.to_vec(), ..Default::default() };
+            let parsed = settings.age_recipients().map_err(io::Error::other)?;
+            let encryptor = age::Encryptor::with_recipients(parsed.iter().map(|r| r.as_ref() as &dyn age::Recipient))
+                .map_err(io::Error::other)?;
+            Out::Encrypted(encryptor.wrap_output(hashed)?)
+        };
+        Ok(Self { out, staging, tar: tar::Builder::new(Vec::new()), compressor })
     }
 
     fn flush_pending(&mut self) -> io::Result<()> {
@@ -133,10 +176,12 @@ impl Assembler {
             if f.metadata()?.len() != s.stored {
                 return Err(io::Error::other(WriteError::Staged { path: s.bag_path.clone(), expected: s.stored }));
             }
-            if s.stored >= KERNEL_COPY_FROM {
-                self.append_file(&f, s.stored)?;
-            } else {
-                io::copy(&mut io::Read::take(f, s.stored), &mut self.out)?;
+            match &mut self.out {
+                Out::Plain(plain) if s.stored >= KERNEL_COPY_FROM => Self::append_file(plain, &f, s.stored)?,
+                // Encrypted, the bytes must pass through the cipher: no copy file to file.
+                out => {
+                    io::copy(&mut io::Read::take(f, s.stored), out)?;
+                }
             }
         }
         let pad = (512 - s.bytes % 512) % 512;
@@ -148,10 +193,10 @@ impl Assembler {
     /// (`std::io::copy` between files is `copy_file_range`) while this thread reads them again from the page cache
     /// for the archive's hash: the last artifact's copy is all a snapshot waits for once its collectors are done,
     /// and through a buffer it was a write, a read, a copy and a hash one after the other (docs/performance.md).
-    fn append_file(&mut self, from: &File, n: u64) -> io::Result<()> {
+    fn append_file(out: &mut HashingWriter<BufWriter<File>>, from: &File, n: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.out.inner.flush()?;
-        let (archive, tap) = (self.out.inner.get_mut(), &mut self.out.tap);
+        out.inner.flush()?;
+        let (archive, tap) = (out.inner.get_mut(), &mut out.tap);
         let (copied, hashed) = std::thread::scope(|scope| {
             let copy = scope.spawn(|| io::copy(&mut io::Read::take(from, n), archive));
             let mut buf = vec![0u8; 1 << 20];
@@ -180,7 +225,7 @@ impl Assembler {
                 "staged frame ended early: {copied} bytes copied, {hashed} hashed of {n}"
             )));
         }
-        self.out.bytes += n;
+        out.bytes += n;
         Ok(())
     }
 
@@ -189,7 +234,12 @@ impl Assembler {
     fn finish(mut self) -> io::Result<(File, String, u64)> {
         self.tar.finish()?;
         self.flush_pending()?;
-        let (buffered, sha256, bytes, mirror) = self.out.finish_mirrored();
+        let hashed = match self.out {
+            Out::Plain(w) => w,
+            // The last chunk and its tag: the ciphertext is complete.
+            Out::Encrypted(w) => w.finish()?,
+        };
+        let (buffered, sha256, bytes, mirror) = hashed.finish_mirrored();
         let file = buffered.into_inner().map_err(|e| e.into_error())?;
         if let Some(mut m) = mirror {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.end(&sha256, bytes)));
@@ -230,7 +280,7 @@ impl ArchiveStream {
         let asm = opts
             .staging
             .create_file(PARTIAL)
-            .and_then(|f| Assembler::new(f, opts.staging.clone(), opts.zstd_level, mirror))
+            .and_then(|f| Assembler::new(f, opts.staging.clone(), opts.zstd_level, mirror, &opts.recipients))
             .map_err(io_err(&partial))?;
         let (tx, rx) = mpsc::channel::<Sealed>();
         let top = id.to_string();
@@ -279,7 +329,8 @@ impl ArchiveStream {
     }
 
     fn complete(&mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
-        let (archive, sha_file, manifest_file) = bundle_paths(self.opts.out.path(), &self.id);
+        let encrypted = !self.opts.recipients.is_empty();
+        let (archive, sha_file, manifest_file) = bundle_paths(self.opts.out.path(), &self.id, encrypted);
         let partial = self.partial.clone();
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         let appended = self
@@ -317,9 +368,16 @@ impl ArchiveStream {
             let (path, kept) = (path.to_path_buf(), partial.clone());
             move |source| WriteError::Publish { path, kept, source }
         };
-        let archive_name = format!("{}.tar.zst", self.id);
+        let archive_name = super::archive_name(&self.id, encrypted);
         self.side_file(&sha_file, format!("{sha256}  {archive_name}\n").as_bytes()).map_err(kept(&sha_file))?;
-        self.side_file(&manifest_file, &manifest_json).map_err(kept(&manifest_file))?;
+        // Encrypted, the manifest beside it is the public one: what the archive is, not what it holds.
+        let side_manifest = if encrypted {
+            serde_json::to_vec_pretty(&super::manifest::PublicManifest::of(manifest, bytes))
+                .map_err(|e| WriteError::Io { path: manifest_file.clone(), source: io::Error::other(e) })?
+        } else {
+            manifest_json
+        };
+        self.side_file(&manifest_file, &side_manifest).map_err(kept(&manifest_file))?;
         // The archive appears last, complete and synced: its presence means the bundle is finished.
         self.opts.staging.publish(PARTIAL, &self.opts.out, &archive_name).map_err(kept(&archive))?;
         sync_dir(self.opts.out.path());

@@ -33,12 +33,24 @@ pub struct SealSettings {
     pub tsa: Option<TsaSettings>,
     /// Named as the actor of the custody entries this host writes.
     pub actor: Option<String>,
+    /// age recipients every archive is encrypted for (checked when the config is read).
+    pub recipients: Vec<String>,
 }
 
 impl SealSettings {
     /// Whether anything seals bundles.
     pub fn any(&self) -> bool {
         self.signer.is_some() || self.tsa.is_some()
+    }
+
+    /// Whether archives are encrypted.
+    pub fn encrypted(&self) -> bool {
+        !self.recipients.is_empty()
+    }
+
+    /// The recipients, parsed (they were checked when the config was read).
+    pub fn age_recipients(&self) -> Result<Vec<Box<dyn age::Recipient + Send>>, SealSettingError> {
+        self.recipients.iter().map(|r| parse_recipient(r)).collect()
     }
 }
 
@@ -57,6 +69,10 @@ pub enum SealSettingError {
     TsaTimeout,
     #[error("seal.tsa_ca_file is set but seal.tsa_url is not")]
     CaWithoutTsa,
+    #[error(
+        "seal.recipients: `{0}` is neither an age recipient (age1...) nor an SSH public key (ssh-ed25519, ssh-rsa)"
+    )]
+    Recipient(String),
 }
 
 /// Public key files are small; anything larger is not one.
@@ -86,8 +102,22 @@ impl SealSettings {
             None if c.tsa_ca_file.is_some() => return Err(SealSettingError::CaWithoutTsa),
             None => None,
         };
-        Ok(Self { signer, tsa, actor: c.actor })
+        for r in &c.recipients {
+            parse_recipient(r)?;
+        }
+        Ok(Self { signer, tsa, actor: c.actor, recipients: c.recipients })
     }
+}
+
+fn parse_recipient(r: &str) -> Result<Box<dyn age::Recipient + Send>, SealSettingError> {
+    let r = r.trim();
+    if r.starts_with("age1") {
+        return r
+            .parse::<age::x25519::Recipient>()
+            .map(|k| Box::new(k) as _)
+            .map_err(|_| SealSettingError::Recipient(r.into()));
+    }
+    r.parse::<age::ssh::Recipient>().map(|k| Box::new(k) as _).map_err(|_| SealSettingError::Recipient(r.into()))
 }
 
 /// The agent key as one OpenSSH public key line: given as one, or read from a `.pub` file.

@@ -110,6 +110,11 @@ pub struct SealConfig {
     pub tsa_timeout: Option<SignedDuration>,
     /// Who this host's custody entries name as the actor (default `preserve@<hostname>`).
     pub actor: Option<String>,
+    /// Encrypt every archive for these recipients (the age format): `age1...` X25519 recipients and SSH public keys
+    /// (`ssh-ed25519 AAAA...`, `ssh-rsa AAAA...`). The archive is then `<id>.tar.zst.age`; its hash and signature
+    /// cover the ciphertext.
+    #[serde(default)]
+    pub recipients: Vec<String>,
 }
 
 /// The Kubernetes API and the Caracal release on it (`[kubernetes]`).

@@ -62,6 +62,27 @@ impl fmt::Display for Inspect<'_> {
     }
 }
 
+/// `preserve inspect` of an encrypted bundle: its public manifest, which is all that can be read without its key.
+pub struct InspectPublic<'a>(pub &'a crate::bundle::manifest::PublicManifest);
+
+impl fmt::Display for InspectPublic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        let p = |s: &str| printable(s);
+        writeln!(f, "bundle:   {}", p(&m.bundle_id))?;
+        writeln!(f, "status:   {}", m.status.as_str())?;
+        writeln!(f, "profile:  {}", p(&m.profile))?;
+        writeln!(f, "tool:     {} {}", p(&m.tool.name), p(&m.tool.version))?;
+        writeln!(f, "taken:    {} .. {}", m.created_at, m.finished_at)?;
+        writeln!(
+            f,
+            "collectors: {} ({} not ok); the rest is inside the encrypted archive ({} bytes): `preserve verify \
+             --identity FILE` checks it, `age -d -i FILE` opens it",
+            m.collectors, m.collectors_failed, m.archive_bytes
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ mod list;
 mod plan;
 mod results;
 
-pub use inspect::Inspect;
+pub use inspect::{Inspect, InspectPublic};
 pub use list::{List, list_json};
 pub use plan::Plan;
 pub use results::{Custody, Fingerprints, Readiness, Verified, snapshot_json};

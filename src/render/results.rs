@@ -50,7 +50,14 @@ pub struct Verified<'a> {
 impl fmt::Display for Verified<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.verified.bundle;
-        if r.intact() {
+        if r.intact() && !r.payload_checked {
+            writeln!(
+                f,
+                "ciphertext intact: archive sha256 {}{}; encrypted, the payload was NOT checked (give --identity)",
+                r.archive_sha256,
+                if r.archive_hash_checked { ", matches .sha256" } else { ", no .sha256 beside it" }
+            )?;
+        } else if r.intact() {
             writeln!(
                 f,
                 "intact: {} ({} payload files, {} bytes; archive sha256 {}{})",

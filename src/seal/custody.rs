@@ -296,9 +296,8 @@ fn check_line(
 
 /// The custody record of the bundle at `archive`: `<id>.custody.jsonl` beside it.
 pub fn path_of(archive: &Path) -> Option<PathBuf> {
-    let name = archive.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".tar.zst")?;
-    Some(archive.with_file_name(format!("{stem}.custody.jsonl")))
+    let (id, _) = crate::bundle::archive_id(archive)?;
+    Some(archive.with_file_name(format!("{id}.custody.jsonl")))
 }
 
 /// Reads the custody record's text, bounded, never following a link.

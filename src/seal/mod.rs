@@ -35,6 +35,30 @@ fn digest_of<D: sha2::Digest>(archive: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// The age identities in the file at `path`: an age identity file (`AGE-SECRET-KEY-1...` lines), or an unencrypted
+/// OpenSSH private key (Ed25519 or RSA). Read bounded, never through a link.
+pub fn identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, String> {
+    let shown = path.display();
+    let bytes = match read_side_file(path, 1 << 20) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(format!("{shown}: no such file")),
+        Err(why) => return Err(format!("{shown}: {why}")),
+    };
+    if let Ok(file) = age::IdentityFile::from_buffer(&bytes[..])
+        && let Ok(ids) = file.into_identities()
+        && !ids.is_empty()
+    {
+        return Ok(ids.into_iter().map(|i| i as Box<dyn age::Identity>).collect());
+    }
+    match age::ssh::Identity::from_buffer(&bytes[..], Some(shown.to_string())) {
+        Ok(age::ssh::Identity::Unencrypted(k)) => Ok(vec![Box::new(age::ssh::Identity::Unencrypted(k))]),
+        Ok(age::ssh::Identity::Encrypted(_)) => {
+            Err(format!("{shown}: a passphrase-protected SSH key; decrypt a copy with ssh-keygen -p, or use age -d"))
+        }
+        _ => Err(format!("{shown}: neither an age identity file nor an OpenSSH private key age can use")),
+    }
+}
+
 /// A SHA-256 given in hex, as bytes.
 fn digest32(hex_sha256: &str) -> Option<[u8; 32]> {
     hex::decode(hex_sha256).ok().and_then(|d| d.try_into().ok())
@@ -164,7 +188,7 @@ impl Sealer {
 
     /// The signature and the custody record's first entry.
     fn sign(&self, staging: &PrivateDir, out: &OutDir, id: &str, sha256_hex: &str, digest: &[u8; 32]) -> (Part, Part) {
-        let [sig_name, _, custody_name, _] = crate::bundle::writer::seal_file_names(id);
+        let [sig_name, _, custody_name, _] = crate::bundle::writer::seal_file_names(id, self.settings.encrypted());
         let signer = match &self.signer {
             None => return (Part::NotConfigured, Part::NotConfigured),
             Some(Err(why)) => {
@@ -215,7 +239,7 @@ impl Sealer {
             return SealRecord::missing_as_asked(&self.settings, "the archive's SHA-256 is not known");
         };
         let mut record = SealRecord::default();
-        let [_, tsr_name, _, seal_name] = crate::bundle::writer::seal_file_names(id);
+        let [_, tsr_name, _, seal_name] = crate::bundle::writer::seal_file_names(id, self.settings.encrypted());
         if self.signer.is_some() {
             // An agent may take its time (a hardware key waits for a touch): off the runtime's threads.
             let (me, st, o, id, sha) =

@@ -25,6 +25,8 @@ pub struct BundleFile {
     pub modified: SystemTime,
     /// Its upload record says the remote copy is confirmed.
     pub stored: bool,
+    /// `<id>.tar.zst.age`.
+    pub encrypted: bool,
 }
 
 /// A bundle deleted by retention, for the log.
@@ -67,12 +69,17 @@ pub fn list(out_dir: &Path) -> std::io::Result<Vec<BundleFile>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(out_dir)?.filter_map(Result::ok) {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".tar.zst").filter(|id| id.starts_with("preserve-")) else { continue };
+        let Some((id, encrypted)) =
+            crate::bundle::split_archive_name(&name).filter(|(id, _)| id.starts_with("preserve-"))
+        else {
+            continue;
+        };
         let Ok(meta) = e.metadata() else { continue };
         if !meta.is_file() {
             continue;
         }
-        let side: u64 = side_files(out_dir, id).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+        let side: u64 =
+            side_files(out_dir, id, encrypted).iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
         let stored = crate::store::record::read(&out_dir.join(upload_record_name(id)))
             .ok()
             .flatten()
@@ -82,16 +89,17 @@ pub fn list(out_dir: &Path) -> std::io::Result<Vec<BundleFile>> {
             bytes: meta.len() + side,
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             stored,
+            encrypted,
         });
     }
     Ok(out)
 }
 
 /// A bundle's side files: `.sha256`, `.manifest.json`, the seal's and the upload record.
-fn side_files(out_dir: &Path, id: &str) -> Vec<PathBuf> {
-    let (_, sha, manifest) = bundle_paths(out_dir, id);
+fn side_files(out_dir: &Path, id: &str, encrypted: bool) -> Vec<PathBuf> {
+    let (_, sha, manifest) = bundle_paths(out_dir, id, encrypted);
     let mut files = vec![sha, manifest];
-    files.extend(seal_file_names(id).map(|n| out_dir.join(n)));
+    files.extend(seal_file_names(id, encrypted).map(|n| out_dir.join(n)));
     files.push(out_dir.join(upload_record_name(id)));
     files
 }
@@ -105,7 +113,7 @@ pub fn unconfirmed(out_dir: &Path, in_progress: &HashSet<String>) -> Vec<PathBuf
     let mut pending: Vec<BundleFile> =
         list(out_dir).unwrap_or_default().into_iter().filter(|b| !b.stored && !in_progress.contains(&b.id)).collect();
     pending.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.id.cmp(&b.id)));
-    pending.into_iter().map(|b| archive_path(out_dir, &b.id)).collect()
+    pending.into_iter().map(|b| archive_path(out_dir, &b.id, b.encrypted)).collect()
 }
 
 /// Which bundles to delete: walking from the newest, every bundle past `max_bundles` or past `max_bytes` goes,
@@ -153,12 +161,12 @@ pub fn prune(
     let chosen = select(list(out_dir)?, policy, SystemTime::now(), in_progress, require_stored);
     let mut deleted = Vec::with_capacity(chosen.len());
     for d in chosen {
-        let archive = archive_path(out_dir, &d.bundle.id);
+        let archive = archive_path(out_dir, &d.bundle.id, d.bundle.encrypted);
         if let Err(e) = std::fs::remove_file(&archive) {
             tracing::warn!(archive = %archive.display(), "retention: cannot delete {}: {e}", archive.display());
             continue;
         }
-        for p in side_files(out_dir, &d.bundle.id) {
+        for p in side_files(out_dir, &d.bundle.id, d.bundle.encrypted) {
             let _ = std::fs::remove_file(p);
         }
         deleted.push(d);
@@ -167,8 +175,8 @@ pub fn prune(
 }
 
 /// Where a bundle of `id` lives, for the record of a run.
-pub fn archive_path(out_dir: &Path, id: &str) -> PathBuf {
-    bundle_paths(out_dir, id).0
+pub fn archive_path(out_dir: &Path, id: &str, encrypted: bool) -> PathBuf {
+    bundle_paths(out_dir, id, encrypted).0
 }
 
 #[cfg(test)]
@@ -177,7 +185,7 @@ mod tests {
     use jiff::SignedDuration;
 
     fn bundle(id: &str, age_s: u64, bytes: u64, now: SystemTime) -> BundleFile {
-        BundleFile { id: id.into(), bytes, modified: now - Duration::from_secs(age_s), stored: false }
+        BundleFile { id: id.into(), bytes, modified: now - Duration::from_secs(age_s), stored: false, encrypted: false }
     }
 
     fn ids(d: &[Deleted]) -> Vec<&str> {

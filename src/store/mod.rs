@@ -19,9 +19,10 @@ use base64::Engine;
 use crate::{bundle::bounds::printable, config::StoreSettings};
 
 /// Names of a bundle's side files that go to the store after its archive, in this order.
-pub fn side_file_names(bundle_id: &str) -> Vec<String> {
-    let mut names = vec![format!("{bundle_id}.tar.zst.sha256"), format!("{bundle_id}.manifest.json")];
-    let [sig, tsr, custody, _seal] = crate::bundle::writer::seal_file_names(bundle_id);
+pub fn side_file_names(bundle_id: &str, encrypted: bool) -> Vec<String> {
+    let archive = crate::bundle::archive_name(bundle_id, encrypted);
+    let mut names = vec![format!("{archive}.sha256"), format!("{bundle_id}.manifest.json")];
+    let [sig, tsr, custody, _seal] = crate::bundle::writer::seal_file_names(bundle_id, encrypted);
     names.extend([sig, tsr, custody]);
     names
 }

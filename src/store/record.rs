@@ -124,9 +124,8 @@ impl UploadRecord {
 
 /// Where the record of the bundle at `archive` is.
 pub fn path_of(archive: &Path) -> Option<PathBuf> {
-    let name = archive.file_name()?.to_str()?;
-    let stem = name.strip_suffix(".tar.zst")?;
-    Some(archive.with_file_name(format!("{stem}.upload.json")))
+    let (id, _) = crate::bundle::archive_id(archive)?;
+    Some(archive.with_file_name(format!("{id}.upload.json")))
 }
 
 /// Reads a record, bounded and never through a link; `Ok(None)` when there is none.

@@ -210,10 +210,10 @@ pub struct Upload {
 }
 
 /// Begins the upload of bundle `bundle_id`; the returned mirror goes to the archive writer.
-pub fn begin(settings: Arc<StoreSettings>, bundle_id: &str) -> (Upload, Box<dyn Mirror>) {
+pub fn begin(settings: Arc<StoreSettings>, bundle_id: &str, encrypted: bool) -> (Upload, Box<dyn Mirror>) {
     let part_size = settings.part_size;
     let (tx, rx) = mpsc::channel(1);
-    let name = format!("{bundle_id}.tar.zst");
+    let name = crate::bundle::archive_name(bundle_id, encrypted);
     let retain_until = retain_until(&settings);
     let task = tokio::spawn(async move {
         let store = Store::connect(settings).await;
@@ -351,6 +351,8 @@ impl Mirror for Feed {
 pub struct Bundle<'a> {
     pub out: &'a OutDir,
     pub id: &'a str,
+    /// `<id>.tar.zst.age`.
+    pub encrypted: bool,
     pub archive: &'a Path,
     pub sha256: &'a str,
     pub bytes: u64,
@@ -409,8 +411,8 @@ pub async fn upload_bundle(
     archive: &Path,
 ) -> Result<UploadRecord, String> {
     let name = archive.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let id =
-        name.strip_suffix(".tar.zst").ok_or_else(|| format!("{}: not a bundle (`<id>.tar.zst`)", archive.display()))?;
+    let (id, encrypted) = crate::bundle::split_archive_name(name)
+        .ok_or_else(|| format!("{}: not a bundle (`<id>.tar.zst` or `<id>.tar.zst.age`)", archive.display()))?;
     let record_path = super::record::path_of(archive).ok_or_else(|| format!("{}: not a bundle", archive.display()))?;
     let previous = super::record::read(&record_path)?;
     if let Some(r) = previous.as_ref().filter(|r| r.confirmed()) {
@@ -432,7 +434,7 @@ pub async fn upload_bundle(
     }
     let dir = archive.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let out = OutDir::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let bundle = Bundle { out: &out, id, archive, sha256: &sha256, bytes: meta.len() };
+    let bundle = Bundle { out: &out, id, encrypted, archive, sha256: &sha256, bytes: meta.len() };
     let sealer = seal.signer.is_some().then(|| crate::seal::Sealer::prepare(seal));
     let custody = sealer
         .as_ref()
@@ -454,7 +456,7 @@ pub async fn upload_file(
     custody: Option<&dyn Custody>,
 ) -> UploadRecord {
     let store = Store::connect(settings.clone()).await;
-    let target = Target::new(store, &format!("{}.tar.zst", bundle.id), retain_until(&settings));
+    let target = Target::new(store, &crate::bundle::archive_name(bundle.id, bundle.encrypted), retain_until(&settings));
     let part_size = resume.as_ref().map_or(settings.part_size, |r| r.part_size);
     let (stored, progress) = from_file(&target, bundle, part_size, resume).await;
     settle(&target, bundle, stored, false, &progress, part_size, custody).await
@@ -685,7 +687,7 @@ async fn settle(
             record.error = Some(format!("no custody entry for the upload: {why}"));
         }
     }
-    for name in super::side_file_names(bundle.id) {
+    for name in super::side_file_names(bundle.id, bundle.encrypted) {
         if let Some(side) = put_side(target, bundle, &name).await {
             if side.error.is_some() && record.state == UploadState::Confirmed {
                 record.state = UploadState::Unconfirmed;
@@ -835,7 +837,7 @@ async fn put_side(target: &Target, bundle: &Bundle<'_>, name: &str) -> Option<Si
 }
 
 fn failed_record(bundle: &Bundle<'_>, target: Option<&Target>, error: String, resume: Option<Resume>) -> UploadRecord {
-    let name = format!("{}.tar.zst", bundle.id);
+    let name = crate::bundle::archive_name(bundle.id, bundle.encrypted);
     UploadRecord {
         state: UploadState::Failed,
         url: target.map_or(name.clone(), |t| t.url.clone()),
