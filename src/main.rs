@@ -109,13 +109,22 @@ enum Command {
         record (<id>.custody.jsonl: entries, signers, the first broken link).\n  \
         preserve verify --allowed-signers /etc/preserve/allowed_signers --tsa-ca tsa-ca.pem \\\n      \
         --require-signature --require-timestamp bundle.tar.zst\n\n\
+        An encrypted bundle (<id>.tar.zst.age, docs/storage.md): its ciphertext is checked;\n\
+        with --identity FILE it is decrypted as it is read and everything inside is checked.\n  \
+        preserve verify --identity ~/.config/preserve/identity.txt bundle.tar.zst.age\n\n\
+        A bundle in S3 (s3://bucket/key): streamed from the store, its side files fetched\n\
+        beside it, and checked as a file is; the endpoint and region come from --config's [store].\n  \
+        preserve verify --config preserve.toml s3://evidence/caracal/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst\n\n\
         Exit codes: 0 intact, 1 not intact (every problem is listed with the file at fault),\n\
         refused, or a required seal layer absent, 2 usage error."
     )]
     Verify {
-        /// The bundle (`.tar.zst`); the `.sha256`, `.manifest.json`, `.sig`, `.tsr` and `.custody.jsonl` beside it are
-        /// checked too.
+        /// The bundle (`.tar.zst`, `.tar.zst.age`, or `s3://bucket/key` of one); the `.sha256`, `.manifest.json`,
+        /// `.sig`, `.tsr` and `.custody.jsonl` beside it are checked too.
         bundle: PathBuf,
+        /// Site config whose `[store]` says how to reach an `s3://` bundle (default: $PRESERVE_CONFIG).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -242,9 +251,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the collectors and profiles available.
-    #[command(after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json")]
+    /// List the collectors and profiles available, or the bundles stored in S3 under s3://bucket/prefix.
+    #[command(
+        after_help = "Examples:\n  preserve list\n  preserve list --collectors /etc/preserve/collectors --json\n  \
+        preserve list --config preserve.toml s3://evidence/caracal\n\n\
+        For a store: each bundle with its profile, time, status, size, Object Lock (mode and retain-until,\n\
+        legal hold) and seal (signature, timestamp, custody record), read from the store's listing, each\n\
+        archive's HEAD and its .manifest.json (the public one for an encrypted bundle)."
+    )]
     List {
+        /// `s3://bucket/prefix`: list the bundles stored there (the endpoint and region come from [store]).
+        location: Option<String>,
         #[command(flatten)]
         config: ConfigArgs,
         #[arg(long)]
@@ -428,11 +445,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Snapshot(args) => snapshot_cmd(args),
-        Command::Verify { bundle, json, limits, seal } => verify_cmd(&bundle, json, &limits.limits(), &seal),
+        Command::Verify { bundle, json, limits, seal, config } => {
+            verify_cmd(&bundle, json, &limits.limits(), &seal, config.as_deref())
+        }
         Command::Custody(c) => custody_cmd(c),
         Command::Upload { bundle, config, json } => upload_cmd(&bundle, &config, json),
         Command::Inspect { bundle, json, limits } => inspect_cmd(&bundle, json, &limits.limits()),
-        Command::List { config, json } => list_cmd(&config, json),
+        Command::List { location: Some(location), config, json } => list_store_cmd(&location, &config, json),
+        Command::List { location: None, config, json } => list_cmd(&config, json),
         Command::Check { profiles, collectors, config, out, json } => {
             check_cmd(profiles, collectors, &config, out, json)
         }
@@ -600,11 +620,34 @@ fn check_cmd(
     Ok(if report.all_can_run() { 0 } else { 3 })
 }
 
-fn verify_cmd(bundle: &std::path::Path, json: bool, limits: &Limits, seal_args: &SealArgs) -> Result<u8, Failure> {
+fn verify_cmd(
+    bundle: &std::path::Path,
+    json: bool,
+    limits: &Limits,
+    seal_args: &SealArgs,
+    config: Option<&std::path::Path>,
+) -> Result<u8, Failure> {
     let options = seal_args.options()?;
     let identities = seal_args.identity.as_deref().map(seal::identities).transpose().or_exit(2)?.unwrap_or_default();
-    let report = verify::verify_decrypting(bundle, limits, &identities).or_exit(1)?;
-    let verified = seal::verify::check(report, &options);
+    let url = bundle.to_str().filter(|s| s.starts_with("s3://"));
+    let verified = match url {
+        None => seal::verify::check(verify::verify_decrypting(bundle, limits, &identities).or_exit(1)?, &options),
+        Some(url) => {
+            let object = preserve::store::remote::ObjectUrl::parse(url).or_exit(2)?;
+            let site = Environment::load(config, &ProcessEnv).or_exit(2)?.store;
+            let runtime = runtime()?;
+            let scratch = std::env::temp_dir();
+            let (report, guard) = runtime
+                .block_on(preserve::store::remote::verify(site, &object, &scratch, limits.clone(), identities))
+                .or_exit(1)?;
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            // The seal's side files are beside the fetched copy until the guard goes.
+            let mut verified = seal::verify::check(report, &options);
+            drop(guard);
+            verified.bundle.archive = PathBuf::from(url);
+            verified
+        }
+    };
     if json {
         show_json(&verified);
     } else {
@@ -737,6 +780,20 @@ fn fingerprint_cmd(
     }
     let matched = checked.iter().any(|c| c.matches.as_ref().is_none_or(|m| !m.is_empty()));
     Ok(if manifest.is_some() && !matched { 1 } else { 0 })
+}
+
+fn list_store_cmd(location: &str, config: &ConfigArgs, json: bool) -> Result<u8, Failure> {
+    let location = preserve::config::S3Location::parse(location).or_exit(2)?;
+    let site = Environment::load(config.config.as_deref(), &ProcessEnv).or_exit(2)?.store;
+    let runtime = runtime()?;
+    let listed = runtime.block_on(preserve::store::remote::list(site, &location)).or_exit(1)?;
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if json {
+        show_json(&listed);
+    } else {
+        show(render::StoredBundles(&listed));
+    }
+    Ok(0)
 }
 
 fn list_cmd(config: &ConfigArgs, json: bool) -> Result<u8, Failure> {

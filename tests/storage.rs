@@ -95,6 +95,30 @@ fn a_bundle_streams_to_garage_in_parts_each_checked_and_read_back() {
     assert!(s3::open_uploads(&client, BUCKET).is_empty());
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["upload"]["state"], "confirmed");
+
+    // verify s3:// streams the stored bundle through the same checks as a file.
+    let url = format!("s3://{BUCKET}/{key}");
+    let mut verify = ws.preserve();
+    verify.args(["verify", "--json", "--config"]).arg(&config).arg(&url);
+    with_keys(&mut verify, &garage.keys);
+    let v = run(&mut verify);
+    assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
+    let r: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(r["archive_hash_checked"], true);
+    assert_eq!(r["archive"], url.as_str());
+    assert!(r["payload_files"].as_u64().unwrap() >= 2, "{r:#}");
+    // One byte changed in the bucket: caught.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x20;
+    s3::block_on(async {
+        client.put_object().bucket(BUCKET).key(&key).body(bytes.into()).send().await.unwrap();
+    });
+    let v = run(&mut verify);
+    assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
+    let r: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let problems = r["problems"].to_string();
+    assert!(problems.contains("archive-hash"), "{problems}");
 }
 
 /// A collector that takes its time, so the archive stays open (its first parts stored) while the store is killed.
@@ -238,6 +262,28 @@ fn object_lock_is_set_on_every_object_and_the_store_refuses_to_delete_it() {
         let body = still.body.collect().await.unwrap().into_bytes();
         assert_eq!(body.as_ref(), std::fs::read(&bundle).unwrap().as_slice());
     });
+
+    // `preserve list` shows it with its profile, status, size and lock.
+    let mut list = ws.preserve();
+    list.args(["list", "--json", "--config"]).arg(&config).arg(format!("s3://{}/caracal", s3::LOCKED));
+    with_keys(&mut list, &moto.keys);
+    let l = run(&mut list);
+    assert_eq!(l.status.code(), Some(0), "{}", stderr(&l));
+    let listed: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
+    let item = &listed[0];
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_eq!(item["bundle_id"], name.trim_end_matches(".tar.zst"));
+    assert_eq!(item["profile"], "custom");
+    assert_eq!(item["status"], "complete");
+    assert_eq!(item["bytes"], std::fs::metadata(&bundle).unwrap().len());
+    assert_eq!(item["lock"]["mode"], "COMPLIANCE");
+    assert_eq!(item["lock"]["legal_hold"], true);
+    assert_eq!(item["signed"], false);
+    let mut list = ws.preserve();
+    list.args(["list", "--config"]).arg(&config).arg(format!("s3://{}/caracal", s3::LOCKED));
+    with_keys(&mut list, &moto.keys);
+    let text = stdout(&run(&mut list));
+    assert!(text.contains("COMPLIANCE until") && text.contains("+hold") && text.contains("unsealed"), "{text}");
 }
 
 #[test]

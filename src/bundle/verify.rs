@@ -136,17 +136,30 @@ pub fn verify_with(archive: &Path, limits: &Limits) -> Result<Report, Error> {
 pub fn verify_decrypting(
     archive: &Path,
     limits: &Limits,
-    identities: &[Box<dyn age::Identity>],
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+) -> Result<Report, Error> {
+    let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
+    let file = File::open(archive).map_err(read_error)?;
+    let compressed = file.metadata().map_err(read_error)?.len();
+    verify_stream(archive, file, compressed, limits, identities)
+}
+
+/// [`verify_decrypting`] of an archive read from `source` (`compressed` bytes long; a stored object streamed from
+/// the store), whose side files are beside `archive`, a path that names it and need not exist.
+pub fn verify_stream(
+    archive: &Path,
+    source: impl Read,
+    compressed: u64,
+    limits: &Limits,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
 ) -> Result<Report, Error> {
     let encrypted = super::archive_id(archive).is_some_and(|(_, e)| e);
     let mut report = Report { archive: archive.to_path_buf(), encrypted, ..Default::default() };
     let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
-    let file = File::open(archive).map_err(read_error)?;
-    let compressed = file.metadata().map_err(read_error)?.len();
     // Beside an encrypted archive the manifest is the public one: nothing to compare with what is inside.
     let side = if encrypted { SideManifest::Absent } else { SideManifest::read(archive, limits) };
     let budget = Budget::derive(limits, compressed, side.figures());
-    let mut hashing = HashingReader::new(file);
+    let mut hashing = HashingReader::new(source);
     let mut bag = Bag::default();
 
     if encrypted && identities.is_empty() {
@@ -164,7 +177,7 @@ pub fn verify_decrypting(
             Error::Decrypt { path: archive.to_path_buf(), detail }
         };
         let d = age::Decryptor::new_buffered(BufReader::new(&mut hashing)).map_err(decrypt_error)?;
-        let plain = d.decrypt(identities.iter().map(|i| i.as_ref())).map_err(decrypt_error)?;
+        let plain = d.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(decrypt_error)?;
         read_entries(plain, limits, &budget, &mut report, &mut bag)
     } else {
         read_entries(&mut hashing, limits, &budget, &mut report, &mut bag)

@@ -10,7 +10,7 @@ mod results;
 pub use inspect::{Inspect, InspectPublic};
 pub use list::{List, list_json};
 pub use plan::Plan;
-pub use results::{Custody, Fingerprints, Readiness, Verified, snapshot_json};
+pub use results::{Custody, Fingerprints, Readiness, StoredBundles, Verified, snapshot_json};
 
 use jiff::Timestamp;
 

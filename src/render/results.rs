@@ -211,3 +211,51 @@ impl fmt::Display for Readiness<'_> {
         Ok(())
     }
 }
+
+/// `preserve list s3://...`: one line per stored bundle.
+pub struct StoredBundles<'a>(pub &'a [crate::store::remote::Listed]);
+
+impl fmt::Display for StoredBundles<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return writeln!(f, "no bundles there");
+        }
+        for b in self.0 {
+            let lock = match (&b.lock.mode, b.lock.legal_hold) {
+                (Some(m), hold) => format!(
+                    "{m} until {}{}",
+                    b.lock.retain_until.as_deref().unwrap_or("?"),
+                    if hold { " +hold" } else { "" }
+                ),
+                (None, true) => "legal hold".to_string(),
+                (None, false) => "unlocked".to_string(),
+            };
+            let mut seal = Vec::new();
+            if b.signed {
+                seal.push("signed");
+            }
+            if b.timestamped {
+                seal.push("timestamped");
+            }
+            if b.custody {
+                seal.push("custody");
+            }
+            if b.encrypted {
+                seal.push("encrypted");
+            }
+            let line = format!(
+                "{}  {}  {}  {}  {}  {}  {}{}",
+                b.bundle_id,
+                b.profile.as_deref().unwrap_or("?"),
+                b.created_at.as_deref().unwrap_or("?"),
+                b.status.as_deref().unwrap_or("?"),
+                bytesize::ByteSize::b(b.bytes).display().iec(),
+                lock,
+                if seal.is_empty() { "unsealed".to_string() } else { seal.join("+") },
+                b.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default()
+            );
+            writeln!(f, "{}", printable(&line))?;
+        }
+        Ok(())
+    }
+}

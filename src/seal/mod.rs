@@ -37,7 +37,7 @@ fn digest_of<D: sha2::Digest>(archive: &Path) -> std::io::Result<Vec<u8>> {
 
 /// The age identities in the file at `path`: an age identity file (`AGE-SECRET-KEY-1...` lines), or an unencrypted
 /// OpenSSH private key (Ed25519 or RSA). Read bounded, never through a link.
-pub fn identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, String> {
+pub fn identities(path: &Path) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>, String> {
     let shown = path.display();
     let bytes = match read_side_file(path, 1 << 20) {
         Ok(Some(b)) => b,
@@ -48,7 +48,7 @@ pub fn identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, String> {
         && let Ok(ids) = file.into_identities()
         && !ids.is_empty()
     {
-        return Ok(ids.into_iter().map(|i| i as Box<dyn age::Identity>).collect());
+        return Ok(ids);
     }
     match age::ssh::Identity::from_buffer(&bytes[..], Some(shown.to_string())) {
         Ok(age::ssh::Identity::Unencrypted(k)) => Ok(vec![Box::new(age::ssh::Identity::Unencrypted(k))]),

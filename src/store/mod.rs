@@ -5,6 +5,7 @@
 //! instance metadata) and are never written anywhere by preserve.
 
 pub mod record;
+pub mod remote;
 pub mod upload;
 
 use std::{sync::Arc, time::Duration};
