@@ -638,7 +638,7 @@ fn verify_cmd(
             let runtime = runtime()?;
             let scratch = std::env::temp_dir();
             let (report, guard) = runtime
-                .block_on(preserve::store::remote::verify(site, &object, &scratch, limits.clone(), identities))
+                .block_on(preserve::store::remote::verify(site, &object, &scratch, *limits, identities))
                 .or_exit(1)?;
             runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             // The seal's side files are beside the fetched copy until the guard goes.
