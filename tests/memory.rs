@@ -117,3 +117,89 @@ fn one_gib_of_pod_logs_in_under_64_mib() {
     assert!(read > TOTAL * 9 / 10, "the whole gigabyte must go through, or this measures nothing: {read}");
     assert!(peak_mib < 64.0, "peak RSS {peak_mib:.1} MiB");
 }
+
+/// A 1 GiB bundle (base64 of random bytes: it compresses to about three quarters) uploaded to Garage while it is
+/// written: memory stays flat (a few parts of 5 MiB in flight), the store holds the bundle, and `verify s3://`
+/// passes. Run with: cargo test --release --test memory one_gib_bundle -- --ignored --nocapture
+#[test]
+#[ignore = "writes and uploads a 1 GiB bundle; run explicitly"]
+fn one_gib_bundle_uploaded_while_written_in_under_64_mib() {
+    use base64::Engine;
+    use support::s3::{BUCKET, Garage};
+    let ws = Workspace::new();
+    let garage = Garage::start(&ws.path().join("garage"));
+    std::fs::create_dir_all(ws.path().join("bulk")).unwrap();
+    // 1.36 GiB of base64 text in 76-character lines, made from a xorshift stream, written as it is made.
+    let f = std::fs::File::create(ws.path().join("bulk/blob.log")).unwrap();
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut raw = vec![0u8; 57 * 1024];
+    let mut text = String::new();
+    for _ in 0..(TOTAL / raw.len() as u64) {
+        for b in raw.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        text.clear();
+        for chunk in raw.chunks(57) {
+            base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut text);
+            text.push('\n');
+        }
+        w.write_all(text.as_bytes()).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let dir = collectors_dir(
+        &ws,
+        "bulk.toml",
+        &format!("[[collector]]\nname = \"bulk\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/bulk/*\"]\n", ws.path().display()),
+    );
+    let config = ws.write("preserve.toml", garage.store_toml("big", ""));
+    let rss = ws.path().join("peak-rss");
+    let started = std::time::Instant::now();
+    let mut c = std::process::Command::new("/usr/bin/time");
+    let inner = {
+        let mut i = ws.snapshot(&dir);
+        i.args(["-c", "bulk", "--upload", "--json", "--config"]).arg(&config);
+        i
+    };
+    c.arg("-f").arg("%M").arg("-o").arg(&rss).arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env("AWS_ACCESS_KEY_ID", &garage.keys.id)
+        .env("AWS_SECRET_ACCESS_KEY", &garage.keys.secret)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let out = run(&mut c);
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let peak_mib = std::fs::read_to_string(&rss).unwrap().trim().parse::<f64>().unwrap() / 1024.0;
+    let bundle = ws.only_bundle();
+    let bytes = std::fs::metadata(&bundle).unwrap().len();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!(
+        "snapshot --upload of a {} MiB bundle: peak RSS {peak_mib:.1} MiB, {elapsed:.1?}, upload {}",
+        bytes >> 20,
+        json["upload"]["state"]
+    );
+    assert!(bytes > 1000 << 20, "the bundle must be about 1 GiB, or this measures nothing: {bytes}");
+    assert_eq!(json["upload"]["state"], "confirmed");
+    assert_eq!(json["upload"]["streamed"], true);
+    assert_eq!(json["upload"]["stored_checksum"], support::s3::expected_checksum(&bundle, 5 << 20).as_str());
+    let name = bundle.file_name().unwrap().to_string_lossy().to_string();
+    let mut verify = ws.preserve();
+    verify
+        .args(["verify", "--config"])
+        .arg(&config)
+        .arg(format!("s3://{BUCKET}/big/{name}"))
+        .env("AWS_ACCESS_KEY_ID", &garage.keys.id)
+        .env("AWS_SECRET_ACCESS_KEY", &garage.keys.secret)
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    assert_eq!(run(&mut verify).status.code(), Some(0));
+    assert!(peak_mib < 64.0, "peak RSS {peak_mib:.1} MiB");
+}
