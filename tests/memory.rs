@@ -154,7 +154,10 @@ fn one_gib_bundle_uploaded_while_written_in_under_64_mib() {
     let dir = collectors_dir(
         &ws,
         "bulk.toml",
-        &format!("[[collector]]\nname = \"bulk\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/bulk/*\"]\n", ws.path().display()),
+        &format!(
+            "[[collector]]\nname = \"bulk\"\nkind = \"file\"\nwindow = false\npaths = [\"{}/bulk/*\"]\n",
+            ws.path().display()
+        ),
     );
     let config = ws.write("preserve.toml", garage.store_toml("big", ""));
     let rss = ws.path().join("peak-rss");

@@ -13,10 +13,8 @@ impl fmt::Display for Inspect<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
         let p = |s: &str| printable(s);
-        writeln!(f, "bundle:   {}", p(&m.bundle_id))?;
-        writeln!(f, "status:   {}", m.status.as_str())?;
-        writeln!(f, "profile:  {}", p(&m.profile))?;
-        writeln!(f, "host:     {}   tool: {} {}", p(&m.host), p(&m.tool.name), p(&m.tool.version))?;
+        let host = format!("{}   ", p(&m.host));
+        head(f, &m.bundle_id, m.status.as_str(), &m.profile, Some(&host), &m.tool)?;
         writeln!(f, "taken:    {} .. {}", m.created_at, m.finished_at)?;
         writeln!(f, "window:   {} .. {}", window_end(m.window.since), window_end(m.window.until))?;
         writeln!(
@@ -62,17 +60,31 @@ impl fmt::Display for Inspect<'_> {
     }
 }
 
+/// The lines both manifests begin with; `host` (already escaped) only where the manifest has one.
+fn head(
+    f: &mut fmt::Formatter<'_>,
+    id: &str,
+    status: &str,
+    profile: &str,
+    host: Option<&str>,
+    tool: &crate::bundle::manifest::Tool,
+) -> fmt::Result {
+    writeln!(f, "bundle:   {}", printable(id))?;
+    writeln!(f, "status:   {status}")?;
+    writeln!(f, "profile:  {}", printable(profile))?;
+    match host {
+        Some(h) => writeln!(f, "host:     {h}tool: {} {}", printable(&tool.name), printable(&tool.version)),
+        None => writeln!(f, "tool:     {} {}", printable(&tool.name), printable(&tool.version)),
+    }
+}
+
 /// `preserve inspect` of an encrypted bundle: its public manifest, which is all that can be read without its key.
 pub struct InspectPublic<'a>(pub &'a crate::bundle::manifest::PublicManifest);
 
 impl fmt::Display for InspectPublic<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        let p = |s: &str| printable(s);
-        writeln!(f, "bundle:   {}", p(&m.bundle_id))?;
-        writeln!(f, "status:   {}", m.status.as_str())?;
-        writeln!(f, "profile:  {}", p(&m.profile))?;
-        writeln!(f, "tool:     {} {}", p(&m.tool.name), p(&m.tool.version))?;
+        head(f, &m.bundle_id, m.status.as_str(), &m.profile, None, &m.tool)?;
         writeln!(f, "taken:    {} .. {}", m.created_at, m.finished_at)?;
         writeln!(
             f,
