@@ -432,3 +432,37 @@ fn an_encrypted_bundle_is_uploaded_as_its_ciphertext() {
     assert!(keys.contains(&format!("enc/{name}")) && keys.contains(&format!("enc/{name}.sha256")), "{keys:?}");
     assert_eq!(s3::get(&client, BUCKET, &format!("enc/{name}")), std::fs::read(&bundle).unwrap());
 }
+
+#[test]
+fn the_custody_record_names_the_stored_object_and_goes_with_it() {
+    let ws = Workspace::new();
+    let garage = Garage::start(&ws.path().join("garage"));
+    let collectors = bulky_evidence(&ws, 1);
+    let key = ws.path().join("seal_ed25519");
+    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status();
+    assert!(st.unwrap().success());
+    let config =
+        site(&ws, &format!("{}\n[seal]\nsigning_key = \"file:{}\"\n", garage.store_toml("sealed", ""), key.display()));
+    let out = snapshot_upload(&ws, &collectors, &config, &garage.keys, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let bundle = ws.only_bundle();
+    let record = upload_record(&bundle);
+    assert_eq!(record["state"], "confirmed", "{record:#}");
+    let shown = run(ws.preserve().args(["custody", "show", "--json"]).arg(&bundle));
+    assert_eq!(shown.status.code(), Some(0), "the chain is whole: {}", stdout(&shown));
+    let chain: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let entries = chain["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{chain:#}");
+    let uploaded = &entries[1];
+    assert_eq!(uploaded["action"], "uploaded");
+    let note = uploaded["note"].as_str().unwrap();
+    let name = bundle.file_name().unwrap().to_string_lossy().to_string();
+    assert!(note.contains(&format!("s3://{BUCKET}/sealed/{name}")), "{note}");
+    assert!(note.contains(record["stored_checksum"].as_str().unwrap()), "{note}");
+    // The stored record is the one with the upload's entry in it, and the signature went too.
+    let client = s3::client(&garage.endpoint(), "garage", &garage.keys);
+    let id = name.trim_end_matches(".tar.zst");
+    let stored = s3::get(&client, BUCKET, &format!("sealed/{id}.custody.jsonl"));
+    assert_eq!(stored, std::fs::read(bundle.with_file_name(format!("{id}.custody.jsonl"))).unwrap());
+    assert!(s3::keys(&client, BUCKET, "sealed/").contains(&format!("sealed/{name}.sig")));
+}
