@@ -1,7 +1,7 @@
 # The preamble every benchmark shares (sourced, not run): the preserve binary, a work directory removed on exit,
 # throwaway PostgreSQL and Redis servers on free ports (as the tests start them: initdb into the work directory, run as
-# the `postgres` user when we are root), and `measure`, which records wall time, CPU time and peak RSS of one command
-# with GNU time into "$work/times" for `report` to summarise.
+# the `postgres` user when we are root), a throwaway Garage S3 server for the upload pair, and `measure`, which
+# records wall time, CPU time and peak RSS of one command with GNU time into "$work/times" for `report` to summarise.
 # shellcheck shell=bash
 
 bench_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -69,6 +69,59 @@ start_redis() {
   on_exit "kill \$(cat '$work/redis/pid')"
   until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.05; done
   redis_url="redis://127.0.0.1:$redis_port/0"
+}
+
+# Garage (an S3 server) in $work/garage on free ports: one node, a bucket `evidence`, a key `bench` that may read and
+# write it; sets garage_port, garage_url, garage_key_id and garage_secret.
+start_garage() {
+  need garage "an S3 server: cargo install garage --locked"
+  local dir=$work/garage node="" rpc admin i
+  mkdir "$dir"
+  garage_port=$(free_port) rpc=$(free_port) admin=$(free_port)
+  cat > "$dir/garage.toml" <<EOF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$garage_port"
+root_domain = ".s3.garage"
+[admin]
+api_bind_addr = "127.0.0.1:$admin"
+admin_token = "bench-admin-token"
+EOF
+  garage -c "$dir/garage.toml" server > "$dir/log" 2>&1 &
+  echo $! > "$dir/pid"
+  on_exit "kill \$(cat '$dir/pid')"
+  garage_url="http://127.0.0.1:$garage_port"
+  garage_failed() { echo "bench: garage did not start ($1); its log:" >&2; tail -20 "$work/garage/log" >&2; exit 2; }
+  for i in $(seq 300); do
+    curl -s -o /dev/null "$garage_url/" && break
+    kill -0 "$(cat "$dir/pid")" 2>/dev/null || garage_failed "the server exited"
+    [ "$i" -lt 300 ] || garage_failed "nothing listens on port $garage_port after 30 s"
+    sleep 0.1
+  done
+  # The node answers its CLI a moment after it listens; its id is the first 16-hex-digit word of a line of `status`.
+  for i in $(seq 300); do
+    node=$(garage -c "$dir/garage.toml" status 2>/dev/null | grep -oE '^[0-9a-f]{16}\b' | head -1) || true
+    [ -z "$node" ] || break
+    sleep 0.1
+  done
+  [ -n "$node" ] || garage_failed "no node in \`garage status\` after 30 s"
+  {
+    garage -c "$dir/garage.toml" layout assign -z dc1 -c 10G "$node"
+    garage -c "$dir/garage.toml" layout apply --version 1
+    garage -c "$dir/garage.toml" bucket create evidence
+    garage -c "$dir/garage.toml" key create bench > "$dir/key"
+    garage -c "$dir/garage.toml" bucket allow --read --write --owner evidence --key bench
+  } >> "$dir/setup.log" 2>&1 || garage_failed "its setup failed: $(tail -3 "$dir/setup.log")"
+  garage_key_id=$(awk '/^Key ID:/ {print $3}' "$dir/key")
+  garage_secret=$(awk '/^Secret key:/ {print $3}' "$dir/key")
+  if [ -z "$garage_key_id" ] || [ -z "$garage_secret" ]; then garage_failed "no key in the output of \`garage key create\`"; fi
 }
 
 # measure LABEL COMMAND...: one run, its stdout discarded, appended to $work/times as

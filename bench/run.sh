@@ -10,6 +10,9 @@
 #   verify          `preserve verify` of the audit-tamper bundle vs `zstd -d | tar -x` then `sha256sum -c`
 #   sealed          `preserve snapshot --profile audit-tamper` signed (Ed25519 key file) and timestamped (a local
 #                   TSA: `openssl ts -reply` behind bench/tsa.py) vs the same snapshot unsealed
+#   upload          `preserve snapshot --profile audit-tamper --upload` to a local S3 store (Garage), the bundle
+#                   uploaded while it is written and the copy confirmed, vs the same snapshot without upload followed
+#                   by `rclone copy` of the bundle and its side files to the same bucket (needs garage and rclone)
 # and prints per pair the median wall time, median CPU (user+sys), peak RSS (GNU time) and the ratio preserve/baseline.
 #
 # Scale 1: 1,000,000 audit_events rows with a valid chain over 10 zones; 300,000 caracal.audit.events.dlq entries;
@@ -18,7 +21,7 @@
 # Usage: bench/run.sh [--scale S] [--rounds N] [--pairs a,b,...] [--json FILE]
 #   --scale S    dataset scale (default 1; the smoke test uses 0.01)
 #   --rounds N   rounds of each pair (default 5)
-#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify,sealed
+#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify,sealed,upload
 #   --json FILE  also write the figures as JSON
 # Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory),
 #   BENCH_ZSTD_LEVEL (preserve's zstd level for the run, instead of the site default), BENCH_HOLD=1 (no rounds:
@@ -28,7 +31,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
 
-scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify,sealed json=
+scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify,sealed,upload json=
 while [ $# -gt 0 ]; do
   case $1 in
     --scale) scale=$2 ;; --rounds) rounds=$2 ;; --pairs) pairs=$2 ;; --json) json=$2 ;;
@@ -44,11 +47,13 @@ need pg_dump postgresql-client
 need curl curl
 need tar tar
 if want sealed; then need ssh-keygen openssh-client; need openssl openssl; fi
+if want upload; then need garage "an S3 server: cargo install garage --locked"; need rclone rclone; fi
 
 preserve_bin
 work_dir
 start_postgres
 start_redis
+if want upload; then start_garage; fi
 t0=$(date +%s)
 
 # --- The dataset ------------------------------------------------------------------------------------------------
@@ -161,10 +166,29 @@ if want sealed; then
     "$work/seal_key" "$tsa_port" "$pki/ca.crt" >> "$work/sealed.toml"
 fi
 
+# The upload site: the same, with a [store] in the Garage bucket; the credentials from the environment (AWS's chain).
+# The baseline's rclone is configured by its environment alone (no config file).
+if want upload; then
+  cp "$work/preserve.toml" "$work/upload.toml"
+  printf '\n[store]\nurl = "s3://evidence/preserve"\nendpoint = "%s"\nregion = "garage"\n' "$garage_url" >> "$work/upload.toml"
+  export AWS_ACCESS_KEY_ID=$garage_key_id AWS_SECRET_ACCESS_KEY=$garage_secret AWS_EC2_METADATA_DISABLED=true
+  export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other \
+    RCLONE_CONFIG_GARAGE_ENDPOINT=$garage_url RCLONE_CONFIG_GARAGE_REGION=garage RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE=true \
+    RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID=$garage_key_id RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY=$garage_secret
+fi
+
 # --- The rounds ---------------------------------------------------------------------------------------------------
 snap() { "$bin" snapshot -q --config "$work/preserve.toml" --out "$work/out" "$@"; }
 # Exit 0 only when complete and sealed as asked (4 would say the timestamp or signature is missing).
 sealed_snap() { "$bin" snapshot -q --config "$work/sealed.toml" --out "$work/out" "$@"; }
+# Exit 0 only when complete and the copy in the store confirmed (6 would say it is not).
+upload_snap() { "$bin" snapshot -q --config "$work/upload.toml" --out "$work/out" "$@"; }
+# The same snapshot without upload, into a directory of its own, then the bundle and its side files (everything there)
+# copied to s3://evidence/rclone-ROUND/. rclone's AWS SDK refuses an AWS_CA_BUNDLE (plain http here anyway).
+snap_rclone() {
+  "$bin" snapshot -q --config "$work/preserve.toml" --out "$work/rclone" --profile audit-tamper &&
+    env -u AWS_CA_BUNDLE rclone copy -q "$work/rclone" "garage:evidence/rclone-$1/"
+}
 export PGCONNECT_TIMEOUT=10
 pg_dump_zstd() {
   "$pgbin/pg_dump" -h 127.0.0.1 -p "$pg_port" -U postgres --data-only -t 'public.audit_events*' caracal \
@@ -188,14 +212,19 @@ pair() {
   echo "$name $a $b" >> "$work/pairs.all"
   if [ $((r % 2)) = 1 ]; then measure "$a" bash -c "$acmd"; measure "$b" bash -c "$bcmd"
   else measure "$b" bash -c "$bcmd"; measure "$a" bash -c "$acmd"; fi
-  rm -rf "$work/out"
+  rm -rf "$work/out" "$work/rclone"
 }
-export -f snap sealed_snap pg_dump_zstd xrange baseline unpack_check
+export -f snap sealed_snap upload_snap snap_rclone pg_dump_zstd xrange baseline unpack_check
 export bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url
 if [ -n "${BENCH_HOLD:-}" ]; then
-  { declare -f snap pg_dump_zstd xrange baseline unpack_check
-    echo 'export -f snap pg_dump_zstd xrange baseline unpack_check'
-    for v in bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url; do
+  held=(bin work pgbin pg_port pg_url redis_port redis_url redis_password bench_root http_url)
+  if want upload; then
+    held+=(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_EC2_METADATA_DISABLED)
+    mapfile -t -O "${#held[@]}" held < <(compgen -e RCLONE_)
+  fi
+  { declare -f snap upload_snap snap_rclone pg_dump_zstd xrange baseline unpack_check
+    echo 'export -f snap upload_snap snap_rclone pg_dump_zstd xrange baseline unpack_check'
+    for v in "${held[@]}"; do
       printf 'export %s=%q\n' "$v" "${!v}"; done; } > "$work/env.sh"
   echo "bench: holding the servers and dataset; in another shell: . $work/env.sh; snap --profile audit-tamper" >&2
   sleep infinity & wait $!
@@ -220,6 +249,8 @@ for r in $(seq "$rounds"); do
   want redis && pair redis preserve:redis-dlq "snap -c bench-redis-dlq --collectors '$work/c'" redis-cli:XRANGE xrange "$r"
   want sealed && pair sealed preserve:audit-tamper+seal "sealed_snap --profile audit-tamper" \
     preserve:unsealed "snap --profile audit-tamper" "$r"
+  want upload && pair upload preserve:snapshot+upload "upload_snap --profile audit-tamper --upload" \
+    snapshot+rclone-copy "snap_rclone $r" "$r"
 done
 read -r _ u1 n1 s1 i1 _ < /proc/stat
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -237,6 +268,15 @@ records = {a["path"]: a.get("records") for c in m["collectors"] for a in c["arti
 assert any(p.endswith("audit_events.csv") and r == rows for p, r in records.items()), records
 assert any("audit.events.dlq" in p and r == dlq for p, r in records.items()), records
 PY
+
+# The upload pair stored what it says: one bundle a round from each side.
+if want upload; then
+  stored=$(env -u AWS_CA_BUNDLE rclone lsf -R --files-only garage:evidence)
+  for prefix in preserve/ rclone-; do
+    count=$(grep -c "^$prefix.*\.tar\.zst$" <<< "$stored" || true)
+    [ "$count" = "$rounds" ] || { echo "bench: $count bundles stored under evidence/$prefix, not $rounds:" >&2; echo "$stored" >&2; exit 1; }
+  done
+fi
 
 echo
 echo "preserve benchmark: scale $scale ($rows audit_events rows, $dlq DLQ entries, $revoke revoke entries, $((log_bytes / 1000000)) MB of logs), $rounds rounds, $(nproc) cores"

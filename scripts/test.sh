@@ -32,6 +32,8 @@ have prometheus-alertmanager || missing+=(prometheus-alertmanager)
 { have ssh-keygen && have ssh-agent && have ssh-add; } || missing+=(openssh-client)
 have openssl || missing+=(openssl)
 have sed || missing+=(sed)
+# The benchmark's smoke test copies a bundle to S3 with Debian's rclone (the baseline of the upload pair).
+have rclone || missing+=(rclone)
 # Encrypted bundles are opened with Debian's age (age -d, age-keygen).
 { have age && have age-keygen; } || missing+=(age)
 if [ ${#missing[@]} -gt 0 ]; then

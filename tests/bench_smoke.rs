@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const PAIRS: [&str; 6] = ["audit-tamper", "postgres", "postgres+chain", "redis", "verify", "sealed"];
+const PAIRS: [&str; 7] = ["audit-tamper", "postgres", "postgres+chain", "redis", "verify", "sealed", "upload"];
 
 #[test]
 fn small_scale_benchmark_reports_every_pair() {
