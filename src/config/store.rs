@@ -9,7 +9,7 @@ use super::site::ObjectStoreConfig;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// The largest part S3 accepts.
 const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-const DEFAULT_PART_SIZE: u64 = 16 * 1024 * 1024;
+const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 
 /// An `s3://bucket/prefix` location.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

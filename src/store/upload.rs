@@ -241,37 +241,84 @@ fn retain_until(settings: &StoreSettings) -> Option<DateTime> {
     Some(DateTime::from_secs(at.as_second()))
 }
 
+/// Parts sent at once. The largest artifact is often sealed last (the ledger export), so most of the archive can
+/// only be sent once collection is over: sending parts side by side lets the store take them on every core. With
+/// the one filling and the one queued, an upload holds at most `IN_FLIGHT + 2` parts.
+const IN_FLIGHT: usize = 3;
+
 async fn stream(target: &Target, mut rx: mpsc::Receiver<Msg>, progress: &mut Progress) -> Result<Stored, StoreError> {
-    loop {
-        match rx.recv().await {
-            Some(Msg::Whole { bytes, digest }) => {
-                progress.digests.push(digest);
-                let version_id = target.put(bytes, &digest).await?;
-                return Ok(Stored { version_id, expected: b64(&digest) });
-            }
-            Some(Msg::Part { number, bytes, digest }) => {
-                let id = match &progress.upload_id {
-                    Some(id) => id.clone(),
-                    None => {
-                        let id = target.create().await?;
-                        progress.upload_id = Some(id.clone());
-                        id
+    let mut sending: tokio::task::JoinSet<(Result<PartRecord, StoreError>, [u8; 32])> = tokio::task::JoinSet::new();
+    let mut done: Vec<(PartRecord, [u8; 32])> = Vec::new();
+    // Whatever ends this upload, the parts stored so far (the unbroken run from part 1) are what a rerun resumes.
+    let result = async {
+        loop {
+            match rx.recv().await {
+                Some(Msg::Whole { bytes, digest }) => {
+                    progress.digests.push(digest);
+                    let version_id = target.put(bytes, &digest).await?;
+                    return Ok(Some(Stored { version_id, expected: b64(&digest) }));
+                }
+                Some(Msg::Part { number, bytes, digest }) => {
+                    let id = match &progress.upload_id {
+                        Some(id) => id.clone(),
+                        None => {
+                            let id = target.create().await?;
+                            progress.upload_id = Some(id.clone());
+                            id
+                        }
+                    };
+                    let t = target.clone();
+                    sending.spawn(async move { (t.part(&id, number, bytes, &digest).await, digest) });
+                    // A failed part ends the upload: dropping `rx` tells the writer to stop feeding.
+                    while sending.len() >= IN_FLIGHT {
+                        take_one(&mut sending, &mut done).await?;
                     }
-                };
-                // Dropping `rx` on failure tells the writer to stop feeding.
-                let part = target.part(&id, number, bytes, &digest).await?;
-                progress.parts.push(part);
-                progress.digests.push(digest);
-            }
-            Some(Msg::End) => return target.complete(progress).await,
-            None => {
-                return Err(StoreError::new(
-                    "upload",
-                    &target.url,
-                    "the archive writer stopped feeding the upload before the archive was complete",
-                ));
+                }
+                Some(Msg::End) => {
+                    while !sending.is_empty() {
+                        take_one(&mut sending, &mut done).await?;
+                    }
+                    return Ok(None);
+                }
+                None => {
+                    return Err(StoreError::new(
+                        "upload",
+                        &target.url,
+                        "the archive writer stopped feeding the upload before the archive was complete",
+                    ));
+                }
             }
         }
+    }
+    .await;
+    sending.abort_all();
+    done.sort_by_key(|(p, _)| p.number);
+    for (i, (p, d)) in done.into_iter().enumerate() {
+        if p.number != i as i32 + 1 {
+            break;
+        }
+        progress.parts.push(p);
+        progress.digests.push(d);
+    }
+    match result? {
+        Some(whole) => Ok(whole),
+        None => target.complete(progress).await,
+    }
+}
+
+/// Waits for one part being sent; its record is kept, its failure returned.
+async fn take_one(
+    sending: &mut tokio::task::JoinSet<(Result<PartRecord, StoreError>, [u8; 32])>,
+    done: &mut Vec<(PartRecord, [u8; 32])>,
+) -> Result<(), StoreError> {
+    match sending.join_next().await {
+        Some(Ok((Ok(part), digest))) => {
+            done.push((part, digest));
+            Ok(())
+        }
+        Some(Ok((Err(e), _))) => Err(e),
+        Some(Err(e)) => Err(StoreError::new("upload", "", format!("a part's task stopped: {e}"))),
+        None => Ok(()),
     }
 }
 
