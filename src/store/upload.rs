@@ -242,9 +242,10 @@ fn retain_until(settings: &StoreSettings) -> Option<DateTime> {
 }
 
 /// Parts sent at once. The largest artifact is often sealed last (the ledger export), so most of the archive can
-/// only be sent once collection is over: sending parts side by side lets the store take them on every core. With
-/// the one filling and the one queued, an upload holds at most `IN_FLIGHT + 2` parts.
-const IN_FLIGHT: usize = 3;
+/// only be sent once collection is over: sending two parts side by side lets the store take them on two cores.
+/// Three were no faster on two cores and held one more part (docs/performance.md). With the one filling and the
+/// one queued, an upload holds at most `IN_FLIGHT + 2` parts.
+const IN_FLIGHT: usize = 2;
 
 async fn stream(target: &Target, mut rx: mpsc::Receiver<Msg>, progress: &mut Progress) -> Result<Stored, StoreError> {
     let mut sending: tokio::task::JoinSet<(Result<PartRecord, StoreError>, [u8; 32])> = tokio::task::JoinSet::new();
