@@ -395,7 +395,13 @@ pub async fn execute(
     // The upload starts with the archive: every byte goes to the store as it is written.
     let (upload, mirror) = match env.store.clone().filter(|_| plan.upload) {
         Some(settings) => {
-            let (u, m) = store::upload::begin(Arc::new(settings), &bundle_id, env.seal.encrypted());
+            let stopped = stop.clone();
+            let (u, m) = store::upload::begin(
+                Arc::new(settings),
+                &bundle_id,
+                env.seal.encrypted(),
+                Box::new(move || stopped.is_stopped()),
+            );
             (Some(u), Some(m))
         }
         None => (None, None),
@@ -469,7 +475,7 @@ pub async fn execute(
         findings,
         status: if complete { BundleStatus::Complete } else { BundleStatus::Partial },
     };
-    progress.note(&format!("writing {}.tar.zst", manifest.bundle_id));
+    progress.note(&format!("writing {}", bundle::archive_name(&manifest.bundle_id, env.seal.encrypted())));
     let m = manifest.clone();
     let written = tokio::task::spawn_blocking(move || archive.finish(&m, &staged))
         .await
@@ -510,7 +516,7 @@ pub async fn execute(
                 .filter(|_| matches!(seal.custody, crate::seal::Part::Written { .. }))
                 .map(|s| s as &dyn store::upload::Custody);
             let record = u.finish(&bundle, custody, stop.is_stopped()).await;
-            let line = record.summary();
+            let line = crate::bundle::bounds::printable(&record.summary());
             progress.note(&if record.confirmed() { format!("upload: {line}") } else { format!("warning: {line}") });
             Some(record)
         }

@@ -130,13 +130,27 @@ fn an_encrypted_bundle_opens_with_age_and_verify_checks_what_it_can() {
     assert_eq!(i.status.code(), Some(0), "{}", stderr(&i));
     assert!(stdout(&i).contains("inside the encrypted archive"), "{}", stdout(&i));
 
-    // One byte of the ciphertext changed, its .sha256 rewritten to match: the payload check catches it.
+    // Without its .sha256 and without an identity, nothing can be checked: that is not intact.
+    let sha_file = ws.out().join(format!("{name}.sha256"));
+    let kept = std::fs::read(&sha_file).unwrap();
+    std::fs::remove_file(&sha_file).unwrap();
+    let v = run(ws.preserve().arg("verify").arg(&bundle));
+    assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
+    assert!(stdout(&v).contains("nothing could be checked"), "{}", stdout(&v));
+    std::fs::write(&sha_file, kept).unwrap();
+
+    // One byte of the ciphertext changed, its .sha256 rewritten to match and its signature and custody record
+    // removed (which would catch it first): the payload check alone catches it.
+    std::fs::remove_file(ws.out().join(format!("{name}.sig"))).unwrap();
+    std::fs::remove_file(ws.out().join(name.replace(".tar.zst.age", ".custody.jsonl"))).unwrap();
     let mut bytes = std::fs::read(&bundle).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 1;
     std::fs::write(&bundle, &bytes).unwrap();
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     std::fs::write(ws.out().join(format!("{name}.sha256")), format!("{sha}  {name}\n")).unwrap();
+    let v = run(ws.preserve().arg("verify").arg(&bundle));
+    assert_eq!(v.status.code(), Some(0), "without the identity the change cannot be seen: {}", stdout(&v));
     let v = run(ws.preserve().args(["verify", "--identity"]).arg(&identity).arg(&bundle));
     assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
 }

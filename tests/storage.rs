@@ -228,7 +228,8 @@ fn the_server_refuses_a_second_upload_of_a_bundle_id_and_keeps_the_first() {
 fn object_lock_is_set_on_every_object_and_the_store_refuses_to_delete_it() {
     let ws = Workspace::new();
     let moto = Moto::start(&ws.path().join("moto"));
-    let collectors = bulky_evidence(&ws, 1);
+    // Several parts: the lock is set on the multipart upload, as for every real bundle.
+    let collectors = bulky_evidence(&ws, 12);
     let lock = "lock_mode = \"COMPLIANCE\"\nretain_days = 2\nlegal_hold = true\n";
     let config = site(&ws, &moto.store_toml(s3::LOCKED, lock));
     let started = jiff::Timestamp::now();
@@ -308,14 +309,21 @@ fn wrong_credentials_and_an_unknown_bucket_are_named_and_no_credential_is_shown(
     let ws = Workspace::new();
     let garage = Garage::start(&ws.path().join("garage"));
     let collectors = bulky_evidence(&ws, 1);
-    let wrong = Keys { id: garage.keys.id.clone(), secret: "0".repeat(64) };
+    // A collector that prints the environment's secret key, as a misbehaving script would: redacted.
+    ws.write(
+        "collectors.d/leaky.toml",
+        "[[collector]]\nname = \"leaky\"\nkind = \"command\"\ninherit_env = [\"AWS_SECRET_ACCESS_KEY\"]\n\
+         argv = [\"sh\", \"-c\", \"echo key=$AWS_SECRET_ACCESS_KEY\"]\n",
+    );
+    let wrong = Keys { id: garage.keys.id.clone(), secret: "0a1b2c3d".repeat(8) };
     let config = site(&ws, &garage.store_toml("caracal", ""));
-    let out = snapshot_upload(&ws, &collectors, &config, &wrong, &[]);
+    let out = snapshot_upload(&ws, &collectors, &config, &wrong, &["-c", "leaky"]);
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let why = json["upload"]["error"].as_str().unwrap().to_string();
     assert!(why.contains("secret key is wrong") || why.contains("access denied"), "{why}");
     let bag = unpack(&ws.only_bundle(), &ws.path().join("unpacked"));
+    assert!(collector_text(&bag, "leaky").contains("key=[REDACTED:"), "{}", collector_text(&bag, "leaky"));
     assert_no_secret_anywhere(&ws, &bag, &out, &[&wrong.secret, &garage.keys.secret]);
 
     let unknown = Keys { id: "GK000000000000000000000000".into(), secret: "f".repeat(64) };

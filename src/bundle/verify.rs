@@ -163,9 +163,23 @@ pub fn verify_stream(
     let mut bag = Bag::default();
 
     if encrypted && identities.is_empty() {
-        io::copy(&mut hashing, &mut io::sink()).map_err(read_error)?;
+        let name = display_name(archive);
+        let mut buffered = BufReader::new(&mut hashing);
+        let is_age = io::BufRead::fill_buf(&mut buffered).map_err(read_error)?.starts_with(b"age-encryption.org/v1\n");
+        io::copy(&mut buffered, &mut io::sink()).map_err(read_error)?;
         report.archive_sha256 = hashing.finish();
+        if !is_age {
+            report.problem(name.as_str(), ProblemKind::Corrupt, "not an age file (no age-encryption.org/v1 header)");
+        }
         check_sha256_side_file(archive, &mut report);
+        if !report.archive_hash_checked {
+            // Nothing about it could be checked: that is not "intact".
+            report.problem(
+                name,
+                ProblemKind::Missing,
+                "no .sha256 beside this encrypted archive and no --identity to open it: nothing could be checked",
+            );
+        }
         return Ok(report);
     }
     let entries = if encrypted {

@@ -229,9 +229,10 @@ impl Assembler {
         Ok(())
     }
 
-    /// The end-of-archive blocks, the last frame; returns the file, the archive's sha256 and size. The mirror is
-    /// told the archive is complete once the file holds all of it.
-    fn finish(mut self) -> io::Result<(File, String, u64)> {
+    /// The end-of-archive blocks, the last frame; returns the file, the archive's sha256 and size, and the mirror,
+    /// to be told the archive is complete once the file is synced.
+    #[allow(clippy::type_complexity)]
+    fn finish(mut self) -> io::Result<(File, String, u64, Option<Box<dyn Mirror>>)> {
         self.tar.finish()?;
         self.flush_pending()?;
         let hashed = match self.out {
@@ -241,10 +242,7 @@ impl Assembler {
         };
         let (buffered, sha256, bytes, mirror) = hashed.finish_mirrored();
         let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        if let Some(mut m) = mirror {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.end(&sha256, bytes)));
-        }
-        Ok((file, sha256, bytes))
+        Ok((file, sha256, bytes, mirror))
     }
 }
 
@@ -360,8 +358,13 @@ impl ArchiveStream {
             asm.bytes(&format!("{id}/tagmanifest-sha256.txt"), tagmanifest.as_bytes(), mtime)
         })();
         result.map_err(to_write_error)?;
-        let (file, sha256, bytes) = asm.finish().map_err(io_err(&partial))?;
+        let (file, sha256, bytes, mirror) = asm.finish().map_err(io_err(&partial))?;
         file.sync_all().map_err(io_err(&partial))?;
+        // Only a durable archive completes its upload: one that failed to sync is removed here, and no object in
+        // the store may stand for a bundle that does not exist.
+        if let Some(mut m) = mirror {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.end(&sha256, bytes)));
+        }
 
         // From here on the archive is complete: whatever fails, it is kept.
         let kept = |path: &Path| {

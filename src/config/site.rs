@@ -72,7 +72,7 @@ pub struct ObjectStoreConfig {
     pub path_style: Option<bool>,
     /// A named profile of the shared AWS config and credentials files.
     pub profile: Option<String>,
-    /// Size of each part of the multipart upload (default 16MiB, at least 5MiB): the memory an upload holds per part.
+    /// Size of each part of the multipart upload (default 8MiB, at least 5MiB): the memory an upload holds per part.
     pub part_size: Option<ByteSize>,
     /// Object Lock on every object uploaded: `GOVERNANCE` or `COMPLIANCE`. The bucket must have Object Lock.
     pub lock_mode: Option<String>,

@@ -577,7 +577,8 @@ impl Scheduler {
                 match crate::store::upload::upload_bundle(settings.clone(), &self.env.seal, &archive).await {
                     Ok(record) => {
                         failed |= !record.confirmed();
-                        log_upload(id.trim_end_matches(".tar.zst"), &record);
+                        let shown = crate::bundle::split_archive_name(&id).map_or(id.as_str(), |(id, _)| id);
+                        log_upload(shown, &record);
                     }
                     Err(why) => {
                         failed = true;

@@ -109,7 +109,8 @@ impl StoreError {
         let (code, why) = match e {
             SdkError::ServiceError(se) => {
                 let err = se.err();
-                let code = err.code().map(str::to_string);
+                // The store's words, its code included, are hostile input: cut and escaped like the rest.
+                let code = err.code().map(|c| cut(c, 64));
                 let message = err.message().map(|m| cut(m, 300)).unwrap_or_default();
                 let status = se.raw().status().as_u16();
                 // No code: the answer could not be read as S3's (the SDK says why).

@@ -31,9 +31,12 @@ use crate::{
     config::StoreSettings,
 };
 
-/// How long the archive writer waits for the upload to take a part before it leaves the upload behind: a slow
-/// or hung store must not hold the evidence on disk. The upload then goes on from the finished file.
-const STALL: Duration = Duration::from_secs(15);
+/// How long, in all, the archive writer may wait for the upload to take its parts before it leaves the upload
+/// behind: a slow or hung store must not hold the evidence on disk back. The upload then goes on from the finished
+/// file. A stop (SIGTERM, the sidecar's grace) leaves it at once.
+const STALL_BUDGET: Duration = Duration::from_secs(15);
+/// How often a waiting writer looks whether the snapshot was stopped.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// What the archive writer hands to the upload.
 enum Msg {
@@ -209,8 +212,14 @@ pub struct Upload {
     part_size: u64,
 }
 
-/// Begins the upload of bundle `bundle_id`; the returned mirror goes to the archive writer.
-pub fn begin(settings: Arc<StoreSettings>, bundle_id: &str, encrypted: bool) -> (Upload, Box<dyn Mirror>) {
+/// Begins the upload of bundle `bundle_id`; the returned mirror goes to the archive writer. `stopped` says whether
+/// the snapshot was stopped (the writer then stops waiting for the store).
+pub fn begin(
+    settings: Arc<StoreSettings>,
+    bundle_id: &str,
+    encrypted: bool,
+    stopped: Box<dyn Fn() -> bool + Send>,
+) -> (Upload, Box<dyn Mirror>) {
     let part_size = settings.part_size;
     let (tx, rx) = mpsc::channel(1);
     let name = crate::bundle::archive_name(bundle_id, encrypted);
@@ -231,6 +240,8 @@ pub fn begin(settings: Arc<StoreSettings>, bundle_id: &str, encrypted: bool) -> 
         hasher: Sha256::new(),
         number: 0,
         left: left.clone(),
+        waited: Duration::ZERO,
+        stopped,
     };
     (Upload { task, left, part_size }, Box::new(feed))
 }
@@ -332,22 +343,43 @@ struct Feed {
     hasher: Sha256,
     number: i32,
     left: Arc<Mutex<Option<String>>>,
+    /// Time spent waiting for the upload so far.
+    waited: Duration,
+    stopped: Box<dyn Fn() -> bool + Send>,
 }
 
 impl Feed {
+    fn leave(&mut self, why: String) {
+        *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.tx = None;
+    }
+
     fn send(&mut self, msg: Msg) {
         let Some(tx) = self.tx.clone() else { return };
-        // The writer runs on its own thread (or a blocking one), never on the runtime: it may wait here.
-        match self.rt.block_on(async { tokio::time::timeout(STALL, tx.send(msg)).await }) {
-            Ok(Ok(())) => {}
-            // The upload ended early (it failed): it says why itself.
-            Ok(Err(_)) => self.tx = None,
-            Err(_) => {
-                *self.left.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
-                    "the store took no part for {}s; the upload goes on from the finished file",
-                    STALL.as_secs()
+        let started = std::time::Instant::now();
+        loop {
+            if (self.stopped)() {
+                return self.leave("the snapshot was stopped while the upload was behind".into());
+            }
+            if self.waited + started.elapsed() >= STALL_BUDGET {
+                return self.leave(format!(
+                    "the store fell {}s behind the archive; the upload goes on from the finished file",
+                    STALL_BUDGET.as_secs()
                 ));
-                self.tx = None;
+            }
+            // The writer runs on its own thread (or a blocking one), never on the runtime: it may wait here.
+            match self.rt.block_on(async { tokio::time::timeout(STOP_CHECK, tx.reserve()).await }) {
+                Ok(Ok(permit)) => {
+                    permit.send(msg);
+                    self.waited += started.elapsed();
+                    return;
+                }
+                // The upload ended early (it failed): it says why itself.
+                Ok(Err(_)) => {
+                    self.tx = None;
+                    return;
+                }
+                Err(_) => {}
             }
         }
     }
@@ -488,8 +520,11 @@ pub async fn upload_bundle(
         .as_ref()
         .filter(|_| crate::seal::custody::path_of(archive).is_some_and(|p| p.is_file()))
         .map(|s| s as &dyn Custody);
-    let attempts = previous.as_ref().map_or(0, |r| r.attempts) + 1;
-    let resume = previous.and_then(|r| r.resume);
+    let attempts = previous.as_ref().map_or(0, |r| r.attempts).saturating_add(1);
+    // The record is a file on disk like any other: a resume it names is used only when it is one S3 could have made.
+    let resume = previous
+        .and_then(|r| r.resume)
+        .filter(|r| (crate::config::MIN_PART_SIZE..=5 << 30).contains(&r.part_size) && r.parts.len() <= 10_000);
     let mut record = upload_file(Arc::new(settings), &bundle, resume, custody).await;
     record.attempts = attempts;
     write_record(&bundle, &record);
@@ -636,7 +671,18 @@ async fn from_file_into(
         }
     }
     check_whole(bundle, &reader.sha256())?;
-    target.complete(progress).await
+    match target.complete(progress).await {
+        // Completing an upload resumed from a record can fail for that upload alone (aborted, expired by a
+        // lifecycle rule): once more, from the start, rather than keeping a resume that can never complete.
+        Err(_) if progress.resumed > 0 => {
+            if let Some(id) = progress.upload_id.take() {
+                target.abort(&id).await;
+            }
+            *progress = Progress::new();
+            Box::pin(from_file_into(target, bundle, part_size, None, progress)).await
+        }
+        r => r,
+    }
 }
 
 /// The file read for the upload must be the bundle its SHA-256 says: a bundle changed on disk is not stored as
@@ -667,8 +713,10 @@ async fn settle(
     part_size: u64,
     custody: Option<&dyn Custody>,
 ) -> UploadRecord {
-    let stored = match stored {
-        Ok(s) => s,
+    // Only an upload that created the object gets a custody entry: a rerun finding its own archive already stored
+    // appends nothing, so the custody record it stored before still matches.
+    let (stored, created) = match stored {
+        Ok(s) => (s, true),
         Err(e) if e.exists() => {
             // Stored before (a rerun after an upload whose record was lost): the same archive, or refused.
             if let Some(id) = &progress.upload_id {
@@ -681,7 +729,7 @@ async fn settle(
             };
             match read_back(target).await {
                 Ok(back) if back.checksum.as_deref().is_some_and(|c| same_checksum(c, &expected)) => {
-                    Stored { version_id: back.version_id, expected }
+                    (Stored { version_id: back.version_id, expected }, false)
                 }
                 _ => {
                     let mut r = failed_record(bundle, Some(target), e.to_string(), None);
@@ -718,7 +766,20 @@ async fn settle(
         at: jiff::Timestamp::now(),
     };
     confirm(target, &mut record).await;
-    if let Some(c) = custody {
+    if record.state != UploadState::Confirmed && created && lock_missing(target, &record) {
+        // Some stores keep a multipart object without the lock its upload was created with (moto does): the lock
+        // is then set on the stored version itself, and read back again.
+        if let Err(e) = lock_version(target, record.version_id.as_deref()).await {
+            record.error = Some(format!(
+                "{}; setting it on the stored version failed too: {e}",
+                record.error.as_deref().unwrap_or("")
+            ));
+        } else {
+            record.error = None;
+            confirm(target, &mut record).await;
+        }
+    }
+    if let Some(c) = custody.filter(|_| created) {
         let note = format!(
             "{} version {} checksum {}{}",
             record.url,
@@ -853,6 +914,51 @@ async fn confirm(target: &Target, record: &mut UploadRecord) {
         None => record.state = UploadState::Confirmed,
         Some(p) => record.error = Some(p),
     }
+}
+
+/// Whether the copy is unconfirmed only for its lock: the checksum matched, the lock read back is not the one asked.
+fn lock_missing(target: &Target, record: &UploadRecord) -> bool {
+    let Some(asked) = target.store.settings.lock.as_ref() else { return false };
+    let checksum_ok = record.stored_checksum.as_deref().is_some_and(|c| same_checksum(c, &record.expected_checksum));
+    let got = record.lock.clone().unwrap_or_default();
+    checksum_ok
+        && (got.mode != asked.mode
+            || (asked.mode.is_some() && got.retain_until.is_none())
+            || got.legal_hold != asked.legal_hold)
+}
+
+/// Sets the configured retention and legal hold on the stored version of the archive.
+async fn lock_version(target: &Target, version_id: Option<&str>) -> Result<(), StoreError> {
+    let (mode, hold) = target.lock();
+    let client = target.store.client();
+    if let Some(mode) = mode {
+        let retention = aws_sdk_s3::types::ObjectLockRetention::builder()
+            .mode(aws_sdk_s3::types::ObjectLockRetentionMode::from(mode.as_str()))
+            .set_retain_until_date(target.retain_until)
+            .build();
+        client
+            .put_object_retention()
+            .bucket(target.store.bucket())
+            .key(&target.key)
+            .set_version_id(version_id.map(String::from))
+            .retention(retention)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("lock", &target.url, &e))?;
+    }
+    if let Some(hold) = hold {
+        let hold = aws_sdk_s3::types::ObjectLockLegalHold::builder().status(hold).build();
+        client
+            .put_object_legal_hold()
+            .bucket(target.store.bucket())
+            .key(&target.key)
+            .set_version_id(version_id.map(String::from))
+            .legal_hold(hold)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("lock", &target.url, &e))?;
+    }
+    Ok(())
 }
 
 /// Puts one side file (absent ones are skipped). An object already there with the same bytes is accepted.
