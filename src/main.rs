@@ -663,7 +663,9 @@ fn upload_cmd(bundle: &std::path::Path, config: &ConfigArgs, json: bool) -> Resu
         message: "no [store] in the site config (give `[store] url = \"s3://bucket/prefix\"`)".into(),
     })?;
     let runtime = runtime()?;
-    let record = runtime.block_on(preserve::store::upload::upload_bundle(settings, &env.seal, bundle)).or_exit(1)?;
+    let sealer = seal::custody_signer(&env.seal, bundle);
+    let custody = sealer.as_ref().map(|s| s as &dyn preserve::store::upload::Custody);
+    let record = runtime.block_on(preserve::store::upload::upload_bundle(settings, bundle, custody)).or_exit(1)?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     if json {
         show_json(&record);

@@ -271,6 +271,13 @@ impl Sealer {
     }
 }
 
+/// What signs the upload's custody entry of the bundle at `archive`: the sealing key, when `[seal]` has one and the
+/// bundle has a custody record to extend. Loading the key may wait on an agent: call it off the runtime's threads.
+pub fn custody_signer(settings: &SealSettings, archive: &Path) -> Option<Sealer> {
+    let has_record = custody::path_of(archive).is_some_and(|p| p.is_file());
+    (settings.signer.is_some() && has_record).then(|| Sealer::prepare(settings))
+}
+
 /// The upload's custody entry (`uploaded`), signed with the key that sealed the bundle, appended to its record
 /// before the record goes to the store with the archive.
 impl crate::store::upload::Custody for Sealer {

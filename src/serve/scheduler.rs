@@ -574,7 +574,11 @@ impl Scheduler {
                     return;
                 }
                 let id = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                match crate::store::upload::upload_bundle(settings.clone(), &self.env.seal, &archive).await {
+                let (seal, at) = (self.env.seal.clone(), archive.clone());
+                let sealer =
+                    tokio::task::spawn_blocking(move || crate::seal::custody_signer(&seal, &at)).await.ok().flatten();
+                let custody = sealer.as_ref().map(|s| s as &dyn crate::store::upload::Custody);
+                match crate::store::upload::upload_bundle(settings.clone(), &archive, custody).await {
                     Ok(record) => {
                         failed |= !record.confirmed();
                         let shown = crate::bundle::split_archive_name(&id).map_or(id.as_str(), |(id, _)| id);

@@ -483,12 +483,12 @@ fn unreachable_left(target: &Target, left: Option<String>) -> (Result<Stored, St
 }
 
 /// Uploads the finished bundle at `archive` (`preserve upload`, the sidecar's retry): resumes the upload its record
-/// names as interrupted, leaves one already confirmed as it is, and appends the custody entry when `[seal]` can sign.
-/// `Err` when it is not a bundle preserve can read.
+/// names as interrupted, leaves one already confirmed as it is, and appends the upload's custody entry through
+/// `custody` when there is one. `Err` when it is not a bundle preserve can read.
 pub async fn upload_bundle(
     settings: StoreSettings,
-    seal: &crate::config::SealSettings,
     archive: &Path,
+    custody: Option<&dyn Custody>,
 ) -> Result<UploadRecord, String> {
     let name = archive.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let (id, encrypted) = crate::bundle::split_archive_name(name)
@@ -515,11 +515,6 @@ pub async fn upload_bundle(
     let dir = archive.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let out = OutDir::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let bundle = Bundle { out: &out, id, encrypted, archive, sha256: &sha256, bytes: meta.len() };
-    let sealer = seal.signer.is_some().then(|| crate::seal::Sealer::prepare(seal));
-    let custody = sealer
-        .as_ref()
-        .filter(|_| crate::seal::custody::path_of(archive).is_some_and(|p| p.is_file()))
-        .map(|s| s as &dyn Custody);
     let attempts = previous.as_ref().map_or(0, |r| r.attempts).saturating_add(1);
     // The record is a file on disk like any other: a resume it names is used only when it is one S3 could have made.
     let resume = previous
