@@ -527,16 +527,21 @@ fn check_sha256_side_file(archive: &Path, report: &mut Report) {
         Err(e) => return report.problem(name, ProblemKind::ArchiveHash, format!("cannot read: {e}")),
     };
     report.archive_hash_checked = true;
-    let first = text.split(|b| b.is_ascii_whitespace()).find(|t| !t.is_empty()).unwrap_or_default();
-    if first.len() != 64 || !first.iter().all(u8::is_ascii_hexdigit) {
+    let Some(expected) = sha256_of_side(&text) else {
         let detail = format!("holds no sha256 (it begins `{}`)", excerpt(&text));
         return report.problem(name, ProblemKind::ArchiveHash, detail);
-    }
-    let expected = String::from_utf8_lossy(first).to_ascii_lowercase();
+    };
     if expected != report.archive_sha256 {
         let detail = format!("archive sha256 is {}, {name} says {expected}", report.archive_sha256);
         report.problem(name, ProblemKind::ArchiveHash, detail);
     }
+}
+
+/// The SHA-256 a `.sha256` side file holds (its first word: 64 hex digits, in lowercase), or `None`.
+pub fn sha256_of_side(text: &[u8]) -> Option<String> {
+    let first = text.split(|b| b.is_ascii_whitespace()).find(|t| !t.is_empty())?;
+    (first.len() == 64 && first.iter().all(u8::is_ascii_hexdigit))
+        .then(|| String::from_utf8_lossy(first).to_ascii_lowercase())
 }
 
 /// `<id>.manifest.json`, read once before the archive (capped) for the figures that bound its decompressed size, and

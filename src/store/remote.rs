@@ -112,11 +112,20 @@ async fn get_bounded(store: &Store, bucket: &str, key: &str, limit: u64) -> Resu
             return Err(e2);
         }
     };
-    let bytes = out.body.collect().await.map_err(|e| StoreError::new("read", &url, e.to_string()))?.into_bytes();
-    if bytes.len() as u64 > limit {
-        return Err(StoreError::new("read", &url, format!("over the {limit}-byte bound of a side file; not read")));
+    let over = || StoreError::new("read", &url, format!("over the {limit}-byte bound of a side file; not read"));
+    // A store that ignores the range is read no further than the bound either: its length first, then the bytes.
+    if out.content_length.is_some_and(|n| n as u64 > limit) {
+        return Err(over());
     }
-    Ok(Some(bytes.to_vec()))
+    let mut bytes = Vec::new();
+    let body = tokio::io::AsyncReadExt::take(out.body.into_async_read(), limit + 1);
+    tokio::io::AsyncReadExt::read_to_end(&mut { body }, &mut bytes)
+        .await
+        .map_err(|e| StoreError::new("read", &url, e.to_string()))?;
+    if bytes.len() as u64 > limit {
+        return Err(over());
+    }
+    Ok(Some(bytes))
 }
 
 /// The archive's body, to be read as a stream, and its length.

@@ -460,9 +460,14 @@ impl Upload {
                 return record;
             }
         };
+        // Where the writer left the upload behind (a stall, a stop), that is why it ended, not the closed channel.
+        let result = result.map_err(|e| match left {
+            Some(why) => StoreError::new("upload", &target.url, why),
+            None => e,
+        });
         let (stored, streamed, progress) = match result {
-            Ok(s) if left.is_none() => (Ok(s), true, progress),
-            Ok(_) => unreachable_left(&target, left),
+            // Stored: whether the writer was ever behind matters no more.
+            Ok(s) => (Ok(s), true, progress),
             Err(e) if e.exists() || stopped => (Err(e), true, progress),
             Err(_) => {
                 // Streaming failed or was left behind: once more from the file, resuming the parts stored.
@@ -473,13 +478,6 @@ impl Upload {
         };
         settle(&target, bundle, stored, streamed, &progress, self.part_size, custody).await
     }
-}
-
-/// A streamed upload that completed although the writer left it: cannot happen (the writer leaves it only by
-/// dropping the channel, which the task reports as an error); kept total rather than panicking.
-fn unreachable_left(target: &Target, left: Option<String>) -> (Result<Stored, StoreError>, bool, Progress) {
-    let why = left.unwrap_or_default();
-    (Err(StoreError::new("upload", &target.url, why)), true, Progress::new())
 }
 
 /// Uploads the finished bundle at `archive` (`preserve upload`, the sidecar's retry): resumes the upload its record
@@ -500,11 +498,7 @@ pub async fn upload_bundle(
     }
     let sha_path = archive.with_file_name(format!("{name}.sha256"));
     let sha256 = match crate::bundle::bounds::read_side(&sha_path, crate::bundle::bounds::SHA256_SIDE_LIMIT, "") {
-        Ok(crate::bundle::bounds::Side::Read(text)) => String::from_utf8_lossy(&text)
-            .split_whitespace()
-            .next()
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_ascii_lowercase)
+        Ok(crate::bundle::bounds::Side::Read(text)) => crate::bundle::verify::sha256_of_side(&text)
             .ok_or_else(|| format!("{}: holds no SHA-256", sha_path.display()))?,
         _ => return Err(format!("{}: missing or unreadable; the bundle's hash is needed", sha_path.display())),
     };
