@@ -19,6 +19,7 @@ pub mod snapshot;
 pub mod sources;
 pub mod store;
 pub mod time;
+pub mod timeline;
 pub mod web;
 
 /// The tool's name and version, as recorded in every manifest.

@@ -58,6 +58,10 @@ pub fn parse_duration(s: &str) -> Option<SignedDuration> {
 /// Interprets a number found in a log record's time field. Magnitude tells the unit: Caracal's Go services write
 /// Unix milliseconds; other producers write seconds, microseconds or nanoseconds.
 pub fn timestamp_from_number(n: f64) -> Option<Timestamp> {
+    // Whole numbers exactly: milliseconds times 1e6 in floating point are off by some nanoseconds.
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        return timestamp_from_integer(n as i64);
+    }
     let a = n.abs();
     let nanos = if a >= 1e17 {
         n
@@ -71,6 +75,21 @@ pub fn timestamp_from_number(n: f64) -> Option<Timestamp> {
     Timestamp::from_nanosecond(nanos as i128).ok()
 }
 
+/// [`timestamp_from_number`] of a whole number, exactly.
+pub fn timestamp_from_integer(n: i64) -> Option<Timestamp> {
+    let (i, a) = (i128::from(n), n.unsigned_abs());
+    let nanos = if a >= 100_000_000_000_000_000 {
+        i
+    } else if a >= 100_000_000_000_000 {
+        i * 1_000
+    } else if a >= 100_000_000_000 {
+        i * 1_000_000
+    } else {
+        i * 1_000_000_000
+    };
+    Timestamp::from_nanosecond(nanos).ok()
+}
+
 /// Parses a textual timestamp: RFC 3339 / ISO 8601 with an offset, or a civil `YYYY-MM-DD[T ]HH:MM:SS[.f]` taken as
 /// UTC, optionally followed by ` UTC`.
 pub fn timestamp_from_text(s: &str) -> Option<Timestamp> {
@@ -81,6 +100,61 @@ pub fn timestamp_from_text(s: &str) -> Option<Timestamp> {
     let s = s.strip_suffix(" UTC").or_else(|| s.strip_suffix('Z')).unwrap_or(s);
     let dt: civil::DateTime = s.parse().ok()?;
     jiff::tz::TimeZone::UTC.to_timestamp(dt).ok()
+}
+
+/// The value of the first `"<field>": <value>` in a JSON line, without parsing the whole line. A key inside an
+/// embedded (escaped) JSON string cannot match: its quotes are preceded by backslashes.
+pub fn json_time(line: &[u8], key: &memchr::memmem::Finder<'_>) -> Option<Timestamp> {
+    let mut from = 0;
+    while let Some(i) = key.find(&line[from..]) {
+        let start = from + i + key.needle().len();
+        from = from + i + 1;
+        let rest = line[start..].trim_ascii_start();
+        let Some(rest) = rest.strip_prefix(b":") else { continue };
+        let rest = rest.trim_ascii_start();
+        return match rest.first()? {
+            b'"' => {
+                let end = memchr::memchr(b'"', &rest[1..])?;
+                timestamp_from_text(std::str::from_utf8(&rest[1..1 + end]).ok()?)
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = rest
+                    .iter()
+                    .position(|c| !matches!(c, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'))
+                    .unwrap_or(rest.len());
+                timestamp_from_number(std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?)
+            }
+            _ => None,
+        };
+    }
+    None
+}
+
+/// A timestamp at the start of a text line: one token (RFC 3339) or two or three (`date time [UTC]`).
+pub fn leading_time(line: &[u8]) -> Option<Timestamp> {
+    let head = std::str::from_utf8(&line[..line.len().min(48)]).ok().or_else(|| {
+        // Cut at a char boundary of the first 48 bytes.
+        let mut n = line.len().min(48);
+        while n > 0 && std::str::from_utf8(&line[..n]).is_err() {
+            n -= 1;
+        }
+        std::str::from_utf8(&line[..n]).ok()
+    })?;
+    let tokens: Vec<&str> = head.split_ascii_whitespace().take(3).collect();
+    let first = tokens.first()?.trim_start_matches('[').trim_end_matches([']', ',']);
+    // `date time [UTC]` before `date` alone: a bare date parses too, as midnight.
+    if let Some(second) = tokens.get(1) {
+        let two = format!("{first} {}", second.trim_end_matches([']', ',']));
+        if tokens.get(2) == Some(&"UTC")
+            && let Some(t) = timestamp_from_text(&format!("{two} UTC"))
+        {
+            return Some(t);
+        }
+        if let Some(t) = timestamp_from_text(&two) {
+            return Some(t);
+        }
+    }
+    timestamp_from_text(first)
 }
 
 /// Formats a timestamp for file names: `yyyymmddThhmmssZ`.

@@ -355,7 +355,7 @@ fn learn_figures(budget: &Budget, rel: &str, bytes: &[u8]) {
 
 /// The path of an entry relative to the bag directory, or `None` when it is unsafe. The first entry fixes the bag
 /// directory's name.
-fn bag_relative(raw: &str, top: &mut Option<String>) -> Option<String> {
+pub(crate) fn bag_relative(raw: &str, top: &mut Option<String>) -> Option<String> {
     let path = Path::new(raw);
     let mut parts = Vec::new();
     for c in path.components() {
@@ -664,9 +664,20 @@ pub fn read_manifest(archive: &Path, limits: &Limits) -> Result<Manifest, Error>
     let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
     let file = File::open(archive).map_err(read_error)?;
     let compressed = file.metadata().map_err(read_error)?.len();
-    let budget = Budget::derive(limits, compressed, None);
+    manifest_in(archive, BufReader::new(file), compressed, limits)
+}
+
+/// `manifest.json` from the archive `archive` read from `compressed` (its plain `.tar.zst` bytes, `length` long),
+/// streamed and bounded like `verify`.
+pub fn manifest_in(archive: &Path, compressed: impl Read, length: u64, limits: &Limits) -> Result<Manifest, Error> {
+    let malformed = |path: &Path, e: serde_json::Error| Error::Malformed {
+        path: path.to_path_buf(),
+        detail: excerpt(e.to_string().as_bytes()),
+    };
+    let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
+    let budget = Budget::derive(limits, length, None);
     let mut found = None;
-    let walked = walk::walk(BufReader::new(file), limits, &budget, |entry| {
+    let walked = walk::walk(compressed, limits, &budget, |entry| {
         let top_level = entry.path.split('/').filter(|s| !s.is_empty()).count() == 2;
         if !(top_level && entry.path.ends_with("/manifest.json")) {
             return Ok(Flow::Continue);

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use memchr::memmem::Finder;
 use serde::{Deserialize, Serialize};
 
-use crate::time::{Window, timestamp_from_number, timestamp_from_text};
+use crate::time::{Window, json_time, leading_time};
 
 /// How a file's records are timed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -62,58 +62,6 @@ impl LineFilter {
             _ => None,
         }
     }
-}
-
-/// The value of the first `"<field>": <value>` in a JSON line, without parsing the whole line. A key inside an
-/// embedded (escaped) JSON string cannot match: its quotes are preceded by backslashes.
-fn json_time(line: &[u8], key: &Finder<'_>) -> Option<Timestamp> {
-    let mut from = 0;
-    while let Some(i) = key.find(&line[from..]) {
-        let start = from + i + key.needle().len();
-        from = from + i + 1;
-        let rest = line[start..].trim_ascii_start();
-        let Some(rest) = rest.strip_prefix(b":") else { continue };
-        let rest = rest.trim_ascii_start();
-        return match rest.first()? {
-            b'"' => {
-                let end = memchr::memchr(b'"', &rest[1..])?;
-                timestamp_from_text(std::str::from_utf8(&rest[1..1 + end]).ok()?)
-            }
-            b'-' | b'0'..=b'9' => {
-                let end = rest
-                    .iter()
-                    .position(|c| !matches!(c, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'))
-                    .unwrap_or(rest.len());
-                timestamp_from_number(std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?)
-            }
-            _ => None,
-        };
-    }
-    None
-}
-
-/// A timestamp at the start of a text line: one token (RFC 3339) or two or three (`date time [UTC]`).
-fn leading_time(line: &[u8]) -> Option<Timestamp> {
-    let head = std::str::from_utf8(&line[..line.len().min(48)]).ok().or_else(|| {
-        // Cut at a char boundary of the first 48 bytes.
-        let mut n = line.len().min(48);
-        while n > 0 && std::str::from_utf8(&line[..n]).is_err() {
-            n -= 1;
-        }
-        std::str::from_utf8(&line[..n]).ok()
-    })?;
-    let tokens: Vec<&str> = head.split_ascii_whitespace().take(3).collect();
-    let first = tokens.first()?.trim_start_matches('[').trim_end_matches([']', ',']);
-    if let Some(t) = timestamp_from_text(first) {
-        return Some(t);
-    }
-    let two = format!("{first} {}", tokens.get(1)?.trim_end_matches([']', ',']));
-    if tokens.get(2) == Some(&"UTC")
-        && let Some(t) = timestamp_from_text(&format!("{two} UTC"))
-    {
-        return Some(t);
-    }
-    timestamp_from_text(&two)
 }
 
 #[cfg(test)]

@@ -1,0 +1,222 @@
+//! One event of the timeline: when, where in the bundle, which service, what happened, which evidence ids.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The longest message an event keeps, in bytes (cut at a character boundary, with `…`); the record itself is at
+/// its source in the bundle.
+pub const MESSAGE_LIMIT: usize = 512;
+/// The longest id or detail value kept, in bytes; a longer one is not an id (nothing Caracal makes is that long).
+pub const VALUE_LIMIT: usize = 256;
+/// At most this many ids and this many details per event.
+pub const FIELDS_LIMIT: usize = 24;
+
+/// Where an event is in the bundle: its collector, the artifact's path in the bag, and the line (text artifacts)
+/// or the record (CSV rows, 1 = the first row after the header; entries of the manifest's lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub collector: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// UTC, to the precision the record gave.
+    pub time: Timestamp,
+    pub source: Source,
+    /// The service the record is of (`audit`, `gateway`, `redis`, `postgres`, `alertmanager`, `preserve`, ...).
+    pub service: String,
+    /// Which one: a container or pod, a stream, a table, an alert's name, a collector.
+    pub instance: String,
+    /// What kind of record: `log`, `audit.event`, `stream.dead_letter`, `alert.firing`, ... (docs/timeline.md).
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    pub message: String,
+    /// The evidence ids found in the record, by name (`request_id`, `zone_id`, `agent_session_id`, ...).
+    #[serde(default)]
+    pub ids: BTreeMap<String, String>,
+    /// A few facts of the record worth seeing beside the message (a dead letter's `reason`, a pending entry's
+    /// `deliveries`); never a whole record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, String>,
+}
+
+/// Names under which Caracal's records carry evidence ids (caracal.md), and what each is called in the timeline.
+const ID_NAMES: &[(&str, &str)] = &[
+    ("request_id", "request_id"),
+    ("reqId", "request_id"),
+    ("x_request_id", "request_id"),
+    ("zone_id", "zone_id"),
+    ("session_id", "session_id"),
+    ("sid", "session_id"),
+    ("authority_record_id", "session_id"),
+    ("agent_session_id", "agent_session_id"),
+    ("delegation_edge_id", "delegation_edge_id"),
+    ("edge_id", "delegation_edge_id"),
+    ("source_session_id", "source_session_id"),
+    ("target_session_id", "target_session_id"),
+    ("jti", "jti"),
+    ("event_id", "event_id"),
+    ("outbox_id", "outbox_id"),
+    ("src_outbox_id", "outbox_id"),
+    ("grant_id", "grant_id"),
+    ("application_id", "application_id"),
+    ("client_id", "application_id"),
+    ("policy_set_id", "policy_set_id"),
+    ("policy_set_version_id", "policy_set_version_id"),
+    ("active_version_id", "policy_set_version_id"),
+    ("policy_version_id", "policy_version_id"),
+    ("trace_id", "trace_id"),
+    ("src_id", "src_id"),
+    ("original_id", "entry_id"),
+    ("source_id", "entry_id"),
+];
+
+/// The timeline's name for an id field called `field` in a record, if it is one.
+pub fn id_name(field: &str) -> Option<&'static str> {
+    ID_NAMES.iter().find(|(f, _)| *f == field).map(|(_, n)| *n)
+}
+
+impl Event {
+    /// Adds an id, unless the record hid it (`***`, a redaction marker), it is empty or too long to be one, or the
+    /// event already has one of that name.
+    pub fn id(&mut self, name: &str, value: &str) {
+        let value = value.trim();
+        if value.is_empty()
+            || value.len() > VALUE_LIMIT
+            || value.chars().all(|c| c == '*')
+            || value.starts_with("[REDACTED")
+            || self.ids.len() >= FIELDS_LIMIT
+            || self.ids.contains_key(name)
+        {
+            return;
+        }
+        self.ids.insert(name.to_string(), value.to_string());
+    }
+
+    /// Adds a detail (cut to [`VALUE_LIMIT`]).
+    pub fn detail(&mut self, name: &str, value: &str) {
+        if value.is_empty() || self.details.len() >= FIELDS_LIMIT {
+            return;
+        }
+        self.details.insert(name.to_string(), cut(value, VALUE_LIMIT));
+    }
+
+    /// Takes the ids in a JSON object's fields (one level down too: Caracal nests them in `metadata`, `data`).
+    pub fn ids_from_json(&mut self, object: &serde_json::Map<String, serde_json::Value>) {
+        for (k, v) in object {
+            match v {
+                serde_json::Value::String(s) => {
+                    if let Some(name) = id_name(k) {
+                        self.id(name, s);
+                    }
+                }
+                serde_json::Value::Number(n) => {
+                    if let Some(name) = id_name(k) {
+                        self.id(name, &n.to_string());
+                    }
+                }
+                serde_json::Value::Object(inner) => {
+                    for (k, v) in inner {
+                        if let (Some(name), Some(s)) = (id_name(k), v.as_str()) {
+                            self.id(name, s);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether any of the event's ids has the value `value`.
+    pub fn carries(&self, value: &str) -> bool {
+        self.ids.values().any(|v| v == value)
+    }
+
+    /// About how much memory the event holds, for the merge's budget.
+    pub fn weight(&self) -> usize {
+        let strings = self.source.collector.len()
+            + self.source.path.len()
+            + self.service.len()
+            + self.instance.len()
+            + self.kind.len()
+            + self.level.as_ref().map_or(0, String::len)
+            + self.message.len();
+        let maps: usize = self.ids.iter().chain(self.details.iter()).map(|(k, v)| k.len() + v.len() + 64).sum();
+        std::mem::size_of::<Self>() + strings + maps
+    }
+}
+
+/// `s` cut to at most `limit` bytes at a character boundary, with `…` when cut; control characters become spaces
+/// (a record's message is one line wherever it is shown).
+pub fn cut(s: &str, limit: usize) -> String {
+    let s = s.trim();
+    let mut end = s.len().min(limit);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = s[..end].chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if end < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blank() -> Event {
+        Event {
+            time: Timestamp::UNIX_EPOCH,
+            source: Source { collector: "c".into(), path: "data/c/x".into(), line: Some(1), record: None },
+            service: "s".into(),
+            instance: "i".into(),
+            kind: "log".into(),
+            level: None,
+            message: String::new(),
+            ids: BTreeMap::new(),
+            details: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn hidden_empty_and_oversize_values_are_no_ids() {
+        let mut e = blank();
+        e.id("session_id", "***");
+        e.id("jti", "[REDACTED:jwt:1a2b]");
+        e.id("zone_id", " ");
+        e.id("request_id", &"r".repeat(VALUE_LIMIT + 1));
+        assert!(e.ids.is_empty(), "{:?}", e.ids);
+        e.id("request_id", "req-1");
+        e.id("request_id", "req-2");
+        assert_eq!(e.ids["request_id"], "req-1", "the first value of a name is kept");
+    }
+
+    #[test]
+    fn ids_come_from_known_names_and_one_level_of_nesting() {
+        let mut e = blank();
+        let v: serde_json::Value = serde_json::json!({
+            "reqId": "req-9", "msg": "x", "metadata": { "agent_session_id": "as-1", "note": "n" }, "count": 3
+        });
+        e.ids_from_json(v.as_object().unwrap());
+        assert_eq!(e.ids.get("request_id").map(String::as_str), Some("req-9"));
+        assert_eq!(e.ids.get("agent_session_id").map(String::as_str), Some("as-1"));
+        assert_eq!(e.ids.len(), 2);
+    }
+
+    #[test]
+    fn messages_are_cut_at_a_character_and_kept_on_one_line() {
+        assert_eq!(cut("a\nb\tc", 10), "a b c");
+        let long = "é".repeat(400);
+        let c = cut(&long, MESSAGE_LIMIT);
+        assert!(c.len() <= MESSAGE_LIMIT + '…'.len_utf8() && c.ends_with('…'));
+    }
+}

@@ -1,0 +1,259 @@
+//! Log lines: Docker json-file, kubelet-prefixed pod logs, other log files. A line that is a JSON record (Caracal's
+//! zerolog and pino lines) gives its own time, message, level, service, host and ids; a text line its leading
+//! timestamp and the text.
+
+use std::{borrow::Cow, collections::BTreeMap, io::Read};
+
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Artifact, Tally, each_line};
+use crate::{
+    time::{leading_time, timestamp_from_integer, timestamp_from_number, timestamp_from_text},
+    timeline::event::{Event, MESSAGE_LIMIT, Source, cut},
+};
+
+/// Fields a JSON log record keeps its time in, by preference.
+const TIME_FIELDS: [&str; 6] = ["time", "ts", "timestamp", "@timestamp", "occurred_at", "received_at"];
+const MESSAGE_FIELDS: [&str; 3] = ["msg", "message", "event"];
+/// Facts of a log record shown beside its message.
+const DETAIL_FIELDS: [&str; 6] = ["reason", "error", "err", "status", "stream", "path"];
+
+#[derive(Deserialize)]
+struct DockerLine<'a> {
+    #[serde(borrow)]
+    log: Cow<'a, str>,
+    #[serde(default, borrow)]
+    time: Option<Cow<'a, str>>,
+}
+
+pub fn docker(
+    a: &Artifact<'_>,
+    service: &str,
+    instance: &str,
+    data: &mut dyn Read,
+    tally: &mut Tally,
+    emit: &mut dyn FnMut(Event),
+) -> std::io::Result<()> {
+    let mut local = Tally::default();
+    each_line(data, tally, |n, line| {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let Ok(d) = serde_json::from_slice::<DockerLine<'_>>(line) else {
+            local.malformed += 1;
+            return;
+        };
+        let docker_time = d.time.as_deref().and_then(timestamp_from_text);
+        match record(a, service, instance, n, &d.log, docker_time) {
+            Some(e) => emit(e),
+            None => local.untimed += 1,
+        }
+    })?;
+    tally.add(local);
+    Ok(())
+}
+
+pub fn kubelet(
+    a: &Artifact<'_>,
+    service: &str,
+    instance: &str,
+    data: &mut dyn Read,
+    tally: &mut Tally,
+    emit: &mut dyn FnMut(Event),
+) -> std::io::Result<()> {
+    let mut local = Tally::default();
+    each_line(data, tally, |n, line| {
+        let text = String::from_utf8_lossy(line);
+        let (stamp, rest) = text.split_once(' ').unwrap_or((&text, ""));
+        let kubelet_time = stamp.parse::<Timestamp>().ok();
+        let content = if kubelet_time.is_some() { rest } else { &text };
+        match record(a, service, instance, n, content, kubelet_time) {
+            Some(e) => emit(e),
+            None => local.untimed += 1,
+        }
+    })?;
+    tally.add(local);
+    Ok(())
+}
+
+pub fn lines(
+    a: &Artifact<'_>,
+    service: &str,
+    instance: &str,
+    data: &mut dyn Read,
+    tally: &mut Tally,
+    emit: &mut dyn FnMut(Event),
+) -> std::io::Result<()> {
+    let mut local = Tally::default();
+    each_line(data, tally, |n, line| {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let trimmed = text.trim_start();
+        let time = if trimmed.starts_with('{') { None } else { leading_time(trimmed.as_bytes()) };
+        match record(a, service, instance, n, trimmed, time) {
+            Some(e) => emit(e),
+            None => local.untimed += 1,
+        }
+    })?;
+    tally.add(local);
+    Ok(())
+}
+
+/// One log record: `content` is the line as the service wrote it; `outer` the time its carrier gave it (Docker's,
+/// the kubelet's, a leading timestamp). `None` when nothing gives it a time.
+fn record(
+    a: &Artifact<'_>,
+    service: &str,
+    instance: &str,
+    line: u64,
+    content: &str,
+    outer: Option<Timestamp>,
+) -> Option<Event> {
+    let content = content.trim_end();
+    let json = content.starts_with('{').then(|| serde_json::from_str::<Map<String, Value>>(content).ok()).flatten();
+    let own = json.as_ref().and_then(json_time);
+    let time = own.or(outer)?;
+    let mut e = Event {
+        time,
+        source: Source { collector: a.collector.to_string(), path: a.path.to_string(), line: Some(line), record: None },
+        service: service.to_string(),
+        instance: instance.to_string(),
+        kind: "log".into(),
+        level: None,
+        message: String::new(),
+        ids: BTreeMap::new(),
+        details: BTreeMap::new(),
+    };
+    match json {
+        Some(map) => {
+            if let Some(s) = map.get("service").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 64) {
+                e.service = s.to_string();
+            }
+            if let Some(h) = map.get("hostname").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 128) {
+                e.instance = h.to_string();
+            }
+            e.level = map.get("level").and_then(level);
+            let message = MESSAGE_FIELDS.iter().find_map(|f| map.get(*f).and_then(Value::as_str)).unwrap_or("");
+            e.message = cut(if message.is_empty() { content } else { message }, MESSAGE_LIMIT);
+            for f in DETAIL_FIELDS {
+                if let Some(v) = map.get(f).and_then(scalar) {
+                    e.detail(f, &v);
+                }
+            }
+            e.ids_from_json(&map);
+            // Caracal's Go services name the event a line is about `id` or `event_id`.
+            if let Some(id) = map.get("id").and_then(Value::as_str) {
+                e.id("id", id);
+            }
+        }
+        None => e.message = cut(content, MESSAGE_LIMIT),
+    }
+    Some(e)
+}
+
+/// A JSON record's own time: Unix seconds to nanoseconds as a number (Caracal's Go services write milliseconds),
+/// or text.
+fn json_time(map: &Map<String, Value>) -> Option<Timestamp> {
+    TIME_FIELDS.iter().find_map(|f| match map.get(*f)? {
+        Value::Number(n) => n.as_i64().map_or_else(|| timestamp_from_number(n.as_f64()?), timestamp_from_integer),
+        Value::String(s) => timestamp_from_text(s),
+        _ => None,
+    })
+}
+
+/// A level as text: zerolog's names as they are, pino's numbers as their names.
+fn level(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() && s.len() <= 16 => Some(s.to_ascii_lowercase()),
+        Value::Number(n) => Some(
+            match n.as_u64()? {
+                10 => "trace",
+                20 => "debug",
+                30 => "info",
+                40 => "warn",
+                50 => "error",
+                60 => "fatal",
+                _ => return Some(n.to_string()),
+            }
+            .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Reader =
+        fn(&Artifact<'_>, &str, &str, &mut dyn Read, &mut Tally, &mut dyn FnMut(Event)) -> std::io::Result<()>;
+
+    fn art() -> Artifact<'static> {
+        Artifact {
+            collector: "audit-logs",
+            kind: "file",
+            path: "data/audit-logs/audit/caracal-audit-1/x-json.log",
+            redaction: Some("text:docker-json"),
+            collected_at: None,
+        }
+    }
+
+    fn run(f: Reader, input: &str) -> (Vec<Event>, Tally) {
+        let mut out = Vec::new();
+        let mut tally = Tally::default();
+        f(&art(), "audit", "caracal-audit-1", &mut input.as_bytes(), &mut tally, &mut |e| out.push(e)).unwrap();
+        (out, tally)
+    }
+
+    #[test]
+    fn a_docker_line_gives_the_records_own_time_else_dockers() {
+        let input = concat!(
+            r#"{"log":"{\"level\":\"error\",\"message\":\"tamper: content hash mismatch\",\"service\":\"audit\",\"time\":1796442909384,\"zone_id\":\"zone-beta\",\"event_id\":\"evt-8\",\"session_id\":\"***\"}\n","stream":"stderr","time":"2026-12-05T03:51:09.384422716Z"}"#,
+            "\n",
+            r#"{"log":"plain text from a shell\n","stream":"stdout","time":"2026-12-05T03:52:00.5Z"}"#,
+            "\nnot json\n",
+        );
+        let (events, tally) = run(docker, input);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].time, Timestamp::from_millisecond(1796442909384).unwrap());
+        assert_eq!(events[0].message, "tamper: content hash mismatch");
+        assert_eq!(events[0].level.as_deref(), Some("error"));
+        assert_eq!(events[0].ids.get("zone_id").map(String::as_str), Some("zone-beta"));
+        assert!(!events[0].ids.contains_key("session_id"), "a masked id is no id");
+        assert_eq!(events[0].source.line, Some(1));
+        assert_eq!(events[1].time, "2026-12-05T03:52:00.5Z".parse::<Timestamp>().unwrap());
+        assert_eq!(events[1].message, "plain text from a shell");
+        assert_eq!(events[1].source.line, Some(2));
+        assert_eq!(tally.malformed, 1);
+    }
+
+    #[test]
+    fn pino_levels_and_request_ids() {
+        let input = r#"{"log":"{\"level\":40,\"msg\":\"admin auth failed\",\"reqId\":\"req-1\",\"hostname\":\"caracal-api-1\",\"time\":\"2026-12-05T03:55:09.384Z\"}\n","time":"2026-12-05T03:55:09.4Z"}"#;
+        let (events, _) = run(docker, input);
+        assert_eq!(events[0].level.as_deref(), Some("warn"));
+        assert_eq!(events[0].ids["request_id"], "req-1");
+        assert_eq!(events[0].instance, "caracal-api-1");
+    }
+
+    #[test]
+    fn text_lines_need_a_leading_time() {
+        let (events, tally) = run(lines, "2026-12-05 02:35:47 upgrade postgresql\n  continuation\n");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].time, "2026-12-05T02:35:47Z".parse::<Timestamp>().unwrap());
+        assert_eq!(tally.untimed, 1);
+    }
+}

@@ -1,0 +1,223 @@
+//! The incident timeline (`preserve timeline BUNDLE`): every timestamped record of a bundle as one time-ordered
+//! stream of events, each saying where in the bundle it is (docs/timeline.md).
+//!
+//! The archive is read once, front to back, within the same bounds as `verify` ([`crate::bundle::walk`]); an
+//! encrypted one is decrypted on the way with the identities given. Each artifact whose shape gives events
+//! ([`extract::shape`]) is read into runs that [`merge::Sorter`] puts in one order; the manifest adds the triggering
+//! alerts and the collectors' runs.
+
+pub mod event;
+pub mod extract;
+pub mod filter;
+pub mod format;
+pub mod merge;
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{self, BufReader, Read},
+    path::{Path, PathBuf},
+};
+
+pub use event::{Event, Source};
+pub use filter::Filter;
+pub use format::{Format, Writer};
+use jiff::Timestamp;
+
+use crate::bundle::{
+    bounds::{Budget, Limits},
+    manifest::Manifest,
+    verify::{self, bag_relative},
+    walk::{self, Flow, WalkError},
+};
+
+/// How to read a bundle.
+pub struct Options {
+    pub limits: Limits,
+    /// Identities to decrypt an encrypted bundle (`<id>.tar.zst.age`) with.
+    pub identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    /// Events held in memory before runs are spilled.
+    pub budget: usize,
+    /// Where the spill directory is made (the system's temporary directory by default).
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { limits: Limits::default(), identities: Vec::new(), budget: merge::DEFAULT_BUDGET, spill_dir: None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bundle(#[from] verify::Error),
+    #[error("cannot write the timeline: {0}")]
+    Output(io::Error),
+    #[error("cannot sort the timeline in {}: {source}", dir.as_ref().map_or("the temporary directory".into(), |d| d.display().to_string()))]
+    Spill { dir: Option<PathBuf>, source: io::Error },
+}
+
+/// What reading the bundle found, besides the events.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Events written (after the filter).
+    pub events: u64,
+    /// Artifacts read for events.
+    pub artifacts: u64,
+    /// Lines and rows that gave no event, and why.
+    pub skipped: extract::Tally,
+    /// Entries refused for an unsafe path (never read).
+    pub unsafe_entries: Vec<String>,
+    /// An artifact that could not be read to its end (a corrupt or cut archive): the events before the cut are
+    /// in the timeline.
+    pub cut: Option<String>,
+    pub merge: merge::MergeStats,
+}
+
+/// The bundle's manifest: beside a plain archive (or inside it), inside an encrypted one (decrypted with `opts`).
+pub fn manifest(archive: &Path, opts: &Options) -> Result<Manifest, verify::Error> {
+    if !encrypted(archive) {
+        return verify::read_manifest(archive, &opts.limits);
+    }
+    let (plain, length) = open(archive, opts)?;
+    verify::manifest_in(archive, plain, length, &opts.limits)
+}
+
+fn encrypted(archive: &Path) -> bool {
+    crate::bundle::archive_id(archive).is_some_and(|(_, e)| e)
+}
+
+/// The archive's `.tar.zst` bytes (decrypted when it is encrypted) and the archive file's length.
+fn open(archive: &Path, opts: &Options) -> Result<(Box<dyn Read>, u64), verify::Error> {
+    let read_error = |source| verify::Error::Read { path: archive.to_path_buf(), source };
+    let file = File::open(archive).map_err(read_error)?;
+    let length = file.metadata().map_err(read_error)?.len();
+    let buffered = BufReader::with_capacity(1 << 20, file);
+    if !encrypted(archive) {
+        return Ok((Box::new(buffered), length));
+    }
+    let decrypt_error = |detail: String| verify::Error::Decrypt { path: archive.to_path_buf(), detail };
+    if opts.identities.is_empty() {
+        return Err(decrypt_error("the bundle is encrypted: give --identity FILE to open it".into()));
+    }
+    let d = age::Decryptor::new_buffered(buffered).map_err(|e| decrypt_error(e.to_string()))?;
+    let plain = d.decrypt(opts.identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => decrypt_error("none of the identities given is a recipient of it".into()),
+        e => decrypt_error(e.to_string()),
+    })?;
+    Ok((Box::new(plain), length))
+}
+
+/// Reads the timeline of the bundle at `archive` (whose manifest is `manifest`), handing the events `filter` keeps
+/// to `each` in time order.
+pub fn read(
+    archive: &Path,
+    manifest: &Manifest,
+    opts: &Options,
+    filter: &Filter,
+    mut each: impl FnMut(&Event) -> io::Result<()>,
+) -> Result<Summary, Error> {
+    let mut summary = Summary::default();
+    let mut sorter = merge::Sorter::new(opts.budget, opts.spill_dir.clone());
+    let spill_error = |source| Error::Spill { dir: opts.spill_dir.clone(), source };
+    let collectors: BTreeMap<&str, &crate::bundle::manifest::CollectorRecord> =
+        manifest.collectors.iter().map(|c| (c.name.as_str(), c)).collect();
+    let artifacts: BTreeMap<&str, (&str, &crate::bundle::manifest::ArtifactRecord)> = manifest
+        .collectors
+        .iter()
+        .flat_map(|c| c.artifacts.iter().map(move |a| (a.path.as_str(), (c.name.as_str(), a))))
+        .collect();
+
+    for e in extract::from_manifest(manifest) {
+        if filter.keeps(&e) {
+            sorter.push(e).map_err(spill_error)?;
+        }
+    }
+    sorter.end_artifact().map_err(spill_error)?;
+
+    let (plain, length) = open(archive, opts)?;
+    let budget = Budget::derive(&opts.limits, length, None);
+    let mut top = None;
+    let mut failure: Option<io::Error> = None;
+    let walked = walk::walk(plain, &opts.limits, &budget, |entry| {
+        if entry.kind != tar::EntryType::Regular && entry.kind != tar::EntryType::Continuous {
+            return Ok(Flow::Continue);
+        }
+        let Some(rel) = bag_relative(&entry.path, &mut top) else {
+            summary.unsafe_entries.push(crate::bundle::bounds::printable(&entry.path));
+            return Ok(Flow::Continue);
+        };
+        // Only what the manifest lists is read, as the kind of thing its collector wrote.
+        let Some((collector, record)) = artifacts.get(rel.as_str()) else { return Ok(Flow::Continue) };
+        let Some(c) = collectors.get(collector) else { return Ok(Flow::Continue) };
+        let a = extract::Artifact {
+            collector,
+            kind: &c.kind,
+            path: &rel,
+            redaction: record.redaction.as_deref(),
+            collected_at: Some(c.started_at),
+        };
+        let Some(shape) = extract::shape(&a) else { return Ok(Flow::Continue) };
+        if !filter.reads(collector, &rel) {
+            return Ok(Flow::Continue);
+        }
+        summary.artifacts += 1;
+        let mut pushed: io::Result<()> = Ok(());
+        let mut data = entry.data.take(entry.size);
+        let read = extract::extract(&shape, &a, &mut data, &mut summary.skipped, &mut |e| {
+            if pushed.is_ok() && filter.keeps(&e) {
+                pushed = sorter.push(e);
+            }
+        });
+        if let Err(e) = pushed {
+            failure = Some(e);
+            return Ok(Flow::Stop);
+        }
+        if let Err(e) = sorter.end_artifact() {
+            failure = Some(e);
+            return Ok(Flow::Stop);
+        }
+        match read {
+            Ok(()) => Ok(Flow::Continue),
+            Err(e) => Err(WalkError::Corrupt(io::Error::other(format!("{rel}: {e}")))),
+        }
+    });
+    if let Some(e) = failure {
+        return Err(spill_error(e));
+    }
+    match walked {
+        Ok(()) => {}
+        Err(WalkError::Refused(refusal)) => {
+            return Err(verify::Error::Refused { path: archive.to_path_buf(), refusal }.into());
+        }
+        // What was read before the cut is evidence too: the timeline keeps it and says where it stopped.
+        Err(WalkError::Corrupt(e)) => summary.cut = Some(crate::bundle::bounds::excerpt(e.to_string().as_bytes())),
+    }
+    let mut written = 0u64;
+    let mut output: Option<io::Error> = None;
+    let merged = sorter.merge(|e| {
+        written += 1;
+        each(&e).map_err(|e| {
+            output = Some(e);
+            io::Error::other("the output failed")
+        })
+    });
+    match (merged, output) {
+        (_, Some(e)) => return Err(Error::Output(e)),
+        (Err(e), None) => return Err(spill_error(e)),
+        (Ok(stats), None) => summary.merge = stats,
+    }
+    summary.events = written;
+    Ok(summary)
+}
+
+/// When the first triggering alert started, if the bundle was triggered by one.
+pub fn alert_start(m: &Manifest) -> Option<Timestamp> {
+    m.trigger
+        .alerts
+        .iter()
+        .filter_map(|a| a.starts_at.as_deref().and_then(crate::time::timestamp_from_text))
+        .filter(|t| t.as_second() > 0)
+        .min()
+}
