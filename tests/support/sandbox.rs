@@ -71,6 +71,10 @@ pub struct Sandbox {
 }
 
 /// An Alertmanager webhook payload (version 4) for `CaracalAuditTamperDetected` in the incident's zone and request.
+/// A log message an attacker chose: if a page that shows it runs either part, the page's title changes and its
+/// body gets a `data-pwned` attribute (what the report's browser test looks for).
+pub const HOSTILE_LOG_MESSAGE: &str = "bad request <script>document.body.setAttribute('data-pwned','script');document.title='pwned'</script><img src=x onerror=\"document.body.setAttribute('data-pwned','img');document.title='pwned'\">";
+
 pub fn tamper_alert() -> Json {
     webhook(json!({
         "status": "firing",
@@ -262,6 +266,27 @@ fn load_redis(r: &RedisServer, password: &str, facts: &mut BTreeMap<&'static str
         );
         facts.insert(["dlq_id_0", "dlq_id_1", "dlq_id_2", "dlq_id_3"][i], dlq);
     }
+    // The incident request's own audit event, refused by Postgres and dead-lettered (caracal.md §1.4): the
+    // timeline finds it by its request id in the original event.
+    let incident_dlq = id(100_010);
+    xadd(
+        &mut s,
+        "caracal.audit.events.dlq",
+        &incident_dlq,
+        &[
+            ("reason", "pg_permanent_error:value too long for type character varying(128)".into()),
+            ("src_id", "evt-alpha-0044".into()),
+            ("received_at", (t0 + 100_010).to_string()),
+            (
+                "src_data",
+                format!(
+                    "{{\"id\":\"evt-alpha-0044\",\"zone_id\":\"{ZONE}\",\"event_type\":\"tool.invoke\",\"request_id\":\"{INCIDENT_REQUEST}\"}}"
+                ),
+            ),
+            ("src_sig", format!("{:064x}", 44)),
+        ],
+    );
+    facts.insert("incident_dlq_id", incident_dlq);
     for i in 0..10u64 {
         xadd(
             &mut s,
@@ -565,6 +590,13 @@ fn write_docker_logs(dir: &Path) {
                     json!({ "outbox_id": "ob-audit-dead-01", "attempts": 100 }),
                 ),
                 p("control", 30, "control invoke", json!({ "tool": "explain", "request_id": INCIDENT_REQUEST })),
+                // Written by whoever sent the request: evidence is hostile input, and the report shows it as text.
+                p(
+                    "api",
+                    40,
+                    HOSTILE_LOG_MESSAGE,
+                    json!({ "path": "/v1/zones/<svg onload=alert(1)>", "reqId": "req-hostile-01" }),
+                ),
             ],
         ),
         (
