@@ -12,6 +12,7 @@ pub mod config;
 pub mod progress;
 pub mod redact;
 pub mod render;
+pub mod report;
 pub mod runner;
 pub mod seal;
 pub mod serve;

@@ -21,10 +21,12 @@ use crate::{
     config::{ConfigError, CredentialRef, Environment, Secret},
     progress::Progress,
     redact::{FingerprintKey, Redactor, fingerprint::KeyError},
+    report,
     runner::{self, PlannedCollector, RunContext, Stop},
     seal::{SealRecord, Sealer},
     store::{self, record::UploadRecord},
     time::{self, Window},
+    timeline,
 };
 
 /// The collector every snapshot includes.
@@ -410,6 +412,20 @@ pub async fn execute(
     let archive = writer::ArchiveStream::start(&opts, &bundle_id, created_at.as_second().max(0) as u64, mirror)
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     staging.on_seal(archive.sender());
+    // The report reads the artifacts it summarizes as they are staged (report::tap).
+    let taps = report::tap::Taps::new(
+        report::empty_digest(
+            plan.window.since,
+            plan.window.until,
+            created_at,
+            timeline::first_start(&plan.trigger.alerts),
+        ),
+        plan.collectors.iter().map(|c| (c.name.clone(), c.kind.clone())).collect(),
+    );
+    {
+        let taps = taps.clone();
+        staging.tap(move |collector, path| taps.open(collector, path));
+    }
     let redactor = Arc::new(Redactor::new(secrets.values, plan.fingerprint_key.clone()));
     if let Some(known) = redactor.known() {
         staging.guard(known);
@@ -477,11 +493,20 @@ pub async fn execute(
     };
     progress.note(&format!("writing {}", bundle::archive_name(&manifest.bundle_id, env.seal.encrypted())));
     let m = manifest.clone();
-    let written = tokio::task::spawn_blocking(move || archive.finish(&m, &staged))
-        .await
-        .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
-        .and_then(|r| r)
-        .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
+    let known = rc.redactor.known();
+    let written = tokio::task::spawn_blocking(move || {
+        let kept: std::collections::BTreeSet<String> = staged.iter().map(|a| a.record.path.clone()).collect();
+        let (mut inputs, _) = taps.finish(&kept);
+        for e in timeline::extract::from_manifest(&m) {
+            inputs.digest.add(&e);
+        }
+        let page = report::render_guarded(&m, inputs, known);
+        archive.finish(&m, &staged, Some(page.as_bytes()))
+    })
+    .await
+    .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })
+    .and_then(|r| r)
+    .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     // A part that could not be made (the key unreadable, the TSA down) is said once, below, with why.
     let (seal, sealer) = match sealer {
         None => (SealRecord::default(), None),

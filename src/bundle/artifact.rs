@@ -45,6 +45,19 @@ type SealHook = Box<dyn Fn(&Sealed) + Send + Sync>;
 #[derive(Default)]
 struct OnSeal(OnceLock<SealHook>);
 
+/// Gives, for an artifact being opened (collector, path in the bag), a writer that sees its content as it is
+/// staged, when something (the report) wants to read it on the way.
+type TapHook = Box<dyn Fn(&str, &str) -> Option<Box<dyn Write + Send>> + Send + Sync>;
+
+#[derive(Default)]
+struct OnOpen(OnceLock<TapHook>);
+
+impl std::fmt::Debug for OnOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "OnOpen(set)" } else { "OnOpen(unset)" })
+    }
+}
+
 impl std::fmt::Debug for OnSeal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.get().is_some() { "OnSeal(set)" } else { "OnSeal(unset)" })
@@ -58,6 +71,7 @@ pub struct Staging {
     /// zstd level of the staged frames (the bundle's level).
     level: i32,
     on_seal: Arc<OnSeal>,
+    tap: OnOpen,
     cells: Mutex<Vec<Arc<Cell>>>,
     /// The run's known secret values: every artifact is watched for them as it is written.
     known: OnceLock<Arc<Known>>,
@@ -120,6 +134,8 @@ struct HashingFile {
     hasher: Sha256,
     bytes: u64,
     watch: Option<LeakWatch>,
+    /// Sees every byte hashed (the report's digest); dropped at its first error, never failing the artifact.
+    tap: Option<Box<dyn Write + Send>>,
 }
 
 impl HashingFile {
@@ -171,6 +187,11 @@ impl Write for HashingFile {
             w.scan(&buf[..n]);
         }
         self.hasher.update(&buf[..n]);
+        if let Some(t) = &mut self.tap
+            && t.write_all(&buf[..n]).is_err()
+        {
+            self.tap = None;
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -198,6 +219,7 @@ impl Staging {
             dir,
             level,
             on_seal: Arc::default(),
+            tap: OnOpen::default(),
             cells: Mutex::new(Vec::new()),
             known: OnceLock::new(),
             stops: Mutex::default(),
@@ -228,6 +250,12 @@ impl Staging {
         let _ = self.on_seal.0.set(Box::new(hook));
     }
 
+    /// Registers the function asked, as each artifact is opened, for a writer to see its content as it is staged
+    /// (once; later calls are ignored).
+    pub fn tap(&self, hook: impl Fn(&str, &str) -> Option<Box<dyn Write + Send>> + Send + Sync + 'static) {
+        let _ = self.tap.0.set(Box::new(hook));
+    }
+
     pub fn dir(&self) -> &Arc<PrivateDir> {
         &self.dir
     }
@@ -249,6 +277,7 @@ impl Staging {
         let create = |e| ArtifactError::Create { path: bag_path.clone(), source: e };
         let file = self.dir.create_file(&bag_path).map_err(create)?;
         let file = Some(HashingFile::encoder(file, self.level, false).map_err(create)?);
+        let tap = self.tap.0.get().and_then(|open| open(collector, &bag_path));
         let stop = lock(&self.stops).entry(collector.to_string()).or_default().clone();
         let cell = Arc::new(Cell {
             collector: collector.to_string(),
@@ -267,6 +296,7 @@ impl Staging {
                         hasher: Sha256::new(),
                         bytes: 0,
                         watch: self.known.get().map(|k| LeakWatch::new(k.clone())),
+                        tap,
                     },
                 )),
                 sealed: None,

@@ -239,3 +239,13 @@ pub enum Severity {
     Warning,
     Critical,
 }
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}

@@ -27,6 +27,8 @@ const KERNEL_COPY_FROM: u64 = 1 << 20;
 const PARTIAL: &str = "bundle.tar.zst.partial";
 
 const TAG_FILES: [&str; 4] = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "manifest.json"];
+/// The report, a tag file of its own (after the others, before the tag manifest that covers it).
+pub const REPORT: &str = "report.html";
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -318,15 +320,26 @@ impl ArchiveStream {
     /// Appends whatever was not streamed yet and the tag files, then fsyncs and renames the archive into place and
     /// writes the side files. When it fails before the archive is complete, the partial archive is removed (a full
     /// disk stays full otherwise); a complete archive is never removed, whatever fails after it.
-    pub fn finish(mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
-        let result = self.complete(manifest, artifacts);
+    /// `report` is the bundle's `report.html` tag file, when there is one.
+    pub fn finish(
+        mut self,
+        manifest: &Manifest,
+        artifacts: &[StagedArtifact],
+        report: Option<&[u8]>,
+    ) -> Result<WrittenBundle, WriteError> {
+        let result = self.complete(manifest, artifacts, report);
         if matches!(result, Err(WriteError::Io { .. } | WriteError::Staged { .. })) {
             let _ = self.opts.staging.remove_file(PARTIAL);
         }
         result
     }
 
-    fn complete(&mut self, manifest: &Manifest, artifacts: &[StagedArtifact]) -> Result<WrittenBundle, WriteError> {
+    fn complete(
+        &mut self,
+        manifest: &Manifest,
+        artifacts: &[StagedArtifact],
+        report: Option<&[u8]>,
+    ) -> Result<WrittenBundle, WriteError> {
         let encrypted = !self.opts.recipients.is_empty();
         let (archive, sha_file, manifest_file) = bundle_paths(self.opts.out.path(), &self.id, encrypted);
         let partial = self.partial.clone();
@@ -344,7 +357,7 @@ impl ArchiveStream {
 
         let manifest_json = serde_json::to_vec_pretty(manifest)
             .map_err(|e| WriteError::Io { path: manifest_file.clone(), source: io::Error::other(e) })?;
-        let (tag_contents, tagmanifest) = tag_files(&self.opts, manifest, artifacts, &manifest_json);
+        let (tag_contents, tagmanifest) = tag_files(&self.opts, manifest, artifacts, &manifest_json, report);
         let (id, mtime) = (self.id.clone(), self.mtime);
         let result: io::Result<()> = (|| {
             // Sealed before the hook was set, or never reported: appended now, in path order.
@@ -354,6 +367,9 @@ impl ArchiveStream {
             }
             for (name, content) in TAG_FILES.iter().zip(tag_contents.iter()) {
                 asm.bytes(&format!("{id}/{name}"), content, mtime)?;
+            }
+            if let Some(report) = report {
+                asm.bytes(&format!("{id}/{REPORT}"), report, mtime)?;
             }
             asm.bytes(&format!("{id}/tagmanifest-sha256.txt"), tagmanifest.as_bytes(), mtime)
         })();
@@ -413,6 +429,7 @@ fn tag_files(
     manifest: &Manifest,
     artifacts: &[StagedArtifact],
     manifest_json: &[u8],
+    report: Option<&[u8]>,
 ) -> ([Vec<u8>; 4], String) {
     let id = &manifest.bundle_id;
     let payload_bytes: u64 = artifacts.iter().map(|a| a.record.bytes).sum();
@@ -435,8 +452,11 @@ fn tag_files(
         manifest_sha256.into_bytes(),
         manifest_json.to_vec(),
     ];
-    let tag_hashes: Vec<(String, &str)> =
+    let mut tag_hashes: Vec<(String, &str)> =
         TAG_FILES.iter().zip(contents.iter()).map(|(name, c)| (hex::encode(Sha256::digest(c)), *name)).collect();
+    if let Some(r) = report {
+        tag_hashes.push((hex::encode(Sha256::digest(r)), REPORT));
+    }
     let tagmanifest = bagit::render_manifest(tag_hashes.iter().map(|(h, name)| (h.as_str(), *name)));
     (contents, tagmanifest)
 }

@@ -109,18 +109,23 @@ fn open(archive: &Path, opts: &Options) -> Result<(Box<dyn Read>, u64), verify::
     Ok((Box::new(plain), length))
 }
 
-/// Reads the timeline of the bundle at `archive` (whose manifest is `manifest`), handing the events `filter` keeps
-/// to `each` in time order.
-pub fn read(
+/// What walking the archive found besides the artifacts.
+#[derive(Debug, Default, Clone)]
+pub struct Walked {
+    /// Entries refused for an unsafe path (never read).
+    pub unsafe_entries: Vec<String>,
+    /// Where the archive ended early (corrupt or cut), if it did.
+    pub cut: Option<String>,
+}
+
+/// Calls `each` with every artifact of the bundle that its manifest lists, in archive order, and a reader of its
+/// content (bounded by its entry's size). `each` failing stops the walk and is returned as [`Error::Output`].
+pub fn each_artifact(
     archive: &Path,
     manifest: &Manifest,
     opts: &Options,
-    filter: &Filter,
-    mut each: impl FnMut(&Event) -> io::Result<()>,
-) -> Result<Summary, Error> {
-    let mut summary = Summary::default();
-    let mut sorter = merge::Sorter::new(opts.budget, opts.spill_dir.clone());
-    let spill_error = |source| Error::Spill { dir: opts.spill_dir.clone(), source };
+    mut each: impl FnMut(&extract::Artifact<'_>, &mut dyn Read) -> io::Result<()>,
+) -> Result<Walked, Error> {
     let collectors: BTreeMap<&str, &crate::bundle::manifest::CollectorRecord> =
         manifest.collectors.iter().map(|c| (c.name.as_str(), c)).collect();
     let artifacts: BTreeMap<&str, (&str, &crate::bundle::manifest::ArtifactRecord)> = manifest
@@ -128,24 +133,17 @@ pub fn read(
         .iter()
         .flat_map(|c| c.artifacts.iter().map(move |a| (a.path.as_str(), (c.name.as_str(), a))))
         .collect();
-
-    for e in extract::from_manifest(manifest) {
-        if filter.keeps(&e) {
-            sorter.push(e).map_err(spill_error)?;
-        }
-    }
-    sorter.end_artifact().map_err(spill_error)?;
-
     let (plain, length) = open(archive, opts)?;
     let budget = Budget::derive(&opts.limits, length, None);
     let mut top = None;
+    let mut walked = Walked::default();
     let mut failure: Option<io::Error> = None;
-    let walked = walk::walk(plain, &opts.limits, &budget, |entry| {
+    let result = walk::walk(plain, &opts.limits, &budget, |entry| {
         if entry.kind != tar::EntryType::Regular && entry.kind != tar::EntryType::Continuous {
             return Ok(Flow::Continue);
         }
         let Some(rel) = bag_relative(&entry.path, &mut top) else {
-            summary.unsafe_entries.push(crate::bundle::bounds::printable(&entry.path));
+            walked.unsafe_entries.push(crate::bundle::bounds::printable(&entry.path));
             return Ok(Flow::Continue);
         };
         // Only what the manifest lists is read, as the kind of thing its collector wrote.
@@ -158,42 +156,76 @@ pub fn read(
             redaction: record.redaction.as_deref(),
             collected_at: Some(c.started_at),
         };
-        let Some(shape) = extract::shape(&a) else { return Ok(Flow::Continue) };
-        if !filter.reads(collector, &rel) {
-            return Ok(Flow::Continue);
-        }
-        summary.artifacts += 1;
-        let mut pushed: io::Result<()> = Ok(());
         let mut data = entry.data.take(entry.size);
-        let read = extract::extract(&shape, &a, &mut data, &mut summary.skipped, &mut |e| {
-            if pushed.is_ok() && filter.keeps(&e) {
-                pushed = sorter.push(e);
-            }
-        });
-        if let Err(e) = pushed {
-            failure = Some(e);
-            return Ok(Flow::Stop);
-        }
-        if let Err(e) = sorter.end_artifact() {
-            failure = Some(e);
-            return Ok(Flow::Stop);
-        }
-        match read {
+        match each(&a, &mut data) {
             Ok(()) => Ok(Flow::Continue),
-            Err(e) => Err(WalkError::Corrupt(io::Error::other(format!("{rel}: {e}")))),
+            // The archive's own read failing inside is a cut archive, not a failure of ours.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::InvalidData => {
+                Err(WalkError::Corrupt(io::Error::other(format!("{rel}: {e}"))))
+            }
+            Err(e) => {
+                failure = Some(e);
+                Ok(Flow::Stop)
+            }
         }
     });
     if let Some(e) = failure {
-        return Err(spill_error(e));
+        return Err(Error::Output(e));
     }
-    match walked {
+    match result {
         Ok(()) => {}
         Err(WalkError::Refused(refusal)) => {
             return Err(verify::Error::Refused { path: archive.to_path_buf(), refusal }.into());
         }
-        // What was read before the cut is evidence too: the timeline keeps it and says where it stopped.
-        Err(WalkError::Corrupt(e)) => summary.cut = Some(crate::bundle::bounds::excerpt(e.to_string().as_bytes())),
+        // What was read before the cut is evidence too: the caller keeps it and says where it stopped.
+        Err(WalkError::Corrupt(e)) => walked.cut = Some(crate::bundle::bounds::excerpt(e.to_string().as_bytes())),
     }
+    Ok(walked)
+}
+
+/// Reads the timeline of the bundle at `archive` (whose manifest is `manifest`), handing the events `filter` keeps
+/// to `each` in time order.
+pub fn read(
+    archive: &Path,
+    manifest: &Manifest,
+    opts: &Options,
+    filter: &Filter,
+    mut each: impl FnMut(&Event) -> io::Result<()>,
+) -> Result<Summary, Error> {
+    let mut summary = Summary::default();
+    let mut sorter = merge::Sorter::new(opts.budget, opts.spill_dir.clone());
+    let spill_error = |source| Error::Spill { dir: opts.spill_dir.clone(), source };
+    for e in extract::from_manifest(manifest) {
+        if filter.keeps(&e) {
+            sorter.push(e).map_err(spill_error)?;
+        }
+    }
+    sorter.end_artifact().map_err(spill_error)?;
+    let mut spill_failed = false;
+    let walked = each_artifact(archive, manifest, opts, |a, data| {
+        let Some(shape) = extract::shape(a) else { return Ok(()) };
+        if !filter.reads(a.collector, a.path) {
+            return Ok(());
+        }
+        summary.artifacts += 1;
+        let mut pushed: io::Result<()> = Ok(());
+        let read = extract::extract(&shape, a, data, &mut summary.skipped, &mut |e| {
+            if pushed.is_ok() && filter.keeps(&e) {
+                pushed = sorter.push(e);
+            }
+        });
+        if let Err(e) = pushed.and_then(|()| sorter.end_artifact()) {
+            spill_failed = true;
+            return Err(e);
+        }
+        read.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    });
+    let walked = match walked {
+        Err(Error::Output(e)) if spill_failed => return Err(spill_error(e)),
+        w => w?,
+    };
+    summary.unsafe_entries = walked.unsafe_entries;
+    summary.cut = walked.cut;
     let mut written = 0u64;
     let mut output: Option<io::Error> = None;
     let merged = sorter.merge(|e| {
@@ -214,8 +246,12 @@ pub fn read(
 
 /// When the first triggering alert started, if the bundle was triggered by one.
 pub fn alert_start(m: &Manifest) -> Option<Timestamp> {
-    m.trigger
-        .alerts
+    first_start(&m.trigger.alerts)
+}
+
+/// When the first of `alerts` started.
+pub fn first_start(alerts: &[crate::alert::Alert]) -> Option<Timestamp> {
+    alerts
         .iter()
         .filter_map(|a| a.starts_at.as_deref().and_then(crate::time::timestamp_from_text))
         .filter(|t| t.as_second() > 0)

@@ -1,0 +1,415 @@
+//! What the report shows of the events, gathered in one pass and in bounded memory whatever the bundle's size:
+//! counts per service per time bucket, the ids seen most near the alert, dead letters by stream and reason,
+//! pending entries by group, and a few excerpts near the alert.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::timeline::Event;
+
+/// The chart's buckets at most.
+const BUCKETS: i64 = 240;
+/// The longest span the chart covers, back from its end.
+const LONGEST: SignedDuration = SignedDuration::from_hours(48);
+/// Without a window, the chart covers this long before the snapshot.
+const DEFAULT_SPAN: SignedDuration = SignedDuration::from_hours(6);
+/// "Near the alert": this far either side of its start.
+pub const NEAR: SignedDuration = SignedDuration::from_mins(15);
+/// Services charted by name; any more are counted together as `other`.
+const SERVICES: usize = 24;
+/// Distinct ids counted near the alert; more are not tracked (and the report says how many events carried them).
+const IDS: usize = 100_000;
+/// Distinct reasons counted per dead-letter stream.
+const REASONS: usize = 256;
+/// Excerpts kept.
+const EXCERPTS: usize = 60;
+/// Dead-letter streams and consumer groups shown.
+const STREAMS: usize = 64;
+
+/// The time axis of the chart.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Axis {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub bucket: SignedDuration,
+    pub buckets: usize,
+}
+
+impl Axis {
+    /// The axis for a bundle: its window (at most [`LONGEST`], ending at its `until` or when the snapshot began),
+    /// or the [`DEFAULT_SPAN`] before that, in at most [`BUCKETS`] buckets of a round size.
+    pub fn of(
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        created_at: Timestamp,
+        alert: Option<Timestamp>,
+    ) -> Self {
+        let mut end = until.unwrap_or(created_at);
+        if let Some(a) = alert
+            && a > end
+        {
+            end = a;
+        }
+        let mut start = since.unwrap_or_else(|| end.checked_sub(DEFAULT_SPAN).unwrap_or(end));
+        if end.duration_since(start) > LONGEST {
+            start = end.checked_sub(LONGEST).unwrap_or(start);
+        }
+        if start >= end {
+            start = end.checked_sub(SignedDuration::from_mins(1)).unwrap_or(end);
+        }
+        let span = end.duration_since(start).as_secs();
+        let sizes = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440];
+        let minutes = sizes.iter().copied().find(|m| span <= m * 60 * BUCKETS).unwrap_or(1440);
+        let bucket = SignedDuration::from_mins(minutes);
+        // Buckets start on whole multiples of their size, so the same minute falls in the same bucket everywhere.
+        let aligned = start.as_second() - start.as_second().rem_euclid(minutes * 60);
+        let start = Timestamp::from_second(aligned).unwrap_or(start);
+        let buckets = ((end.as_second() - start.as_second()) / (minutes * 60) + 1).clamp(1, BUCKETS + 1) as usize;
+        Self { start, end, bucket, buckets }
+    }
+
+    fn index(&self, t: Timestamp) -> Result<usize, bool> {
+        if t < self.start {
+            return Err(false);
+        }
+        let i = (t.as_second() - self.start.as_second()) / self.bucket.as_secs();
+        if i as usize >= self.buckets { Err(true) } else { Ok(i as usize) }
+    }
+
+    pub fn bucket_start(&self, i: usize) -> Timestamp {
+        self.start.checked_add(self.bucket * i as i32).unwrap_or(self.start)
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct DeadLetters {
+    pub entries: u64,
+    /// Reason (up to its first `:`, Caracal's `kind:<error>`) → count, and one full example of it.
+    pub reasons: BTreeMap<String, (u64, String)>,
+    pub oldest: Option<Timestamp>,
+    pub newest: Option<Timestamp>,
+    /// An example of the oldest entry's place in the bundle.
+    pub oldest_at: Option<(String, u64)>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Pending {
+    pub entries: u64,
+    pub max_idle_ms: u64,
+    pub max_deliveries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Digest {
+    pub axis: Axis,
+    /// The moment the report centres on: the alert's start, or when the snapshot began.
+    pub anchor: Timestamp,
+    pub anchored_on_alert: bool,
+    pub events: u64,
+    /// Per service, events per bucket of the axis (pending entries and collector runs are not system activity,
+    /// and are left out of the chart).
+    pub series: BTreeMap<String, Vec<u64>>,
+    pub before_axis: u64,
+    pub after_axis: u64,
+    pub kinds: BTreeMap<String, u64>,
+    /// (id name, value) → events carrying it within [`NEAR`] of the anchor.
+    pub near_ids: HashMap<(String, String), u64>,
+    pub near_events: u64,
+    /// Events near the anchor whose ids were not counted because [`IDS`] distinct ones were already tracked.
+    pub untracked_ids: u64,
+    pub dead_letters: BTreeMap<String, DeadLetters>,
+    pub pending: BTreeMap<(String, String), Pending>,
+    /// The most telling events nearest the anchor: errors and warnings, dead letters, alerts, activations.
+    pub excerpts: Vec<Event>,
+}
+
+impl Digest {
+    pub fn new(axis: Axis, anchor: Timestamp, anchored_on_alert: bool) -> Self {
+        Self {
+            axis,
+            anchor,
+            anchored_on_alert,
+            events: 0,
+            series: BTreeMap::new(),
+            before_axis: 0,
+            after_axis: 0,
+            kinds: BTreeMap::new(),
+            near_ids: HashMap::new(),
+            near_events: 0,
+            untracked_ids: 0,
+            dead_letters: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            excerpts: Vec::new(),
+        }
+    }
+
+    /// An empty digest on the same axis, for one artifact read on its own (merged back with [`Digest::merge`]).
+    pub fn fresh(&self) -> Self {
+        Self::new(self.axis, self.anchor, self.anchored_on_alert)
+    }
+
+    pub fn add(&mut self, e: &Event) {
+        self.events += 1;
+        if self.kinds.len() < 256 || self.kinds.contains_key(&e.kind) {
+            *self.kinds.entry(e.kind.clone()).or_default() += 1;
+        }
+        let activity = e.kind != "stream.pending" && e.kind != "collector.run";
+        if activity {
+            match self.axis.index(e.time) {
+                Ok(i) => {
+                    let service = if self.series.len() < SERVICES || self.series.contains_key(&e.service) {
+                        e.service.clone()
+                    } else {
+                        "other".to_string()
+                    };
+                    let row = self.series.entry(service).or_insert_with(|| vec![0; self.axis.buckets]);
+                    row[i] += 1;
+                }
+                Err(false) => self.before_axis += 1,
+                Err(true) => self.after_axis += 1,
+            }
+        }
+        let near = e.time.duration_since(self.anchor).abs() <= NEAR;
+        if near && activity {
+            self.near_events += 1;
+            let mut untracked = false;
+            for (k, v) in &e.ids {
+                if k == "entry_id" {
+                    continue;
+                }
+                let key = (k.clone(), v.clone());
+                let room = self.near_ids.len() < IDS;
+                match self.near_ids.get_mut(&key) {
+                    Some(n) => *n += 1,
+                    None if room => {
+                        self.near_ids.insert(key, 1);
+                    }
+                    None => untracked = true,
+                }
+            }
+            self.untracked_ids += u64::from(untracked);
+        }
+        match e.kind.as_str() {
+            "stream.dead_letter" => self.dead_letter(e),
+            "stream.pending" => self.pending(e),
+            _ => {}
+        }
+        if near && telling(e) {
+            self.excerpt(e);
+        }
+    }
+
+    fn dead_letter(&mut self, e: &Event) {
+        if self.dead_letters.len() >= STREAMS && !self.dead_letters.contains_key(&e.instance) {
+            return;
+        }
+        let d = self.dead_letters.entry(e.instance.clone()).or_default();
+        d.entries += 1;
+        let full = e.details.get("reason").or_else(|| e.details.get("error")).map_or("(none given)", String::as_str);
+        let key = full.split(':').next().unwrap_or(full).trim().to_string();
+        if d.reasons.len() < REASONS || d.reasons.contains_key(&key) {
+            d.reasons.entry(key).or_insert_with(|| (0, full.to_string())).0 += 1;
+        }
+        if d.oldest.is_none_or(|o| e.time < o) {
+            d.oldest = Some(e.time);
+            d.oldest_at = Some((e.source.path.clone(), e.source.line.or(e.source.record).unwrap_or(0)));
+        }
+        if d.newest.is_none_or(|n| e.time > n) {
+            d.newest = Some(e.time);
+        }
+    }
+
+    fn pending(&mut self, e: &Event) {
+        let group = e.details.get("group").cloned().unwrap_or_default();
+        let key = (e.instance.clone(), group);
+        if self.pending.len() >= STREAMS && !self.pending.contains_key(&key) {
+            return;
+        }
+        let p = self.pending.entry(key).or_default();
+        p.entries += 1;
+        let n = |k: &str| e.details.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        p.max_idle_ms = p.max_idle_ms.max(n("idle_ms"));
+        p.max_deliveries = p.max_deliveries.max(n("deliveries"));
+    }
+
+    /// Keeps the [`EXCERPTS`] telling events nearest the anchor (ties: the earlier read).
+    fn excerpt(&mut self, e: &Event) {
+        let distance = |x: &Event| x.time.duration_since(self.anchor).abs();
+        if self.excerpts.len() >= EXCERPTS {
+            let (far, d) = self
+                .excerpts
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (i, distance(x)))
+                .max_by_key(|(_, d)| *d)
+                .unwrap_or((0, SignedDuration::ZERO));
+            if distance(e) >= d {
+                return;
+            }
+            self.excerpts.swap_remove(far);
+        }
+        self.excerpts.push(e.clone());
+    }
+
+    pub fn merge(&mut self, other: Digest) {
+        self.events += other.events;
+        for (k, n) in other.kinds {
+            if self.kinds.len() < 256 || self.kinds.contains_key(&k) {
+                *self.kinds.entry(k).or_default() += n;
+            }
+        }
+        for (service, row) in other.series {
+            let name = if self.series.len() < SERVICES || self.series.contains_key(&service) {
+                service
+            } else {
+                "other".into()
+            };
+            let mine = self.series.entry(name).or_insert_with(|| vec![0; self.axis.buckets]);
+            for (a, b) in mine.iter_mut().zip(row) {
+                *a += b;
+            }
+        }
+        self.before_axis += other.before_axis;
+        self.after_axis += other.after_axis;
+        self.near_events += other.near_events;
+        self.untracked_ids += other.untracked_ids;
+        for (k, n) in other.near_ids {
+            let room = self.near_ids.len() < IDS;
+            match self.near_ids.get_mut(&k) {
+                Some(m) => *m += n,
+                None if room => {
+                    self.near_ids.insert(k, n);
+                }
+                None => self.untracked_ids += n,
+            }
+        }
+        for (stream, d) in other.dead_letters {
+            if self.dead_letters.len() >= STREAMS && !self.dead_letters.contains_key(&stream) {
+                continue;
+            }
+            let mine = self.dead_letters.entry(stream).or_default();
+            mine.entries += d.entries;
+            for (k, (n, example)) in d.reasons {
+                if mine.reasons.len() < REASONS || mine.reasons.contains_key(&k) {
+                    mine.reasons.entry(k).or_insert_with(|| (0, example)).0 += n;
+                }
+            }
+            if d.oldest.is_some() && (mine.oldest.is_none() || d.oldest < mine.oldest) {
+                mine.oldest = d.oldest;
+                mine.oldest_at = d.oldest_at;
+            }
+            if d.newest > mine.newest {
+                mine.newest = d.newest;
+            }
+        }
+        for (k, p) in other.pending {
+            if self.pending.len() >= STREAMS && !self.pending.contains_key(&k) {
+                continue;
+            }
+            let mine = self.pending.entry(k).or_default();
+            mine.entries += p.entries;
+            mine.max_idle_ms = mine.max_idle_ms.max(p.max_idle_ms);
+            mine.max_deliveries = mine.max_deliveries.max(p.max_deliveries);
+        }
+        for e in other.excerpts {
+            self.excerpt(&e);
+        }
+    }
+
+    /// The ids carried by most events near the anchor, most first (ties by name and value).
+    pub fn top_ids(&self, n: usize) -> Vec<(&str, &str, u64)> {
+        let mut all: Vec<(&str, &str, u64)> =
+            self.near_ids.iter().map(|((k, v), n)| (k.as_str(), v.as_str(), *n)).collect();
+        all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
+        all.truncate(n);
+        all
+    }
+
+    /// The excerpts in time order.
+    pub fn excerpts_in_order(&self) -> Vec<&Event> {
+        let mut v: Vec<&Event> = self.excerpts.iter().collect();
+        v.sort_by(|a, b| {
+            a.time.cmp(&b.time).then(a.source.path.cmp(&b.source.path)).then(a.source.line.cmp(&b.source.line))
+        });
+        v
+    }
+}
+
+/// Whether an event is worth quoting in the report: an error or warning, a dead letter, an alert, a policy-set
+/// activation, a revocation.
+fn telling(e: &Event) -> bool {
+    matches!(e.level.as_deref(), Some("error" | "fatal" | "panic" | "warn" | "warning" | "critical"))
+        || matches!(
+            e.kind.as_str(),
+            "stream.dead_letter"
+                | "alert.firing"
+                | "alert.resolved"
+                | "policy_set.activated"
+                | "authority.revoked"
+                | "delegation.revoked"
+                | "session.terminated"
+                | "admin_token.revoked"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::Source;
+
+    fn ev(at: &str, service: &str, kind: &str) -> Event {
+        Event {
+            time: at.parse().unwrap(),
+            source: Source { collector: "c".into(), path: "data/c/x".into(), line: Some(1), record: None },
+            service: service.into(),
+            instance: "caracal.audit.events.dlq".into(),
+            kind: kind.into(),
+            level: None,
+            message: String::new(),
+            ids: BTreeMap::from([("request_id".into(), "req-1".into())]),
+            details: BTreeMap::from([("reason".into(), "json_parse_error:unexpected EOF".into())]),
+        }
+    }
+
+    #[test]
+    fn the_axis_is_round_and_covers_the_window() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let a = Axis::of(Some(t("2026-12-05T00:00:00Z")), None, t("2026-12-05T02:00:00Z"), None);
+        assert_eq!(a.bucket, SignedDuration::from_mins(1));
+        assert_eq!(a.start, t("2026-12-05T00:00:00Z"));
+        assert_eq!(a.buckets, 121);
+        let week = Axis::of(Some(t("2026-11-28T00:00:00Z")), None, t("2026-12-05T00:00:00Z"), None);
+        assert_eq!(week.start, t("2026-12-03T00:00:00Z"), "at most 48 hours");
+        assert_eq!(week.bucket, SignedDuration::from_mins(15));
+    }
+
+    #[test]
+    fn counts_and_dead_letters_merge_as_if_read_together() {
+        let axis = Axis::of(None, None, "2026-12-05T03:00:00Z".parse().unwrap(), None);
+        let anchor = "2026-12-05T02:50:00Z".parse().unwrap();
+        let mut whole = Digest::new(axis, anchor, true);
+        let mut a = whole.fresh();
+        let mut b = whole.fresh();
+        let events = [
+            ev("2026-12-05T02:40:00Z", "redis", "stream.dead_letter"),
+            ev("2026-12-05T02:41:30Z", "audit", "log"),
+            ev("2026-12-05T01:00:00Z", "redis", "stream.dead_letter"),
+            ev("2026-11-01T00:00:00Z", "audit", "log"),
+        ];
+        for (i, e) in events.iter().enumerate() {
+            whole.add(e);
+            if i % 2 == 0 { a.add(e) } else { b.add(e) }
+        }
+        a.merge(b);
+        assert_eq!(a.series, whole.series);
+        assert_eq!(a.before_axis, 1);
+        assert_eq!(a.near_ids, whole.near_ids);
+        let d = &a.dead_letters["caracal.audit.events.dlq"];
+        assert_eq!(d.entries, 2);
+        assert_eq!(d.reasons["json_parse_error"].0, 2);
+        assert_eq!(d.oldest, Some("2026-12-05T01:00:00Z".parse().unwrap()));
+        assert_eq!(a.top_ids(5), vec![("request_id", "req-1", 2)], "two events within 15 minutes of the anchor");
+    }
+}

@@ -1,0 +1,131 @@
+//! The report: one self-contained HTML page a person opens in a browser to see what a bundle holds (docs/timeline.md
+//! "The report"). Every bundle has it as the tag file `report.html`; `preserve report BUNDLE -o FILE` makes it for
+//! any bundle.
+//!
+//! It summarizes (counts, top-N, excerpts with their bundle paths), so it stays small at any scale: the events go
+//! through a [`Digest`] one by one, and the few artifacts it quotes (consumer groups, chain problems, policy sets,
+//! config diffs) are read up to [`QUOTE_LIMIT`] each. Everything shown is evidence, written by whoever attacked the
+//! system: the page is built with `maud`, which escapes every value put into it, and carries a
+//! Content-Security-Policy that allows no script, no fetch and no frame, only its own inline style.
+
+pub mod digest;
+mod html;
+pub mod tap;
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Read},
+    path::Path,
+};
+
+pub use digest::{Axis, Digest};
+
+use crate::{
+    bundle::manifest::Manifest,
+    timeline::{self, Options, extract},
+};
+
+/// At most this much of each quoted artifact is read.
+pub const QUOTE_LIMIT: u64 = 128 << 10;
+/// At most this many artifacts are quoted.
+const QUOTES: usize = 64;
+
+/// What the report is made from, besides the manifest.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub digest: Digest,
+    /// Quoted artifacts by path in the bag: their first [`QUOTE_LIMIT`] bytes, and whether there was more.
+    pub quotes: BTreeMap<String, (Vec<u8>, bool)>,
+    /// Why the evidence's part of the report was left out (it held a secret that redaction missed).
+    pub withheld: Option<String>,
+}
+
+/// The digest a report of this manifest's bundle starts from: its chart's axis, centred on the first triggering
+/// alert or, without one, on when the snapshot began.
+pub fn empty_digest(
+    since: Option<jiff::Timestamp>,
+    until: Option<jiff::Timestamp>,
+    created_at: jiff::Timestamp,
+    alert: Option<jiff::Timestamp>,
+) -> Digest {
+    Digest::new(Axis::of(since, until, created_at, alert), alert.unwrap_or(created_at), alert.is_some())
+}
+
+/// Whether the report quotes the artifact `a` (read whole, up to [`QUOTE_LIMIT`]).
+pub fn quotes(a: &extract::Artifact<'_>) -> bool {
+    let file = a.path.rsplit('/').next().unwrap_or("");
+    match a.kind {
+        "redis" => file == "xinfo.json" && a.path.contains("/streams/"),
+        "postgres" => {
+            (a.path.contains("/analysis/") && file.ends_with("_problems.jsonl"))
+                || (a.path.contains("/policy-sets/") && (file.ends_with(".json") || file.ends_with(".diff")))
+        }
+        "config_diff" | "kubernetes" => file.ends_with(".diff"),
+        _ => false,
+    }
+}
+
+/// Reads what a report of the bundle at `archive` needs, in one pass over the archive.
+pub fn gather(
+    archive: &Path,
+    manifest: &Manifest,
+    opts: &Options,
+) -> Result<(Inputs, timeline::Walked), timeline::Error> {
+    let mut digest = empty_digest(
+        manifest.window.since,
+        manifest.window.until,
+        manifest.created_at,
+        timeline::alert_start(manifest),
+    );
+    for e in extract::from_manifest(manifest) {
+        digest.add(&e);
+    }
+    let mut quotes = BTreeMap::new();
+    let mut skipped = extract::Tally::default();
+    let walked = timeline::each_artifact(archive, manifest, opts, |a, data| {
+        if let Some(shape) = extract::shape(a) {
+            return extract::extract(&shape, a, data, &mut skipped, &mut |e| digest.add(&e))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        if quotes.len() < QUOTES && self::quotes(a) {
+            let (bytes, more) = quote(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            quotes.insert(a.path.to_string(), (bytes, more));
+        }
+        Ok(())
+    })?;
+    Ok((Inputs { digest, quotes, withheld: None }, walked))
+}
+
+/// The first [`QUOTE_LIMIT`] bytes of `data`, and whether it held more.
+pub fn quote(data: &mut dyn Read) -> io::Result<(Vec<u8>, bool)> {
+    let mut bytes = Vec::new();
+    data.take(QUOTE_LIMIT + 1).read_to_end(&mut bytes)?;
+    let more = bytes.len() as u64 > QUOTE_LIMIT;
+    bytes.truncate(QUOTE_LIMIT as usize);
+    Ok((bytes, more))
+}
+
+/// The page.
+pub fn render(manifest: &Manifest, inputs: &Inputs) -> String {
+    html::page(manifest, inputs)
+}
+
+/// The page of a bundle being written, checked for the run's known secrets as every artifact is: one that holds
+/// a secret redaction missed (from an excerpt) is replaced by the page without the evidence's part, saying so.
+pub fn render_guarded(
+    manifest: &Manifest,
+    inputs: Inputs,
+    known: Option<std::sync::Arc<crate::redact::Known>>,
+) -> String {
+    let page = render(manifest, &inputs);
+    let Some(known) = known else { return page };
+    let mut watch = crate::redact::guard::LeakWatch::new(known.clone());
+    watch.scan(page.as_bytes());
+    let Some(found) = watch.found().map(str::to_string) else { return page };
+    let bare = Inputs {
+        digest: inputs.digest.fresh(),
+        quotes: BTreeMap::new(),
+        withheld: Some(format!("the report held a known secret ({found}); its counts and excerpts are left out")),
+    };
+    render(manifest, &bare)
+}

@@ -1,0 +1,161 @@
+//! The report of a bundle being written. Each artifact the report reads is fed, byte for byte as it is staged, to a
+//! thread of its own that digests its events (or keeps the quote), so the report is ready moments after the last
+//! collector instead of after a second read of everything. Each artifact's part is kept apart until the end:
+//! an artifact dropped for holding a secret never reaches the report.
+//!
+//! A tap never slows or fails the evidence more than it must: its channel is small and bounded (the collector
+//! waits for the digest when it runs ahead, which bounds memory), and a tap whose thread is gone just stops.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Read, Write},
+    sync::{Arc, Mutex, mpsc},
+    thread::JoinHandle,
+};
+
+use super::{Digest, Inputs, quote, quotes};
+use crate::timeline::extract::{self, Artifact, Tally};
+
+/// Chunks in flight per artifact (each at most one staging write, 256 KiB).
+const IN_FLIGHT: usize = 4;
+
+enum Part {
+    Digest(Digest),
+    Quote(Vec<u8>, bool),
+}
+
+struct Shared {
+    digest: Digest,
+    /// Collector name → its source kind.
+    kinds: BTreeMap<String, String>,
+    parts: Mutex<BTreeMap<String, Part>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    skipped: Mutex<Tally>,
+}
+
+/// The taps of one snapshot.
+#[derive(Clone)]
+pub struct Taps(Arc<Shared>);
+
+impl Taps {
+    /// Taps that digest onto `digest`'s axis, for collectors of these kinds.
+    pub fn new(digest: Digest, kinds: BTreeMap<String, String>) -> Self {
+        Self(Arc::new(Shared {
+            digest,
+            kinds,
+            parts: Mutex::default(),
+            threads: Mutex::default(),
+            skipped: Mutex::default(),
+        }))
+    }
+
+    /// A writer to feed the content of the artifact at `bag_path` of `collector` to, when the report reads it.
+    pub fn open(&self, collector: &str, bag_path: &str) -> Option<Box<dyn Write + Send>> {
+        let kind = self.0.kinds.get(collector)?.clone();
+        let a = Artifact { collector, kind: &kind, path: bag_path, redaction: None, collected_at: None };
+        let shape = extract::shape(&a);
+        if shape.is_none() && !quotes(&a) {
+            return None;
+        }
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+        let shared = self.0.clone();
+        let (collector, path) = (collector.to_string(), bag_path.to_string());
+        let thread = std::thread::Builder::new()
+            .name("preserve-report".into())
+            .spawn(move || {
+                let mut input = ChannelReader { rx, chunk: Vec::new(), at: 0 };
+                let a =
+                    Artifact { collector: &collector, kind: &kind, path: &path, redaction: None, collected_at: None };
+                let part = match &shape {
+                    Some(shape) => {
+                        let mut digest = shared.digest.fresh();
+                        let mut tally = Tally::default();
+                        let _ = extract::extract(shape, &a, &mut input, &mut tally, &mut |e| digest.add(&e));
+                        if let Ok(mut s) = shared.skipped.lock() {
+                            s.add(tally);
+                        }
+                        Part::Digest(digest)
+                    }
+                    None => match quote(&mut input) {
+                        Ok((bytes, more)) => Part::Quote(bytes, more),
+                        Err(_) => Part::Quote(Vec::new(), true),
+                    },
+                };
+                // Whatever was not read (the quote's rest, what followed a failure) is taken, so the writer never
+                // waits on a reader that left.
+                let _ = io::copy(&mut input, &mut io::sink());
+                if let Ok(mut parts) = shared.parts.lock() {
+                    parts.insert(path.clone(), part);
+                }
+            })
+            .ok()?;
+        if let Ok(mut t) = self.0.threads.lock() {
+            t.push(thread);
+        }
+        Some(Box::new(ChannelWriter(Some(tx))))
+    }
+
+    /// Waits for every tap (their artifacts are all sealed by now) and returns the report's inputs made of the
+    /// artifacts in `kept` (the bundle's payload: one dropped for holding a secret is not in it), with what could
+    /// not be read.
+    pub fn finish(&self, kept: &std::collections::BTreeSet<String>) -> (Inputs, Tally) {
+        let threads = std::mem::take(&mut *self.0.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        let parts = std::mem::take(&mut *self.0.parts.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut digest = self.0.digest.fresh();
+        let mut quoted = BTreeMap::new();
+        // In path order, as `preserve report` reads the archive's entries by their manifest: the same excerpts win ties.
+        for (path, part) in parts.into_iter().filter(|(p, _)| kept.contains(p)) {
+            match part {
+                Part::Digest(d) => digest.merge(d),
+                Part::Quote(bytes, more) => {
+                    quoted.insert(path, (bytes, more));
+                }
+            }
+        }
+        let skipped = *self.0.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        (Inputs { digest, quotes: quoted, withheld: None }, skipped)
+    }
+}
+
+struct ChannelWriter(Option<mpsc::SyncSender<Vec<u8>>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let tx = self.0.as_ref().ok_or_else(|| io::Error::other("tap closed"))?;
+        if tx.send(buf.to_vec()).is_err() {
+            self.0 = None;
+            return Err(io::Error::other("the report's reader is gone"));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
