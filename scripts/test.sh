@@ -2,6 +2,7 @@
 # Runs preserve's whole test suite on a fresh machine: installs what the tests need (GNU tar, zstd, sha256sum,
 # python3 with the `bagit` validator from PyPI, redis-server and redis-cli, PostgreSQL's server binaries and psql,
 # Alertmanager for the sidecar's end-to-end test, OpenSSH's and OpenSSL's command-line tools for sealed bundles,
+# Chromium for the report's browser test,
 # and two S3 servers for off-host storage: Garage from crates.io and moto's from PyPI), then runs every test with
 # cargo-nextest (cargo test if absent).
 # Tests start their own servers.
@@ -36,6 +37,9 @@ have sed || missing+=(sed)
 have rclone || missing+=(rclone)
 # Encrypted bundles are opened with Debian's age (age -d, age-keygen).
 { have age && have age-keygen; } || missing+=(age)
+# The report is opened in a real browser, headless, with no network (tests/report.rs); unshare is util-linux's.
+{ have chromium || have chromium-browser; } || missing+=(chromium)
+have unshare || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   as_root apt-get update -q

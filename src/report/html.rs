@@ -320,8 +320,7 @@ fn dead_letters(m: &Manifest, d: &super::Digest) -> Markup {
                         @if let Some(n) = s.newest { "; newest " (time(n)) "." }
                     }
                 }
-                @let mut reasons: Vec<_> = s.reasons.iter().collect();
-                @let _ = reasons.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+                @let reasons = by_count(&s.reasons);
                 table {
                     tr { th { "reason" } th.n { "entries" } th { "for example" } }
                     @for (k, (n, example)) in reasons.iter().take(20) {
@@ -331,6 +330,13 @@ fn dead_letters(m: &Manifest, d: &super::Digest) -> Markup {
             }
         }
     }
+}
+
+/// Reasons, most entries first (ties by name).
+fn by_count(reasons: &BTreeMap<String, (u64, String)>) -> Vec<(&String, &(u64, String))> {
+    let mut v: Vec<_> = reasons.iter().collect();
+    v.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    v
 }
 
 fn groups(inputs: &Inputs, d: &super::Digest) -> Markup {

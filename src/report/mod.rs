@@ -129,3 +129,63 @@ pub fn render_guarded(
     };
     render(manifest, &bare)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+    use crate::timeline::{Event, Source};
+
+    fn manifest(at: Timestamp) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format": "preserve-bundle/1", "bundle_id": "preserve-full-20261205T030000Z-00000000", "profile": "full",
+            "profiles": ["full"], "created_at": at, "finished_at": at, "tool": {"name": "preserve", "version": "0"},
+            "host": "h", "trigger": {"kind": "cli", "alerts": []}, "window": {"since": null, "until": null},
+            "collectors": [], "findings": [], "status": "complete"
+        }))
+        .unwrap()
+    }
+
+    /// Whatever the evidence holds, the page stays small: a digest fed the worst a bundle can hold (a thousand
+    /// services, a hundred thousand distinct ids near the anchor, thousands of reasons and streams, long
+    /// messages) and every quote at its limit renders under 2 MiB.
+    #[test]
+    fn the_page_is_bounded_whatever_the_evidence_holds() {
+        let at: Timestamp = "2026-12-05T03:00:00Z".parse().unwrap();
+        let mut digest = empty_digest(None, None, at, Some(at));
+        for i in 0..300_000u64 {
+            let mut e = Event {
+                time: at.checked_sub(SignedDuration::from_secs((i % 1800) as i64)).unwrap(),
+                source: Source {
+                    collector: format!("c{}", i % 500),
+                    path: format!("data/c/{}", "p".repeat(200)),
+                    line: Some(i),
+                    record: None,
+                },
+                service: format!("service-{}", i % 1000),
+                instance: format!("stream-{}", i % 5000),
+                kind: if i % 3 == 0 { "stream.dead_letter".into() } else { "log".into() },
+                level: Some("error".into()),
+                message: format!("<b>{i}</b>{}", "m".repeat(600)),
+                ids: BTreeMap::from([
+                    ("request_id".into(), format!("req-{i}")),
+                    ("zone_id".into(), format!("zone-{}", i % 7)),
+                ]),
+                details: BTreeMap::from([("reason".into(), format!("reason-{}:{}", i % 20_000, "x".repeat(300)))]),
+            };
+            e.ids.insert("jti".into(), format!("jti-{i}"));
+            digest.add(&e);
+        }
+        let big = |n: usize| (("line {}\n".repeat(n)).into_bytes(), true);
+        let mut quotes = BTreeMap::new();
+        for i in 0..QUOTES {
+            quotes.insert(format!("data/postgres-policy/policy-sets/z/p{i}.diff"), big(20_000));
+        }
+        let page = render(&manifest(at), &Inputs { digest, quotes, withheld: None });
+        assert!(page.len() < 2 << 20, "{} bytes", page.len());
+        assert!(page.contains("&lt;b&gt;"), "messages are escaped");
+    }
+}

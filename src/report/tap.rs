@@ -20,7 +20,7 @@ use crate::timeline::extract::{self, Artifact, Tally};
 const IN_FLIGHT: usize = 4;
 
 enum Part {
-    Digest(Digest),
+    Digest(Box<Digest>),
     Quote(Vec<u8>, bool),
 }
 
@@ -74,7 +74,7 @@ impl Taps {
                         if let Ok(mut s) = shared.skipped.lock() {
                             s.add(tally);
                         }
-                        Part::Digest(digest)
+                        Part::Digest(Box::new(digest))
                     }
                     None => match quote(&mut input) {
                         Ok((bytes, more)) => Part::Quote(bytes, more),
@@ -109,7 +109,7 @@ impl Taps {
         // In path order, as `preserve report` reads the archive's entries by their manifest: the same excerpts win ties.
         for (path, part) in parts.into_iter().filter(|(p, _)| kept.contains(p)) {
             match part {
-                Part::Digest(d) => digest.merge(d),
+                Part::Digest(d) => digest.merge(*d),
                 Part::Quote(bytes, more) => {
                     quoted.insert(path, (bytes, more));
                 }
