@@ -8,6 +8,8 @@
 #   postgres+chain  the same export with verify_audit_chain = true vs the same pg_dump
 #   redis           preserve's export of the DLQ vs `redis-cli --raw XRANGE caracal.audit.events.dlq - + > file`
 #   verify          `preserve verify` of the audit-tamper bundle vs `zstd -d | tar -x` then `sha256sum -c`
+#   timeline        `preserve timeline` of the audit-tamper bundle (JSON Lines to /dev/null) vs `preserve verify` of it:
+#                   both read the whole archive
 #   sealed          `preserve snapshot --profile audit-tamper` signed (Ed25519 key file) and timestamped (a local
 #                   TSA: `openssl ts -reply` behind bench/tsa.py) vs the same snapshot unsealed
 #   upload          `preserve snapshot --profile audit-tamper --upload` to a local S3 store (Garage), the bundle
@@ -21,7 +23,7 @@
 # Usage: bench/run.sh [--scale S] [--rounds N] [--pairs a,b,...] [--json FILE]
 #   --scale S    dataset scale (default 1; the smoke test uses 0.01)
 #   --rounds N   rounds of each pair (default 5)
-#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify,sealed,upload
+#   --pairs      which pairs (default all): audit-tamper,postgres,postgres+chain,redis,verify,timeline,sealed,upload
 #   --json FILE  also write the figures as JSON
 # Environment: PRESERVE_BIN (binary to measure; default a release build), BENCH_KEEP=1 (keep the work directory),
 #   BENCH_ZSTD_LEVEL (preserve's zstd level for the run, instead of the site default), BENCH_HOLD=1 (no rounds:
@@ -31,7 +33,7 @@ set -euo pipefail
 # shellcheck source=bench/common.sh
 . "$(dirname "$0")/common.sh"
 
-scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify,sealed,upload json=
+scale=1 rounds=5 pairs=audit-tamper,postgres,postgres+chain,redis,verify,timeline,sealed,upload json=
 while [ $# -gt 0 ]; do
   case $1 in
     --scale) scale=$2 ;; --rounds) rounds=$2 ;; --pairs) pairs=$2 ;; --json) json=$2 ;;
@@ -233,13 +235,16 @@ read -r _ u0 n0 s0 i0 _ < /proc/stat
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$rounds"); do
   echo "bench: round $r of $rounds" >&2
-  if want audit-tamper || want verify; then
+  if want audit-tamper || want verify || want timeline; then
     pair audit-tamper preserve:audit-tamper "snap --profile audit-tamper && mkdir -p '$work/keep' && mv '$work/out'/* '$work/keep/'" \
       baseline.sh baseline "$r"
     bundle=$(ls "$work"/keep/*.tar.zst | tail -1)
     export bundle
     if want verify; then
       pair verify preserve:verify '"$bin" verify "$bundle"' 'zstd-d|tar-x+sha256sum' unpack_check "$r"
+    fi
+    if want timeline; then
+      pair timeline preserve:timeline '"$bin" timeline "$bundle" > /dev/null' preserve:verify '"$bin" verify "$bundle"' "$r"
     fi
     for f in "$work"/keep/*; do [[ $f == "${bundle%.tar.zst}"* ]] || rm -f "$f"; done
   fi
@@ -278,6 +283,12 @@ if want upload; then
   done
 fi
 
+# The bundle's report: its size (it summarizes, so it stays small at any scale: at most 2 MiB).
+if [ -n "${bundle:-}" ]; then
+  report_bytes=$(tar --zstd -xOf "$bundle" --wildcards '*/report.html' | wc -c)
+  [ "$report_bytes" -lt $((2 << 20)) ] || { echo "bench: report.html is $report_bytes bytes, over 2 MiB" >&2; exit 1; }
+fi
+
 echo
 echo "preserve benchmark: scale $scale ($rows audit_events rows, $dlq DLQ entries, $revoke revoke entries, $((log_bytes / 1000000)) MB of logs), $rounds rounds, $(nproc) cores"
 python3 - "$u0" "$n0" "$s0" "$i0" "$u1" "$n1" "$s1" "$i1" "$load0" "$load1" <<'PY'
@@ -286,4 +297,8 @@ u0, n0, s0, i0, u1, n1, s1, i1 = map(int, sys.argv[1:9])
 busy = (u1 + n1 + s1) - (u0 + n0 + s0); idle = i1 - i0
 print(f"machine: load average {sys.argv[9]} before, {sys.argv[10]} after; CPU busy {100 * busy / max(1, busy + idle):.0f}% during the rounds (both sides and anything else running)")
 PY
+case "${report_bytes:-}" in
+  '') ;; 0) echo "report.html: none in the audit-tamper bundle (a binary from before the report)" ;;
+  *) echo "report.html of the audit-tamper bundle: $report_bytes bytes" ;;
+esac
 report "$work/pairs" "$json"
