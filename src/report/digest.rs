@@ -151,27 +151,45 @@ impl Digest {
     }
 
     pub fn add(&mut self, e: &Event) {
-        self.events += 1;
-        if self.kinds.len() < 256 || self.kinds.contains_key(&e.kind) {
-            *self.kinds.entry(e.kind.clone()).or_default() += 1;
+        if self.count(e.time, &e.service, &e.kind) {
+            self.detail(e);
         }
-        let activity = e.kind != "stream.pending" && e.kind != "collector.run";
-        if activity {
-            match self.axis.index(e.time) {
+    }
+
+    /// Counts a record in the chart; whether its whole event matters (near the anchor, a dead letter, a pending
+    /// entry). Most records are only counted: their lines are never parsed.
+    fn count(&mut self, time: Timestamp, service: &str, kind: &str) -> bool {
+        self.events += 1;
+        if self.kinds.len() < 256 || self.kinds.contains_key(kind) {
+            *self.kinds.entry(kind.to_string()).or_default() += 1;
+        }
+        if is_activity(kind) {
+            match self.axis.index(time) {
                 Ok(i) => {
-                    let service = if self.series.len() < SERVICES || self.series.contains_key(&e.service) {
-                        e.service.clone()
+                    let name = if self.series.len() < SERVICES || self.series.contains_key(service) {
+                        service
                     } else {
-                        "other".to_string()
+                        "other"
                     };
-                    let row = self.series.entry(service).or_insert_with(|| vec![0; self.axis.buckets]);
+                    let buckets = self.axis.buckets;
+                    let row = match self.series.get_mut(name) {
+                        Some(row) => row,
+                        None => self.series.entry(name.to_string()).or_insert_with(|| vec![0; buckets]),
+                    };
                     row[i] += 1;
                 }
                 Err(false) => self.before_axis += 1,
                 Err(true) => self.after_axis += 1,
             }
         }
+        time.duration_since(self.anchor).abs() <= NEAR || kind == "stream.dead_letter" || kind == "stream.pending"
+    }
+
+    /// What the report shows of a whole event beyond its count: ids near the anchor, dead letters, pending
+    /// entries, excerpts.
+    fn detail(&mut self, e: &Event) {
         let near = e.time.duration_since(self.anchor).abs() <= NEAR;
+        let activity = is_activity(&e.kind);
         if near && activity {
             self.near_events += 1;
             let mut untracked = false;
@@ -334,6 +352,20 @@ impl Digest {
             a.time.cmp(&b.time).then(a.source.path.cmp(&b.source.path)).then(a.source.line.cmp(&b.source.line))
         });
         v
+    }
+}
+
+/// Pending entries and collector runs are not the system's activity: they are left out of the chart.
+fn is_activity(kind: &str) -> bool {
+    kind != "stream.pending" && kind != "collector.run"
+}
+
+impl crate::timeline::extract::Sink for Digest {
+    fn wants(&mut self, time: Timestamp, service: &str, kind: &str) -> bool {
+        self.count(time, service, kind)
+    }
+    fn take(&mut self, event: Event) {
+        self.detail(&event);
     }
 }
 

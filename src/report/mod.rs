@@ -84,7 +84,7 @@ pub fn gather(
     let mut skipped = extract::Tally::default();
     let walked = timeline::each_artifact(archive, manifest, opts, |a, data| {
         if let Some(shape) = extract::shape(a) {
-            return extract::extract(&shape, a, data, &mut skipped, &mut |e| digest.add(&e))
+            return extract::extract(&shape, a, data, &mut skipped, &mut digest)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
         }
         if quotes.len() < QUOTES && self::quotes(a) {

@@ -70,7 +70,7 @@ impl Taps {
                     Some(shape) => {
                         let mut digest = shared.digest.fresh();
                         let mut tally = Tally::default();
-                        let _ = extract::extract(shape, &a, &mut input, &mut tally, &mut |e| digest.add(&e));
+                        let _ = extract::extract(shape, &a, &mut input, &mut tally, &mut digest);
                         if let Ok(mut s) = shared.skipped.lock() {
                             s.add(tally);
                         }

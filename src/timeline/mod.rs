@@ -208,12 +208,9 @@ pub fn read(
             return Ok(());
         }
         summary.artifacts += 1;
-        let mut pushed: io::Result<()> = Ok(());
-        let read = extract::extract(&shape, a, data, &mut summary.skipped, &mut |e| {
-            if pushed.is_ok() && filter.keeps(&e) {
-                pushed = sorter.push(e);
-            }
-        });
+        let mut sink = Kept { filter, sorter: &mut sorter, pushed: Ok(()) };
+        let read = extract::extract(&shape, a, data, &mut summary.skipped, &mut sink);
+        let pushed = sink.pushed;
         if let Err(e) = pushed.and_then(|()| sorter.end_artifact()) {
             spill_failed = true;
             return Err(e);
@@ -242,6 +239,24 @@ pub fn read(
     }
     summary.events = written;
     Ok(summary)
+}
+
+/// The events a filter keeps, into the sorter: a record outside `--around` is not even parsed.
+struct Kept<'a> {
+    filter: &'a Filter,
+    sorter: &'a mut merge::Sorter,
+    pushed: io::Result<()>,
+}
+
+impl extract::Sink for Kept<'_> {
+    fn wants(&mut self, time: Timestamp, _: &str, _: &str) -> bool {
+        self.pushed.is_ok() && self.filter.between.is_none_or(|(from, to)| time >= from && time <= to)
+    }
+    fn take(&mut self, event: Event) {
+        if self.pushed.is_ok() && self.filter.keeps(&event) {
+            self.pushed = self.sorter.push(event);
+        }
+    }
 }
 
 /// When the first triggering alert started, if the bundle was triggered by one.

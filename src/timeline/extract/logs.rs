@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Artifact, Tally, each_line};
+use super::{Artifact, Sink, Tally, each_line};
 use crate::{
     time::{leading_time, timestamp_from_integer, timestamp_from_number, timestamp_from_text},
     timeline::event::{Event, MESSAGE_LIMIT, Source, cut},
@@ -24,8 +24,6 @@ const DETAIL_FIELDS: [&str; 6] = ["reason", "error", "err", "status", "stream", 
 struct DockerLine<'a> {
     #[serde(borrow)]
     log: Cow<'a, str>,
-    #[serde(default, borrow)]
-    time: Option<Cow<'a, str>>,
 }
 
 pub fn docker(
@@ -34,25 +32,93 @@ pub fn docker(
     instance: &str,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
+    let outer_time = memchr::memmem::Finder::new(b"\"time\"");
+    let inner = Inner::new();
     each_line(data, tally, |n, line| {
         if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        // First what is cheap: the record's own time and service as they stand, escaped, in Docker's `log` string,
+        // and Docker's time; the line is parsed only when its event is wanted whole.
+        let docker_time = crate::time::json_time(line, &outer_time);
+        let Some(time) = inner.time(line).or(docker_time) else {
+            local.untimed += 1;
+            return;
+        };
+        let own_service = inner.service(line);
+        if !emit.wants(time, own_service.unwrap_or(service), "log") {
             return;
         }
         let Ok(d) = serde_json::from_slice::<DockerLine<'_>>(line) else {
             local.malformed += 1;
             return;
         };
-        let docker_time = d.time.as_deref().and_then(timestamp_from_text);
         match record(a, service, instance, n, &d.log, docker_time) {
-            Some(e) => emit(e),
+            Some(e) => emit.take(e),
             None => local.untimed += 1,
         }
     })?;
     tally.add(local);
     Ok(())
+}
+
+/// Finds fields of the JSON record inside a Docker line's `log` string without unescaping it: there its keys are
+/// `\"time\":`; a key of a string nested in it would be escaped twice (`\\\"time\\\":`), so is not matched.
+struct Inner {
+    times: Vec<memchr::memmem::Finder<'static>>,
+    service: memchr::memmem::Finder<'static>,
+}
+
+impl Inner {
+    fn new() -> Self {
+        let key = |k: &str| memchr::memmem::Finder::new(format!("\\\"{k}\\\":").as_bytes()).into_owned();
+        Self { times: TIME_FIELDS.iter().map(|k| key(k)).collect(), service: key("service") }
+    }
+
+    /// The value after the first unescaped-once occurrence of `key`: a number, or an escaped string's content.
+    fn value<'l>(key: &memchr::memmem::Finder<'_>, line: &'l [u8]) -> Option<&'l [u8]> {
+        let mut from = 0;
+        while let Some(i) = key.find(&line[from..]) {
+            let at = from + i;
+            from = at + 1;
+            // `\\\"key` (escaped twice, a string's content) is not a key of the record.
+            if at > 0 && line[at - 1] == b'\\' {
+                continue;
+            }
+            let rest = line[at + key.needle().len()..].trim_ascii_start();
+            if let Some(s) = rest.strip_prefix(b"\\\"") {
+                let end = memchr::memmem::find(s, b"\\\"")?;
+                return Some(&s[..end]);
+            }
+            let end = rest
+                .iter()
+                .position(|c| !matches!(c, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'))
+                .unwrap_or(rest.len());
+            return (end > 0).then(|| &rest[..end]);
+        }
+        None
+    }
+
+    fn time(&self, line: &[u8]) -> Option<Timestamp> {
+        self.times.iter().find_map(|k| {
+            let v = std::str::from_utf8(Self::value(k, line)?).ok()?;
+            match v.as_bytes().first()? {
+                b'0'..=b'9' | b'-' if !v.contains(['T', ':']) => match v.parse::<i64>() {
+                    Ok(i) => timestamp_from_integer(i),
+                    Err(_) => timestamp_from_number(v.parse().ok()?),
+                },
+                _ => timestamp_from_text(v),
+            }
+        })
+    }
+
+    fn service<'l>(&self, line: &'l [u8]) -> Option<&'l str> {
+        let v = Self::value(&self.service, line)?;
+        std::str::from_utf8(v).ok().filter(|s| !s.is_empty() && s.len() <= 64 && !s.contains('\\'))
+    }
 }
 
 pub fn kubelet(
@@ -61,7 +127,7 @@ pub fn kubelet(
     instance: &str,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
     each_line(data, tally, |n, line| {
@@ -70,7 +136,8 @@ pub fn kubelet(
         let kubelet_time = stamp.parse::<Timestamp>().ok();
         let content = if kubelet_time.is_some() { rest } else { &text };
         match record(a, service, instance, n, content, kubelet_time) {
-            Some(e) => emit(e),
+            Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
+            Some(_) => {}
             None => local.untimed += 1,
         }
     })?;
@@ -84,7 +151,7 @@ pub fn lines(
     instance: &str,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
     each_line(data, tally, |n, line| {
@@ -95,7 +162,8 @@ pub fn lines(
         let trimmed = text.trim_start();
         let time = if trimmed.starts_with('{') { None } else { leading_time(trimmed.as_bytes()) };
         match record(a, service, instance, n, trimmed, time) {
-            Some(e) => emit(e),
+            Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
+            Some(_) => {}
             None => local.untimed += 1,
         }
     })?;
@@ -198,8 +266,7 @@ fn scalar(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    type Reader =
-        fn(&Artifact<'_>, &str, &str, &mut dyn Read, &mut Tally, &mut dyn FnMut(Event)) -> std::io::Result<()>;
+    type Reader = fn(&Artifact<'_>, &str, &str, &mut dyn Read, &mut Tally, &mut dyn Sink) -> std::io::Result<()>;
 
     fn art() -> Artifact<'static> {
         Artifact {
@@ -237,7 +304,7 @@ mod tests {
         assert_eq!(events[1].time, "2026-12-05T03:52:00.5Z".parse::<Timestamp>().unwrap());
         assert_eq!(events[1].message, "plain text from a shell");
         assert_eq!(events[1].source.line, Some(2));
-        assert_eq!(tally.malformed, 1);
+        assert_eq!(tally.untimed, 1, "a line with no time anywhere");
     }
 
     #[test]

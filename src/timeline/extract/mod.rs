@@ -18,6 +18,26 @@ pub use manifest::from_manifest;
 
 use super::event::Event;
 
+/// Where an extractor's events go. It is asked first, with what is cheap to know of a record (its time, service
+/// and kind), whether it wants the event whole: building one (parsing the record, its ids and message) is most of
+/// an extractor's work, and the report's digest needs it only for the records near the alert.
+pub trait Sink {
+    /// Whether the record at `time` of `service` and `kind` is wanted as a whole [`Event`] (then given to
+    /// [`Sink::take`]); `false` ends the record here.
+    fn wants(&mut self, time: Timestamp, service: &str, kind: &str) -> bool;
+    fn take(&mut self, event: Event);
+}
+
+/// Any function of events is a sink that wants every one.
+impl<F: FnMut(Event)> Sink for F {
+    fn wants(&mut self, _: Timestamp, _: &str, _: &str) -> bool {
+        true
+    }
+    fn take(&mut self, event: Event) {
+        self(event)
+    }
+}
+
 /// The longest line or CSV record read; a longer one is skipped and counted.
 pub const LINE_LIMIT: usize = 1 << 20;
 
@@ -124,7 +144,7 @@ pub fn extract(
     artifact: &Artifact<'_>,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> io::Result<()> {
     match shape {
         Shape::Docker { service, instance } => logs::docker(artifact, service, instance, data, tally, emit),

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Artifact, Tally, each_line};
+use super::{Artifact, Sink, Tally, each_line};
 use crate::{
     time::timestamp_from_number,
     timeline::event::{Event, MESSAGE_LIMIT, Source, cut, id_name},
@@ -56,11 +56,23 @@ pub fn entries(
     stream: &str,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let dead = is_dead_letter(stream);
     let mut local = Tally::default();
+    let kind = if dead { "stream.dead_letter" } else { "stream.entry" };
     each_line(data, tally, |n, line| {
+        // The entry's id leads its line (`{"id":"<ms>-<seq>",...`, as preserve writes it): its time is known before
+        // the line is parsed, and the line is parsed only when its event is wanted whole.
+        let head = line
+            .strip_prefix(b"{\"id\":\"")
+            .and_then(|rest| std::str::from_utf8(&rest[..memchr::memchr(b'"', rest)?]).ok())
+            .and_then(entry_time);
+        if let Some(t) = head
+            && !emit.wants(t, "redis", kind)
+        {
+            return;
+        }
         let Ok(entry) = serde_json::from_slice::<Entry>(line) else {
             local.malformed += 1;
             return;
@@ -69,6 +81,9 @@ pub fn entries(
             local.untimed += 1;
             return;
         };
+        if head.is_none() && !emit.wants(time, "redis", kind) {
+            return;
+        }
         let mut e = Event {
             time,
             source: Source {
@@ -79,7 +94,7 @@ pub fn entries(
             },
             service: "redis".into(),
             instance: stream.to_string(),
-            kind: if dead { "stream.dead_letter" } else { "stream.entry" }.into(),
+            kind: kind.into(),
             level: None,
             message: String::new(),
             ids: BTreeMap::new(),
@@ -117,7 +132,7 @@ pub fn entries(
         {
             e.details.insert("received_at".into(), t.to_string());
         }
-        emit(e);
+        emit.take(e);
     })?;
     tally.add(local);
     Ok(())
@@ -143,7 +158,7 @@ pub fn pending(
     group: &str,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
     each_line(data, tally, |n, line| {
@@ -197,7 +212,9 @@ pub fn pending(
         if let Some(t) = entry_time(&p.id) {
             e.detail("added_at", &t.to_string());
         }
-        emit(e);
+        if emit.wants(e.time, &e.service, &e.kind) {
+            emit.take(e);
+        }
     })?;
     tally.add(local);
     Ok(())

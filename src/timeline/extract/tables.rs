@@ -14,7 +14,7 @@ use std::{
 use csv_core::ReadRecordResult;
 use jiff::Timestamp;
 
-use super::{Artifact, LINE_LIMIT, Tally};
+use super::{Artifact, LINE_LIMIT, Sink, Tally};
 use crate::{
     time::timestamp_from_text,
     timeline::event::{Event, MESSAGE_LIMIT, Source, cut, id_name},
@@ -93,7 +93,7 @@ pub fn table(
     table: &str,
     data: &mut dyn Read,
     tally: &mut Tally,
-    emit: &mut dyn FnMut(Event),
+    emit: &mut dyn Sink,
 ) -> io::Result<()> {
     let mut records = Records::new(data);
     let header: Vec<String> = match records.next(tally)? {
@@ -137,6 +137,9 @@ pub fn table(
                 continue;
             };
             first = false;
+            if !emit.wants(time, service, kind) {
+                continue;
+            }
             let mut e = Event {
                 time,
                 source: Source {
@@ -183,7 +186,7 @@ pub fn table(
                     e.detail(d, &text(i));
                 }
             }
-            emit(e);
+            emit.take(e);
         }
     }
     Ok(())
