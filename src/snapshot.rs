@@ -413,19 +413,16 @@ pub async fn execute(
         .map_err(|source| SnapshotError::Write { source, staging: staging_dir.clone() })?;
     staging.on_seal(archive.sender());
     // The report reads the artifacts it summarizes as they are staged (report::tap).
-    let taps = report::tap::Taps::new(
-        report::empty_digest(
-            plan.window.since,
-            plan.window.until,
-            created_at,
-            timeline::first_start(&plan.trigger.alerts),
-        ),
-        plan.collectors.iter().map(|c| (c.name.clone(), c.kind.clone())).collect(),
-    );
-    {
-        let taps = taps.clone();
-        staging.tap(move |collector, path| taps.open(collector, path));
-    }
+    let taps = env.report.then(|| {
+        let alert = timeline::first_start(&plan.trigger.alerts);
+        let taps = report::tap::Taps::new(
+            report::empty_digest(plan.window.since, plan.window.until, created_at, alert),
+            plan.collectors.iter().map(|c| (c.name.clone(), c.kind.clone())).collect(),
+        );
+        let tapped = taps.clone();
+        staging.tap(move |collector, path| tapped.open(collector, path));
+        taps
+    });
     let redactor = Arc::new(Redactor::new(secrets.values, plan.fingerprint_key.clone()));
     if let Some(known) = redactor.known() {
         staging.guard(known);
@@ -495,13 +492,15 @@ pub async fn execute(
     let m = manifest.clone();
     let known = rc.redactor.known();
     let written = tokio::task::spawn_blocking(move || {
-        let kept: std::collections::BTreeSet<String> = staged.iter().map(|a| a.record.path.clone()).collect();
-        let (mut inputs, _) = taps.finish(&kept);
-        for e in timeline::extract::from_manifest(&m) {
-            inputs.digest.add(&e);
-        }
-        let page = report::render_guarded(&m, inputs, known);
-        archive.finish(&m, &staged, Some(page.as_bytes()))
+        let page = taps.map(|taps| {
+            let kept: std::collections::BTreeSet<String> = staged.iter().map(|a| a.record.path.clone()).collect();
+            let (mut inputs, _) = taps.finish(&kept);
+            for e in timeline::extract::from_manifest(&m) {
+                inputs.digest.add(&e);
+            }
+            report::render_guarded(&m, inputs, known)
+        });
+        archive.finish(&m, &staged, page.as_deref().map(str::as_bytes))
     })
     .await
     .map_err(|e| writer::WriteError::Io { path: staging_dir.clone(), source: std::io::Error::other(e) })

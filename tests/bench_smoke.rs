@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
-const PAIRS: [&str; 8] =
-    ["audit-tamper", "postgres", "postgres+chain", "redis", "verify", "timeline", "sealed", "upload"];
+const PAIRS: [&str; 9] =
+    ["audit-tamper", "postgres", "postgres+chain", "redis", "verify", "timeline", "report", "sealed", "upload"];
 
 #[test]
 fn small_scale_benchmark_reports_every_pair() {

@@ -89,6 +89,8 @@ pub struct Environment {
     pub run_timeout: SignedDuration,
     pub collector_timeout: SignedDuration,
     pub zstd_level: i32,
+    /// Write `report.html` into every bundle (`[run] report`).
+    pub report: bool,
     pub redis: Endpoint,
     pub postgres: Endpoint,
     /// Base URLs of each service's instances as configured; on Kubernetes a service without a static list has
@@ -273,6 +275,7 @@ impl Environment {
             // Level 1: on Caracal's data (hex hashes, JSON) it compresses as well as 3 and takes a fifth less CPU,
             // which an incident snapshot on a busy host needs more (docs/performance.md).
             zstd_level: c.run.zstd_level.unwrap_or(1),
+            report: c.run.report,
             redis,
             postgres,
             services,

@@ -143,6 +143,11 @@ pub struct RunConfig {
     pub collector_timeout: Option<SignedDuration>,
     /// zstd level of the archive (default 1).
     pub zstd_level: Option<i32>,
+    /// Write `report.html` into every bundle, made while the artifacts are collected (docs/timeline.md). Off by
+    /// default for now: it costs about a fifth of an `audit-tamper` snapshot at a million ledger rows, where its
+    /// target is 5% (docs/performance.md). `preserve report BUNDLE -o FILE` makes the same page for any bundle.
+    #[serde(default)]
+    pub report: bool,
 }
 
 /// A Redis or Postgres endpoint: URL without a password, and the password by reference.

@@ -149,6 +149,77 @@ mod tests {
         .unwrap()
     }
 
+    /// The digest counts most records from what is cheap to read of them and parses only those it needs whole:
+    /// that must give exactly the digest of every event parsed whole.
+    #[test]
+    fn counting_before_parsing_gives_the_digest_of_every_event_parsed() {
+        let at: Timestamp = "2026-12-05T03:00:00Z".parse().unwrap();
+        let mut docker = String::new();
+        for i in 0..400i64 {
+            let t = at.checked_sub(SignedDuration::from_secs(10_800 - i * 29)).unwrap();
+            let inner = match i % 4 {
+                0 => {
+                    serde_json::json!({"level": "error", "service": "audit", "time": t.as_millisecond(), "msg": format!("m{i}"), "request_id": format!("req-{}", i % 9)})
+                }
+                1 => {
+                    serde_json::json!({"level": 40, "service": "control", "time": t.to_string(), "msg": "x \"time\": 1", "reqId": format!("req-{}", i % 5)})
+                }
+                2 => {
+                    serde_json::json!({"level": "info", "ts": t.as_second(), "message": "no service of its own", "zone_id": "zone-alpha"})
+                }
+                _ => serde_json::json!({"nested": {"time": 5}, "msg": "Docker's time only"}),
+            };
+            let docker_time = t.checked_add(SignedDuration::from_millis(3)).unwrap();
+            docker.push_str(
+                &serde_json::json!({"log": format!("{inner}\n"), "stream": "stderr", "time": docker_time.to_string()})
+                    .to_string(),
+            );
+            docker.push('\n');
+        }
+        let mut dlq = String::new();
+        for i in 0..50i64 {
+            let ms = at.as_millisecond() - 3_000_000 + i * 90_000;
+            dlq.push_str(&serde_json::json!({"id": format!("{ms}-0"), "fields": [["reason", format!("r{}:x", i % 3)], ["src_data", format!("{{\"request_id\":\"req-{i}\"}}")]]}).to_string());
+            dlq.push('\n');
+        }
+        let csv =
+            (0..300i64).fold(String::from("id,zone_id,event_type,request_id,decision,occurred_at\n"), |mut c, i| {
+                let t = at.checked_sub(SignedDuration::from_secs(7200 - i * 31)).unwrap();
+                c.push_str(&format!(
+                    "evt-{i},zone-{},tool.invoke,req-{},allow,{}+00\n",
+                    i % 3,
+                    i % 11,
+                    t.strftime("%Y-%m-%d %H:%M:%S%.6f")
+                ));
+                c
+            });
+        let inputs = [
+            ("audit-logs", "file", "data/audit-logs/audit/caracal-audit-1/x-json.log", docker),
+            ("redis-dlq", "redis", "data/redis-dlq/streams/caracal.audit.events.dlq/entries.jsonl", dlq),
+            ("postgres-audit", "postgres", "data/postgres-audit/tables/public.audit_events.csv", csv),
+        ];
+        let mut lazy = empty_digest(None, None, at, Some(at));
+        let mut full = lazy.fresh();
+        for (collector, kind, path, text) in &inputs {
+            let a = extract::Artifact { collector, kind, path, redaction: None, collected_at: Some(at) };
+            let shape = extract::shape(&a).unwrap();
+            extract::extract(&shape, &a, &mut text.as_bytes(), &mut extract::Tally::default(), &mut lazy).unwrap();
+            let mut events = Vec::new();
+            extract::extract(&shape, &a, &mut text.as_bytes(), &mut extract::Tally::default(), &mut |e| events.push(e))
+                .unwrap();
+            for e in &events {
+                full.add(e);
+            }
+        }
+        assert!(full.near_events > 50 && full.series.len() >= 3, "{} near, {:?}", full.near_events, full.series.keys());
+        assert_eq!(lazy.events, full.events);
+        assert_eq!(lazy.series, full.series);
+        assert_eq!((lazy.before_axis, lazy.after_axis), (full.before_axis, full.after_axis));
+        assert_eq!(lazy.near_ids, full.near_ids);
+        assert_eq!(lazy.excerpts, full.excerpts);
+        assert_eq!(format!("{:?}", lazy.dead_letters), format!("{:?}", full.dead_letters));
+    }
+
     /// Whatever the evidence holds, the page stays small: a digest fed the worst a bundle can hold (a thousand
     /// services, a hundred thousand distinct ids near the anchor, thousands of reasons and streams, long
     /// messages) and every quote at its limit renders under 2 MiB.

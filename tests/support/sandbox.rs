@@ -674,7 +674,7 @@ fn site_config(
     let svc: String = services.iter().map(|(k, v)| format!("{k} = [{}]\n", list(v))).collect();
     format!(
         "# The Caracal sandbox (tests/support/sandbox.rs).\norganization = \"Caracal sandbox\"\nout_dir = \"{root}/evidence\"\n\
-         caracal_home = \"{home}\"\ndocker_dir = \"{root}/docker\"\n\n[vars]\nreplay_dir = \"{root}/audit-replay\"\n\n\
+         caracal_home = \"{home}\"\ndocker_dir = \"{root}/docker\"\n\n[run]\nreport = true\n\n[vars]\nreplay_dir = \"{root}/audit-replay\"\n\n\
          [redis]\nurl = \"redis://127.0.0.1:{redis_port}/0\"\npassword = \"file:{home}/secrets/redisPassword\"\n\n\
          [postgres]\nurl = \"postgres://preserve@127.0.0.1:{pg_port}/caracal\"\n\n[services]\n{svc}\n\
          [audit]\nhmac_key = \"file:{home}/secrets/auditHmacKey\"\n",

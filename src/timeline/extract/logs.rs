@@ -44,20 +44,25 @@ pub fn docker(
         // First what is cheap: the record's own time and service as they stand, escaped, in Docker's `log` string,
         // and Docker's time; the line is parsed only when its event is wanted whole.
         let docker_time = crate::time::json_time(line, &outer_time);
-        let Some(time) = inner.time(line).or(docker_time) else {
-            local.untimed += 1;
-            return;
-        };
-        let own_service = inner.service(line);
-        if !emit.wants(time, own_service.unwrap_or(service), "log") {
-            return;
+        // Read in place only from a flat record (two `{` in the line: Docker's and the record's); a record with
+        // objects inside may have a `time` in one of them, which is not its own: such a line is parsed first.
+        if memchr::memchr_iter(b'{', line).nth(2).is_none() {
+            let Some(time) = inner.time(line).or(docker_time) else {
+                local.untimed += 1;
+                return;
+            };
+            if !emit.wants(time, inner.service(line).unwrap_or(service), "log") {
+                return;
+            }
         }
         let Ok(d) = serde_json::from_slice::<DockerLine<'_>>(line) else {
             local.malformed += 1;
             return;
         };
         match record(a, service, instance, n, &d.log, docker_time) {
-            Some(e) => emit.take(e),
+            Some(e) if memchr::memchr_iter(b'{', line).nth(2).is_none() => emit.take(e),
+            Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
+            Some(_) => {}
             None => local.untimed += 1,
         }
     })?;
