@@ -193,11 +193,11 @@ impl Digest {
         if near && activity {
             self.near_events += 1;
             let mut untracked = false;
-            for (k, v) in &e.ids {
+            for (k, v) in e.ids.iter() {
                 if k == "entry_id" {
                     continue;
                 }
-                let key = (k.clone(), v.clone());
+                let key = (k.to_string(), v.to_string());
                 let room = self.near_ids.len() < IDS;
                 match self.near_ids.get_mut(&key) {
                     Some(n) => *n += 1,
@@ -209,7 +209,7 @@ impl Digest {
             }
             self.untracked_ids += u64::from(untracked);
         }
-        match e.kind.as_str() {
+        match e.kind.as_ref() {
             "stream.dead_letter" => self.dead_letter(e),
             "stream.pending" => self.pending(e),
             _ => {}
@@ -220,19 +220,19 @@ impl Digest {
     }
 
     fn dead_letter(&mut self, e: &Event) {
-        if self.dead_letters.len() >= STREAMS && !self.dead_letters.contains_key(&e.instance) {
+        if self.dead_letters.len() >= STREAMS && !self.dead_letters.contains_key(&*e.instance) {
             return;
         }
-        let d = self.dead_letters.entry(e.instance.clone()).or_default();
+        let d = self.dead_letters.entry(e.instance.to_string()).or_default();
         d.entries += 1;
-        let full = e.details.get("reason").or_else(|| e.details.get("error")).map_or("(none given)", String::as_str);
+        let full = e.details.get("reason").or_else(|| e.details.get("error")).unwrap_or("(none given)");
         let key = full.split(':').next().unwrap_or(full).trim().to_string();
         if d.reasons.len() < REASONS || d.reasons.contains_key(&key) {
             d.reasons.entry(key).or_insert_with(|| (0, full.to_string())).0 += 1;
         }
         if d.oldest.is_none_or(|o| e.time < o) {
             d.oldest = Some(e.time);
-            d.oldest_at = Some((e.source.path.clone(), e.source.line.or(e.source.record).unwrap_or(0)));
+            d.oldest_at = Some((e.source.path.to_string(), e.source.line.or(e.source.record).unwrap_or(0)));
         }
         if d.newest.is_none_or(|n| e.time > n) {
             d.newest = Some(e.time);
@@ -240,8 +240,8 @@ impl Digest {
     }
 
     fn pending(&mut self, e: &Event) {
-        let group = e.details.get("group").cloned().unwrap_or_default();
-        let key = (e.instance.clone(), group);
+        let group = e.details.get("group").unwrap_or_default().to_string();
+        let key = (e.instance.to_string(), group);
         if self.pending.len() >= STREAMS && !self.pending.contains_key(&key) {
             return;
         }
@@ -374,7 +374,7 @@ impl crate::timeline::extract::Sink for Digest {
 fn telling(e: &Event) -> bool {
     matches!(e.level.as_deref(), Some("error" | "fatal" | "panic" | "warn" | "warning" | "critical"))
         || matches!(
-            e.kind.as_str(),
+            e.kind.as_ref(),
             "stream.dead_letter"
                 | "alert.firing"
                 | "alert.resolved"
@@ -391,7 +391,7 @@ mod tests {
     use super::*;
     use crate::timeline::Source;
 
-    fn ev(at: &str, service: &str, kind: &str) -> Event {
+    fn ev(at: &str, service: &str, kind: &'static str) -> Event {
         Event {
             time: at.parse().unwrap(),
             source: Source { collector: "c".into(), path: "data/c/x".into(), line: Some(1), record: None },
@@ -400,8 +400,8 @@ mod tests {
             kind: kind.into(),
             level: None,
             message: String::new(),
-            ids: BTreeMap::from([("request_id".into(), "req-1".into())]),
-            details: BTreeMap::from([("reason".into(), "json_parse_error:unexpected EOF".into())]),
+            ids: crate::timeline::event::Fields::from([("request_id", "req-1")]),
+            details: crate::timeline::event::Fields::from([("reason", "json_parse_error:unexpected EOF")]),
         }
     }
 

@@ -62,7 +62,7 @@ fn place(e: &Event) -> String {
     match (e.source.line, e.source.record) {
         (Some(l), _) => format!("{}:{l}", e.source.path),
         (None, Some(r)) => format!("{} record {r}", e.source.path),
-        _ => e.source.path.clone(),
+        _ => e.source.path.to_string(),
     }
 }
 

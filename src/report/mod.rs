@@ -137,7 +137,7 @@ mod tests {
     use jiff::{SignedDuration, Timestamp};
 
     use super::*;
-    use crate::timeline::{Event, Source};
+    use crate::timeline::{Event, Source, event::Fields};
 
     fn manifest(at: Timestamp) -> Manifest {
         serde_json::from_value(serde_json::json!({
@@ -231,23 +231,23 @@ mod tests {
             let mut e = Event {
                 time: at.checked_sub(SignedDuration::from_secs((i % 1800) as i64)).unwrap(),
                 source: Source {
-                    collector: format!("c{}", i % 500),
-                    path: format!("data/c/{}", "p".repeat(200)),
+                    collector: format!("c{}", i % 500).into(),
+                    path: format!("data/c/{}", "p".repeat(200)).into(),
                     line: Some(i),
                     record: None,
                 },
-                service: format!("service-{}", i % 1000),
-                instance: format!("stream-{}", i % 5000),
+                service: format!("service-{}", i % 1000).into(),
+                instance: format!("stream-{}", i % 5000).into(),
                 kind: if i % 3 == 0 { "stream.dead_letter".into() } else { "log".into() },
                 level: Some("error".into()),
                 message: format!("<b>{i}</b>{}", "m".repeat(600)),
-                ids: BTreeMap::from([
-                    ("request_id".into(), format!("req-{i}")),
-                    ("zone_id".into(), format!("zone-{}", i % 7)),
+                ids: Fields::from([
+                    ("request_id", format!("req-{i}").as_str()),
+                    ("zone_id", format!("zone-{}", i % 7).as_str()),
                 ]),
-                details: BTreeMap::from([("reason".into(), format!("reason-{}:{}", i % 20_000, "x".repeat(300)))]),
+                details: Fields::from([("reason", format!("reason-{}:{}", i % 20_000, "x".repeat(300)).as_str())]),
             };
-            e.ids.insert("jti".into(), format!("jti-{i}"));
+            e.ids.insert("jti", format!("jti-{i}"));
             digest.add(&e);
         }
         let big = |n: usize| (("line {}\n".repeat(n)).into_bytes(), true);

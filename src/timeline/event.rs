@@ -1,6 +1,6 @@
 //! One event of the timeline: when, where in the bundle, which service, what happened, which evidence ids.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, sync::Arc};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -14,11 +14,12 @@ pub const VALUE_LIMIT: usize = 256;
 pub const FIELDS_LIMIT: usize = 24;
 
 /// Where an event is in the bundle: its collector, the artifact's path in the bag, and the line (text artifacts)
-/// or the record (CSV rows, 1 = the first row after the header; entries of the manifest's lists).
+/// or the record (CSV rows, 1 = the first row after the header; entries of the manifest's lists). The names are
+/// shared by every event of an artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
-    pub collector: String,
-    pub path: String,
+    pub collector: Arc<str>,
+    pub path: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,21 +32,118 @@ pub struct Event {
     pub time: Timestamp,
     pub source: Source,
     /// The service the record is of (`audit`, `gateway`, `redis`, `postgres`, `alertmanager`, `preserve`, ...).
-    pub service: String,
+    pub service: Arc<str>,
     /// Which one: a container or pod, a stream, a table, an alert's name, a collector.
-    pub instance: String,
+    pub instance: Arc<str>,
     /// What kind of record: `log`, `audit.event`, `stream.dead_letter`, `alert.firing`, ... (docs/timeline.md).
-    pub kind: String,
+    pub kind: Cow<'static, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub level: Option<String>,
+    pub level: Option<Cow<'static, str>>,
     pub message: String,
     /// The evidence ids found in the record, by name (`request_id`, `zone_id`, `agent_session_id`, ...).
     #[serde(default)]
-    pub ids: BTreeMap<String, String>,
+    pub ids: Fields,
     /// A few facts of the record worth seeing beside the message (a dead letter's `reason`, a pending entry's
     /// `deliveries`); never a whole record.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub details: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub details: Fields,
+}
+
+/// Named values of an event, sorted by name, each name once. A small vector, not a map: an event has a handful,
+/// and a timeline holds millions of events (a `BTreeMap` node is half a kilobyte however few it holds). Names are
+/// mostly the fixed ones of [`ID_NAMES`], borrowed; serialized as a JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields(Vec<(Cow<'static, str>, String)>);
+
+impl Fields {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name)).ok().map(|i| self.0[i].1.as_str())
+    }
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+    /// Sets `name` to `value`, replacing what it held.
+    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: String) {
+        let name = name.into();
+        match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name.as_ref())) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(_, v)| v.as_str())
+    }
+    /// The bytes it holds beyond its own size, for the merge's budget.
+    fn weight(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<(Cow<'static, str>, String)>()
+            + self
+                .0
+                .iter()
+                .map(|(k, v)| v.capacity() + if let Cow::Owned(k) = k { k.capacity() } else { 0 })
+                .sum::<usize>()
+    }
+}
+
+impl<const N: usize> From<[(&'static str, &str); N]> for Fields {
+    fn from(pairs: [(&'static str, &str); N]) -> Self {
+        let mut f = Fields::default();
+        for (k, v) in pairs {
+            f.insert(k, v.to_string());
+        }
+        f
+    }
+}
+
+impl std::ops::Index<&str> for Fields {
+    type Output = str;
+    fn index(&self, name: &str) -> &str {
+        self.get(name).unwrap_or_else(|| panic!("no field {name}"))
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k.as_ref(), v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Fields, A::Error> {
+                let mut f = Fields::default();
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    // A known name is borrowed again: a spilled event comes back as small as it went.
+                    let name: Cow<'static, str> = match ID_NAMES.iter().find(|(_, n)| *n == k) {
+                        Some((_, n)) => Cow::Borrowed(*n),
+                        None => Cow::Owned(k),
+                    };
+                    f.insert(name, v);
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 /// Names under which Caracal's records carry evidence ids (caracal.md), and what each is called in the timeline.
@@ -87,26 +185,27 @@ pub fn id_name(field: &str) -> Option<&'static str> {
 impl Event {
     /// Adds an id, unless the record hid it (`***`, a redaction marker), it is empty or too long to be one, or the
     /// event already has one of that name.
-    pub fn id(&mut self, name: &str, value: &str) {
+    pub fn id(&mut self, name: impl Into<Cow<'static, str>>, value: &str) {
         let value = value.trim();
+        let name = name.into();
         if value.is_empty()
             || value.len() > VALUE_LIMIT
             || value.chars().all(|c| c == '*')
             || value.starts_with("[REDACTED")
             || self.ids.len() >= FIELDS_LIMIT
-            || self.ids.contains_key(name)
+            || self.ids.contains_key(&name)
         {
             return;
         }
-        self.ids.insert(name.to_string(), value.to_string());
+        self.ids.insert(name, value.to_string());
     }
 
     /// Adds a detail (cut to [`VALUE_LIMIT`]).
-    pub fn detail(&mut self, name: &str, value: &str) {
+    pub fn detail(&mut self, name: impl Into<Cow<'static, str>>, value: &str) {
         if value.is_empty() || self.details.len() >= FIELDS_LIMIT {
             return;
         }
-        self.details.insert(name.to_string(), cut(value, VALUE_LIMIT));
+        self.details.insert(name, cut(value, VALUE_LIMIT));
     }
 
     /// Takes the ids in a JSON object's fields (one level down too: Caracal nests them in `metadata`, `data`).
@@ -140,18 +239,28 @@ impl Event {
         self.ids.values().any(|v| v == value)
     }
 
-    /// About how much memory the event holds, for the merge's budget.
+    /// About how much memory the event holds, for the merge's budget: itself, its message and its fields (the
+    /// shared names of its artifact are counted once per artifact, not here).
     pub fn weight(&self) -> usize {
-        let strings = self.source.collector.len()
-            + self.source.path.len()
-            + self.service.len()
-            + self.instance.len()
-            + self.kind.len()
-            + self.level.as_ref().map_or(0, String::len)
-            + self.message.len();
-        let maps: usize = self.ids.iter().chain(self.details.iter()).map(|(k, v)| k.len() + v.len() + 64).sum();
-        std::mem::size_of::<Self>() + strings + maps
+        let owned = |c: &Cow<'static, str>| if let Cow::Owned(s) = c { s.capacity() } else { 0 };
+        // The allocator's own overhead: about 16 bytes per allocation.
+        let allocations = 2 + self.ids.len() + self.details.len();
+        std::mem::size_of::<self::Keyed>()
+            + self.message.capacity()
+            + owned(&self.kind)
+            + self.level.as_ref().map_or(0, owned)
+            + self.ids.weight()
+            + self.details.weight()
+            + 16 * allocations
     }
+}
+
+/// What the merge holds per event besides the event (its sort key), for [`Event::weight`].
+#[allow(dead_code)]
+struct Keyed {
+    nanos: i128,
+    seq: u64,
+    event: Event,
 }
 
 /// `s` cut to at most `limit` bytes at a character boundary, with `…` when cut; control characters become spaces
@@ -182,8 +291,8 @@ mod tests {
             kind: "log".into(),
             level: None,
             message: String::new(),
-            ids: BTreeMap::new(),
-            details: BTreeMap::new(),
+            ids: Fields::default(),
+            details: Fields::default(),
         }
     }
 
@@ -197,7 +306,7 @@ mod tests {
         assert!(e.ids.is_empty(), "{:?}", e.ids);
         e.id("request_id", "req-1");
         e.id("request_id", "req-2");
-        assert_eq!(e.ids["request_id"], "req-1", "the first value of a name is kept");
+        assert_eq!(&e.ids["request_id"], "req-1", "the first value of a name is kept");
     }
 
     #[test]
@@ -207,8 +316,8 @@ mod tests {
             "reqId": "req-9", "msg": "x", "metadata": { "agent_session_id": "as-1", "note": "n" }, "count": 3
         });
         e.ids_from_json(v.as_object().unwrap());
-        assert_eq!(e.ids.get("request_id").map(String::as_str), Some("req-9"));
-        assert_eq!(e.ids.get("agent_session_id").map(String::as_str), Some("as-1"));
+        assert_eq!(e.ids.get("request_id"), Some("req-9"));
+        assert_eq!(e.ids.get("agent_session_id"), Some("as-1"));
         assert_eq!(e.ids.len(), 2);
     }
 

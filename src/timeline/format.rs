@@ -151,7 +151,7 @@ fn timesketch(e: &Event) -> Value {
     }
     for (k, v) in e.ids.iter().chain(e.details.iter()) {
         // A detail named like a field above keeps its value under a prefixed name.
-        let key = if m.contains_key(k) { format!("detail_{k}") } else { k.clone() };
+        let key = if m.contains_key(k) { format!("detail_{k}") } else { k.to_string() };
         m.entry(key).or_insert_with(|| json!(v));
     }
     Value::Object(m)
@@ -159,10 +159,8 @@ fn timesketch(e: &Event) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::timeline::event::Source;
+    use crate::timeline::event::{Fields, Source};
 
     fn ev() -> Event {
         Event {
@@ -178,8 +176,8 @@ mod tests {
             kind: "log".into(),
             level: Some("error".into()),
             message: "=HYPERLINK(\"http://evil\")".into(),
-            ids: BTreeMap::from([("request_id".to_string(), "req-1".to_string())]),
-            details: BTreeMap::from([("message".to_string(), "clash".to_string())]),
+            ids: Fields::from([("request_id", "req-1")]),
+            details: Fields::from([("message", "clash")]),
         }
     }
 

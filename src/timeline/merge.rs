@@ -9,16 +9,18 @@
 //! in the archive, then line or row), so the same bundle always gives the same timeline.
 
 use std::{
+    borrow::Cow,
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap},
+    collections::BinaryHeap,
     fs::File,
     io::{self, BufReader, BufWriter, Read, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use jiff::Timestamp;
 
-use super::event::{Event, Source};
+use super::event::{Event, Fields, Source};
 
 /// Events held in memory by default (estimated by [`Event::weight`]).
 pub const DEFAULT_BUDGET: usize = 48 << 20;
@@ -224,9 +226,9 @@ struct RunReader {
 type Stored = (
     i128,
     u64,
-    (String, String, Option<u64>, Option<u64>),
-    (String, String, String, Option<String>, String),
-    (BTreeMap<String, String>, BTreeMap<String, String>),
+    (Arc<str>, Arc<str>, Option<u64>, Option<u64>),
+    (Arc<str>, Arc<str>, Cow<'static, str>, Option<Cow<'static, str>>, String),
+    (Fields, Fields),
 );
 
 impl RunReader {
@@ -319,8 +321,8 @@ mod tests {
             kind: "log".into(),
             level: Some("info".into()),
             message: format!("at {ms}"),
-            ids: BTreeMap::from([("request_id".to_string(), format!("req-{ms}"))]),
-            details: BTreeMap::new(),
+            ids: Fields::from([("request_id", format!("req-{ms}").as_str())]),
+            details: Fields::default(),
         }
     }
 
@@ -347,7 +349,7 @@ mod tests {
         }
         s.end_artifact().unwrap();
         let (out, stats) = merged(s);
-        let got: Vec<(i64, &str)> = out.iter().map(|e| (e.time.as_millisecond(), e.source.path.as_str())).collect();
+        let got: Vec<(i64, &str)> = out.iter().map(|e| (e.time.as_millisecond(), &*e.source.path)).collect();
         assert_eq!(got, [(1, "a"), (2, "b"), (3, "b"), (4, "a"), (4, "b"), (7, "a"), (9, "b")]);
         assert_eq!(stats.unordered_artifacts, 1);
         assert_eq!(stats.spilled_runs, 0, "small enough to stay in memory");
@@ -372,7 +374,7 @@ mod tests {
         assert!(out.windows(2).all(|w| w[0].time <= w[1].time), "in time order");
         assert!(stats.spilled_runs >= 2, "{stats:?}");
         let e = out.iter().find(|e| e.message == "at 5000").unwrap();
-        assert_eq!(e.ids["request_id"], "req-5000", "a spilled event comes back with its ids");
+        assert_eq!(&e.ids["request_id"], "req-5000", "a spilled event comes back with its ids");
         assert_eq!(e.level.as_deref(), Some("info"));
         assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0, "the spill directory is removed");
     }

@@ -2,7 +2,7 @@
 //! zerolog and pino lines) gives its own time, message, level, service, host and ids; a text line its leading
 //! timestamp and the text.
 
-use std::{borrow::Cow, collections::BTreeMap, io::Read};
+use std::{borrow::Cow, io::Read, sync::Arc};
 
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::{Artifact, Sink, Tally, each_line};
 use crate::{
     time::{leading_time, timestamp_from_integer, timestamp_from_number, timestamp_from_text},
-    timeline::event::{Event, MESSAGE_LIMIT, Source, cut},
+    timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut},
 };
 
 /// Fields a JSON log record keeps its time in, by preference.
@@ -35,6 +35,7 @@ pub fn docker(
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
+    let names = Names::of(a, service, instance);
     let outer_time = memchr::memmem::Finder::new(b"\"time\"");
     let inner = Inner::new();
     each_line(data, tally, |n, line| {
@@ -59,7 +60,7 @@ pub fn docker(
             local.malformed += 1;
             return;
         };
-        match record(a, service, instance, n, &d.log, docker_time) {
+        match record(&names, n, &d.log, docker_time) {
             Some(e) if memchr::memchr_iter(b'{', line).nth(2).is_none() => emit.take(e),
             Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
             Some(_) => {}
@@ -135,12 +136,13 @@ pub fn kubelet(
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
+    let names = Names::of(a, service, instance);
     each_line(data, tally, |n, line| {
         let text = String::from_utf8_lossy(line);
         let (stamp, rest) = text.split_once(' ').unwrap_or((&text, ""));
         let kubelet_time = stamp.parse::<Timestamp>().ok();
         let content = if kubelet_time.is_some() { rest } else { &text };
-        match record(a, service, instance, n, content, kubelet_time) {
+        match record(&names, n, content, kubelet_time) {
             Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
             Some(_) => {}
             None => local.untimed += 1,
@@ -159,6 +161,7 @@ pub fn lines(
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
+    let names = Names::of(a, service, instance);
     each_line(data, tally, |n, line| {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
@@ -166,7 +169,7 @@ pub fn lines(
         let text = String::from_utf8_lossy(line);
         let trimmed = text.trim_start();
         let time = if trimmed.starts_with('{') { None } else { leading_time(trimmed.as_bytes()) };
-        match record(a, service, instance, n, trimmed, time) {
+        match record(&names, n, trimmed, time) {
             Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
             Some(_) => {}
             None => local.untimed += 1,
@@ -178,36 +181,47 @@ pub fn lines(
 
 /// One log record: `content` is the line as the service wrote it; `outer` the time its carrier gave it (Docker's,
 /// the kubelet's, a leading timestamp). `None` when nothing gives it a time.
-fn record(
-    a: &Artifact<'_>,
-    service: &str,
-    instance: &str,
-    line: u64,
-    content: &str,
-    outer: Option<Timestamp>,
-) -> Option<Event> {
+/// The names every event of an artifact shares.
+pub(super) struct Names {
+    pub collector: Arc<str>,
+    pub path: Arc<str>,
+    pub service: Arc<str>,
+    pub instance: Arc<str>,
+}
+
+impl Names {
+    pub fn of(a: &Artifact<'_>, service: &str, instance: &str) -> Self {
+        Self { collector: a.collector.into(), path: a.path.into(), service: service.into(), instance: instance.into() }
+    }
+}
+
+fn record(n: &Names, line: u64, content: &str, outer: Option<Timestamp>) -> Option<Event> {
     let content = content.trim_end();
     let json = content.starts_with('{').then(|| serde_json::from_str::<Map<String, Value>>(content).ok()).flatten();
     let own = json.as_ref().and_then(json_time);
     let time = own.or(outer)?;
     let mut e = Event {
         time,
-        source: Source { collector: a.collector.to_string(), path: a.path.to_string(), line: Some(line), record: None },
-        service: service.to_string(),
-        instance: instance.to_string(),
-        kind: "log".into(),
+        source: Source { collector: n.collector.clone(), path: n.path.clone(), line: Some(line), record: None },
+        service: n.service.clone(),
+        instance: n.instance.clone(),
+        kind: Cow::Borrowed("log"),
         level: None,
         message: String::new(),
-        ids: BTreeMap::new(),
-        details: BTreeMap::new(),
+        ids: Fields::default(),
+        details: Fields::default(),
     };
     match json {
         Some(map) => {
             if let Some(s) = map.get("service").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 64) {
-                e.service = s.to_string();
+                if *s != *e.service {
+                    e.service = s.into();
+                }
             }
             if let Some(h) = map.get("hostname").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 128) {
-                e.instance = h.to_string();
+                if *h != *e.instance {
+                    e.instance = h.into();
+                }
             }
             e.level = map.get("level").and_then(level);
             let message = MESSAGE_FIELDS.iter().find_map(|f| map.get(*f).and_then(Value::as_str)).unwrap_or("");
@@ -239,21 +253,22 @@ fn json_time(map: &Map<String, Value>) -> Option<Timestamp> {
 }
 
 /// A level as text: zerolog's names as they are, pino's numbers as their names.
-fn level(v: &Value) -> Option<String> {
+fn level(v: &Value) -> Option<Cow<'static, str>> {
+    const KNOWN: [&str; 8] = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
     match v {
-        Value::String(s) if !s.is_empty() && s.len() <= 16 => Some(s.to_ascii_lowercase()),
-        Value::Number(n) => Some(
-            match n.as_u64()? {
-                10 => "trace",
-                20 => "debug",
-                30 => "info",
-                40 => "warn",
-                50 => "error",
-                60 => "fatal",
-                _ => return Some(n.to_string()),
-            }
-            .to_string(),
-        ),
+        Value::String(s) if !s.is_empty() && s.len() <= 16 => {
+            let lower = s.to_ascii_lowercase();
+            Some(KNOWN.iter().find(|k| **k == lower).map_or(Cow::Owned(lower), |k| Cow::Borrowed(*k)))
+        }
+        Value::Number(n) => Some(Cow::Borrowed(match n.as_u64()? {
+            10 => "trace",
+            20 => "debug",
+            30 => "info",
+            40 => "warn",
+            50 => "error",
+            60 => "fatal",
+            _ => return Some(Cow::Owned(n.to_string())),
+        })),
         _ => None,
     }
 }
@@ -303,7 +318,7 @@ mod tests {
         assert_eq!(events[0].time, Timestamp::from_millisecond(1796442909384).unwrap());
         assert_eq!(events[0].message, "tamper: content hash mismatch");
         assert_eq!(events[0].level.as_deref(), Some("error"));
-        assert_eq!(events[0].ids.get("zone_id").map(String::as_str), Some("zone-beta"));
+        assert_eq!(events[0].ids.get("zone_id"), Some("zone-beta"));
         assert!(!events[0].ids.contains_key("session_id"), "a masked id is no id");
         assert_eq!(events[0].source.line, Some(1));
         assert_eq!(events[1].time, "2026-12-05T03:52:00.5Z".parse::<Timestamp>().unwrap());
@@ -317,8 +332,8 @@ mod tests {
         let input = r#"{"log":"{\"level\":40,\"msg\":\"admin auth failed\",\"reqId\":\"req-1\",\"hostname\":\"caracal-api-1\",\"time\":\"2026-12-05T03:55:09.384Z\"}\n","time":"2026-12-05T03:55:09.4Z"}"#;
         let (events, _) = run(docker, input);
         assert_eq!(events[0].level.as_deref(), Some("warn"));
-        assert_eq!(events[0].ids["request_id"], "req-1");
-        assert_eq!(events[0].instance, "caracal-api-1");
+        assert_eq!(&events[0].ids["request_id"], "req-1");
+        assert_eq!(&*events[0].instance, "caracal-api-1");
     }
 
     #[test]

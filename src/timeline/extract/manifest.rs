@@ -1,19 +1,19 @@
 //! Events the manifest itself records: the alerts that triggered the snapshot (when they started, and ended) and
 //! each collector's run.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use crate::{
     bundle::manifest::Manifest,
     time::timestamp_from_text,
-    timeline::event::{Event, MESSAGE_LIMIT, Source, cut, id_name},
+    timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut, id_name},
 };
 
 /// The manifest's events, in the order the manifest lists them.
 pub fn from_manifest(m: &Manifest) -> Vec<Event> {
     let mut out = Vec::new();
     let source = |collector: &str, record: usize| Source {
-        collector: collector.to_string(),
+        collector: collector.into(),
         path: "manifest.json".into(),
         line: None,
         record: Some(record as u64 + 1),
@@ -35,20 +35,20 @@ pub fn from_manifest(m: &Manifest) -> Vec<Event> {
                 time,
                 source: source("trigger", i),
                 service: "alertmanager".into(),
-                instance: name.to_string(),
-                kind: kind.into(),
-                level: alert.labels.get("severity").cloned(),
+                instance: name.into(),
+                kind: Cow::Borrowed(kind),
+                level: alert.labels.get("severity").map(|s| Cow::Owned(s.clone())),
                 message: cut(
                     &format!("{name} {what}{}", summary.map(|s| format!(": {s}")).unwrap_or_default()),
                     MESSAGE_LIMIT,
                 ),
-                ids: BTreeMap::new(),
-                details: BTreeMap::new(),
+                ids: Fields::default(),
+                details: Fields::default(),
             };
             for (k, v) in &alert.labels {
                 match id_name(k) {
                     Some(name) => e.id(name, v),
-                    None if k != "alertname" && k != "severity" => e.detail(k, v),
+                    None if k != "alertname" && k != "severity" => e.detail(k.clone(), v),
                     None => {}
                 }
             }
@@ -74,14 +74,14 @@ pub fn from_manifest(m: &Manifest) -> Vec<Event> {
             time: c.started_at,
             source: source(&c.name, i),
             service: "preserve".into(),
-            instance: c.name.clone(),
-            kind: "collector.run".into(),
+            instance: c.name.as_str().into(),
+            kind: Cow::Borrowed("collector.run"),
             level: Some(
                 if c.status.as_str() == "ok" || c.status.as_str() == "skipped" { "info" } else { "warn" }.into(),
             ),
             message: cut(&message, MESSAGE_LIMIT),
-            ids: BTreeMap::new(),
-            details: BTreeMap::new(),
+            ids: Fields::default(),
+            details: Fields::default(),
         };
         e.detail("status", c.status.as_str());
         e.detail("kind", &c.kind);

@@ -3,7 +3,7 @@
 //! An entry is placed at its id's time (when Redis added it); a dead letter also says when the consumer gave up on
 //! it (`received_at`), a pending entry when it was last delivered (the collection's time less its idle time).
 
-use std::{collections::BTreeMap, io::Read};
+use std::{borrow::Cow, io::Read, sync::Arc};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{Artifact, Sink, Tally, each_line};
 use crate::{
     time::timestamp_from_number,
-    timeline::event::{Event, MESSAGE_LIMIT, Source, cut, id_name},
+    timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut, id_name},
 };
 
 /// Fields of an entry that hold a JSON record of their own (the audit event in `data`, the original in a dead
@@ -60,6 +60,8 @@ pub fn entries(
 ) -> std::io::Result<()> {
     let dead = is_dead_letter(stream);
     let mut local = Tally::default();
+    let names: (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+        (a.collector.into(), a.path.into(), "redis".into(), stream.into());
     let kind = if dead { "stream.dead_letter" } else { "stream.entry" };
     each_line(data, tally, |n, line| {
         // The entry's id leads its line (`{"id":"<ms>-<seq>",...`, as preserve writes it): its time is known before
@@ -86,26 +88,21 @@ pub fn entries(
         }
         let mut e = Event {
             time,
-            source: Source {
-                collector: a.collector.to_string(),
-                path: a.path.to_string(),
-                line: Some(n),
-                record: None,
-            },
-            service: "redis".into(),
-            instance: stream.to_string(),
-            kind: kind.into(),
+            source: Source { collector: names.0.clone(), path: names.1.clone(), line: Some(n), record: None },
+            service: names.2.clone(),
+            instance: names.3.clone(),
+            kind: Cow::Borrowed(kind),
             level: None,
             message: String::new(),
-            ids: BTreeMap::new(),
-            details: BTreeMap::new(),
+            ids: Fields::default(),
+            details: Fields::default(),
         };
         e.id("entry_id", &entry.id);
         let mut names = Vec::new();
         for (k, v) in &entry.fields {
             let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else { continue };
-            if DETAILS.contains(&k) {
-                e.detail(k, v);
+            if let Some(d) = DETAILS.iter().find(|d| **d == k) {
+                e.detail(*d, v);
             }
             if let Some(name) = id_name(k) {
                 e.id(name, v);
@@ -130,7 +127,7 @@ pub fn entries(
         if let Some(t) =
             e.details.get("received_at").and_then(|r| r.parse::<f64>().ok()).and_then(timestamp_from_number)
         {
-            e.details.insert("received_at".into(), t.to_string());
+            e.details.insert("received_at", t.to_string());
         }
         emit.take(e);
     })?;
@@ -138,8 +135,8 @@ pub fn entries(
     Ok(())
 }
 
-fn message(stream: &str, dead: bool, details: &BTreeMap<String, String>, names: &[&str]) -> String {
-    let d = |k: &str| details.get(k).map(String::as_str);
+fn message(stream: &str, dead: bool, details: &Fields, names: &[&str]) -> String {
+    let d = |k: &str| details.get(k);
     if dead {
         let why = d("reason").or(d("error")).unwrap_or("no reason given");
         let of = d("src_id").or(d("original_id")).map(|i| format!(" ({i})")).unwrap_or_default();
@@ -161,6 +158,8 @@ pub fn pending(
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
     let mut local = Tally::default();
+    let names: (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+        (a.collector.into(), a.path.into(), "redis".into(), stream.into());
     each_line(data, tally, |n, line| {
         let Ok(p) = serde_json::from_slice::<PendingEntry>(line) else {
             local.malformed += 1;
@@ -178,15 +177,10 @@ pub fn pending(
         let consumer = p.consumer.as_deref().unwrap_or("?");
         let mut e = Event {
             time,
-            source: Source {
-                collector: a.collector.to_string(),
-                path: a.path.to_string(),
-                line: Some(n),
-                record: None,
-            },
-            service: "redis".into(),
-            instance: stream.to_string(),
-            kind: "stream.pending".into(),
+            source: Source { collector: names.0.clone(), path: names.1.clone(), line: Some(n), record: None },
+            service: names.2.clone(),
+            instance: names.3.clone(),
+            kind: Cow::Borrowed("stream.pending"),
             level: None,
             message: cut(
                 &format!(
@@ -197,8 +191,8 @@ pub fn pending(
                 ),
                 MESSAGE_LIMIT,
             ),
-            ids: BTreeMap::new(),
-            details: BTreeMap::new(),
+            ids: Fields::default(),
+            details: Fields::default(),
         };
         e.id("entry_id", &p.id);
         e.detail("group", group);
@@ -246,10 +240,10 @@ mod tests {
         assert_eq!(e.time, Timestamp::from_millisecond(1796439408679).unwrap());
         assert_eq!(e.kind, "stream.dead_letter");
         assert_eq!(e.message, "dead letter in caracal.audit.events.dlq: hmac_verify_failed (evt-dlq-00)");
-        assert_eq!(e.ids["request_id"], "req-9");
-        assert_eq!(e.ids["event_id"], "evt-dlq-00");
-        assert_eq!(e.ids["entry_id"], "1796439408679-0");
-        assert_eq!(e.details["received_at"], Timestamp::from_millisecond(1796439408679).unwrap().to_string());
+        assert_eq!(&e.ids["request_id"], "req-9");
+        assert_eq!(&e.ids["event_id"], "evt-dlq-00");
+        assert_eq!(&e.ids["entry_id"], "1796439408679-0");
+        assert_eq!(&e.details["received_at"], Timestamp::from_millisecond(1796439408679).unwrap().to_string());
     }
 
     #[test]
@@ -267,7 +261,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out[0].time, "2026-12-05T03:59:00Z".parse::<Timestamp>().unwrap());
-        assert_eq!(out[0].details["deliveries"], "3");
-        assert_eq!(out[0].ids["entry_id"], "1796439508679-0");
+        assert_eq!(&out[0].details["deliveries"], "3");
+        assert_eq!(&out[0].ids["entry_id"], "1796439508679-0");
     }
 }

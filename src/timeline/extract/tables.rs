@@ -7,8 +7,9 @@
 //! buffer to whatever a field holds, and a field here is whatever the attacker wrote into the row.
 
 use std::{
-    collections::BTreeMap,
+    borrow::Cow,
     io::{self, BufRead, BufReader, Read},
+    sync::Arc,
 };
 
 use csv_core::ReadRecordResult;
@@ -17,7 +18,7 @@ use jiff::Timestamp;
 use super::{Artifact, LINE_LIMIT, Sink, Tally};
 use crate::{
     time::timestamp_from_text,
-    timeline::event::{Event, MESSAGE_LIMIT, Source, cut, id_name},
+    timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut, id_name},
 };
 
 /// At most this many fields in a record.
@@ -105,12 +106,12 @@ pub fn table(
     let col = |name: &str| header.iter().position(|h| h == name);
     let known = spec(table);
     // (column, kind) of each moment; a table preserve has no spec for is placed by its first `*_at` column.
-    let moments: Vec<(usize, String)> = match &known {
-        Some(s) => s.moments.iter().filter_map(|(c, k)| Some((col(c)?, k.to_string()))).collect(),
+    let moments: Vec<(usize, Cow<'static, str>)> = match &known {
+        Some(s) => s.moments.iter().filter_map(|(c, k)| Some((col(c)?, Cow::Borrowed(*k)))).collect(),
         None => header
             .iter()
             .position(|h| h.ends_with("_at"))
-            .map(|i| (i, format!("table.{}", header[i].trim_end_matches("_at"))))
+            .map(|i| (i, Cow::Owned(format!("table.{}", header[i].trim_end_matches("_at")))))
             .into_iter()
             .collect(),
     };
@@ -118,6 +119,8 @@ pub fn table(
         return Ok(());
     }
     let service = known.as_ref().map_or("postgres", |s| s.service);
+    let names: (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+        (a.collector.into(), a.path.into(), service.into(), table.into());
     let own_id = known.as_ref().and_then(|s| s.own_id).zip(col("id"));
     let json_cols: Vec<usize> = known.as_ref().map_or(&[][..], |s| s.json).iter().filter_map(|c| col(c)).collect();
     let id_cols: Vec<(usize, &'static str)> =
@@ -144,25 +147,20 @@ pub fn table(
             }
             let mut e = Event {
                 time,
-                source: Source {
-                    collector: a.collector.to_string(),
-                    path: a.path.to_string(),
-                    line: None,
-                    record: Some(number),
-                },
-                service: service.to_string(),
-                instance: table.to_string(),
+                source: Source { collector: names.0.clone(), path: names.1.clone(), line: None, record: Some(number) },
+                service: names.2.clone(),
+                instance: names.3.clone(),
                 kind: kind.clone(),
                 level: None,
                 message: String::new(),
-                ids: BTreeMap::new(),
-                details: BTreeMap::new(),
+                ids: Fields::default(),
+                details: Fields::default(),
             };
             if let Some((name, i)) = own_id {
                 e.id(name, &text(i));
             }
             for (i, name) in &id_cols {
-                e.id(name, &text(*i));
+                e.id(*name, &text(*i));
             }
             for i in &json_cols {
                 let t = text(*i);
@@ -419,9 +417,9 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.kind, "audit.event");
         assert_eq!(e.source.record, Some(1));
-        assert_eq!(e.ids["event_id"], "evt-1");
-        assert_eq!(e.ids["request_id"], "req-1");
-        assert_eq!(e.ids["agent_session_id"], "as-1");
+        assert_eq!(&e.ids["event_id"], "evt-1");
+        assert_eq!(&e.ids["request_id"], "req-1");
+        assert_eq!(&e.ids["agent_session_id"], "as-1");
         assert_eq!(e.message, "token.exchange allow evt-1 in zone-alpha (chain_seq 1)");
         assert_eq!(tally.untimed, 1, "the row without occurred_at");
     }
@@ -433,16 +431,16 @@ mod tests {
             "id,zone_id,status,created_at,revoked_at,revoked_reason\nar-1,z,revoked,2026-12-01 00:00:00+00,2026-12-05 03:00:00+00,leak\n",
         );
         assert_eq!(
-            events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+            events.iter().map(|e| e.kind.as_ref()).collect::<Vec<_>>(),
             ["authority.created", "authority.revoked"]
         );
-        assert!(events.iter().all(|e| e.ids["session_id"] == "ar-1" && e.source.record == Some(1)));
+        assert!(events.iter().all(|e| &e.ids["session_id"] == "ar-1" && e.source.record == Some(1)));
         let (events, _) = run(
             "policy_set_bindings",
             "zone_id,policy_set_id,active_version_id,updated_at\nzone-alpha,ps-main,psv-main-2,2026-12-05 03:10:09.344645+00\n",
         );
         assert_eq!(events[0].kind, "policy_set.activated");
-        assert_eq!(events[0].ids["policy_set_version_id"], "psv-main-2");
+        assert_eq!(&events[0].ids["policy_set_version_id"], "psv-main-2");
     }
 
     #[test]
