@@ -61,19 +61,7 @@ fn dom(work: &Path, page: &Path) -> String {
 #[test]
 fn the_report_opens_in_a_real_browser_shows_its_sections_and_runs_nothing_from_the_evidence() {
     let sb = Sandbox::start();
-    let alert = sb.root.join("alert.json");
-    std::fs::write(&alert, sandbox::tamper_alert().to_string()).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_preserve"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PRESERVE_") || k == "CARACAL_HOME" || k == "AUDIT_HMAC_KEY" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("HOME", sb.root.join("home")).args(["snapshot", "-q", "--profile", "full", "--config"]).arg(&sb.config);
-    cmd.arg("--out").arg(sb.root.join("evidence")).arg("--alert").arg(&alert);
-    let o = support::run(&mut cmd);
-    let bundle = PathBuf::from(support::stdout(&o).trim());
-    assert!(bundle.is_file(), "no bundle: {}", support::stderr(&o));
+    let bundle = support::full_snapshot(&sb.root, &sb.config, &sandbox::tamper_alert());
 
     // The bundle holds it as a tag file the tag manifest covers, and `preserve report` makes the same page.
     let bag = support::unpack(&bundle, &sb.root.join("unpacked"));

@@ -19,20 +19,7 @@ use sandbox::Sandbox;
 
 /// A `full` snapshot of the sandbox, triggered by its tamper alert.
 fn full_bundle(sb: &Sandbox) -> PathBuf {
-    let alert = sb.root.join("alert.json");
-    std::fs::write(&alert, sandbox::tamper_alert().to_string()).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_preserve"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PRESERVE_") || k == "CARACAL_HOME" || k == "AUDIT_HMAC_KEY" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("HOME", sb.root.join("home")).args(["snapshot", "-q", "--profile", "full", "--config"]).arg(&sb.config);
-    cmd.arg("--out").arg(sb.root.join("evidence")).arg("--alert").arg(&alert);
-    let o = support::run(&mut cmd);
-    let bundle = PathBuf::from(support::stdout(&o).trim());
-    assert!(bundle.is_file(), "no bundle: {}", support::stderr(&o));
-    bundle
+    support::full_snapshot(&sb.root, &sb.config, &sandbox::tamper_alert())
 }
 
 fn timeline_text(bundle: &Path, args: &[&str]) -> String {

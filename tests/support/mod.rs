@@ -311,3 +311,23 @@ pub async fn serve_tls_on(
         });
     }
 }
+
+/// A `full` snapshot of the Caracal sandbox at `root` (its `preserve.toml` is `config`), triggered by `alert`, with
+/// no site setting inherited from this environment; the bundle's path.
+#[allow(dead_code)]
+pub fn full_snapshot(root: &Path, config: &Path, alert: &serde_json::Value) -> PathBuf {
+    let file = root.join("alert.json");
+    std::fs::write(&file, alert.to_string()).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_preserve"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PRESERVE_") || k == "CARACAL_HOME" || k == "AUDIT_HMAC_KEY" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", root.join("home")).args(["snapshot", "-q", "--profile", "full", "--config"]).arg(config);
+    cmd.arg("--out").arg(root.join("evidence")).arg("--alert").arg(&file);
+    let o = run(&mut cmd);
+    let bundle = PathBuf::from(stdout(&o).trim());
+    assert!(bundle.is_file(), "no bundle: {}", stderr(&o));
+    bundle
+}

@@ -135,21 +135,13 @@ pub fn kubelet(
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
-    let mut local = Tally::default();
-    let names = Names::of(a, service, instance);
-    each_line(data, tally, |n, line| {
-        let text = String::from_utf8_lossy(line);
-        let (stamp, rest) = text.split_once(' ').unwrap_or((&text, ""));
-        let kubelet_time = stamp.parse::<Timestamp>().ok();
-        let content = if kubelet_time.is_some() { rest } else { &text };
-        match record(&names, n, content, kubelet_time) {
-            Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
-            Some(_) => {}
-            None => local.untimed += 1,
+    text_lines(&Names::of(a, service, instance), data, tally, emit, |text| {
+        let (stamp, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match stamp.parse::<Timestamp>() {
+            Ok(t) => (Some(t), rest),
+            Err(_) => (None, text),
         }
-    })?;
-    tally.add(local);
-    Ok(())
+    })
 }
 
 pub fn lines(
@@ -160,16 +152,29 @@ pub fn lines(
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
+    text_lines(&Names::of(a, service, instance), data, tally, emit, |text| {
+        let trimmed = text.trim_start();
+        (if trimmed.starts_with('{') { None } else { leading_time(trimmed.as_bytes()) }, trimmed)
+    })
+}
+
+/// Lines parsed whole, each a record: `split` gives the time its carrier put before it (the kubelet's, a leading
+/// timestamp) and the record as the service wrote it.
+fn text_lines(
+    names: &Names,
+    data: &mut dyn Read,
+    tally: &mut Tally,
+    emit: &mut dyn Sink,
+    split: impl for<'t> Fn(&'t str) -> (Option<Timestamp>, &'t str),
+) -> std::io::Result<()> {
     let mut local = Tally::default();
-    let names = Names::of(a, service, instance);
     each_line(data, tally, |n, line| {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         let text = String::from_utf8_lossy(line);
-        let trimmed = text.trim_start();
-        let time = if trimmed.starts_with('{') { None } else { leading_time(trimmed.as_bytes()) };
-        match record(&names, n, trimmed, time) {
+        let (outer, content) = split(&text);
+        match record(names, n, content, outer) {
             Some(e) if emit.wants(e.time, &e.service, &e.kind) => emit.take(e),
             Some(_) => {}
             None => local.untimed += 1,
@@ -179,8 +184,6 @@ pub fn lines(
     Ok(())
 }
 
-/// One log record: `content` is the line as the service wrote it; `outer` the time its carrier gave it (Docker's,
-/// the kubelet's, a leading timestamp). `None` when nothing gives it a time.
 /// The names every event of an artifact shares.
 pub(super) struct Names {
     pub collector: Arc<str>,
@@ -213,15 +216,15 @@ fn record(n: &Names, line: u64, content: &str, outer: Option<Timestamp>) -> Opti
     };
     match json {
         Some(map) => {
-            if let Some(s) = map.get("service").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 64) {
-                if *s != *e.service {
-                    e.service = s.into();
-                }
+            if let Some(s) = map.get("service").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 64)
+                && *s != *e.service
+            {
+                e.service = s.into();
             }
-            if let Some(h) = map.get("hostname").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 128) {
-                if *h != *e.instance {
-                    e.instance = h.into();
-                }
+            if let Some(h) = map.get("hostname").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 128)
+                && *h != *e.instance
+            {
+                e.instance = h.into();
             }
             e.level = map.get("level").and_then(level);
             let message = MESSAGE_FIELDS.iter().find_map(|f| map.get(*f).and_then(Value::as_str)).unwrap_or("");
