@@ -160,8 +160,14 @@ impl Digest {
     /// entry). Most records are only counted: their lines are never parsed.
     fn count(&mut self, time: Timestamp, service: &str, kind: &str) -> bool {
         self.events += 1;
-        if self.kinds.len() < 256 || self.kinds.contains_key(kind) {
-            *self.kinds.entry(kind.to_string()).or_default() += 1;
+        // Counted without an allocation once the kind is known: this runs for every record of the bundle.
+        let room = self.kinds.len() < 256;
+        match self.kinds.get_mut(kind) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.kinds.insert(kind.to_string(), 1);
+            }
+            None => {}
         }
         if is_activity(kind) {
             match self.axis.index(time) {

@@ -110,6 +110,37 @@ pub fn render(manifest: &Manifest, inputs: &Inputs) -> String {
     html::page(manifest, inputs)
 }
 
+/// Everything of the evidence the page shows, as it is before escaping.
+fn quoted_text(inputs: &Inputs) -> Vec<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let d = &inputs.digest;
+    let mut out: Vec<Cow<'_, str>> = Vec::new();
+    for e in &d.excerpts {
+        out.push(Cow::Borrowed(&e.message));
+        out.extend(e.ids.values().chain(e.details.values()).map(Cow::Borrowed));
+        out.push(Cow::Borrowed(&e.instance));
+        out.push(Cow::Borrowed(&e.service));
+    }
+    for (k, v) in d.near_ids.keys() {
+        out.push(Cow::Borrowed(k));
+        out.push(Cow::Borrowed(v));
+    }
+    for (stream, dl) in &d.dead_letters {
+        out.push(Cow::Borrowed(stream));
+        for (k, (_, example)) in &dl.reasons {
+            out.push(Cow::Borrowed(k));
+            out.push(Cow::Borrowed(example));
+        }
+    }
+    for (stream, group) in d.pending.keys() {
+        out.push(Cow::Borrowed(stream));
+        out.push(Cow::Borrowed(group));
+    }
+    out.extend(d.series.keys().map(|k| Cow::Borrowed(k.as_str())));
+    out.extend(inputs.quotes.values().map(|(b, _)| String::from_utf8_lossy(b)));
+    out
+}
+
 /// The page of a bundle being written, checked for the run's known secrets as every artifact is: one that holds
 /// a secret redaction missed (from an excerpt) is replaced by the page without the evidence's part, saying so.
 pub fn render_guarded(
@@ -119,8 +150,13 @@ pub fn render_guarded(
 ) -> String {
     let page = render(manifest, &inputs);
     let Some(known) = known else { return page };
+    // The page and, unescaped, what it quotes: a secret holding `&` or `<` is escaped in the page, not in these.
     let mut watch = crate::redact::guard::LeakWatch::new(known.clone());
     watch.scan(page.as_bytes());
+    for text in quoted_text(&inputs) {
+        watch.scan(b"\n");
+        watch.scan(text.as_bytes());
+    }
     let Some(found) = watch.found().map(str::to_string) else { return page };
     let bare = Inputs {
         digest: inputs.digest.fresh(),
@@ -218,6 +254,41 @@ mod tests {
         assert_eq!(lazy.near_ids, full.near_ids);
         assert_eq!(lazy.excerpts, full.excerpts);
         assert_eq!(format!("{:?}", lazy.dead_letters), format!("{:?}", full.dead_letters));
+    }
+
+    /// A secret that redaction missed is found in the page even where the page escapes it (`&` becomes `&amp;`):
+    /// the evidence's part of the page is then left out.
+    #[test]
+    fn a_secret_the_page_escapes_is_still_found_and_withheld() {
+        let at: Timestamp = "2026-12-05T03:00:00Z".parse().unwrap();
+        let secret = "s3cr&t<pass>word-7f2a9c";
+        let mut digest = empty_digest(None, None, at, Some(at));
+        digest.add(&Event {
+            time: at,
+            source: Source {
+                collector: "api-logs".into(),
+                path: "data/api-logs/a/b/x-json.log".into(),
+                line: Some(1),
+                record: None,
+            },
+            service: "api".into(),
+            instance: "caracal-api-1".into(),
+            kind: "log".into(),
+            level: Some("error".into()),
+            message: format!("login failed for admin with {secret}"),
+            ids: Fields::default(),
+            details: Fields::default(),
+        });
+        let inputs = Inputs { digest, quotes: BTreeMap::new(), withheld: None };
+        let plain = render(&manifest(at), &inputs);
+        assert!(plain.contains("s3cr&amp;t&lt;pass&gt;"), "escaped in the page, so a plain scan of it would miss it");
+        let redactor = crate::redact::Redactor::new(
+            vec![("credential env:ADMIN_PASSWORD".into(), crate::config::Secret::new(secret.to_string()))],
+            crate::redact::FingerprintKey::per_bundle().unwrap(),
+        );
+        let page = render_guarded(&manifest(at), inputs, redactor.known());
+        assert!(page.contains("Withheld:"), "the page says why its evidence is left out");
+        assert!(!page.contains("s3cr&amp;t") && !page.contains("login failed"), "and holds none of it");
     }
 
     /// Whatever the evidence holds, the page stays small: a digest fed the worst a bundle can hold (a thousand
