@@ -210,7 +210,7 @@ enum Command {
         /// An age identity file to decrypt an encrypted bundle with.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
-        /// Memory for events before they are sorted in a temporary directory (`64MiB`).
+        /// Memory for events before they are sorted in a temporary directory (default 48MiB).
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         memory: Option<u64>,
         /// Where that temporary directory is made (default: $TMPDIR).
@@ -219,8 +219,8 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// Write a bundle's report: one self-contained HTML page to open in a browser (every new bundle holds one as
-    /// `report.html`; this makes it for any bundle).
+    /// Write a bundle's report: one self-contained HTML page to open in a browser (with `[run] report = true`
+    /// every new bundle holds one as `report.html`; this makes it for any bundle).
     #[command(after_help = "Examples:\n  \
         preserve report evidence/preserve-full-20261129T024500Z-1a2b3c4d.tar.zst -o report.html\n  \
         preserve report --identity ~/.config/preserve/identity.txt bundle.tar.zst.age -o report.html\n\n\
@@ -826,26 +826,38 @@ fn report_cmd(
     let manifest = timeline::manifest(bundle, &opts).or_exit(1)?;
     let (inputs, walked) = report::gather(bundle, &manifest, &opts).or_exit(1)?;
     let page = report::render(&manifest, &inputs);
-    // Created new: a link or a file already at FILE is never written through.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(output)
-        .map_err(|e| format!("-o {}: {e}", output.display()))
-        .or_exit(2)?;
+    let mut file = new_output(output)?;
     file.write_all(page.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|e| format!("{}: {e}", output.display()))
         .or_exit(1)?;
     show(format_args!("{}\n", output.display()));
+    Ok(said_walk(&walked, "the report shows what was read before that point"))
+}
+
+/// `-o FILE`, created new: a link or a file already at FILE is never written through.
+fn new_output(path: &std::path::Path) -> Result<std::fs::File, Failure> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| format!("-o {}: {e}", path.display()))
+        .or_exit(2)
+}
+
+/// Says what reading a bundle refused or where it was cut (`kept` says what of it was written anyway); the exit
+/// code: 1 when cut, else 0.
+fn said_walk(walked: &preserve::timeline::Walked, kept: &str) -> u8 {
     for entry in &walked.unsafe_entries {
         say(&format!("warning: entry `{entry}` refused for its path (not read)"));
     }
-    if let Some(cut) = &walked.cut {
-        say(&format!("error: the archive ends early ({cut}); the report shows what was read before that point"));
-        return Ok(1);
+    match &walked.cut {
+        Some(cut) => {
+            say(&format!("error: the archive ends early ({cut}); {kept}"));
+            1
+        }
+        None => 0,
     }
-    Ok(0)
 }
 
 struct TimelineFilter {
@@ -884,17 +896,8 @@ fn timeline_cmd(
         .transpose()
         .or_exit(2)?;
     let filter = Filter { between, ids: f.ids, sources: f.sources };
-    // To a file: created new, so a link or an existing file there is never written through.
     let sink: Box<dyn std::io::Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| format!("-o {}: {e}", path.display()))
-                .or_exit(2)?,
-        )),
+        Some(path) => Box::new(std::io::BufWriter::with_capacity(1 << 20, new_output(path)?)),
         None => Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
     };
     let mut writer = timeline::Writer::new(format, sink).or_exit(1)?;
@@ -922,14 +925,7 @@ fn timeline_cmd(
             String::new()
         }
     ));
-    for entry in &summary.unsafe_entries {
-        say(&format!("warning: entry `{entry}` refused for its path (not read)"));
-    }
-    if let Some(cut) = &summary.cut {
-        say(&format!("error: the archive ends early ({cut}); the events before that point are written"));
-        return Ok(1);
-    }
-    Ok(0)
+    Ok(said_walk(&summary.walked, "the events before that point are written"))
 }
 
 fn inspect_cmd(bundle: &std::path::Path, json: bool, limits: &Limits) -> Result<u8, Failure> {

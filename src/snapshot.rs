@@ -494,7 +494,7 @@ pub async fn execute(
     let written = tokio::task::spawn_blocking(move || {
         let page = taps.map(|taps| {
             let kept: std::collections::BTreeSet<String> = staged.iter().map(|a| a.record.path.clone()).collect();
-            let (mut inputs, _) = taps.finish(&kept);
+            let mut inputs = taps.finish(&kept);
             for e in timeline::extract::from_manifest(&m) {
                 inputs.digest.add(&e);
             }

@@ -183,15 +183,7 @@ pub fn verify_stream(
         return Ok(report);
     }
     let entries = if encrypted {
-        let decrypt_error = |e: age::DecryptError| {
-            let detail = match e {
-                age::DecryptError::NoMatchingKeys => "none of the identities given is a recipient of it".to_string(),
-                e => excerpt(e.to_string().as_bytes()),
-            };
-            Error::Decrypt { path: archive.to_path_buf(), detail }
-        };
-        let d = age::Decryptor::new_buffered(BufReader::new(&mut hashing)).map_err(decrypt_error)?;
-        let plain = d.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(decrypt_error)?;
+        let plain = decrypt(archive, BufReader::new(&mut hashing), identities)?;
         read_entries(plain, limits, &budget, &mut report, &mut bag)
     } else {
         read_entries(&mut hashing, limits, &budget, &mut report, &mut bag)
@@ -225,6 +217,23 @@ pub fn verify_stream(
         suppress_what_follows_from_the_cut(&mut report, &bag.tags);
     }
     Ok(report)
+}
+
+/// The `.tar.zst` inside the encrypted archive `archive` (read from `ciphertext`), decrypted with `identities`.
+pub fn decrypt<R: io::BufRead>(
+    archive: &Path,
+    ciphertext: R,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+) -> Result<age::stream::StreamReader<R>, Error> {
+    let decrypt_error = |e: age::DecryptError| {
+        let detail = match e {
+            age::DecryptError::NoMatchingKeys => "none of the identities given is a recipient of it".to_string(),
+            e => excerpt(e.to_string().as_bytes()),
+        };
+        Error::Decrypt { path: archive.to_path_buf(), detail }
+    };
+    let d = age::Decryptor::new_buffered(ciphertext).map_err(decrypt_error)?;
+    d.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(decrypt_error)
 }
 
 /// An archive read only up to a cut holds less than its listings say: the files past the cut are missing, and,

@@ -84,11 +84,10 @@ pub fn gather(
     let mut skipped = extract::Tally::default();
     let walked = timeline::each_artifact(archive, manifest, opts, |a, data| {
         if let Some(shape) = extract::shape(a) {
-            return extract::extract(&shape, a, data, &mut skipped, &mut digest)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+            return extract::extract(&shape, a, data, &mut skipped, &mut digest).map_err(timeline::Halt::Cut);
         }
         if quotes.len() < QUOTES && self::quotes(a) {
-            let (bytes, more) = quote(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let (bytes, more) = quote(data).map_err(timeline::Halt::Cut)?;
             quotes.insert(a.path.to_string(), (bytes, more));
         }
         Ok(())

@@ -239,28 +239,19 @@ impl Event {
         self.ids.values().any(|v| v == value)
     }
 
-    /// About how much memory the event holds, for the merge's budget: itself, its message and its fields (the
-    /// shared names of its artifact are counted once per artifact, not here).
+    /// About how much memory the event holds beyond its own size, for the merge's budget: its message and its
+    /// fields (the shared names of its artifact are counted once per artifact, not here).
     pub fn weight(&self) -> usize {
         let owned = |c: &Cow<'static, str>| if let Cow::Owned(s) = c { s.capacity() } else { 0 };
         // The allocator's own overhead: about 16 bytes per allocation.
         let allocations = 2 + self.ids.len() + self.details.len();
-        std::mem::size_of::<self::Keyed>()
-            + self.message.capacity()
+        self.message.capacity()
             + owned(&self.kind)
             + self.level.as_ref().map_or(0, owned)
             + self.ids.weight()
             + self.details.weight()
             + 16 * allocations
     }
-}
-
-/// What the merge holds per event besides the event (its sort key), for [`Event::weight`].
-#[allow(dead_code)]
-struct Keyed {
-    nanos: i128,
-    seq: u64,
-    event: Event,
 }
 
 /// `s` cut to at most `limit` bytes at a character boundary, with `…` when cut; control characters become spaces

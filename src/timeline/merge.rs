@@ -94,7 +94,7 @@ impl Sorter {
         {
             self.current_ordered = false;
         }
-        self.current_weight += event.weight();
+        self.current_weight += std::mem::size_of::<Keyed>() + event.weight();
         self.current.push(Keyed { nanos, seq: self.seq, event });
         self.stats.events += 1;
         if self.current_weight > self.budget / 2 {

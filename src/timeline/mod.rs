@@ -67,11 +67,8 @@ pub struct Summary {
     pub artifacts: u64,
     /// Lines and rows that gave no event, and why.
     pub skipped: extract::Tally,
-    /// Entries refused for an unsafe path (never read).
-    pub unsafe_entries: Vec<String>,
-    /// An artifact that could not be read to its end (a corrupt or cut archive): the events before the cut are
-    /// in the timeline.
-    pub cut: Option<String>,
+    /// Unsafe entries, and where the archive was cut: the events before the cut are in the timeline.
+    pub walked: Walked,
     pub merge: merge::MergeStats,
 }
 
@@ -97,20 +94,15 @@ fn open(archive: &Path, opts: &Options) -> Result<(Box<dyn Read>, u64), verify::
     if !encrypted(archive) {
         return Ok((Box::new(buffered), length));
     }
-    let decrypt_error = |detail: String| verify::Error::Decrypt { path: archive.to_path_buf(), detail };
     if opts.identities.is_empty() {
-        return Err(decrypt_error("the bundle is encrypted: give --identity FILE to open it".into()));
+        let detail = "the bundle is encrypted: give --identity FILE to open it".to_string();
+        return Err(verify::Error::Decrypt { path: archive.to_path_buf(), detail });
     }
-    let d = age::Decryptor::new_buffered(buffered).map_err(|e| decrypt_error(e.to_string()))?;
-    let plain = d.decrypt(opts.identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| match e {
-        age::DecryptError::NoMatchingKeys => decrypt_error("none of the identities given is a recipient of it".into()),
-        e => decrypt_error(e.to_string()),
-    })?;
-    Ok((Box::new(plain), length))
+    Ok((Box::new(verify::decrypt(archive, buffered, &opts.identities)?), length))
 }
 
 /// What walking the archive found besides the artifacts.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Walked {
     /// Entries refused for an unsafe path (never read).
     pub unsafe_entries: Vec<String>,
@@ -118,13 +110,22 @@ pub struct Walked {
     pub cut: Option<String>,
 }
 
+/// Why [`each_artifact`]'s caller stopped reading an artifact.
+pub enum Halt {
+    /// Its bytes could not be read: the archive is cut or corrupt there. The walk ends, and says so in
+    /// [`Walked::cut`]; what was read before stays.
+    Cut(io::Error),
+    /// The caller's own failure (its output, its spill): the walk ends with it.
+    Fail(Error),
+}
+
 /// Calls `each` with every artifact of the bundle that its manifest lists, in archive order, and a reader of its
-/// content (bounded by its entry's size). `each` failing stops the walk and is returned as [`Error::Output`].
+/// content (bounded by its entry's size).
 pub fn each_artifact(
     archive: &Path,
     manifest: &Manifest,
     opts: &Options,
-    mut each: impl FnMut(&extract::Artifact<'_>, &mut dyn Read) -> io::Result<()>,
+    mut each: impl FnMut(&extract::Artifact<'_>, &mut dyn Read) -> Result<(), Halt>,
 ) -> Result<Walked, Error> {
     let collectors: BTreeMap<&str, &crate::bundle::manifest::CollectorRecord> =
         manifest.collectors.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -137,7 +138,7 @@ pub fn each_artifact(
     let budget = Budget::derive(&opts.limits, length, None);
     let mut top = None;
     let mut walked = Walked::default();
-    let mut failure: Option<io::Error> = None;
+    let mut failure: Option<Error> = None;
     let result = walk::walk(plain, &opts.limits, &budget, |entry| {
         if entry.kind != tar::EntryType::Regular && entry.kind != tar::EntryType::Continuous {
             return Ok(Flow::Continue);
@@ -159,18 +160,15 @@ pub fn each_artifact(
         let mut data = entry.data.take(entry.size);
         match each(&a, &mut data) {
             Ok(()) => Ok(Flow::Continue),
-            // The archive's own read failing inside is a cut archive, not a failure of ours.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::InvalidData => {
-                Err(WalkError::Corrupt(io::Error::other(format!("{rel}: {e}"))))
-            }
-            Err(e) => {
+            Err(Halt::Cut(e)) => Err(WalkError::Corrupt(io::Error::other(format!("{rel}: {e}")))),
+            Err(Halt::Fail(e)) => {
                 failure = Some(e);
                 Ok(Flow::Stop)
             }
         }
     });
     if let Some(e) = failure {
-        return Err(Error::Output(e));
+        return Err(e);
     }
     match result {
         Ok(()) => {}
@@ -201,8 +199,7 @@ pub fn read(
         }
     }
     sorter.end_artifact().map_err(spill_error)?;
-    let mut spill_failed = false;
-    let walked = each_artifact(archive, manifest, opts, |a, data| {
+    summary.walked = each_artifact(archive, manifest, opts, |a, data| {
         let Some(shape) = extract::shape(a) else { return Ok(()) };
         if !filter.reads(a.collector, a.path) {
             return Ok(());
@@ -211,18 +208,9 @@ pub fn read(
         let mut sink = Kept { filter, sorter: &mut sorter, pushed: Ok(()) };
         let read = extract::extract(&shape, a, data, &mut summary.skipped, &mut sink);
         let pushed = sink.pushed;
-        if let Err(e) = pushed.and_then(|()| sorter.end_artifact()) {
-            spill_failed = true;
-            return Err(e);
-        }
-        read.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    });
-    let walked = match walked {
-        Err(Error::Output(e)) if spill_failed => return Err(spill_error(e)),
-        w => w?,
-    };
-    summary.unsafe_entries = walked.unsafe_entries;
-    summary.cut = walked.cut;
+        pushed.and_then(|()| sorter.end_artifact()).map_err(|e| Halt::Fail(spill_error(e)))?;
+        read.map_err(Halt::Cut)
+    })?;
     let mut written = 0u64;
     let mut output: Option<io::Error> = None;
     let merged = sorter.merge(|e| {
