@@ -901,7 +901,7 @@ fn timeline_cmd(
         None => Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
     };
     let mut writer = timeline::Writer::new(format, sink).or_exit(1)?;
-    let result = timeline::read(bundle, &manifest, &opts, &filter, |e| writer.write(e));
+    let result = timeline::read(bundle, &manifest, &opts, &filter, &mut writer);
     let summary = match result {
         Ok(s) => s,
         Err(timeline::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),

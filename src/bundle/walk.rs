@@ -6,7 +6,10 @@
 //! is read in the crate's raw mode, which leaves those records to the caller, and the few lines below apply them to
 //! the entry that follows after checking their size; the crate still parses and checksums every header.
 
-use std::io::{self, Read};
+use std::{
+    io::{self, Read},
+    sync::mpsc,
+};
 
 use super::bounds::{Budget, Limits, Metered, NAME_LIMIT, PAX_LIMIT, Refusal};
 
@@ -38,13 +41,34 @@ pub fn walk<R: Read>(
     compressed: R,
     limits: &Limits,
     budget: &Budget,
+    each: impl FnMut(Entry<'_>) -> Result<Flow, WalkError>,
+) -> Result<(), WalkError> {
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?;
+    walk_tar(decoder, limits, budget, each)
+}
+
+/// [`walk`] with the archive decompressed on a thread of its own, a few MiB ahead of `each`: for a caller whose own
+/// work on the entries is as heavy as the decompression (the timeline, the report), the two then take one core each.
+pub fn walk_ahead<R: Read + Send + 'static>(
+    compressed: R,
+    limits: &Limits,
+    budget: &Budget,
+    each: impl FnMut(Entry<'_>) -> Result<Flow, WalkError>,
+) -> Result<(), WalkError> {
+    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?;
+    walk_tar(ReadAhead::spawn(decoder).map_err(WalkError::Corrupt)?, limits, budget, each)
+}
+
+fn walk_tar<R: Read>(
+    tar_stream: R,
+    limits: &Limits,
+    budget: &Budget,
     mut each: impl FnMut(Entry<'_>) -> Result<Flow, WalkError>,
 ) -> Result<(), WalkError> {
     let corrupt = |e: io::Error| {
         if budget.exceeded() { WalkError::Refused(budget.refusal(String::new())) } else { WalkError::Corrupt(e) }
     };
-    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?;
-    let mut archive = tar::Archive::new(Metered::new(decoder, budget.clone()));
+    let mut archive = tar::Archive::new(Metered::new(tar_stream, budget.clone()));
     let mut pending = Pending::default();
     // Entries met so far; the long-name and PAX records before an entry are part of it (at most one of each kind,
     // or the archive is refused as corrupt), so they cannot multiply the count.
@@ -164,5 +188,168 @@ impl Pending {
             (Some(p), None) | (None, Some(p)) => Ok(p),
             (None, None) => Ok(header_path),
         }
+    }
+}
+/// Chunks decompressed ahead of the reader, and the size of each.
+const AHEAD: usize = 4;
+const AHEAD_CHUNK: usize = 1 << 20;
+
+/// Reads `inner` on a thread of its own, at most [`AHEAD`] chunks ahead. The end of the stream is a message of its
+/// own (an empty chunk), so a thread that stopped without one is an error, never a stream that looks complete.
+struct ReadAhead {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+    failed: Option<io::ErrorKind>,
+}
+
+impl ReadAhead {
+    fn spawn<R: Read + Send + 'static>(mut inner: R) -> io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel(AHEAD);
+        std::thread::Builder::new().name("preserve-unzstd".into()).spawn(move || {
+            loop {
+                let mut chunk = vec![0u8; AHEAD_CHUNK];
+                let mut filled = 0;
+                let end = loop {
+                    match inner.read(&mut chunk[filled..]) {
+                        Ok(0) => break Ok(true),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == chunk.len() {
+                                break Ok(false);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(filled);
+                // A send fails only when the reader is gone (it stopped early): then so does this thread.
+                match end {
+                    Ok(false) => {
+                        if tx.send(Ok(chunk)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(true) => {
+                        if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+                            return;
+                        }
+                        let _ = tx.send(Ok(Vec::new()));
+                        return;
+                    }
+                    Err(e) => {
+                        if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+                            return;
+                        }
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        })?;
+        Ok(Self { rx, chunk: Vec::new(), at: 0, ended: false, failed: None })
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            if let Some(kind) = self.failed {
+                return Err(io::Error::new(kind, "the archive could not be read further"));
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.ended = true,
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => {
+                    self.failed = Some(e.kind());
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.failed = Some(io::ErrorKind::Other);
+                    return Err(io::Error::other("the thread decompressing the archive stopped"));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that gives `good` bytes, then fails.
+    struct Failing {
+        good: io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.good.read(buf)? {
+                0 => Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt block")),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn reading_ahead_gives_the_same_bytes_over_many_chunks() {
+        let data: Vec<u8> = (0..(AHEAD_CHUNK * 5 + 12_345)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut out = Vec::new();
+        ReadAhead::spawn(io::Cursor::new(data.clone())).unwrap().read_to_end(&mut out).unwrap();
+        assert!(out == data, "{} bytes read of {}", out.len(), data.len());
+        let mut empty = Vec::new();
+        ReadAhead::spawn(io::empty()).unwrap().read_to_end(&mut empty).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn a_failure_behind_reaches_the_reader_after_the_good_bytes_and_stays() {
+        let good: Vec<u8> = vec![b'x'; AHEAD_CHUNK + 10];
+        let mut r = ReadAhead::spawn(Failing { good: io::Cursor::new(good.clone()) }).unwrap();
+        let mut out = vec![0u8; good.len()];
+        r.read_exact(&mut out).unwrap();
+        assert_eq!(out, good);
+        let e = r.read(&mut [0u8; 16]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(r.read(&mut [0u8; 16]).is_err(), "never an end of stream after a failure");
+    }
+
+    /// An endless stream that counts its reads.
+    struct Endless(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            buf.fill(7);
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn the_thread_stops_when_the_reader_leaves_early() {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut r = ReadAhead::spawn(Endless(reads.clone())).unwrap();
+        let mut some = [0u8; 100];
+        r.read_exact(&mut some).unwrap();
+        drop(r);
+        let settled = |n: usize| {
+            std::thread::sleep(std::time::Duration::from_millis(100 * n as u64));
+            reads.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let (first, later) = (settled(2), settled(3));
+        assert_eq!(first, later, "the thread went on reading after its reader left");
+        assert!(later <= AHEAD + 3, "{later} chunks read: never more than a few ahead");
     }
 }

@@ -5,6 +5,8 @@ use std::{borrow::Cow, sync::Arc};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::extract::json::{Leaf, Record};
+
 /// The longest message an event keeps, in bytes (cut at a character boundary, with `…`); the record itself is at
 /// its source in the bundle.
 pub const MESSAGE_LIMIT: usize = 512;
@@ -190,7 +192,7 @@ impl Event {
         let name = name.into();
         if value.is_empty()
             || value.len() > VALUE_LIMIT
-            || value.chars().all(|c| c == '*')
+            || value.bytes().all(|c| c == b'*')
             || value.starts_with("[REDACTED")
             || self.ids.len() >= FIELDS_LIMIT
             || self.ids.contains_key(&name)
@@ -208,28 +210,29 @@ impl Event {
         self.details.insert(name, cut(value, VALUE_LIMIT));
     }
 
-    /// Takes the ids in a JSON object's fields (one level down too: Caracal nests them in `metadata`, `data`).
-    pub fn ids_from_json(&mut self, object: &serde_json::Map<String, serde_json::Value>) {
-        for (k, v) in object {
+    /// Takes the ids in a JSON record's fields (one level down too: Caracal nests them in `metadata`, `data`).
+    pub fn ids_from_json(&mut self, record: &Record<'_>) {
+        for (k, v) in &record.0 {
             match v {
-                serde_json::Value::String(s) => {
+                Leaf::Str(s) => {
                     if let Some(name) = id_name(k) {
                         self.id(name, s);
                     }
                 }
-                serde_json::Value::Number(n) => {
-                    if let Some(name) = id_name(k) {
-                        self.id(name, &n.to_string());
-                    }
-                }
-                serde_json::Value::Object(inner) => {
+                Leaf::Object(inner) => {
                     for (k, v) in inner {
                         if let (Some(name), Some(s)) = (id_name(k), v.as_str()) {
                             self.id(name, s);
                         }
                     }
                 }
-                _ => {}
+                number => {
+                    if let Some(name) = id_name(k)
+                        && let Some(n) = number.number_text()
+                    {
+                        self.id(name, &n);
+                    }
+                }
             }
         }
     }
@@ -262,7 +265,13 @@ pub fn cut(s: &str, limit: usize) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    let mut out: String = s[..end].chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let kept = &s[..end];
+    // Most messages are printable ASCII, copied as they are; anything else goes character by character.
+    let mut out: String = if kept.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        kept.to_string()
+    } else {
+        kept.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    };
     if end < s.len() {
         out.push('…');
     }
@@ -303,10 +312,9 @@ mod tests {
     #[test]
     fn ids_come_from_known_names_and_one_level_of_nesting() {
         let mut e = blank();
-        let v: serde_json::Value = serde_json::json!({
-            "reqId": "req-9", "msg": "x", "metadata": { "agent_session_id": "as-1", "note": "n" }, "count": 3
-        });
-        e.ids_from_json(v.as_object().unwrap());
+        let text =
+            r#"{"reqId": "req-9", "msg": "x", "metadata": { "agent_session_id": "as-1", "note": "n" }, "count": 3}"#;
+        e.ids_from_json(&Record::parse(text).unwrap());
         assert_eq!(e.ids.get("request_id"), Some("req-9"));
         assert_eq!(e.ids.get("agent_session_id"), Some("as-1"));
         assert_eq!(e.ids.len(), 2);

@@ -1,6 +1,9 @@
 //! The timeline's output formats: preserve's own JSON Lines, CSV, and Timesketch's JSONL import format.
 
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    sync::Arc,
+};
 
 use serde_json::{Map, Value, json};
 
@@ -32,34 +35,59 @@ const CSV_HEADER: [&str; 12] = [
     "details",
 ];
 
-/// Writes events in one format.
-pub struct Writer<W: Write> {
+/// Encodes events in one format, each on its own: what the merge sorts and spills is an event's encoded bytes.
+pub struct Encoder {
     format: Format,
-    out: Option<W>,
-    csv: Option<csv::Writer<W>>,
+    /// The names an artifact's events share, escaped once: collector, path, service, instance.
+    names: [Escaped; 4],
+    /// CSV's quoting, into a buffer each record is taken from.
+    csv: Option<(csv::Writer<Shared>, Shared)>,
 }
 
-impl<W: Write> Writer<W> {
-    pub fn new(format: Format, out: W) -> io::Result<Self> {
-        if format == Format::Csv {
-            let mut csv = csv::Writer::from_writer(out);
-            csv.write_record(CSV_HEADER).map_err(io::Error::other)?;
-            return Ok(Self { format, out: None, csv: Some(csv) });
-        }
-        Ok(Self { format, out: Some(out), csv: None })
+/// A buffer the CSV writer writes into and the encoder takes from (the writer gives no access to its own).
+#[derive(Clone, Default)]
+struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Encoder {
+    pub fn new(format: Format) -> Self {
+        let csv = (format == Format::Csv).then(|| {
+            let buffer = Shared::default();
+            (csv::Writer::from_writer(buffer.clone()), buffer)
+        });
+        Self { format, names: Default::default(), csv }
     }
 
-    pub fn write(&mut self, e: &Event) -> io::Result<()> {
-        match (self.format, &mut self.out, &mut self.csv) {
-            (Format::Jsonl, Some(out), _) => {
-                serde_json::to_writer(&mut *out, e)?;
-                out.write_all(b"\n")
+    /// What the output starts with: CSV's header row, nothing for the others.
+    pub fn header(&mut self) -> io::Result<Vec<u8>> {
+        match &mut self.csv {
+            Some((csv, buffer)) => {
+                csv.write_record(CSV_HEADER).map_err(io::Error::other)?;
+                csv.flush()?;
+                Ok(std::mem::take(&mut *buffer.0.borrow_mut()))
             }
-            (Format::Timesketch, Some(out), _) => {
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Appends `e`, with its line end, to `out`.
+    pub fn encode(&mut self, e: &Event, out: &mut Vec<u8>) -> io::Result<()> {
+        match (self.format, &mut self.csv) {
+            (Format::Jsonl, _) => self.jsonl(e, out)?,
+            (Format::Timesketch, _) => {
                 serde_json::to_writer(&mut *out, &timesketch(e))?;
-                out.write_all(b"\n")
+                out.push(b'\n');
             }
-            (Format::Csv, _, Some(csv)) => {
+            (Format::Csv, Some((csv, buffer))) => {
                 let n = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
                 let ids = if e.ids.is_empty() { String::new() } else { serde_json::to_string(&e.ids)? };
                 let details = if e.details.is_empty() { String::new() } else { serde_json::to_string(&e.details)? };
@@ -77,20 +105,98 @@ impl<W: Write> Writer<W> {
                     ids,
                     details,
                 ])
-                .map_err(io::Error::other)
+                .map_err(io::Error::other)?;
+                csv.flush()?;
+                let mut written = buffer.0.borrow_mut();
+                out.extend_from_slice(&written);
+                written.clear();
             }
-            _ => Err(io::Error::other("timeline writer used after it finished")),
+            (Format::Csv, None) => return Err(io::Error::other("a CSV encoder without its writer")),
         }
+        Ok(())
+    }
+
+    /// preserve's own line: what `serde_json` makes of [`Event`] (a test holds the two equal), written field by field
+    /// so that the names an artifact's events share are escaped once, not once per event.
+    fn jsonl(&mut self, e: &Event, out: &mut Vec<u8>) -> io::Result<()> {
+        let [collector, path, service, instance] = &mut self.names;
+        out.extend_from_slice(b"{\"time\":\"");
+        write!(out, "{}", e.time)?;
+        out.extend_from_slice(b"\",\"source\":{\"collector\":");
+        out.extend_from_slice(collector.of(&e.source.collector)?);
+        out.extend_from_slice(b",\"path\":");
+        out.extend_from_slice(path.of(&e.source.path)?);
+        if let Some(l) = e.source.line {
+            write!(out, ",\"line\":{l}")?;
+        }
+        if let Some(r) = e.source.record {
+            write!(out, ",\"record\":{r}")?;
+        }
+        out.extend_from_slice(b"},\"service\":");
+        out.extend_from_slice(service.of(&e.service)?);
+        out.extend_from_slice(b",\"instance\":");
+        out.extend_from_slice(instance.of(&e.instance)?);
+        out.extend_from_slice(b",\"kind\":");
+        serde_json::to_writer(&mut *out, &*e.kind)?;
+        if let Some(level) = &e.level {
+            out.extend_from_slice(b",\"level\":");
+            serde_json::to_writer(&mut *out, &**level)?;
+        }
+        out.extend_from_slice(b",\"message\":");
+        serde_json::to_writer(&mut *out, &e.message)?;
+        out.extend_from_slice(b",\"ids\":");
+        serde_json::to_writer(&mut *out, &e.ids)?;
+        if !e.details.is_empty() {
+            out.extend_from_slice(b",\"details\":");
+            serde_json::to_writer(&mut *out, &e.details)?;
+        }
+        out.extend_from_slice(b"}\n");
+        Ok(())
+    }
+}
+
+/// A name as a JSON string, kept while the events it is written for share it.
+#[derive(Default)]
+struct Escaped {
+    name: Option<Arc<str>>,
+    json: Vec<u8>,
+}
+
+impl Escaped {
+    fn of(&mut self, name: &Arc<str>) -> io::Result<&[u8]> {
+        let same = self.name.as_ref().is_some_and(|n| Arc::ptr_eq(n, name) || **n == **name);
+        if !same {
+            self.json.clear();
+            serde_json::to_writer(&mut self.json, &**name)?;
+            self.name = Some(name.clone());
+        }
+        Ok(&self.json)
+    }
+}
+
+/// Writes events in one format to `out`.
+pub struct Writer<W: Write> {
+    pub encoder: Encoder,
+    pub out: W,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> Writer<W> {
+    /// A writer that has written the format's header.
+    pub fn new(format: Format, mut out: W) -> io::Result<Self> {
+        let mut encoder = Encoder::new(format);
+        out.write_all(&encoder.header()?)?;
+        Ok(Self { encoder, out, scratch: Vec::new() })
+    }
+
+    pub fn write(&mut self, e: &Event) -> io::Result<()> {
+        self.scratch.clear();
+        self.encoder.encode(e, &mut self.scratch)?;
+        self.out.write_all(&self.scratch)
     }
 
     pub fn finish(mut self) -> io::Result<()> {
-        if let Some(mut csv) = self.csv.take() {
-            csv.flush()?;
-        }
-        if let Some(mut out) = self.out.take() {
-            out.flush()?;
-        }
-        Ok(())
+        self.out.flush()
     }
 }
 
@@ -187,6 +293,26 @@ mod tests {
         w.write(&ev()).unwrap();
         w.finish().unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn jsonl_is_what_serde_makes_of_an_event() {
+        let mut enc = Encoder::new(Format::Jsonl);
+        let mut bare = ev();
+        bare.source.line = None;
+        bare.source.record = Some(7);
+        bare.level = None;
+        bare.ids = Fields::default();
+        bare.details = Fields::default();
+        bare.service = "a \"quoted\" \u{1} name".into();
+        // Twice each: the second is written from the names kept from the first.
+        for e in [ev(), ev(), bare.clone(), bare] {
+            let mut out = Vec::new();
+            enc.encode(&e, &mut out).unwrap();
+            let mut expected = serde_json::to_vec(&e).unwrap();
+            expected.push(b'\n');
+            assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(expected).unwrap());
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 
 pub use event::{Event, Source};
 pub use filter::Filter;
-pub use format::{Format, Writer};
+pub use format::{Encoder, Format, Writer};
 use jiff::Timestamp;
 
 use crate::bundle::{
@@ -86,7 +86,7 @@ fn encrypted(archive: &Path) -> bool {
 }
 
 /// The archive's `.tar.zst` bytes (decrypted when it is encrypted) and the archive file's length.
-fn open(archive: &Path, opts: &Options) -> Result<(Box<dyn Read>, u64), verify::Error> {
+fn open(archive: &Path, opts: &Options) -> Result<(Box<dyn Read + Send>, u64), verify::Error> {
     let read_error = |source| verify::Error::Read { path: archive.to_path_buf(), source };
     let file = File::open(archive).map_err(read_error)?;
     let length = file.metadata().map_err(read_error)?.len();
@@ -139,7 +139,7 @@ pub fn each_artifact(
     let mut top = None;
     let mut walked = Walked::default();
     let mut failure: Option<Error> = None;
-    let result = walk::walk(plain, &opts.limits, &budget, |entry| {
+    let result = walk::walk_ahead(plain, &opts.limits, &budget, |entry| {
         if entry.kind != tar::EntryType::Regular && entry.kind != tar::EntryType::Continuous {
             return Ok(Flow::Continue);
         }
@@ -181,22 +181,25 @@ pub fn each_artifact(
     Ok(walked)
 }
 
-/// Reads the timeline of the bundle at `archive` (whose manifest is `manifest`), handing the events `filter` keeps
-/// to `each` in time order.
-pub fn read(
+/// Reads the timeline of the bundle at `archive` (whose manifest is `manifest`): the events `filter` keeps, in time
+/// order, encoded by `writer`'s encoder and written to its output.
+pub fn read<W: io::Write>(
     archive: &Path,
     manifest: &Manifest,
     opts: &Options,
     filter: &Filter,
-    mut each: impl FnMut(&Event) -> io::Result<()>,
+    writer: &mut Writer<W>,
 ) -> Result<Summary, Error> {
     let mut summary = Summary::default();
     let mut sorter = merge::Sorter::new(opts.budget, opts.spill_dir.clone());
     let spill_error = |source| Error::Spill { dir: opts.spill_dir.clone(), source };
-    for e in extract::from_manifest(manifest) {
-        if filter.keeps(&e) {
-            sorter.push(e).map_err(spill_error)?;
+    let encoder = &mut writer.encoder;
+    {
+        let mut sink = Kept { filter, encoder: &mut *encoder, sorter: &mut sorter, pushed: Ok(()) };
+        for e in extract::from_manifest(manifest) {
+            extract::Sink::take(&mut sink, e);
         }
+        sink.pushed.map_err(spill_error)?;
     }
     sorter.end_artifact().map_err(spill_error)?;
     summary.walked = each_artifact(archive, manifest, opts, |a, data| {
@@ -205,7 +208,7 @@ pub fn read(
             return Ok(());
         }
         summary.artifacts += 1;
-        let mut sink = Kept { filter, sorter: &mut sorter, pushed: Ok(()) };
+        let mut sink = Kept { filter, encoder: &mut *encoder, sorter: &mut sorter, pushed: Ok(()) };
         let read = extract::extract(&shape, a, data, &mut summary.skipped, &mut sink);
         let pushed = sink.pushed;
         pushed.and_then(|()| sorter.end_artifact()).map_err(|e| Halt::Fail(spill_error(e)))?;
@@ -213,9 +216,10 @@ pub fn read(
     })?;
     let mut written = 0u64;
     let mut output: Option<io::Error> = None;
-    let merged = sorter.merge(|e| {
+    let out = &mut writer.out;
+    let merged = sorter.merge(|bytes| {
         written += 1;
-        each(&e).map_err(|e| {
+        out.write_all(bytes).map_err(|e| {
             output = Some(e);
             io::Error::other("the output failed")
         })
@@ -229,9 +233,10 @@ pub fn read(
     Ok(summary)
 }
 
-/// The events a filter keeps, into the sorter: a record outside `--around` is not even parsed.
+/// The events a filter keeps, encoded into the sorter: a record outside `--around` is not even parsed.
 struct Kept<'a> {
     filter: &'a Filter,
+    encoder: &'a mut Encoder,
     sorter: &'a mut merge::Sorter,
     pushed: io::Result<()>,
 }
@@ -242,7 +247,8 @@ impl extract::Sink for Kept<'_> {
     }
     fn take(&mut self, event: Event) {
         if self.pushed.is_ok() && self.filter.keeps(&event) {
-            self.pushed = self.sorter.push(event);
+            let encoder = &mut *self.encoder;
+            self.pushed = self.sorter.push(event.time, |out| encoder.encode(&event, out));
         }
     }
 }

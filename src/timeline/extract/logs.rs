@@ -6,9 +6,11 @@ use std::{borrow::Cow, io::Read, sync::Arc};
 
 use jiff::Timestamp;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
-use super::{Artifact, Sink, Tally, each_line};
+use super::{
+    Artifact, Sink, Tally, each_line,
+    json::{Leaf, Record},
+};
 use crate::{
     time::{leading_time, timestamp_from_integer, timestamp_from_number, timestamp_from_text},
     timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut},
@@ -200,7 +202,7 @@ impl Names {
 
 fn record(n: &Names, line: u64, content: &str, outer: Option<Timestamp>) -> Option<Event> {
     let content = content.trim_end();
-    let json = content.starts_with('{').then(|| serde_json::from_str::<Map<String, Value>>(content).ok()).flatten();
+    let json = content.starts_with('{').then(|| Record::parse(content)).flatten();
     let own = json.as_ref().and_then(json_time);
     let time = own.or(outer)?;
     let mut e = Event {
@@ -216,27 +218,27 @@ fn record(n: &Names, line: u64, content: &str, outer: Option<Timestamp>) -> Opti
     };
     match json {
         Some(map) => {
-            if let Some(s) = map.get("service").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 64)
+            if let Some(s) = map.get("service").and_then(Leaf::as_str).filter(|s| !s.is_empty() && s.len() <= 64)
                 && *s != *e.service
             {
                 e.service = s.into();
             }
-            if let Some(h) = map.get("hostname").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 128)
+            if let Some(h) = map.get("hostname").and_then(Leaf::as_str).filter(|s| !s.is_empty() && s.len() <= 128)
                 && *h != *e.instance
             {
                 e.instance = h.into();
             }
             e.level = map.get("level").and_then(level);
-            let message = MESSAGE_FIELDS.iter().find_map(|f| map.get(*f).and_then(Value::as_str)).unwrap_or("");
+            let message = MESSAGE_FIELDS.iter().find_map(|f| map.get(f).and_then(Leaf::as_str)).unwrap_or("");
             e.message = cut(if message.is_empty() { content } else { message }, MESSAGE_LIMIT);
             for f in DETAIL_FIELDS {
-                if let Some(v) = map.get(f).and_then(scalar) {
+                if let Some(v) = map.get(f).and_then(Leaf::scalar) {
                     e.detail(f, &v);
                 }
             }
             e.ids_from_json(&map);
             // Caracal's Go services name the event a line is about `id` or `event_id`.
-            if let Some(id) = map.get("id").and_then(Value::as_str) {
+            if let Some(id) = map.get("id").and_then(Leaf::as_str) {
                 e.id("id", id);
             }
         }
@@ -247,23 +249,29 @@ fn record(n: &Names, line: u64, content: &str, outer: Option<Timestamp>) -> Opti
 
 /// A JSON record's own time: Unix seconds to nanoseconds as a number (Caracal's Go services write milliseconds),
 /// or text.
-fn json_time(map: &Map<String, Value>) -> Option<Timestamp> {
-    TIME_FIELDS.iter().find_map(|f| match map.get(*f)? {
-        Value::Number(n) => n.as_i64().map_or_else(|| timestamp_from_number(n.as_f64()?), timestamp_from_integer),
-        Value::String(s) => timestamp_from_text(s),
+fn json_time(record: &Record<'_>) -> Option<Timestamp> {
+    TIME_FIELDS.iter().find_map(|f| match record.get(f)? {
+        Leaf::UInt(u) => {
+            i64::try_from(*u).ok().map_or_else(|| timestamp_from_number(*u as f64), timestamp_from_integer)
+        }
+        Leaf::Int(i) => timestamp_from_integer(*i),
+        Leaf::Float(x) => timestamp_from_number(*x),
+        Leaf::Str(s) => timestamp_from_text(s),
         _ => None,
     })
 }
 
 /// A level as text: zerolog's names as they are, pino's numbers as their names.
-fn level(v: &Value) -> Option<Cow<'static, str>> {
+fn level(v: &Leaf<'_>) -> Option<Cow<'static, str>> {
     const KNOWN: [&str; 8] = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
     match v {
-        Value::String(s) if !s.is_empty() && s.len() <= 16 => {
-            let lower = s.to_ascii_lowercase();
-            Some(KNOWN.iter().find(|k| **k == lower).map_or(Cow::Owned(lower), |k| Cow::Borrowed(*k)))
+        Leaf::Str(s) if !s.is_empty() && s.len() <= 16 => {
+            if let Some(k) = KNOWN.iter().find(|k| k.eq_ignore_ascii_case(s)) {
+                return Some(Cow::Borrowed(*k));
+            }
+            Some(Cow::Owned(s.to_ascii_lowercase()))
         }
-        Value::Number(n) => Some(Cow::Borrowed(match n.as_u64()? {
+        Leaf::UInt(n) => Some(Cow::Borrowed(match n {
             10 => "trace",
             20 => "debug",
             30 => "info",
@@ -272,15 +280,7 @@ fn level(v: &Value) -> Option<Cow<'static, str>> {
             60 => "fatal",
             _ => return Some(Cow::Owned(n.to_string())),
         })),
-        _ => None,
-    }
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Leaf::Int(_) | Leaf::Float(_) => None,
         _ => None,
     }
 }

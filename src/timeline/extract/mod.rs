@@ -5,6 +5,7 @@
 //! The bytes are the evidence, written by whoever attacked the system: every line and record is bounded
 //! ([`LINE_LIMIT`]), anything unreadable is counted and skipped, never fatal.
 
+pub mod json;
 mod logs;
 mod manifest;
 mod streams;

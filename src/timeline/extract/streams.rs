@@ -7,9 +7,11 @@ use std::{borrow::Cow, io::Read, sync::Arc};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::{Artifact, Sink, Tally, each_line};
+use super::{
+    Artifact, Sink, Tally, each_line,
+    json::{Leaf, Record},
+};
 use crate::{
     time::timestamp_from_number,
     timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut, id_name},
@@ -23,10 +25,11 @@ const DETAILS: [&str; 9] =
     ["reason", "error", "received_at", "event", "event_type", "decision", "original_id", "src_id", "dedupe_key"];
 
 #[derive(Deserialize)]
-struct Entry {
-    id: String,
-    #[serde(default)]
-    fields: Vec<(Value, Value)>,
+struct Entry<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    fields: Vec<(Leaf<'a>, Leaf<'a>)>,
 }
 
 #[derive(Deserialize)]
@@ -75,7 +78,7 @@ pub fn entries(
         {
             return;
         }
-        let Ok(entry) = serde_json::from_slice::<Entry>(line) else {
+        let Some(entry) = std::str::from_utf8(line).ok().and_then(|l| serde_json::from_str::<Entry<'_>>(l).ok()) else {
             local.malformed += 1;
             return;
         };
@@ -112,12 +115,12 @@ pub fn entries(
             }
             if NESTED.contains(&k)
                 && v.starts_with('{')
-                && let Ok(map) = serde_json::from_str::<serde_json::Map<String, Value>>(v)
+                && let Some(record) = Record::parse(v)
             {
-                if let Some(id) = map.get("id").and_then(Value::as_str) {
+                if let Some(id) = record.get("id").and_then(Leaf::as_str) {
                     e.id("event_id", id);
                 }
-                e.ids_from_json(&map);
+                e.ids_from_json(&record);
             }
             if names.len() < 8 {
                 names.push(k);

@@ -15,7 +15,7 @@ use std::{
 use csv_core::ReadRecordResult;
 use jiff::Timestamp;
 
-use super::{Artifact, LINE_LIMIT, Sink, Tally};
+use super::{Artifact, LINE_LIMIT, Sink, Tally, json::Record};
 use crate::{
     time::timestamp_from_text,
     timeline::event::{Event, Fields, MESSAGE_LIMIT, Source, cut, id_name},
@@ -125,6 +125,20 @@ pub fn table(
     let json_cols: Vec<usize> = known.as_ref().map_or(&[][..], |s| s.json).iter().filter_map(|c| col(c)).collect();
     let id_cols: Vec<(usize, &'static str)> =
         header.iter().enumerate().filter_map(|(i, h)| Some((i, id_name(h)?))).collect();
+    let detail_cols: Vec<(&'static str, usize)> = [
+        "decision",
+        "event_type",
+        "status",
+        "status_code",
+        "attempts",
+        "last_error",
+        "reason",
+        "revoked_reason",
+        "termination_reason",
+    ]
+    .into_iter()
+    .filter_map(|d| Some((d, col(d)?)))
+    .collect();
     let mut number = 0u64;
     loop {
         let skipped = tally.oversize;
@@ -165,26 +179,14 @@ pub fn table(
             for i in &json_cols {
                 let t = text(*i);
                 if t.starts_with('{')
-                    && let Ok(map) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&t)
+                    && let Some(record) = Record::parse(&t)
                 {
-                    e.ids_from_json(&map);
+                    e.ids_from_json(&record);
                 }
             }
-            e.message = cut(&message(table, kind, &|name| col(name).map(|i| text(i).into_owned())), MESSAGE_LIMIT);
-            for d in [
-                "decision",
-                "event_type",
-                "status",
-                "status_code",
-                "attempts",
-                "last_error",
-                "reason",
-                "revoked_reason",
-                "termination_reason",
-            ] {
-                if let Some(i) = col(d) {
-                    e.detail(d, &text(i));
-                }
+            e.message = cut(&message(table, kind, &|name| col(name).map(text)), MESSAGE_LIMIT);
+            for (d, i) in &detail_cols {
+                e.detail(*d, &text(*i));
             }
             emit.take(e);
         }
@@ -193,7 +195,7 @@ pub fn table(
 }
 
 /// A short description of a row, from the columns a responder reads first.
-fn message(table: &str, kind: &str, get: &dyn Fn(&str) -> Option<String>) -> String {
+fn message<'f>(table: &str, kind: &str, get: &dyn Fn(&str) -> Option<Cow<'f, str>>) -> String {
     let g = |c: &str| get(c).unwrap_or_default();
     match table {
         "audit_events" => format!(
