@@ -75,7 +75,13 @@ impl Fields {
         let name = name.into();
         match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name.as_ref())) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (name, value)),
+            Err(i) => {
+                // Room for a record's usual handful at once, not grown one by one.
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(8);
+                }
+                self.0.insert(i, (name, value))
+            }
         }
     }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {

@@ -82,7 +82,7 @@ impl<'a> Record<'a> {
 impl<'de: 'a, 'a> de::Deserialize<'de> for Leaf<'a> {
     /// A value inside a record: an object in it is one level down.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(LeafSeed { depth: 1 }.deserialize(d)?)
+        LeafSeed { depth: 1 }.deserialize(d)
     }
 }
 
