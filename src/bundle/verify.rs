@@ -275,7 +275,7 @@ fn read_entries(
     bag: &mut Bag,
 ) -> Result<(), WalkError> {
     let mut buf = vec![0u8; 256 * 1024];
-    walk::walk(reader, limits, budget, |entry| {
+    walk::walk(walk::unzstd(reader)?, limits, budget, |entry| {
         let raw = entry.path;
         let Some(rel) = bag_relative(&raw, &mut bag.top) else {
             report.problem(
@@ -686,19 +686,21 @@ pub fn manifest_in(archive: &Path, compressed: impl Read, length: u64, limits: &
     let read_error = |source| Error::Read { path: archive.to_path_buf(), source };
     let budget = Budget::derive(limits, length, None);
     let mut found = None;
-    let walked = walk::walk(compressed, limits, &budget, |entry| {
-        let top_level = entry.path.split('/').filter(|s| !s.is_empty()).count() == 2;
-        if !(top_level && entry.path.ends_with("/manifest.json")) {
-            return Ok(Flow::Continue);
-        }
-        if entry.size > limits.tag_files() {
-            let limit = limits.tag_files();
-            let refusal =
-                Refusal::TagFiles { file: "manifest.json".into(), declared: entry.size, total: entry.size, limit };
-            return Err(refusal.into());
-        }
-        found = Some(serde_json::from_reader::<_, Manifest>(entry.data.take(entry.size)));
-        Ok(Flow::Stop)
+    let walked = walk::unzstd(compressed).and_then(|tar| {
+        walk::walk(tar, limits, &budget, |entry| {
+            let top_level = entry.path.split('/').filter(|s| !s.is_empty()).count() == 2;
+            if !(top_level && entry.path.ends_with("/manifest.json")) {
+                return Ok(Flow::Continue);
+            }
+            if entry.size > limits.tag_files() {
+                let limit = limits.tag_files();
+                let refusal =
+                    Refusal::TagFiles { file: "manifest.json".into(), declared: entry.size, total: entry.size, limit };
+                return Err(refusal.into());
+            }
+            found = Some(serde_json::from_reader::<_, Manifest>(entry.data.take(entry.size)));
+            Ok(Flow::Stop)
+        })
     });
     match walked {
         Ok(()) => {}

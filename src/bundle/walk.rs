@@ -36,31 +36,23 @@ pub enum WalkError {
     Corrupt(io::Error),
 }
 
-/// Calls `each` for every member of the zstd-compressed tar in `compressed`, until the end of the archive or `Stop`.
+/// The tar inside a zstd-compressed archive, decompressed as it is read.
+pub fn unzstd<R: Read>(compressed: R) -> Result<impl Read, WalkError> {
+    zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)
+}
+
+/// The tar inside a zstd-compressed archive, decompressed on a thread of its own, a few MiB ahead of the reader: for
+/// a caller whose own work on the entries is as heavy as the decompression (the timeline, the report), the two then
+/// take one core each.
+pub fn unzstd_ahead<R: Read + Send + 'static>(compressed: R) -> Result<impl Read, WalkError> {
+    ReadAhead::spawn(zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?)
+        .map_err(WalkError::Corrupt)
+}
+
+/// Calls `each` for every member of the tar read from `tar` ([`unzstd`] of a bundle's archive), until the end of
+/// the archive or `Stop`.
 pub fn walk<R: Read>(
-    compressed: R,
-    limits: &Limits,
-    budget: &Budget,
-    each: impl FnMut(Entry<'_>) -> Result<Flow, WalkError>,
-) -> Result<(), WalkError> {
-    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?;
-    walk_tar(decoder, limits, budget, each)
-}
-
-/// [`walk`] with the archive decompressed on a thread of its own, a few MiB ahead of `each`: for a caller whose own
-/// work on the entries is as heavy as the decompression (the timeline, the report), the two then take one core each.
-pub fn walk_ahead<R: Read + Send + 'static>(
-    compressed: R,
-    limits: &Limits,
-    budget: &Budget,
-    each: impl FnMut(Entry<'_>) -> Result<Flow, WalkError>,
-) -> Result<(), WalkError> {
-    let decoder = zstd::stream::read::Decoder::new(compressed).map_err(WalkError::Corrupt)?;
-    walk_tar(ReadAhead::spawn(decoder).map_err(WalkError::Corrupt)?, limits, budget, each)
-}
-
-fn walk_tar<R: Read>(
-    tar_stream: R,
+    tar: R,
     limits: &Limits,
     budget: &Budget,
     mut each: impl FnMut(Entry<'_>) -> Result<Flow, WalkError>,
@@ -68,7 +60,7 @@ fn walk_tar<R: Read>(
     let corrupt = |e: io::Error| {
         if budget.exceeded() { WalkError::Refused(budget.refusal(String::new())) } else { WalkError::Corrupt(e) }
     };
-    let mut archive = tar::Archive::new(Metered::new(tar_stream, budget.clone()));
+    let mut archive = tar::Archive::new(Metered::new(tar, budget.clone()));
     let mut pending = Pending::default();
     // Entries met so far; the long-name and PAX records before an entry are part of it (at most one of each kind,
     // or the archive is refused as corrupt), so they cannot multiply the count.

@@ -139,7 +139,9 @@ pub fn each_artifact(
     let mut top = None;
     let mut walked = Walked::default();
     let mut failure: Option<Error> = None;
-    let result = walk::walk_ahead(plain, &opts.limits, &budget, |entry| {
+    let tar = walk::unzstd_ahead(plain)
+        .map_err(|e| verify::Error::Read { path: archive.to_path_buf(), source: io::Error::other(e.to_string()) })?;
+    let result = walk::walk(tar, &opts.limits, &budget, |entry| {
         if entry.kind != tar::EntryType::Regular && entry.kind != tar::EntryType::Continuous {
             return Ok(Flow::Continue);
         }

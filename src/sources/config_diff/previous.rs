@@ -167,34 +167,39 @@ impl Previous {
         let budget = bounds::Budget::derive(&limits, compressed, None);
         let prefix = format!("{}/data/{collector}/current/", self.bundle_id);
         let mut found = BTreeMap::new();
-        let walked = walk::walk(file, &limits, &budget, |entry| {
-            if cancelled() {
-                return Err(walk::WalkError::Corrupt(io::Error::new(io::ErrorKind::Interrupted, "collection stopped")));
-            }
-            let Some(name) = entry.path.strip_prefix(&prefix) else { return Ok(walk::Flow::Continue) };
-            let Some(want) = self.items.get(name) else { return Ok(walk::Flow::Continue) };
-            let name = name.to_string();
-            let mut bytes = Vec::new();
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = entry.data.read(&mut buf).map_err(walk::WalkError::Corrupt)?;
-                if n == 0 {
-                    break;
+        let walked = walk::unzstd(file).and_then(|tar| {
+            walk::walk(tar, &limits, &budget, |entry| {
+                if cancelled() {
+                    return Err(walk::WalkError::Corrupt(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "collection stopped",
+                    )));
                 }
-                hasher.update(&buf[..n]);
-                let room = cap.saturating_sub(bytes.len());
-                bytes.extend_from_slice(&buf[..n.min(room)]);
-            }
-            let got = hex::encode(hasher.finalize());
-            let text = if got == *want {
-                let truncated = bytes.len() as u64 != entry.size || self.truncated.contains(&name);
-                Ok(Text { bytes, truncated })
-            } else {
-                Err(format!("current/{name} in {} does not match the hash its manifest records", self.bundle_id))
-            };
-            found.insert(name, text);
-            Ok(if found.len() == self.items.len() { walk::Flow::Stop } else { walk::Flow::Continue })
+                let Some(name) = entry.path.strip_prefix(&prefix) else { return Ok(walk::Flow::Continue) };
+                let Some(want) = self.items.get(name) else { return Ok(walk::Flow::Continue) };
+                let name = name.to_string();
+                let mut bytes = Vec::new();
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = entry.data.read(&mut buf).map_err(walk::WalkError::Corrupt)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    let room = cap.saturating_sub(bytes.len());
+                    bytes.extend_from_slice(&buf[..n.min(room)]);
+                }
+                let got = hex::encode(hasher.finalize());
+                let text = if got == *want {
+                    let truncated = bytes.len() as u64 != entry.size || self.truncated.contains(&name);
+                    Ok(Text { bytes, truncated })
+                } else {
+                    Err(format!("current/{name} in {} does not match the hash its manifest records", self.bundle_id))
+                };
+                found.insert(name, text);
+                Ok(if found.len() == self.items.len() { walk::Flow::Stop } else { walk::Flow::Continue })
+            })
         });
         match walked {
             Ok(()) => {}
