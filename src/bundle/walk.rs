@@ -182,6 +182,7 @@ impl Pending {
         }
     }
 }
+
 /// Chunks decompressed ahead of the reader, and the size of each.
 const AHEAD: usize = 4;
 const AHEAD_CHUNK: usize = 1 << 20;
@@ -218,23 +219,16 @@ impl ReadAhead {
                 };
                 chunk.truncate(filled);
                 // A send fails only when the reader is gone (it stopped early): then so does this thread.
+                if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
+                    return;
+                }
                 match end {
-                    Ok(false) => {
-                        if tx.send(Ok(chunk)).is_err() {
-                            return;
-                        }
-                    }
+                    Ok(false) => {}
                     Ok(true) => {
-                        if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
-                            return;
-                        }
                         let _ = tx.send(Ok(Vec::new()));
                         return;
                     }
                     Err(e) => {
-                        if !chunk.is_empty() && tx.send(Ok(chunk)).is_err() {
-                            return;
-                        }
                         let _ = tx.send(Err(e));
                         return;
                     }

@@ -5,7 +5,7 @@ use std::{borrow::Cow, sync::Arc};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::extract::json::{Leaf, Record};
+use super::extract::json::{Leaf, Record, by_name};
 
 /// The longest message an event keeps, in bytes (cut at a character boundary, with `…`); the record itself is at
 /// its source in the bundle.
@@ -216,9 +216,10 @@ impl Event {
         self.details.insert(name, cut(value, VALUE_LIMIT));
     }
 
-    /// Takes the ids in a JSON record's fields (one level down too: Caracal nests them in `metadata`, `data`).
+    /// Takes the ids in a JSON record's fields (one level down too: Caracal nests them in `metadata`, `data`), by
+    /// name as `serde_json`'s map orders them: of an id given twice, the value kept is the one a map would keep.
     pub fn ids_from_json(&mut self, record: &Record<'_>) {
-        for (k, v) in &record.0 {
+        for (k, v) in record.by_name() {
             match v {
                 Leaf::Str(s) => {
                     if let Some(name) = id_name(k) {
@@ -226,7 +227,7 @@ impl Event {
                     }
                 }
                 Leaf::Object(inner) => {
-                    for (k, v) in inner {
+                    for (k, v) in by_name(inner) {
                         if let (Some(name), Some(s)) = (id_name(k), v.as_str()) {
                             self.id(name, s);
                         }

@@ -125,10 +125,10 @@ impl Sorter {
             run.bytes.truncate(start);
             return Err(e);
         }
-        let len = u32::try_from(run.bytes.len() - start)
-            .ok()
-            .filter(|&l| l as usize <= RECORD_LIMIT)
-            .ok_or_else(|| io::Error::other("an encoded event over 4 MiB"))?;
+        let Some(len) = u32::try_from(run.bytes.len() - start).ok().filter(|&l| l as usize <= RECORD_LIMIT) else {
+            run.bytes.truncate(start);
+            return Err(io::Error::other("an encoded event over 4 MiB"));
+        };
         if let Some(last) = run.keys.last()
             && last.order > order
         {

@@ -73,10 +73,31 @@ impl<'a> Record<'a> {
         Some(Record(fields))
     }
 
-    /// The first field named `name`.
+    /// The field named `name`; of a name written twice, the last (as `serde_json`'s map keeps it).
     pub fn get(&self, name: &str) -> Option<&Leaf<'a>> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v)
     }
+
+    /// Its fields in the order `serde_json`'s map gives them: by name, each name once, the last of a name written
+    /// twice. Which of two values an event keeps depends on it (an id named twice, or under two names).
+    pub fn by_name(&self) -> Vec<(&str, &Leaf<'a>)> {
+        by_name(&self.0)
+    }
+}
+
+/// `fields` by name, each name once with its last value.
+pub fn by_name<'r, 'a>(fields: &'r [(Cow<'a, str>, Leaf<'a>)]) -> Vec<(&'r str, &'r Leaf<'a>)> {
+    let mut sorted: Vec<(&str, &Leaf<'a>)> = fields.iter().map(|(k, v)| (k.as_ref(), v)).collect();
+    // Stable: a name's values stay in the order written, and the last of them is kept.
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    sorted.dedup_by(|next, kept| {
+        let same = next.0 == kept.0;
+        if same {
+            *kept = *next;
+        }
+        same
+    });
+    sorted
 }
 
 impl<'de: 'a, 'a> de::Deserialize<'de> for Leaf<'a> {
@@ -190,13 +211,32 @@ mod tests {
         assert_eq!(r.get("ratio").and_then(Leaf::number_text).as_deref(), Some("0.5"));
         assert_eq!(r.get("ok").and_then(Leaf::scalar).as_deref(), Some("true"));
         assert_eq!(r.get("none"), Some(&Leaf::Other));
-        assert_eq!(r.get("msg").and_then(Leaf::as_str), Some("a \"quoted\" word"), "the first of a repeated name");
-        assert!(matches!(r.get("msg"), Some(Leaf::Str(Cow::Owned(_)))), "an escaped string is unescaped");
+        assert_eq!(r.get("msg").and_then(Leaf::as_str), Some("second"), "the last of a repeated name");
+        assert!(
+            matches!(&r.0[5].1, Leaf::Str(Cow::Owned(s)) if s == "a \"quoted\" word"),
+            "an escaped string is unescaped"
+        );
         assert!(matches!(r.get("time"), Some(Leaf::UInt(_))));
         let Some(Leaf::Object(inner)) = r.get("metadata") else { panic!("{r:?}") };
         assert_eq!(inner[0], (Cow::Borrowed("agent_session_id"), Leaf::Str(Cow::Borrowed("as-1"))));
         assert_eq!(inner[1].1, Leaf::Other, "two levels down is not built");
         assert_eq!(r.get("list"), Some(&Leaf::Other));
+    }
+
+    #[test]
+    fn by_name_is_the_order_and_choice_of_serde_jsons_map() {
+        let text =
+            r#"{"zone_id":"z","reqId":"r-1","request_id":"r-2","a":{"jti":"j-1","jti":"j-2"},"reqId":"r-3","a":1}"#;
+        let r = Record::parse(text).unwrap();
+        let ours: Vec<(String, Option<String>)> =
+            r.by_name().into_iter().map(|(k, v)| (k.to_string(), v.scalar())).collect();
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).unwrap();
+        let theirs: Vec<(String, Option<String>)> = map
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).or_else(|| v.as_number().map(|n| n.to_string()))))
+            .collect();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours[0], ("a".to_string(), Some("1".to_string())), "the last value of a name, whatever its type");
     }
 
     #[test]
