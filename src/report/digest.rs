@@ -19,8 +19,8 @@ const DEFAULT_SPAN: SignedDuration = SignedDuration::from_hours(6);
 pub const NEAR: SignedDuration = SignedDuration::from_mins(15);
 /// Services charted by name; any more are counted together as `other`.
 const SERVICES: usize = 24;
-/// Distinct ids counted near the alert; more are not tracked (and the report says how many events carried them).
-const IDS: usize = 100_000;
+/// Distinct ids counted near the alert at most (a Misra-Gries summary: see [`Digest::count_id`]).
+pub const IDS: usize = 100_000;
 /// Distinct reasons counted per dead-letter stream.
 const REASONS: usize = 256;
 /// Excerpts kept.
@@ -114,11 +114,16 @@ pub struct Digest {
     pub before_axis: u64,
     pub after_axis: u64,
     pub kinds: BTreeMap<String, u64>,
-    /// (id name, value) → events carrying it within [`NEAR`] of the anchor.
-    pub near_ids: HashMap<(String, String), u64>,
+    /// Id name → value → events carrying it within [`NEAR`] of the anchor, at most [`IDS`] of them, each count short
+    /// of the truth by at most `ids_shortfall` (by name first, so a value is looked up as the `&str` it is, without a
+    /// key made for it: this runs for every id of every event near the anchor).
+    pub near_ids: BTreeMap<String, HashMap<Box<str>, u64>>,
+    /// Distinct (name, value) pairs in `near_ids`.
+    pub near_ids_distinct: usize,
+    /// How much any count of `near_ids` may be short (0: every count is exact). An id carried by more events than
+    /// this is in `near_ids`, whatever order the events came in.
+    pub ids_shortfall: u64,
     pub near_events: u64,
-    /// Events near the anchor whose ids were not counted because [`IDS`] distinct ones were already tracked.
-    pub untracked_ids: u64,
     pub dead_letters: BTreeMap<String, DeadLetters>,
     pub pending: BTreeMap<(String, String), Pending>,
     /// The most telling events nearest the anchor: errors and warnings, dead letters, alerts, activations.
@@ -136,9 +141,10 @@ impl Digest {
             before_axis: 0,
             after_axis: 0,
             kinds: BTreeMap::new(),
-            near_ids: HashMap::new(),
+            near_ids: BTreeMap::new(),
+            near_ids_distinct: 0,
             near_events: 0,
-            untracked_ids: 0,
+            ids_shortfall: 0,
             dead_letters: BTreeMap::new(),
             pending: BTreeMap::new(),
             excerpts: Vec::new(),
@@ -198,22 +204,11 @@ impl Digest {
         let activity = is_activity(&e.kind);
         if near && activity {
             self.near_events += 1;
-            let mut untracked = false;
             for (k, v) in e.ids.iter() {
-                if k == "entry_id" {
-                    continue;
-                }
-                let key = (k.to_string(), v.to_string());
-                let room = self.near_ids.len() < IDS;
-                match self.near_ids.get_mut(&key) {
-                    Some(n) => *n += 1,
-                    None if room => {
-                        self.near_ids.insert(key, 1);
-                    }
-                    None => untracked = true,
+                if k != "entry_id" {
+                    self.count_id(k, v, 1);
                 }
             }
-            self.untracked_ids += u64::from(untracked);
         }
         match e.kind.as_ref() {
             "stream.dead_letter" => self.dead_letter(e),
@@ -258,6 +253,42 @@ impl Digest {
         p.max_deliveries = p.max_deliveries.max(n("deliveries"));
     }
 
+    /// Adds `n` events carrying id `name` = `value`, in bounded memory: a Misra-Gries summary of at most [`IDS`]
+    /// counters. When a new id finds them all taken, every counter and the new one give up the smallest count among
+    /// them (added to `ids_shortfall`), and those left at zero make room. So evidence flooded with distinct ids (an
+    /// attacker's, or a busy system's) cannot push out the ids that matter: any id carried by more events than the
+    /// shortfall keeps its place, its count short by at most that. Each pass over the counters takes away more
+    /// than [`IDS`] counts, so passes cost no more than the counting did.
+    fn count_id(&mut self, name: &str, value: &str, n: u64) {
+        if let Some(count) = self.near_ids.get_mut(name).and_then(|values| values.get_mut(value)) {
+            *count += n;
+            return;
+        }
+        let mut n = n;
+        if self.near_ids_distinct >= IDS {
+            let least = self.near_ids.values().flat_map(|values| values.values()).copied().min().unwrap_or(0).min(n);
+            self.ids_shortfall += least;
+            n -= least;
+            for values in self.near_ids.values_mut() {
+                values.retain(|_, count| {
+                    *count -= least;
+                    *count > 0
+                });
+            }
+            self.near_ids.retain(|_, values| !values.is_empty());
+            self.near_ids_distinct = self.near_ids.values().map(HashMap::len).sum();
+            if n == 0 {
+                return;
+            }
+        }
+        let values = match self.near_ids.get_mut(name) {
+            Some(values) => values,
+            None => self.near_ids.entry(name.to_string()).or_default(),
+        };
+        values.insert(value.into(), n);
+        self.near_ids_distinct += 1;
+    }
+
     /// Keeps the [`EXCERPTS`] telling events nearest the anchor (ties: the earlier read).
     fn excerpt(&mut self, e: &Event) {
         let distance = |x: &Event| x.time.duration_since(self.anchor).abs();
@@ -298,16 +329,17 @@ impl Digest {
         self.before_axis += other.before_axis;
         self.after_axis += other.after_axis;
         self.near_events += other.near_events;
-        self.untracked_ids += other.untracked_ids;
-        for (k, n) in other.near_ids {
-            let room = self.near_ids.len() < IDS;
-            match self.near_ids.get_mut(&k) {
-                Some(m) => *m += n,
-                None if room => {
-                    self.near_ids.insert(k, n);
-                }
-                None => self.untracked_ids += n,
-            }
+        // The other summary's shortfall adds to this one's; its counters go in most first (ties by name and value),
+        // so the merge does not depend on a hash map's order.
+        self.ids_shortfall += other.ids_shortfall;
+        let mut theirs: Vec<(&str, &str, u64)> = other
+            .near_ids
+            .iter()
+            .flat_map(|(k, values)| values.iter().map(move |(v, n)| (k.as_str(), &**v, *n)))
+            .collect();
+        theirs.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
+        for (k, v, n) in theirs {
+            self.count_id(k, v, n);
         }
         for (stream, d) in other.dead_letters {
             if self.dead_letters.len() >= STREAMS && !self.dead_letters.contains_key(&stream) {
@@ -344,8 +376,11 @@ impl Digest {
 
     /// The ids carried by most events near the anchor, most first (ties by name and value).
     pub fn top_ids(&self, n: usize) -> Vec<(&str, &str, u64)> {
-        let mut all: Vec<(&str, &str, u64)> =
-            self.near_ids.iter().map(|((k, v), n)| (k.as_str(), v.as_str(), *n)).collect();
+        let mut all: Vec<(&str, &str, u64)> = self
+            .near_ids
+            .iter()
+            .flat_map(|(k, values)| values.iter().map(move |(v, n)| (k.as_str(), &**v, *n)))
+            .collect();
         all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
         all.truncate(n);
         all
@@ -449,5 +484,50 @@ mod tests {
         assert_eq!(d.reasons["json_parse_error"].0, 2);
         assert_eq!(d.oldest, Some("2026-12-05T01:00:00Z".parse().unwrap()));
         assert_eq!(a.top_ids(5), vec![("request_id", "req-1", 2)], "two events within 15 minutes of the anchor");
+    }
+
+    /// An attacker who writes more distinct ids than the report counts, before and between the events that matter,
+    /// cannot push those out of "ids seen most", read in one pass or per artifact and merged.
+    #[test]
+    fn a_flood_of_distinct_ids_does_not_hide_the_frequent_ones() {
+        let axis = Axis::of(None, None, "2026-12-05T03:00:00Z".parse().unwrap(), None);
+        let mut whole = Digest::new(axis, "2026-12-05T02:50:00Z".parse().unwrap(), true);
+        let (mut first, mut second) = (whole.fresh(), whole.fresh());
+        let junk = |i: usize| {
+            let mut e = ev("2026-12-05T02:45:00Z", "gateway", "log");
+            e.ids = crate::timeline::event::Fields::from([("request_id", format!("junk-{i}").as_str())]);
+            e
+        };
+        let wanted = ev("2026-12-05T02:46:00Z", "gateway", "log");
+        // 250,000 distinct ids once each; the one that matters first shows after 120,000 of them (when a summary
+        // that kept the first ids it met would be full), then 300 times.
+        for i in 0..250_000 {
+            let e = junk(i);
+            whole.add(&e);
+            if i < 150_000 {
+                first.add(&e)
+            } else {
+                second.add(&e)
+            }
+            if (i >= 120_000 && i % 650 == 0) || i > 249_900 {
+                whole.add(&wanted);
+                if i < 150_000 { first.add(&wanted) } else { second.add(&wanted) }
+            }
+        }
+        let truth = 200 + 100 - 1;
+        assert_eq!(whole.near_events - 250_000, truth, "the count of the frequent one, as written");
+        first.merge(second);
+        for d in [&whole, &first] {
+            assert!(d.near_ids_distinct <= IDS, "bounded: {}", d.near_ids_distinct);
+            assert!(d.ids_shortfall > 0, "more distinct ids than counters were seen");
+            let top = d.top_ids(1);
+            assert_eq!((top[0].0, top[0].1), ("request_id", "req-1"), "the frequent id leads: {top:?}");
+            assert!(
+                top[0].2 <= truth && top[0].2 + d.ids_shortfall >= truth,
+                "{} short by at most {}",
+                top[0].2,
+                d.ids_shortfall
+            );
+        }
     }
 }

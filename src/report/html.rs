@@ -275,7 +275,13 @@ fn ids(d: &super::Digest) -> Markup {
                     tr { th { "id" } th { "value" } th.n { "events" } }
                     @for (k, v, n) in &top { tr { td { (k) } td.mono { (v) } td.n { (n) } } }
                 }
-                @if d.untracked_ids > 0 { p.muted { (d.untracked_ids) " events carried ids beyond the 100,000 counted." } }
+                @if d.ids_shortfall > 0 {
+                    p.muted {
+                        "More distinct ids were seen than the " (super::digest::IDS) " counted: each count may be up to "
+                        (d.ids_shortfall) " short, and every id carried by more than " (d.ids_shortfall)
+                        " events is counted."
+                    }
+                }
                 p.muted { "Every event with one of them: " code { "preserve timeline BUNDLE --id VALUE" } }
             }
         }

@@ -120,9 +120,9 @@ fn quoted_text(inputs: &Inputs) -> Vec<std::borrow::Cow<'_, str>> {
         out.push(Cow::Borrowed(&e.instance));
         out.push(Cow::Borrowed(&e.service));
     }
-    for (k, v) in d.near_ids.keys() {
+    for (k, values) in &d.near_ids {
         out.push(Cow::Borrowed(k));
-        out.push(Cow::Borrowed(v));
+        out.extend(values.keys().map(|v| Cow::Borrowed(&**v)));
     }
     for (stream, dl) in &d.dead_letters {
         out.push(Cow::Borrowed(stream));
