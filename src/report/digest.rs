@@ -309,6 +309,12 @@ impl Digest {
     }
 
     pub fn merge(&mut self, other: Digest) {
+        // The other summary's shortfall adds to this one's; its counters go in most first (ties by name and value),
+        // so the merge does not depend on a hash map's order.
+        self.ids_shortfall += other.ids_shortfall;
+        for (k, v, n) in other.top_ids(usize::MAX) {
+            self.count_id(k, v, n);
+        }
         self.events += other.events;
         for (k, n) in other.kinds {
             if self.kinds.len() < 256 || self.kinds.contains_key(&k) {
@@ -329,18 +335,6 @@ impl Digest {
         self.before_axis += other.before_axis;
         self.after_axis += other.after_axis;
         self.near_events += other.near_events;
-        // The other summary's shortfall adds to this one's; its counters go in most first (ties by name and value),
-        // so the merge does not depend on a hash map's order.
-        self.ids_shortfall += other.ids_shortfall;
-        let mut theirs: Vec<(&str, &str, u64)> = other
-            .near_ids
-            .iter()
-            .flat_map(|(k, values)| values.iter().map(move |(v, n)| (k.as_str(), &**v, *n)))
-            .collect();
-        theirs.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
-        for (k, v, n) in theirs {
-            self.count_id(k, v, n);
-        }
         for (stream, d) in other.dead_letters {
             if self.dead_letters.len() >= STREAMS && !self.dead_letters.contains_key(&stream) {
                 continue;
@@ -381,7 +375,7 @@ impl Digest {
             .iter()
             .flat_map(|(k, values)| values.iter().map(move |(v, n)| (k.as_str(), &**v, *n)))
             .collect();
-        all.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
+        all.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)).then(a.1.cmp(b.1)));
         all.truncate(n);
         all
     }
