@@ -8,7 +8,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{self, Read, Write},
+    io::{self, BufRead, Read, Write},
     sync::{Arc, Mutex, mpsc},
     thread::JoinHandle,
 };
@@ -130,20 +130,31 @@ struct ChannelReader {
     at: usize,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+/// The chunks as they came: the extractors read them in place (`BufRead`), not copied into a buffer of their own.
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         while self.at >= self.chunk.len() {
             match self.rx.recv() {
                 Ok(c) => {
                     self.chunk = c;
                     self.at = 0;
                 }
-                Err(_) => return Ok(0),
+                Err(_) => return Ok(&[]),
             }
         }
-        let n = buf.len().min(self.chunk.len() - self.at);
-        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
-        self.at += n;
+        Ok(&self.chunk[self.at..])
+    }
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.chunk.len());
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let chunk = self.fill_buf()?;
+        let n = buf.len().min(chunk.len());
+        buf[..n].copy_from_slice(&chunk[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

@@ -15,7 +15,7 @@ pub mod merge;
 use std::{
     collections::BTreeMap,
     fs::File,
-    io::{self, BufReader, Read},
+    io::{self, BufRead, BufReader, Read},
     path::{Path, PathBuf},
 };
 
@@ -120,12 +120,12 @@ pub enum Halt {
 }
 
 /// Calls `each` with every artifact of the bundle that its manifest lists, in archive order, and a reader of its
-/// content (bounded by its entry's size).
+/// content (bounded by its entry's size), buffered.
 pub fn each_artifact(
     archive: &Path,
     manifest: &Manifest,
     opts: &Options,
-    mut each: impl FnMut(&extract::Artifact<'_>, &mut dyn Read) -> Result<(), Halt>,
+    mut each: impl FnMut(&extract::Artifact<'_>, &mut dyn BufRead) -> Result<(), Halt>,
 ) -> Result<Walked, Error> {
     let collectors: BTreeMap<&str, &crate::bundle::manifest::CollectorRecord> =
         manifest.collectors.iter().map(|c| (c.name.as_str(), c)).collect();
@@ -159,7 +159,7 @@ pub fn each_artifact(
             redaction: record.redaction.as_deref(),
             collected_at: Some(c.started_at),
         };
-        let mut data = entry.data.take(entry.size);
+        let mut data = BufReader::with_capacity(256 << 10, entry.data.take(entry.size));
         match each(&a, &mut data) {
             Ok(()) => Ok(Flow::Continue),
             Err(Halt::Cut(e)) => Err(WalkError::Corrupt(io::Error::other(format!("{rel}: {e}")))),

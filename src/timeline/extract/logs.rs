@@ -2,7 +2,7 @@
 //! zerolog and pino lines) gives its own time, message, level, service, host and ids; a text line its leading
 //! timestamp and the text.
 
-use std::{borrow::Cow, io::Read, sync::Arc};
+use std::{borrow::Cow, io::BufRead, sync::Arc};
 
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -32,7 +32,7 @@ pub fn docker(
     a: &Artifact<'_>,
     service: &str,
     instance: &str,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -133,7 +133,7 @@ pub fn kubelet(
     a: &Artifact<'_>,
     service: &str,
     instance: &str,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -150,7 +150,7 @@ pub fn lines(
     a: &Artifact<'_>,
     service: &str,
     instance: &str,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -164,7 +164,7 @@ pub fn lines(
 /// timestamp) and the record as the service wrote it.
 fn text_lines(
     names: &Names,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
     split: impl for<'t> Fn(&'t str) -> (Option<Timestamp>, &'t str),
@@ -289,7 +289,7 @@ fn level(v: &Leaf<'_>) -> Option<Cow<'static, str>> {
 mod tests {
     use super::*;
 
-    type Reader = fn(&Artifact<'_>, &str, &str, &mut dyn Read, &mut Tally, &mut dyn Sink) -> std::io::Result<()>;
+    type Reader = fn(&Artifact<'_>, &str, &str, &mut dyn BufRead, &mut Tally, &mut dyn Sink) -> std::io::Result<()>;
 
     fn art() -> Artifact<'static> {
         Artifact {

@@ -11,7 +11,7 @@ mod manifest;
 mod streams;
 mod tables;
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead};
 
 use jiff::Timestamp;
 
@@ -143,7 +143,7 @@ fn is_text_log(file: &str) -> bool {
 pub fn extract(
     shape: &Shape,
     artifact: &Artifact<'_>,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> io::Result<()> {
@@ -159,8 +159,11 @@ pub fn extract(
 
 /// Calls `each` with every line of `data` (1-based number, bytes without the line end); a line longer than
 /// [`LINE_LIMIT`] is skipped and counted in `tally.oversize`, never held.
-pub(crate) fn each_line(data: &mut dyn Read, tally: &mut Tally, mut each: impl FnMut(u64, &[u8])) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(256 << 10, data);
+pub(crate) fn each_line(
+    reader: &mut dyn BufRead,
+    tally: &mut Tally,
+    mut each: impl FnMut(u64, &[u8]),
+) -> io::Result<()> {
     let mut held: Vec<u8> = Vec::new();
     let mut skipping = false;
     let mut number = 0u64;

@@ -3,7 +3,7 @@
 //! An entry is placed at its id's time (when Redis added it); a dead letter also says when the consumer gave up on
 //! it (`received_at`), a pending entry when it was last delivered (the collection's time less its idle time).
 
-use std::{borrow::Cow, io::Read, sync::Arc};
+use std::{borrow::Cow, io::BufRead, sync::Arc};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
@@ -57,7 +57,7 @@ pub fn entry_time(id: &str) -> Option<Timestamp> {
 pub fn entries(
     a: &Artifact<'_>,
     stream: &str,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {
@@ -156,7 +156,7 @@ pub fn pending(
     a: &Artifact<'_>,
     stream: &str,
     group: &str,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> std::io::Result<()> {

@@ -8,7 +8,7 @@
 
 use std::{
     borrow::Cow,
-    io::{self, BufRead, BufReader, Read},
+    io::{self, BufRead},
     sync::Arc,
 };
 
@@ -92,7 +92,7 @@ fn spec(table: &str) -> Option<Spec> {
 pub fn table(
     a: &Artifact<'_>,
     table: &str,
-    data: &mut dyn Read,
+    data: &mut dyn BufRead,
     tally: &mut Tally,
     emit: &mut dyn Sink,
 ) -> io::Result<()> {
@@ -311,21 +311,15 @@ impl<'a> Row<'a> {
 /// CSV records of at most [`LINE_LIMIT`] bytes and [`FIELDS_LIMIT`] fields; a larger one is skipped and counted.
 struct Records<'r> {
     reader: csv_core::Reader,
-    input: BufReader<&'r mut dyn Read>,
+    input: &'r mut dyn BufRead,
     out: Vec<u8>,
     ends: Vec<usize>,
     done: bool,
 }
 
 impl<'r> Records<'r> {
-    fn new(data: &'r mut dyn Read) -> Self {
-        Self {
-            reader: csv_core::Reader::new(),
-            input: BufReader::with_capacity(256 << 10, data),
-            out: vec![0; 64 << 10],
-            ends: vec![0; 64],
-            done: false,
-        }
+    fn new(data: &'r mut dyn BufRead) -> Self {
+        Self { reader: csv_core::Reader::new(), input: data, out: vec![0; 64 << 10], ends: vec![0; 64], done: false }
     }
 
     /// The next record, or `None` at the end.
