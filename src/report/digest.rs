@@ -21,6 +21,8 @@ pub const NEAR: SignedDuration = SignedDuration::from_mins(15);
 const SERVICES: usize = 24;
 /// Distinct ids counted near the alert at most (a Misra-Gries summary: see [`Digest::count_id`]).
 pub const IDS: usize = 100_000;
+/// Distinct ids an artifact's own summary keeps while it waits to be merged with the others ([`Digest::compact`]).
+pub const PART_IDS: usize = 10_000;
 /// Distinct reasons counted per dead-letter stream.
 const REASONS: usize = 256;
 /// Excerpts kept.
@@ -269,14 +271,7 @@ impl Digest {
             let least = self.near_ids.values().flat_map(|values| values.values()).copied().min().unwrap_or(0).min(n);
             self.ids_shortfall += least;
             n -= least;
-            for values in self.near_ids.values_mut() {
-                values.retain(|_, count| {
-                    *count -= least;
-                    *count > 0
-                });
-            }
-            self.near_ids.retain(|_, values| !values.is_empty());
-            self.near_ids_distinct = self.near_ids.values().map(HashMap::len).sum();
+            self.give_up(least);
             if n == 0 {
                 return;
             }
@@ -287,6 +282,34 @@ impl Digest {
         };
         values.insert(value.into(), n);
         self.near_ids_distinct += 1;
+    }
+
+    /// Takes `least` from every counter of the ids summary (added to its shortfall) and drops those it leaves at zero.
+    fn give_up(&mut self, least: u64) {
+        self.ids_shortfall += least;
+        for values in self.near_ids.values_mut() {
+            values.retain(|_, count| {
+                *count = count.saturating_sub(least);
+                *count > 0
+            });
+            // A flooded name's table gives its room back, not only its entries.
+            if values.len() < values.capacity() / 4 {
+                values.shrink_to_fit();
+            }
+        }
+        self.near_ids.retain(|_, values| !values.is_empty());
+        self.near_ids_distinct = self.near_ids.values().map(HashMap::len).sum();
+    }
+
+    /// Leaves at most `keep` counters in the ids summary, as a Misra-Gries summary does (every counter gives up the
+    /// count of the largest one that does not fit): a part kept until it is merged holds that much at most.
+    pub fn compact(&mut self, keep: usize) {
+        if self.near_ids_distinct <= keep {
+            return;
+        }
+        let mut counts: Vec<u64> = self.near_ids.values().flat_map(|values| values.values().copied()).collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        self.give_up(counts[keep]);
     }
 
     /// Keeps the [`EXCERPTS`] telling events nearest the anchor (ties: the earlier read).
@@ -478,6 +501,42 @@ mod tests {
         assert_eq!(d.reasons["json_parse_error"].0, 2);
         assert_eq!(d.oldest, Some("2026-12-05T01:00:00Z".parse().unwrap()));
         assert_eq!(a.top_ids(5), vec![("request_id", "req-1", 2)], "two events within 15 minutes of the anchor");
+    }
+
+    /// A compacted part merged into another keeps the Misra-Gries bounds against the exact counts: every count at
+    /// most the truth and short of it by at most the shortfall, any id left out carried by no more than that.
+    #[test]
+    fn compacted_and_merged_counts_stay_within_their_shortfall() {
+        let axis = Axis::of(None, None, "2026-12-05T03:00:00Z".parse().unwrap(), None);
+        let mut whole = Digest::new(axis, "2026-12-05T02:50:00Z".parse().unwrap(), true);
+        let (mut a, mut b) = (whole.fresh(), whole.fresh());
+        let mut truth: BTreeMap<String, u64> = BTreeMap::new();
+        let with = |v: &str| {
+            let mut e = ev("2026-12-05T02:45:00Z", "gateway", "log");
+            e.ids = crate::timeline::event::Fields::from([("request_id", v)]);
+            e
+        };
+        for (part, v, n) in [(0, "x", 5), (0, "y", 3), (0, "z", 2), (1, "y", 4), (1, "w", 1), (1, "x", 1)] {
+            for _ in 0..n {
+                if part == 0 { a.add(&with(v)) } else { b.add(&with(v)) }
+            }
+            *truth.entry(v.to_string()).or_default() += n;
+        }
+        a.compact(1);
+        assert_eq!((a.near_ids_distinct, a.ids_shortfall), (1, 3), "x alone left, each count having given up y's 3");
+        b.compact(2);
+        whole.merge(a);
+        whole.merge(b);
+        assert!(whole.ids_shortfall >= 3, "a part's shortfall is the merged one's too");
+        let counted: BTreeMap<&str, u64> = whole.top_ids(usize::MAX).into_iter().map(|(_, v, n)| (v, n)).collect();
+        for (v, t) in &truth {
+            let c = counted.get(v.as_str()).copied().unwrap_or(0);
+            assert!(
+                c <= *t && *t <= c + whole.ids_shortfall,
+                "{v}: counted {c}, truly {t}, shortfall {}",
+                whole.ids_shortfall
+            );
+        }
     }
 
     /// An attacker who writes more distinct ids than the report counts, before and between the events that matter,

@@ -77,14 +77,18 @@ pub fn gather(
         manifest.created_at,
         timeline::alert_start(manifest),
     );
-    for e in extract::from_manifest(manifest) {
-        digest.add(&e);
-    }
+    // Each artifact is digested on its own and the parts merged in path order, then the manifest's events added, as
+    // a snapshot does with its taps (`tap::Taps::finish`): the summaries (ids seen most, excerpts) then come out the
+    // same, the page of `preserve report` being the bundle's own.
+    let mut parts: BTreeMap<String, Digest> = BTreeMap::new();
     let mut quotes = BTreeMap::new();
     let mut skipped = extract::Tally::default();
     let walked = timeline::each_artifact(archive, manifest, opts, |a, data| {
         if let Some(shape) = extract::shape(a) {
-            return extract::extract(&shape, a, data, &mut skipped, &mut digest).map_err(timeline::Halt::Cut);
+            let part = parts.entry(a.path.to_string()).or_insert_with(|| digest.fresh());
+            let read = extract::extract(&shape, a, data, &mut skipped, part);
+            part.compact(digest::PART_IDS);
+            return read.map_err(timeline::Halt::Cut);
         }
         if quotes.len() < QUOTES && self::quotes(a) {
             let (bytes, more) = quote(data).map_err(timeline::Halt::Cut)?;
@@ -92,6 +96,12 @@ pub fn gather(
         }
         Ok(())
     })?;
+    for part in parts.into_values() {
+        digest.merge(part);
+    }
+    for e in extract::from_manifest(manifest) {
+        digest.add(&e);
+    }
     Ok((Inputs { digest, quotes, withheld: None }, walked))
 }
 

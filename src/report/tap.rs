@@ -64,6 +64,7 @@ impl Taps {
                         let mut digest = shared.digest.fresh();
                         // What gives no event is counted by `preserve timeline`; the page does not show it.
                         let _ = extract::extract(shape, &a, &mut input, &mut Tally::default(), &mut digest);
+                        digest.compact(super::digest::PART_IDS);
                         Part::Digest(Box::new(digest))
                     }
                     None => match quote(&mut input) {

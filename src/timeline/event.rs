@@ -316,6 +316,21 @@ mod tests {
         assert_eq!(&e.ids["request_id"], "req-1", "the first value of a name is kept");
     }
 
+    /// Of an id given twice, or under two names, the value taken is the one `serde_json`'s map would give: the last of
+    /// a repeated name, and names in key order (not as written), at the top and one level down.
+    #[test]
+    fn ids_are_taken_as_serde_jsons_map_orders_them() {
+        let ids = |text: &str| {
+            let mut e = blank();
+            e.ids_from_json(&Record::parse(text).unwrap());
+            e.ids
+        };
+        assert_eq!(ids(r#"{"request_id":"r-1","request_id":"r-2"}"#).get("request_id"), Some("r-2"));
+        assert_eq!(ids(r#"{"request_id":"b","reqId":"a"}"#).get("request_id"), Some("a"), "reqId sorts first");
+        assert_eq!(ids(r#"{"metadata":{"jti":"j-1","jti":"j-2"}}"#).get("jti"), Some("j-2"));
+        assert_eq!(ids(r#"{"data":{"request_id":"b","reqId":"a"}}"#).get("request_id"), Some("a"));
+    }
+
     #[test]
     fn ids_come_from_known_names_and_one_level_of_nesting() {
         let mut e = blank();
