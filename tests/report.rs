@@ -2,7 +2,8 @@
 //! of the Caracal sandbox's `full` bundle, takes a screenshot, and its rendered DOM holds the collectors table, the
 //! findings and the chart. A log line in the sandbox holds `<script>` and `<img onerror>` that would mark the page
 //! if they ran; they show as text and nothing runs. A control page with the same line unescaped proves this
-//! browser would have run them.
+//! browser would have run them. Two logs flooded with distinct ids check that `preserve report` still makes the
+//! bundle's own page.
 
 mod support;
 
@@ -61,6 +62,10 @@ fn dom(work: &Path, page: &Path) -> String {
 #[test]
 fn the_report_opens_in_a_real_browser_shows_its_sections_and_runs_nothing_from_the_evidence() {
     let sb = Sandbox::start();
+    // Two services' logs flooded with more distinct ids than the report counts: the page made while staging and
+    // the one `preserve report` makes must still agree on the ids seen most.
+    sandbox::flood_of_ids(&sb.root, "gateway", "flood-gw", 60_000);
+    sandbox::flood_of_ids(&sb.root, "sts", "flood-sts", 60_000);
     let bundle = support::full_snapshot(&sb.root, &sb.config, &sandbox::tamper_alert());
 
     // The bundle holds it as a tag file the tag manifest covers, and `preserve report` makes the same page.
@@ -73,6 +78,10 @@ fn the_report_opens_in_a_real_browser_shows_its_sections_and_runs_nothing_from_t
     let o = support::run(Command::new(env!("CARGO_BIN_EXE_preserve")).arg("report").arg(&bundle).arg("-o").arg(&again));
     assert_eq!(o.status.code(), Some(0), "{}", support::stderr(&o));
     assert_eq!(std::fs::read_to_string(&again).unwrap(), html, "preserve report makes the bundle's own page");
+    assert!(
+        html.contains("More distinct ids were seen than the report counts"),
+        "the flood overflowed the ids counted"
+    );
     assert!(html.contains("Content-Security-Policy") && html.contains("default-src 'none'"));
     assert!(!html.contains("<script"), "no script element, ours or the evidence's");
 

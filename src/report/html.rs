@@ -277,7 +277,7 @@ fn ids(d: &super::Digest) -> Markup {
                 }
                 @if d.ids_shortfall > 0 {
                     p.muted {
-                        "More distinct ids were seen than the " (super::digest::IDS) " counted: each count may be up to "
+                        "More distinct ids were seen than the report counts: each count may be up to "
                         (d.ids_shortfall) " short, and every id carried by more than " (d.ids_shortfall)
                         " events is counted."
                     }

@@ -493,6 +493,22 @@ fn pino(service: &str, level: u8, msg: &str, fields: Json) -> String {
     j.to_string()
 }
 
+/// Appends `lines` Docker json-file lines to the log of Compose service `service` in the sandbox at `root`, each a
+/// zerolog record carrying a request id of its own (`<prefix>-<n>`), two minutes ago: a flood of distinct ids.
+#[allow(dead_code)]
+pub fn flood_of_ids(root: &Path, service: &str, prefix: &str, lines: usize) {
+    use std::io::Write;
+    let id = hex::encode(Sha256::digest(format!("caracal-{service}-1").as_bytes()));
+    let path = root.join("docker").join(&id).join(format!("{id}-json.log"));
+    let at = (Timestamp::now() - SignedDuration::from_mins(2)).to_string();
+    let mut out = std::io::BufWriter::new(std::fs::OpenOptions::new().append(true).open(&path).expect("the log"));
+    for n in 0..lines {
+        let inner = json!({ "level": "info", "time": at, "request_id": format!("{prefix}-{n}"), "message": "noise" });
+        writeln!(out, "{}", json!({ "log": format!("{inner}\n"), "stream": "stdout", "time": at })).unwrap();
+    }
+    out.flush().unwrap();
+}
+
 /// Docker json-file logs of every Compose service of project `caracal`: `<id>/config.v2.json` and `<id>-json.log`.
 fn write_docker_logs(dir: &Path) {
     let (z, p) = (zerolog, pino);
