@@ -494,11 +494,7 @@ pub async fn execute(
     let written = tokio::task::spawn_blocking(move || {
         let page = taps.map(|taps| {
             let kept: std::collections::BTreeSet<String> = staged.iter().map(|a| a.record.path.clone()).collect();
-            let mut inputs = taps.finish(&kept);
-            for e in timeline::extract::from_manifest(&m) {
-                inputs.digest.add(&e);
-            }
-            report::render_guarded(&m, inputs, known)
+            report::render_guarded(&m, taps.finish(&kept, &m), known)
         });
         archive.finish(&m, &staged, page.as_deref().map(str::as_bytes))
     })

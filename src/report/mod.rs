@@ -51,6 +51,35 @@ pub fn empty_digest(
     Digest::new(Axis::of(since, until, created_at, alert), alert.unwrap_or(created_at), alert.is_some())
 }
 
+/// One artifact's part of a bundle's digest, read from `data` on its own, its ids compacted to
+/// [`digest::PART_IDS`] while it waits to be merged; and how its reading ended (what was read before a failure is
+/// in the part).
+pub fn digest_part(
+    empty: &Digest,
+    shape: &extract::Shape,
+    a: &extract::Artifact<'_>,
+    data: &mut dyn io::BufRead,
+    tally: &mut extract::Tally,
+) -> (Digest, io::Result<()>) {
+    let mut part = empty.fresh();
+    let read = extract::extract(shape, a, data, tally, &mut part);
+    part.compact(digest::PART_IDS);
+    (part, read)
+}
+
+/// A bundle's digest: `empty`, its artifacts' parts merged in path order, then its manifest's events. Made so
+/// both while the bundle is staged (`tap::Taps`) and by `preserve report` of it, the summaries (ids seen most,
+/// excerpts) come out the same, and so do the pages.
+pub fn assemble(mut digest: Digest, parts: BTreeMap<String, Digest>, manifest: &Manifest) -> Digest {
+    for part in parts.into_values() {
+        digest.merge(part);
+    }
+    for e in extract::from_manifest(manifest) {
+        digest.add(&e);
+    }
+    digest
+}
+
 /// Whether the report quotes the artifact `a` (read whole, up to [`QUOTE_LIMIT`]).
 pub fn quotes(a: &extract::Artifact<'_>) -> bool {
     let file = a.path.rsplit('/').next().unwrap_or("");
@@ -71,23 +100,19 @@ pub fn gather(
     manifest: &Manifest,
     opts: &Options,
 ) -> Result<(Inputs, timeline::Walked), timeline::Error> {
-    let mut digest = empty_digest(
+    let empty = empty_digest(
         manifest.window.since,
         manifest.window.until,
         manifest.created_at,
         timeline::alert_start(manifest),
     );
-    // Each artifact is digested on its own and the parts merged in path order, then the manifest's events added, as
-    // a snapshot does with its taps (`tap::Taps::finish`): the summaries (ids seen most, excerpts) then come out the
-    // same, the page of `preserve report` being the bundle's own.
     let mut parts: BTreeMap<String, Digest> = BTreeMap::new();
     let mut quotes = BTreeMap::new();
     let mut skipped = extract::Tally::default();
     let walked = timeline::each_artifact(archive, manifest, opts, |a, data| {
         if let Some(shape) = extract::shape(a) {
-            let part = parts.entry(a.path.to_string()).or_insert_with(|| digest.fresh());
-            let read = extract::extract(&shape, a, data, &mut skipped, part);
-            part.compact(digest::PART_IDS);
+            let (part, read) = digest_part(&empty, &shape, a, data, &mut skipped);
+            parts.insert(a.path.to_string(), part);
             return read.map_err(timeline::Halt::Cut);
         }
         if quotes.len() < QUOTES && self::quotes(a) {
@@ -96,13 +121,7 @@ pub fn gather(
         }
         Ok(())
     })?;
-    for part in parts.into_values() {
-        digest.merge(part);
-    }
-    for e in extract::from_manifest(manifest) {
-        digest.add(&e);
-    }
-    Ok((Inputs { digest, quotes, withheld: None }, walked))
+    Ok((Inputs { digest: assemble(empty, parts, manifest), quotes, withheld: None }, walked))
 }
 
 /// The first [`QUOTE_LIMIT`] bytes of `data`, and whether it held more.

@@ -13,7 +13,8 @@ use std::{
     thread::JoinHandle,
 };
 
-use super::{Digest, Inputs, quote, quotes};
+use super::{Digest, Inputs, assemble, digest_part, quote, quotes};
+use crate::bundle::manifest::Manifest;
 use crate::timeline::extract::{self, Artifact, Tally};
 
 /// Chunks in flight per artifact (each at most one staging write, 256 KiB).
@@ -61,10 +62,8 @@ impl Taps {
                     Artifact { collector: &collector, kind: &kind, path: &path, redaction: None, collected_at: None };
                 let part = match &shape {
                     Some(shape) => {
-                        let mut digest = shared.digest.fresh();
                         // What gives no event is counted by `preserve timeline`; the page does not show it.
-                        let _ = extract::extract(shape, &a, &mut input, &mut Tally::default(), &mut digest);
-                        digest.compact(super::digest::PART_IDS);
+                        let (digest, _) = digest_part(&shared.digest, shape, &a, &mut input, &mut Tally::default());
                         Part::Digest(Box::new(digest))
                     }
                     None => match quote(&mut input) {
@@ -87,25 +86,27 @@ impl Taps {
     }
 
     /// Waits for every tap (their artifacts are all sealed by now) and returns the report's inputs made of the
-    /// artifacts in `kept` (the bundle's payload: one dropped for holding a secret is not in it).
-    pub fn finish(&self, kept: &std::collections::BTreeSet<String>) -> Inputs {
+    /// artifacts in `kept` (the bundle's payload: one dropped for holding a secret is not in it) and the events of
+    /// `manifest`, the bundle's.
+    pub fn finish(&self, kept: &std::collections::BTreeSet<String>, manifest: &Manifest) -> Inputs {
         let threads = std::mem::take(&mut *self.0.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();
         }
         let parts = std::mem::take(&mut *self.0.parts.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut digest = self.0.digest.fresh();
+        let mut digests = BTreeMap::new();
         let mut quoted = BTreeMap::new();
-        // In path order, as `preserve report` reads the archive's entries by their manifest: the same excerpts win ties.
         for (path, part) in parts.into_iter().filter(|(p, _)| kept.contains(p)) {
             match part {
-                Part::Digest(d) => digest.merge(*d),
+                Part::Digest(d) => {
+                    digests.insert(path, *d);
+                }
                 Part::Quote(bytes, more) => {
                     quoted.insert(path, (bytes, more));
                 }
             }
         }
-        Inputs { digest, quotes: quoted, withheld: None }
+        Inputs { digest: assemble(self.0.digest.fresh(), digests, manifest), quotes: quoted, withheld: None }
     }
 }
 
